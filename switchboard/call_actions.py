@@ -1,0 +1,248 @@
+"""What the call policy decides, as data.
+
+Three kinds of message cross the policy's boundary:
+
+- **Inputs from the shell** (past tense, besides the two cores' own events):
+  ``ToolFinished``, ``HangupRequested``, ``RealtimeClosed``, ``TwilioClosed``.
+- **Commands** (verbs) the bridge applies to the two protocol cores
+  (``ForwardCallerAudio``, ``PlayAgentAudio``, ``ClearPlayback``, ...) or the
+  shell carries out (``RunTool``, ``HangUp``, ``FinishCall``, ``RenewSession``).
+- **Notices** (past tense) for the call record and the live event stream:
+  transcripts in conversation order, interruptions, usage, problems.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from switchboard.realtime_events import Usage
+from switchboard.session_config import SessionConfig
+
+__all__ = [
+    "Action",
+    "AddUserText",
+    "AgentTranscriptGrew",
+    "AgentTurnFinished",
+    "AgentTurnInterrupted",
+    "AgentTurnStarted",
+    "CallerTurnTranscribed",
+    "CancelResponse",
+    "ClearPlayback",
+    "Command",
+    "ConfigureSession",
+    "CreateResponse",
+    "FinishCall",
+    "ForwardCallerAudio",
+    "HangUp",
+    "HangupRequested",
+    "Notice",
+    "PhaseChanged",
+    "PlayAgentAudio",
+    "ProblemNoted",
+    "RealtimeClosed",
+    "RenewSession",
+    "RunTool",
+    "SendFunctionOutput",
+    "ShellEvent",
+    "ToolFinished",
+    "TruncateItem",
+    "TwilioClosed",
+    "UsageReported",
+]
+
+
+# -- inputs from the shell ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished:
+    call_id: str
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class HangupRequested:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeClosed:
+    code: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioClosed:
+    code: int | None
+    reason: str
+
+
+ShellEvent = ToolFinished | HangupRequested | RealtimeClosed | TwilioClosed
+
+
+# -- commands for the cores --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigureSession:
+    config: SessionConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardCallerAudio:
+    payload: str  # base64 mu-law, as Twilio sent it
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAgentAudio:
+    item_id: str
+    frames: tuple[bytes, ...]  # 20 ms mu-law frames, each followed by a mark
+
+
+@dataclass(frozen=True, slots=True)
+class ClearPlayback:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TruncateItem:
+    item_id: str
+    audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResponse:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResponse:
+    instructions: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddUserText:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendFunctionOutput:
+    call_id: str
+    output: str
+
+
+# -- commands for the shell --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunTool:
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class HangUp:
+    """End the call through Twilio's REST API (the stream cannot do it)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinishCall:
+    """The stream is over: close the model socket and seal the record."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RenewSession:
+    """The Realtime session nears its 60-minute cap: open a fresh one."""
+
+    reason: str
+
+
+Command = (
+    ConfigureSession
+    | ForwardCallerAudio
+    | PlayAgentAudio
+    | ClearPlayback
+    | TruncateItem
+    | CancelResponse
+    | CreateResponse
+    | AddUserText
+    | SendFunctionOutput
+    | RunTool
+    | HangUp
+    | FinishCall
+    | RenewSession
+)
+
+
+# -- notices -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseChanged:
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallerTurnTranscribed:
+    item_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTurnStarted:
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTranscriptGrew:
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTurnFinished:
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTurnInterrupted:
+    """The caller cut the agent off after ``heard_ms`` of ``generated_ms``."""
+
+    item_id: str
+    heard_ms: int
+    generated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReported:
+    response_id: str
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemNoted:
+    source: str  # "twilio" | "realtime" | "policy"
+    reason: str
+    message: str
+    fatal: bool = False
+
+
+Notice = (
+    PhaseChanged
+    | CallerTurnTranscribed
+    | AgentTurnStarted
+    | AgentTranscriptGrew
+    | AgentTurnFinished
+    | AgentTurnInterrupted
+    | UsageReported
+    | ProblemNoted
+)
+
+Action = Command | Notice

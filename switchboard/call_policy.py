@@ -1,0 +1,501 @@
+"""The call policy: events from both sides in, commands out (pure).
+
+Theory of operation. The policy sits between the Twilio media stream
+(``switchboard.twilio_stream``) and the Realtime session
+(``switchboard.realtime_session``). It sees their typed events, the shell's
+inputs (``call_actions.ShellEvent``) and the time, and answers with
+``call_actions`` commands and notices. It never touches a socket or a clock.
+
+- Caller audio is forwarded as it came (base64 mu-law both ways).
+- Model audio is cut into fixed 20 ms frames per item, each followed by a
+  mark, so Twilio's echoes tell how much of which item was really played.
+- Barge-in (``speech_started`` while our audio is buffered at Twilio):
+  ``clear`` Twilio, truncate the item at the acknowledged playback offset
+  (clamped to what was generated), cancel the response only if it is still
+  active and the server will not cancel it itself, drop later deltas of the
+  cut item (protocols.md section 6, pitfalls 1, 2, 7, 8).
+- The greeting starts once the stream has started and the session has
+  accepted its configuration (pitfall 3).
+- Deadlines (``next_deadline`` / ``tick``): the maximum call length, caller
+  silence (a nudge, then a hang-up), DTMF digit collection, and the Realtime
+  session's 60-minute cap.
+
+The phase (``CallPhase``) is derived from that state; ``HANDLERS`` maps each
+event type to its handler, and every handler is defined for every phase.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from switchboard.call_actions import (
+    Action,
+    AddUserText,
+    AgentTranscriptGrew,
+    AgentTurnFinished,
+    AgentTurnInterrupted,
+    AgentTurnStarted,
+    CallerTurnTranscribed,
+    CancelResponse,
+    ClearPlayback,
+    ConfigureSession,
+    CreateResponse,
+    FinishCall,
+    ForwardCallerAudio,
+    HangUp,
+    HangupRequested,
+    PhaseChanged,
+    PlayAgentAudio,
+    ProblemNoted,
+    RealtimeClosed,
+    RenewSession,
+    RunTool,
+    SendFunctionOutput,
+    ShellEvent,
+    ToolFinished,
+    TruncateItem,
+    TwilioClosed,
+    UsageReported,
+)
+from switchboard.call_audio import CallAudio
+from switchboard.codec import BYTES_PER_MS
+from switchboard.realtime_events import (
+    AudioDelta,
+    AudioDone,
+    FunctionCallRequested,
+    InputCommitted,
+    InputTranscriptCompleted,
+    InputTranscriptDelta,
+    InputTranscriptFailed,
+    ItemTruncated,
+    OutputItemAdded,
+    RealtimeErrorReported,
+    RealtimeEvent,
+    RealtimeEventIgnored,
+    RealtimeMessageRejected,
+    ResponseDone,
+    ResponseStarted,
+    SessionCreated,
+    SessionUpdated,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptDelta,
+    TranscriptDone,
+)
+from switchboard.session_config import SessionConfig
+from switchboard.twilio_events import (
+    AudioReceived,
+    DtmfReceived,
+    MarkPlayed,
+    PlaybackAcknowledged,
+    StreamConnected,
+    StreamStarted,
+    StreamStopped,
+    TwilioEvent,
+    TwilioMessageRejected,
+)
+
+__all__ = ["CallPhase", "CallPolicy", "PlaybackClock", "PolicyConfig", "PolicyEvent"]
+
+PolicyEvent = TwilioEvent | RealtimeEvent | ShellEvent
+
+# Realtime error codes after which the session cannot carry the call.
+FATAL_REALTIME_CODES = frozenset(
+    {"session_expired", "invalid_api_key", "beta_api_shape_disabled", "insufficient_quota"}
+)
+
+
+class CallPhase(Enum):
+    AWAITING_ANSWER = "awaiting_answer"  # no Twilio `start` yet
+    IDLE = "idle"  # stream live, nobody from our side active
+    THINKING = "thinking"  # a response is requested or generating, nothing buffered
+    SPEAKING = "speaking"  # our audio is buffered or playing at Twilio
+    TOOL_WAIT = "tool_wait"  # a tool runs; its output is not sent yet
+    ENDED = "ended"
+
+
+class PlaybackClock(Protocol):
+    """What the policy needs from the Twilio core: acknowledged playback."""
+
+    def played_bytes(self, item_id: str, now: float | None = None) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    session: SessionConfig
+    greeting: str | None = None
+    max_call_s: float = 1800.0
+    caller_silence_s: float = 30.0
+    dtmf_collect_s: float = 1.5
+    session_max_s: float = 3600.0
+    session_renew_margin_s: float = 60.0
+    max_peer_errors: int = 50
+
+
+class CallPolicy:
+    """One call's decisions. Feed ``begin``, then ``handle`` and ``tick``."""
+
+    def __init__(self, config: PolicyConfig, playback: PlaybackClock) -> None:
+        self.config = config
+        self._playback = playback
+        vad = config.session.turn_detection
+        self._server_interrupts = vad is not None and vad.interrupt_response
+        self.audio = CallAudio()
+        self._ended = False
+        self._forwarding = False  # caller audio flows once the session is configured
+        self._stream_live = False
+        self._configured = False
+        self._greeted = False
+        self._buffered = False
+        self._response_requested = False
+        self._active_response: str | None = None
+        self._response_wanted = False
+        self._pending_tools: set[str] = set()
+        self._cut_items: set[str] = set()
+        self._generated: dict[str, int] = {}
+        self._playing_item: str | None = None
+        self._dtmf_digits = ""
+        self._peer_errors = 0
+        self._answered_at: float | None = None
+        self._last_activity = 0.0
+        self._nudged = False
+        self._dtmf_due: float | None = None
+        self._renew_due: float | None = None
+
+    # -- state -------------------------------------------------------------
+
+    @property
+    def phase(self) -> CallPhase:
+        if self._ended:
+            return CallPhase.ENDED
+        if not self._stream_live:
+            return CallPhase.AWAITING_ANSWER
+        if self._buffered:
+            return CallPhase.SPEAKING
+        if self._response_requested or self._active_response is not None:
+            return CallPhase.THINKING
+        if self._pending_tools:
+            return CallPhase.TOOL_WAIT
+        return CallPhase.IDLE
+
+    @property
+    def next_deadline(self) -> float | None:
+        if self._ended:
+            return None
+        due = [d for d in (self._dtmf_due, self._renew_due) if d is not None]
+        if self._answered_at is not None:
+            due.append(self._answered_at + self.config.max_call_s)
+            if self.phase is CallPhase.IDLE:
+                due.append(self._last_activity + self.config.caller_silence_s)
+        return min(due, default=None)
+
+    # -- entry points ------------------------------------------------------
+
+    def begin(self, now: float) -> list[Action]:
+        """Configure the Realtime session; called as soon as it is open."""
+        self._last_activity = now
+        self._forwarding = True
+        return [ConfigureSession(self.config.session)]
+
+    def handle(self, event: PolicyEvent, now: float) -> list[Action]:
+        if type(event) is AudioReceived:  # the hot path: no phase bookkeeping
+            return [ForwardCallerAudio(event.payload)] if self._forwarding else []
+        before = self.phase
+        actions = HANDLERS[type(event)](self, event, now)
+        after = self.phase
+        if after is not before:
+            actions.append(PhaseChanged(before.value, after.value))
+            if after is CallPhase.IDLE:
+                self._last_activity = now
+        return actions
+
+    def tick(self, now: float) -> list[Action]:
+        if self._ended:
+            return []
+        actions: list[Action] = []
+        if self._dtmf_due is not None and now >= self._dtmf_due:
+            actions += self._flush_dtmf()
+        if self._renew_due is not None and now >= self._renew_due:
+            self._renew_due = None
+            actions.append(RenewSession("realtime session nears its 60-minute limit"))
+        if self._answered_at is not None and now >= self._answered_at + self.config.max_call_s:
+            return actions + self._hang_up("max_duration")
+        if (
+            self.phase is CallPhase.IDLE
+            and now >= self._last_activity + self.config.caller_silence_s
+        ):
+            if self._nudged:
+                return actions + self._hang_up("caller_silent")
+            self._nudged = True
+            self._last_activity = now
+            actions += self._respond(
+                "The caller has said nothing for a while. Briefly ask whether they are still there."
+            )
+        return actions
+
+    # -- Twilio side -------------------------------------------------------
+
+    def _on_stream_started(self, event: StreamStarted, now: float) -> list[Action]:
+        if self._stream_live or self._ended:
+            return [ProblemNoted("twilio", "duplicate_start", "a second `start` was ignored")]
+        self._stream_live = True
+        self._answered_at = self._last_activity = now
+        return self._greet_if_ready()
+
+    def _on_dtmf(self, event: DtmfReceived, now: float) -> list[Action]:
+        if self._ended:
+            return []
+        self._caller_active(now)
+        self._dtmf_digits += event.digit
+        if event.digit == "#":
+            return self._flush_dtmf()
+        self._dtmf_due = now + self.config.dtmf_collect_s
+        return []
+
+    def _on_playback(self, event: PlaybackAcknowledged, now: float) -> list[Action]:
+        if event.buffer_empty:
+            self._buffered = False
+            self._playing_item = None
+        return []
+
+    def _on_stream_stopped(self, event: StreamStopped | TwilioClosed, now: float) -> list[Action]:
+        if self._ended:
+            return []
+        self._end()
+        return [FinishCall("stream_stopped" if type(event) is StreamStopped else "twilio_closed")]
+
+    def _on_twilio_rejected(self, event: TwilioMessageRejected, now: float) -> list[Action]:
+        return self._peer_error("twilio", event.error.reason, event.error.message)
+
+    def _ignore(self, event: PolicyEvent, now: float) -> list[Action]:
+        return []
+
+    # -- Realtime side -----------------------------------------------------
+
+    def _on_session_created(self, event: SessionCreated, now: float) -> list[Action]:
+        self._renew_due = now + self.config.session_max_s - self.config.session_renew_margin_s
+        return []
+
+    def _on_session_updated(self, event: SessionUpdated, now: float) -> list[Action]:
+        self._configured = True
+        return self._greet_if_ready()
+
+    def _on_speech_started(self, event: SpeechStarted, now: float) -> list[Action]:
+        if self._ended:
+            return []
+        self._caller_active(now)
+        actions: list[Action] = []
+        item = self._playing_item
+        if self._buffered and item is not None:
+            generated_ms = self._generated.get(item, 0) // BYTES_PER_MS
+            heard_ms = min(self._playback.played_bytes(item, now) // BYTES_PER_MS, generated_ms)
+            self._cut_items.add(item)
+            self.audio.drop_item()
+            self._buffered = False
+            self._playing_item = None
+            actions += [
+                ClearPlayback(),
+                TruncateItem(item, heard_ms),
+                AgentTurnInterrupted(item, heard_ms, generated_ms),
+            ]
+        if self._active_response is not None and not self._server_interrupts:
+            actions.append(CancelResponse())
+        return actions
+
+    def _on_speech_stopped(self, event: SpeechStopped, now: float) -> list[Action]:
+        self._caller_active(now)
+        return []
+
+    def _on_input_transcript(self, event: InputTranscriptCompleted, now: float) -> list[Action]:
+        return [CallerTurnTranscribed(event.item_id, event.transcript)]
+
+    def _on_input_transcript_failed(self, event: InputTranscriptFailed, now: float) -> list[Action]:
+        return [ProblemNoted("realtime", "transcription_failed", event.message)]
+
+    def _on_response_started(self, event: ResponseStarted, now: float) -> list[Action]:
+        self._response_requested = False
+        self._active_response = event.response_id
+        return []
+
+    def _on_output_item(self, event: OutputItemAdded, now: float) -> list[Action]:
+        if event.item_type != "message":
+            return []
+        return [AgentTurnStarted(event.item_id)]
+
+    def _on_audio_delta(self, event: AudioDelta, now: float) -> list[Action]:
+        if self._ended or event.item_id in self._cut_items:
+            return []  # late deltas of a cut item are never played
+        if not self._stream_live:
+            return [ProblemNoted("policy", "audio_before_answer", "model audio before `start`")]
+        try:
+            audio = binascii.a2b_base64(event.delta, strict_mode=True)
+        except binascii.Error:
+            return self._peer_error("realtime", "invalid_base64", "audio delta is not base64")
+        self._generated[event.item_id] = self._generated.get(event.item_id, 0) + len(audio)
+        return self._play(event.item_id, self.audio.frame_outbound(event.item_id, audio))
+
+    def _on_audio_done(self, event: AudioDone, now: float) -> list[Action]:
+        last = self.audio.finish_item(event.item_id)
+        if self._ended or last is None or event.item_id in self._cut_items:
+            return []
+        return self._play(event.item_id, [last])
+
+    def _on_transcript_delta(self, event: TranscriptDelta, now: float) -> list[Action]:
+        return [AgentTranscriptGrew(event.item_id, event.delta)]
+
+    def _on_transcript_done(self, event: TranscriptDone, now: float) -> list[Action]:
+        if event.item_id in self._cut_items:
+            return []  # the interruption notice already told what was heard
+        return [AgentTurnFinished(event.item_id, event.transcript)]
+
+    def _on_function_call(self, event: FunctionCallRequested, now: float) -> list[Action]:
+        if self._ended:
+            return []
+        self._pending_tools.add(event.call_id)
+        return [RunTool(event.call_id, event.name, event.arguments)]
+
+    def _on_response_done(self, event: ResponseDone, now: float) -> list[Action]:
+        self._response_requested = False
+        self._active_response = None
+        actions: list[Action] = []
+        if event.usage is not None:
+            actions.append(UsageReported(event.response_id, event.usage))
+        if self._response_wanted and not self._pending_tools and not self._ended:
+            actions += self._respond(None)
+        return actions
+
+    def _on_realtime_error(self, event: RealtimeErrorReported, now: float) -> list[Action]:
+        code = event.code or event.type
+        if code in FATAL_REALTIME_CODES:
+            return [
+                ProblemNoted("realtime", code, event.message, fatal=True),
+                *self._hang_up(f"realtime_{code}"),
+            ]
+        return [ProblemNoted("realtime", code, event.message)]
+
+    def _on_realtime_rejected(self, event: RealtimeMessageRejected, now: float) -> list[Action]:
+        return self._peer_error("realtime", event.error.reason, event.error.message)
+
+    # -- shell side --------------------------------------------------------
+
+    def _on_tool_finished(self, event: ToolFinished, now: float) -> list[Action]:
+        if event.call_id not in self._pending_tools or self._ended:
+            return []
+        self._pending_tools.discard(event.call_id)
+        actions: list[Action] = [SendFunctionOutput(event.call_id, event.output)]
+        if not self._pending_tools:
+            actions += self._respond(None)
+        return actions
+
+    def _on_hangup_requested(self, event: HangupRequested, now: float) -> list[Action]:
+        return [] if self._ended else self._hang_up(event.reason)
+
+    def _on_realtime_closed(self, event: RealtimeClosed, now: float) -> list[Action]:
+        if self._ended:
+            return []
+        message = f"the Realtime socket closed ({event.code}: {event.reason})"
+        return [
+            ProblemNoted("realtime", "closed", message, fatal=True),
+            *self._hang_up("realtime_closed"),
+        ]
+
+    # -- helpers -----------------------------------------------------------
+
+    def _greet_if_ready(self) -> list[Action]:
+        if self._greeted or not (self._stream_live and self._configured):
+            return []
+        self._greeted = True
+        if self.config.greeting:
+            return self._respond(
+                f'Start the call by saying, in your own voice: "{self.config.greeting}"'
+            )
+        return self._respond("The person just answered the phone. Greet them and say why you call.")
+
+    def _respond(self, instructions: str | None) -> list[Action]:
+        """Ask for a response now, or as soon as the one in flight is done."""
+        if self._response_requested or self._active_response is not None:
+            self._response_wanted = True
+            return []
+        self._response_wanted = False
+        self._response_requested = True
+        return [CreateResponse(instructions)]
+
+    def _play(self, item_id: str, frames: list[bytes]) -> list[Action]:
+        if not frames:
+            return []
+        self._buffered = True
+        self._playing_item = item_id
+        return [PlayAgentAudio(item_id, tuple(frames))]
+
+    def _flush_dtmf(self) -> list[Action]:
+        # Only called with digits collected (on `#` or at the collection deadline).
+        digits, self._dtmf_digits, self._dtmf_due = self._dtmf_digits, "", None
+        return [
+            AddUserText(f"[The caller pressed these keys on the phone: {digits}]"),
+            *self._respond(None),
+        ]
+
+    def _caller_active(self, now: float) -> None:
+        self._last_activity = now
+        self._nudged = False
+
+    def _peer_error(self, source: str, reason: str, message: str) -> list[Action]:
+        self._peer_errors += 1
+        actions: list[Action] = [ProblemNoted(source, reason, message)]
+        if self._peer_errors == self.config.max_peer_errors:
+            actions += self._hang_up(f"{source}_protocol_errors")
+        return actions
+
+    def _hang_up(self, reason: str) -> list[Action]:
+        if self._ended:
+            return []
+        self._end()
+        return [HangUp(reason), FinishCall(reason)]
+
+    def _end(self) -> None:
+        self._ended = True
+        self._forwarding = False
+
+
+_Handler = Callable[..., list[Action]]  # (policy, event of the keyed type, now)
+
+# One handler per event type; each is total over the phases (see the tests'
+# phase x event table). Events not listed here are rejected by the cores first.
+HANDLERS: dict[type, _Handler] = {
+    StreamStarted: CallPolicy._on_stream_started,
+    DtmfReceived: CallPolicy._on_dtmf,
+    PlaybackAcknowledged: CallPolicy._on_playback,
+    StreamStopped: CallPolicy._on_stream_stopped,
+    TwilioClosed: CallPolicy._on_stream_stopped,
+    TwilioMessageRejected: CallPolicy._on_twilio_rejected,
+    SessionCreated: CallPolicy._on_session_created,
+    SessionUpdated: CallPolicy._on_session_updated,
+    SpeechStarted: CallPolicy._on_speech_started,
+    SpeechStopped: CallPolicy._on_speech_stopped,
+    InputTranscriptCompleted: CallPolicy._on_input_transcript,
+    ResponseStarted: CallPolicy._on_response_started,
+    OutputItemAdded: CallPolicy._on_output_item,
+    AudioDelta: CallPolicy._on_audio_delta,
+    AudioDone: CallPolicy._on_audio_done,
+    TranscriptDelta: CallPolicy._on_transcript_delta,
+    TranscriptDone: CallPolicy._on_transcript_done,
+    FunctionCallRequested: CallPolicy._on_function_call,
+    ResponseDone: CallPolicy._on_response_done,
+    RealtimeErrorReported: CallPolicy._on_realtime_error,
+    RealtimeMessageRejected: CallPolicy._on_realtime_rejected,
+    ToolFinished: CallPolicy._on_tool_finished,
+    HangupRequested: CallPolicy._on_hangup_requested,
+    RealtimeClosed: CallPolicy._on_realtime_closed,
+    InputTranscriptFailed: CallPolicy._on_input_transcript_failed,
+    # Known and deliberately without effect on the call:
+    StreamConnected: CallPolicy._ignore,
+    MarkPlayed: CallPolicy._ignore,  # PlaybackAcknowledged carries what matters
+    InputCommitted: CallPolicy._ignore,
+    InputTranscriptDelta: CallPolicy._ignore,
+    ItemTruncated: CallPolicy._ignore,
+    RealtimeEventIgnored: CallPolicy._ignore,
+}

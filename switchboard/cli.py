@@ -1,0 +1,77 @@
+"""The ``switchboard`` console command.
+
+Subcommands are thin: they parse arguments, read settings once, and hand
+over to the module that does the work. ``switchboard sim twilio|realtime``
+forwards its remaining arguments to the emulator's own parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from switchboard import __version__
+from switchboard.errors import SwitchboardError
+from switchboard.settings import load_settings
+
+__all__ = ["main"]
+
+EMULATORS = {"twilio": "sim.twilio.cli", "realtime": "sim.realtime.cli"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if args[:1] == ["sim"] and len(args) > 1 and args[1] in EMULATORS:
+        # The emulators own their flags; hand them everything after the name.
+        return _emulator_main(args[1])(args[2:])
+    ns = parser.parse_args(args)
+    try:
+        result: int = ns.func(ns)
+    except SwitchboardError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="switchboard", description="AI phone calls: Twilio <-> OpenAI Realtime on Ray."
+    )
+    parser.add_argument("--version", action="version", version=f"switchboard {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    settings = sub.add_parser("settings", help="show the effective settings (secrets masked)")
+    settings.set_defaults(func=_show_settings)
+
+    sim = sub.add_parser("sim", help="run an offline emulator of Twilio or OpenAI Realtime")
+    sim.add_argument("service", choices=sorted(EMULATORS), help="which emulator to run")
+    sim.set_defaults(func=lambda ns: _emulator_main(ns.service)([]))
+    return parser
+
+
+def _emulator_main(service: str) -> Callable[[list[str]], int]:
+    module = importlib.import_module(EMULATORS[service])
+    entry: Callable[[list[str]], int] = module.main
+    return entry
+
+
+def _show_settings(ns: argparse.Namespace) -> int:
+    settings = load_settings()
+    for name, value in sorted(settings.model_dump().items()):
+        shown = "(set)" if value is not None and "secret" in type(value).__name__.lower() else value
+        if name == "database_url":
+            shown = _redact_url(str(value))
+        print(f"{name.upper()}={'' if shown is None else shown}")
+    return 0
+
+
+def _redact_url(url: str) -> str:
+    """Hide the password of ``scheme://user:password@host/db``."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"

@@ -1,0 +1,115 @@
+"""Switchboard's one exception tree.
+
+::
+
+    SwitchboardError
+    ├── ConfigError                 settings missing or malformed
+    │   └── ScenarioError           an emulator scenario file that cannot be used
+    ├── CodecError                  audio that cannot be decoded or framed
+    ├── PeerProtocolError           the peer broke its protocol (we did nothing wrong)
+    │   ├── TwilioProtocolError     a Twilio Media Streams frame we cannot accept
+    │   └── RealtimeProtocolError   an OpenAI Realtime server event we cannot accept
+    ├── LocalProtocolError          we asked a core for something its state forbids
+    │   └── IllegalTransition       a state machine was fed an event its table forbids
+    └── ServiceError                a remote service answered with an error
+        ├── TwilioServiceError
+        └── RealtimeServiceError
+
+Cores never let a peer's bad input escape as an exception: they turn a
+``PeerProtocolError`` into a typed ``…Rejected`` event and carry on, so the
+call policy decides whether to ignore it or end the call. Foreign exceptions
+(websockets, twilio, openai, sqlalchemy) are translated into this tree at one
+boundary with ``raise X(...) from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CodecError",
+    "ConfigError",
+    "IllegalTransition",
+    "LocalProtocolError",
+    "PeerProtocolError",
+    "RealtimeProtocolError",
+    "RealtimeServiceError",
+    "ScenarioError",
+    "ServiceError",
+    "SwitchboardError",
+    "TwilioProtocolError",
+    "TwilioServiceError",
+]
+
+
+class SwitchboardError(Exception):
+    """Root of every error Switchboard raises on purpose."""
+
+
+class ConfigError(SwitchboardError):
+    """A setting is missing or malformed; the message names the setting."""
+
+
+class ScenarioError(ConfigError):
+    """An emulator scenario file is malformed; the message names the field."""
+
+
+class CodecError(SwitchboardError):
+    """Audio bytes that cannot be decoded, resampled or framed."""
+
+
+class PeerProtocolError(SwitchboardError):
+    """The remote peer sent something its protocol does not allow.
+
+    ``reason`` is a short machine-readable code (``invalid_json``,
+    ``missing_field``, ...); the message says in words what was wrong.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(self) is type(other)
+            and isinstance(other, PeerProtocolError)
+            and (self.reason, self.message) == (other.reason, other.message)
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.reason, self.message))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.reason!r}, {self.message!r})"
+
+
+class TwilioProtocolError(PeerProtocolError):
+    """A Twilio Media Streams frame that cannot be accepted."""
+
+
+class RealtimeProtocolError(PeerProtocolError):
+    """An OpenAI Realtime server event that cannot be accepted."""
+
+
+class LocalProtocolError(SwitchboardError):
+    """Our own code asked a core for something its current state forbids."""
+
+
+class IllegalTransition(LocalProtocolError):
+    """A state machine received an event its transition table does not allow."""
+
+    def __init__(self, state: object, event: object) -> None:
+        super().__init__(f"event {event!r} is not allowed in state {state!r}")
+        self.state = state
+        self.event = event
+
+
+class ServiceError(SwitchboardError):
+    """A remote service (Twilio REST, OpenAI) answered with an error."""
+
+
+class TwilioServiceError(ServiceError):
+    """Twilio's REST API refused a request."""
+
+
+class RealtimeServiceError(ServiceError):
+    """The OpenAI Realtime service refused or closed the session."""

@@ -1,0 +1,97 @@
+"""Settings, read once from the environment and an optional ``.env`` file.
+
+``load_settings()`` is called at the composition root (the CLI, the Serve
+app); everything below it receives the values it needs, never the whole
+object. Secrets are ``SecretStr``: they never appear in ``repr``, logs or
+error messages, and are read with ``.get_secret_value()`` only where they are
+sent to the service that owns them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from switchboard.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    """Every setting Switchboard reads. Field names map to upper-case env vars."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        frozen=True,
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    twilio_account_sid: str | None = Field(default=None, pattern=r"^AC[0-9a-fA-F]{32}$")
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_api_base_url: AnyHttpUrl | None = None
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: AnyHttpUrl | None = None
+    openai_realtime_model: str = "gpt-realtime"
+
+    public_url: AnyHttpUrl | None = None
+    switchboard_api_token: SecretStr | None = None
+    # repr=False: a PostgreSQL URL can carry a password.
+    database_url: str = Field(default="sqlite:///switchboard.db", repr=False)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_call_duration_s: float = Field(default=1800.0, gt=0)
+    caller_silence_timeout_s: float = Field(default=30.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("twilio_from_number")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import phonenumbers  # deferred: only needed when the setting is present
+
+        try:
+            parsed = phonenumbers.parse(value, None)
+        except phonenumbers.NumberParseException as exc:
+            raise ValueError(f"must be an E.164 number such as +15551234567: {exc}") from exc
+        if not phonenumbers.is_possible_number(parsed):
+            raise ValueError("is not a possible phone number")
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @property
+    def has_twilio_credentials(self) -> bool:
+        return self.twilio_account_sid is not None and self.twilio_auth_token is not None
+
+    @property
+    def has_openai_credentials(self) -> bool:
+        return self.openai_api_key is not None
+
+
+def load_settings(env_file: str | Path | None = ".env") -> Settings:
+    """Read the settings; a bad value raises ``ConfigError`` naming the variable.
+
+    The error never echoes the offending value, since it may be a secret.
+    """
+    try:
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors(include_input=False)
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,601 @@
+"""The call policy, with plain lists of events and literal times.
+
+The first part is the phase x event table: every event type the policy
+accepts, fed in every phase, with the commands expected. The second part
+walks the flows and failure modes of protocols.md section 6 one by one.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+
+import pytest
+
+from switchboard.call_actions import (
+    Action,
+    AddUserText,
+    AgentTranscriptGrew,
+    AgentTurnFinished,
+    AgentTurnInterrupted,
+    AgentTurnStarted,
+    CallerTurnTranscribed,
+    CancelResponse,
+    ClearPlayback,
+    ConfigureSession,
+    CreateResponse,
+    FinishCall,
+    ForwardCallerAudio,
+    HangUp,
+    HangupRequested,
+    PhaseChanged,
+    PlayAgentAudio,
+    ProblemNoted,
+    RealtimeClosed,
+    RenewSession,
+    RunTool,
+    SendFunctionOutput,
+    ToolFinished,
+    TruncateItem,
+    TwilioClosed,
+    UsageReported,
+)
+from switchboard.call_policy import HANDLERS, CallPhase, CallPolicy, PolicyConfig, PolicyEvent
+from switchboard.codec import FRAME_BYTES, MULAW_SILENCE
+from switchboard.errors import RealtimeProtocolError, TwilioProtocolError
+from switchboard.realtime_events import (
+    AudioDelta,
+    AudioDone,
+    FunctionCallRequested,
+    InputCommitted,
+    InputTranscriptCompleted,
+    InputTranscriptDelta,
+    InputTranscriptFailed,
+    ItemTruncated,
+    OutputItemAdded,
+    RealtimeErrorReported,
+    RealtimeEventIgnored,
+    RealtimeMessageRejected,
+    ResponseDone,
+    ResponseStarted,
+    SessionCreated,
+    SessionUpdated,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptDelta,
+    TranscriptDone,
+    Usage,
+)
+from switchboard.session_config import ServerVad, SessionConfig
+from switchboard.twilio_events import (
+    AudioReceived,
+    DtmfReceived,
+    MarkPlayed,
+    MediaFormat,
+    PlaybackAcknowledged,
+    StreamConnected,
+    StreamStarted,
+    StreamStopped,
+    TwilioMessageRejected,
+)
+
+
+class FakePlayback:
+    """Stands in for the Twilio core's acknowledged playback."""
+
+    def __init__(self) -> None:
+        self.played: dict[str, int] = {}
+        self.asked: list[tuple[str, float | None]] = []
+
+    def played_bytes(self, item_id: str, now: float | None = None) -> int:
+        self.asked.append((item_id, now))
+        return self.played.get(item_id, 0)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+USAGE = Usage(total_tokens=30, input_tokens=10, output_tokens=20)
+START = StreamStarted(
+    1, "MZ1", "AC1", "CA1", ("inbound",), MediaFormat("audio/x-mulaw", 8000, 1), {}
+)
+UPDATED = SessionUpdated("audio/pcmu", "audio/pcmu", "marin")
+
+
+def make(
+    *, interrupt_response: bool = True, **overrides: object
+) -> tuple[CallPolicy, FakePlayback]:
+    session = SessionConfig(
+        instructions="Book a cleaning.",
+        turn_detection=ServerVad(interrupt_response=interrupt_response),
+    )
+    config = PolicyConfig(session=session, **overrides)  # type: ignore[arg-type]
+    playback = FakePlayback()
+    return CallPolicy(config, playback), playback
+
+
+def feed(policy: CallPolicy, events: list[PolicyEvent], now: float = 1.0) -> list[Action]:
+    out: list[Action] = []
+    for event in events:
+        out += policy.handle(event, now)
+    return out
+
+
+def kinds(actions: list[Action]) -> list[type]:
+    return [type(a) for a in actions if not isinstance(a, PhaseChanged)]
+
+
+# -- building each phase -----------------------------------------------------
+
+
+def awaiting(**kw: object) -> CallPolicy:
+    policy, _ = make(**kw)  # type: ignore[arg-type]
+    policy.begin(0.0)
+    return policy
+
+
+def thinking(**kw: object) -> CallPolicy:
+    policy = awaiting(**kw)
+    feed(policy, [SessionCreated("sess_1", "gpt-realtime", None), UPDATED, START])
+    return policy  # the greeting was requested
+
+
+def idle(**kw: object) -> CallPolicy:
+    policy = thinking(**kw)
+    feed(policy, [ResponseStarted("resp_1"), ResponseDone("resp_1", "completed", None, None)])
+    return policy
+
+
+def speaking(**kw: object) -> CallPolicy:
+    policy = thinking(**kw)
+    feed(
+        policy,
+        [
+            ResponseStarted("resp_1"),
+            OutputItemAdded("resp_1", "item_A", "message"),
+            AudioDelta("resp_1", "item_A", b64(b"\x01" * 800)),
+        ],
+    )
+    return policy
+
+
+def tool_wait(**kw: object) -> CallPolicy:
+    policy = idle(**kw)
+    feed(
+        policy,
+        [
+            ResponseStarted("resp_2"),
+            FunctionCallRequested("resp_2", "item_F", "call_1", "lookup", "{}"),
+            ResponseDone("resp_2", "completed", None, None),
+        ],
+    )
+    return policy
+
+
+def ended(**kw: object) -> CallPolicy:
+    policy = idle(**kw)
+    feed(policy, [HangupRequested("test")])
+    return policy
+
+
+BUILDERS: dict[CallPhase, Callable[[], CallPolicy]] = {
+    CallPhase.AWAITING_ANSWER: awaiting,
+    CallPhase.THINKING: thinking,
+    CallPhase.IDLE: idle,
+    CallPhase.SPEAKING: speaking,
+    CallPhase.TOOL_WAIT: tool_wait,
+    CallPhase.ENDED: ended,
+}
+
+
+def test_builders_reach_their_phase() -> None:
+    for phase, build in BUILDERS.items():
+        assert build().phase is phase
+    assert set(BUILDERS) == set(CallPhase)
+
+
+# -- the phase x event table -------------------------------------------------
+
+SAMPLES: dict[str, PolicyEvent] = {
+    "connected": StreamConnected("Call", "1.0.0"),
+    "start": START,
+    "media": AudioReceived(2, "MZ1", "inbound", 1, 0, b64(b"\xff" * 160)),
+    "dtmf": DtmfReceived(3, "MZ1", "inbound_track", "5"),
+    "mark": MarkPlayed(4, "MZ1", "sb:1"),
+    "played": PlaybackAcknowledged("item_A", 160, buffer_empty=True),
+    "stop": StreamStopped(5, "MZ1", "AC1", "CA1"),
+    "twilio_rejected": TwilioMessageRejected(TwilioProtocolError("invalid_json", "bad JSON")),
+    "session_created": SessionCreated("sess_2", "gpt-realtime", None),
+    "session_updated": UPDATED,
+    "speech_started": SpeechStarted("item_U", 100),
+    "speech_stopped": SpeechStopped("item_U", 900),
+    "committed": InputCommitted("item_U", None),
+    "input_delta": InputTranscriptDelta("item_U", "hel"),
+    "input_done": InputTranscriptCompleted("item_U", "hello"),
+    "input_failed": InputTranscriptFailed("item_U", "no speech"),
+    "response_started": ResponseStarted("resp_9"),
+    "item_added": OutputItemAdded("resp_9", "item_B", "message"),
+    "audio_delta": AudioDelta("resp_9", "item_B", b64(b"\x02" * 320)),
+    "audio_done": AudioDone("resp_9", "item_B"),
+    "transcript_delta": TranscriptDelta("resp_9", "item_B", "Hi"),
+    "transcript_done": TranscriptDone("resp_9", "item_B", "Hi there"),
+    "function_call": FunctionCallRequested("resp_9", "item_G", "call_9", "lookup", "{}"),
+    "response_done": ResponseDone("resp_9", "completed", None, USAGE),
+    "truncated": ItemTruncated("item_A", 50),
+    "realtime_error": RealtimeErrorReported(
+        "invalid_request_error", "response_cancel_not_active", "no active response"
+    ),
+    "realtime_ignored": RealtimeEventIgnored("rate_limits.updated"),
+    "realtime_rejected": RealtimeMessageRejected(RealtimeProtocolError("invalid_json", "bad")),
+    "tool_finished": ToolFinished("call_1", '{"ok": true}'),
+    "hangup": HangupRequested("api"),
+    "realtime_closed": RealtimeClosed(1006, "gone"),
+    "twilio_closed": TwilioClosed(1000, "normal"),
+}
+
+P = CallPhase
+LIVE = (P.IDLE, P.THINKING, P.SPEAKING, P.TOOL_WAIT)
+ALL = (P.AWAITING_ANSWER, *LIVE)
+
+# event -> (phases where the expected actions apply, expected action types);
+# every (phase, event) pair not listed expects no action at all.
+EXPECTED: dict[str, list[tuple[tuple[CallPhase, ...], list[type]]]] = {
+    "start": [((*LIVE, P.ENDED), [ProblemNoted])],
+    "media": [(ALL, [ForwardCallerAudio])],
+    "stop": [(ALL, [FinishCall])],
+    "twilio_rejected": [((*ALL, P.ENDED), [ProblemNoted])],
+    "speech_started": [((P.SPEAKING,), [ClearPlayback, TruncateItem, AgentTurnInterrupted])],
+    "input_done": [((*ALL, P.ENDED), [CallerTurnTranscribed])],
+    "input_failed": [((*ALL, P.ENDED), [ProblemNoted])],
+    "item_added": [((*ALL, P.ENDED), [AgentTurnStarted])],
+    "audio_delta": [((P.AWAITING_ANSWER,), [ProblemNoted]), (LIVE, [PlayAgentAudio])],
+    "transcript_delta": [((*ALL, P.ENDED), [AgentTranscriptGrew])],
+    "transcript_done": [((*ALL, P.ENDED), [AgentTurnFinished])],
+    "function_call": [(ALL, [RunTool])],
+    "response_done": [((*ALL, P.ENDED), [UsageReported])],
+    "realtime_error": [((*ALL, P.ENDED), [ProblemNoted])],
+    "realtime_rejected": [((*ALL, P.ENDED), [ProblemNoted])],
+    "tool_finished": [((P.TOOL_WAIT,), [SendFunctionOutput, CreateResponse])],
+    "hangup": [(ALL, [HangUp, FinishCall])],
+    "realtime_closed": [(ALL, [ProblemNoted, HangUp, FinishCall])],
+    "twilio_closed": [(ALL, [FinishCall])],
+}
+
+
+def expected_for(phase: CallPhase, name: str) -> list[type]:
+    for phases, actions in EXPECTED.get(name, []):
+        if phase in phases:
+            return actions
+    return []
+
+
+def test_samples_cover_every_handled_event_type() -> None:
+    assert {type(e) for e in SAMPLES.values()} == set(HANDLERS) | {AudioReceived}
+    assert set(EXPECTED) <= set(SAMPLES)
+
+
+@pytest.mark.parametrize("phase", list(CallPhase), ids=lambda p: p.value)
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_phase_event_table(phase: CallPhase, name: str) -> None:
+    policy = BUILDERS[phase]()
+    actions = policy.handle(SAMPLES[name], 5.0)
+    assert kinds(actions) == expected_for(phase, name)
+    changes = [a for a in actions if isinstance(a, PhaseChanged)]
+    assert len(changes) <= 1
+    if changes:
+        assert changes[0] == PhaseChanged(phase.value, policy.phase.value)
+    else:
+        assert policy.phase is phase
+
+
+# -- greeting ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", [(UPDATED, START), (START, UPDATED)])
+def test_greeting_waits_for_start_and_configured_session(
+    order: tuple[PolicyEvent, PolicyEvent],
+) -> None:
+    policy = awaiting()
+    assert kinds(policy.handle(order[0], 1.0)) == []
+    actions = policy.handle(order[1], 1.5)
+    assert kinds(actions) == [CreateResponse]
+    assert policy.phase is CallPhase.THINKING
+    # neither repeats the greeting
+    assert kinds(feed(policy, [UPDATED])) == []
+
+
+def test_greeting_text_goes_into_the_instructions() -> None:
+    policy = awaiting(greeting="Hi, this is Ava from Bright Smiles.")
+    actions = feed(policy, [UPDATED, START])
+    (create,) = [a for a in actions if isinstance(a, CreateResponse)]
+    assert create.instructions is not None
+    assert "Hi, this is Ava from Bright Smiles." in create.instructions
+
+
+def test_begin_configures_the_session_and_opens_the_audio_path() -> None:
+    policy, _ = make()
+    media = SAMPLES["media"]
+    assert policy.handle(media, 0.0) == []  # nothing flows before the session exists
+    (configure,) = policy.begin(0.0)
+    assert isinstance(configure, ConfigureSession)
+    assert configure.config.instructions == "Book a cleaning."
+    assert policy.handle(media, 0.1) == [ForwardCallerAudio(media.payload)]  # type: ignore[union-attr]
+
+
+# -- model audio to Twilio ---------------------------------------------------
+
+
+def test_model_audio_goes_out_in_20ms_frames_and_the_tail_is_padded() -> None:
+    policy = thinking()
+    feed(policy, [ResponseStarted("r"), OutputItemAdded("r", "item_A", "message")])
+    first = policy.handle(AudioDelta("r", "item_A", b64(b"\x01" * 250)), 2.0)
+    (play,) = [a for a in first if isinstance(a, PlayAgentAudio)]
+    assert play.item_id == "item_A"
+    assert play.frames == (b"\x01" * FRAME_BYTES,)
+    second = policy.handle(AudioDelta("r", "item_A", b64(b"\x02" * 100)), 2.1)
+    (play,) = [a for a in second if isinstance(a, PlayAgentAudio)]
+    assert play.frames == (b"\x01" * 90 + b"\x02" * 70,)
+    (done,) = policy.handle(AudioDone("r", "item_A"), 2.2)
+    assert isinstance(done, PlayAgentAudio)
+    assert done.frames == (b"\x02" * 30 + bytes([MULAW_SILENCE]) * 130,)
+    assert policy.phase is CallPhase.SPEAKING
+
+
+def test_playback_done_returns_to_idle_and_starts_the_silence_clock() -> None:
+    policy = speaking()
+    feed(policy, [ResponseDone("resp_1", "completed", None, None)])
+    assert policy.phase is CallPhase.SPEAKING  # still playing at Twilio
+    actions = policy.handle(PlaybackAcknowledged("item_A", 800, buffer_empty=True), 9.0)
+    assert PhaseChanged("speaking", "idle") in actions
+    assert policy.next_deadline == pytest.approx(9.0 + policy.config.caller_silence_s)
+
+
+def test_invalid_base64_in_a_delta_is_a_peer_error() -> None:
+    policy = thinking()
+    actions = policy.handle(AudioDelta("r", "item_A", "%%%"), 1.0)
+    assert kinds(actions) == [ProblemNoted]
+    assert policy.phase is CallPhase.THINKING
+
+
+# -- barge-in and its failure modes (protocols.md section 6) -----------------
+
+
+def test_barge_in_truncates_at_the_acknowledged_playback_offset() -> None:
+    policy = thinking()
+    playback = policy._playback
+    assert isinstance(playback, FakePlayback)
+    feed(policy, [ResponseStarted("r"), OutputItemAdded("r", "item_A", "message")])
+    feed(policy, [AudioDelta("r", "item_A", b64(b"\x01" * 8000))])  # 1000 ms generated
+    playback.played["item_A"] = 3 * FRAME_BYTES  # Twilio echoed marks for 60 ms
+    actions = policy.handle(SpeechStarted("item_U", 500), 7.0)
+    assert kinds(actions) == [ClearPlayback, TruncateItem, AgentTurnInterrupted]
+    assert TruncateItem("item_A", 60) in actions
+    assert AgentTurnInterrupted("item_A", 60, 1000) in actions
+    assert playback.asked == [("item_A", 7.0)]
+    assert policy.phase is CallPhase.THINKING  # the response is still active
+
+
+def test_truncate_past_the_audio_is_clamped_to_what_was_generated() -> None:
+    policy = speaking()  # 800 bytes = 100 ms generated
+    playback = policy._playback
+    assert isinstance(playback, FakePlayback)
+    playback.played["item_A"] = 10_000  # a clock running ahead of the audio
+    actions = policy.handle(SpeechStarted("item_U", 500), 7.0)
+    assert TruncateItem("item_A", 100) in actions
+
+
+def test_cancel_only_if_active_and_the_server_does_not_cancel_itself() -> None:
+    server_cancels = speaking(interrupt_response=True)
+    assert CancelResponse() not in server_cancels.handle(SpeechStarted("u", 1), 2.0)
+    we_cancel = speaking(interrupt_response=False)
+    assert CancelResponse() in we_cancel.handle(SpeechStarted("u", 1), 2.0)
+    done = speaking(interrupt_response=False)
+    feed(done, [ResponseDone("resp_1", "completed", None, None)])
+    actions = done.handle(SpeechStarted("u", 1), 2.0)
+    assert CancelResponse() not in actions  # generation finished, audio still playing
+    assert ClearPlayback() in actions
+    thinking_only = thinking(interrupt_response=False)
+    feed(thinking_only, [ResponseStarted("r")])
+    assert kinds(thinking_only.handle(SpeechStarted("u", 1), 2.0)) == [CancelResponse]
+
+
+def test_clear_is_not_sent_with_nothing_buffered() -> None:
+    for build in (idle, thinking, tool_wait, awaiting):
+        actions = build().handle(SpeechStarted("u", 1), 2.0)
+        assert ClearPlayback() not in actions
+        assert not any(isinstance(a, TruncateItem) for a in actions)
+
+
+def test_late_deltas_and_transcript_of_a_cut_item_are_dropped() -> None:
+    policy = speaking()
+    feed(policy, [SpeechStarted("u", 1)])
+    assert policy.handle(AudioDelta("resp_1", "item_A", b64(b"\x01" * 800)), 2.0) == []
+    assert policy.handle(AudioDone("resp_1", "item_A"), 2.1) == []
+    assert policy.handle(TranscriptDone("resp_1", "item_A", "Full text"), 2.2) == []
+
+
+def test_marks_flushed_by_the_clear_do_not_change_anything() -> None:
+    policy = speaking()
+    feed(policy, [SpeechStarted("u", 1)])
+    before = policy.phase
+    assert kinds(feed(policy, [MarkPlayed(9, "MZ1", "sb:3", flushed=True)])) == []
+    assert policy.phase is before
+
+
+def test_second_interruption_before_the_first_settles() -> None:
+    policy = speaking(interrupt_response=False)
+    first = policy.handle(SpeechStarted("u1", 1), 2.0)
+    assert kinds(first) == [ClearPlayback, TruncateItem, AgentTurnInterrupted, CancelResponse]
+    # the cancel has not been confirmed yet, more audio of the cut item arrives
+    assert policy.handle(AudioDelta("resp_1", "item_A", b64(b"\x01" * 320)), 2.05) == []
+    second = policy.handle(SpeechStarted("u2", 2), 2.1)
+    assert ClearPlayback() not in second
+    assert not any(isinstance(a, TruncateItem) for a in second)
+    # a new reply after the turn is played normally
+    feed(policy, [ResponseDone("resp_1", "cancelled", "turn_detected", None)])
+    feed(policy, [ResponseStarted("resp_3"), OutputItemAdded("resp_3", "item_C", "message")])
+    actions = policy.handle(AudioDelta("resp_3", "item_C", b64(b"\x03" * 160)), 3.0)
+    assert kinds(actions) == [PlayAgentAudio]
+
+
+def test_interruption_during_a_function_call() -> None:
+    policy = idle()
+    feed(policy, [ResponseStarted("r2")])
+    run = policy.handle(FunctionCallRequested("r2", "item_F", "call_7", "lookup", '{"a":'), 2.0)
+    assert kinds(run) == [RunTool]
+    # the caller speaks while the tool runs; the server starts a new response
+    assert kinds(policy.handle(SpeechStarted("u", 1), 2.1)) == []
+    feed(policy, [ResponseDone("r2", "completed", None, None), ResponseStarted("r3")])
+    # the tool's output goes in at once, the follow-up response waits for r3
+    finished = policy.handle(ToolFinished("call_7", '{"slots": []}'), 2.5)
+    assert kinds(finished) == [SendFunctionOutput]
+    assert kinds(policy.handle(ResponseDone("r3", "completed", None, None), 3.0)) == [
+        CreateResponse
+    ]
+
+
+def test_parallel_tool_calls_answer_once_all_outputs_are_in() -> None:
+    policy = idle()
+    feed(
+        policy,
+        [
+            ResponseStarted("r"),
+            FunctionCallRequested("r", "f1", "call_a", "one", "{}"),
+            FunctionCallRequested("r", "f2", "call_b", "two", "{}"),
+            ResponseDone("r", "completed", None, None),
+        ],
+    )
+    assert kinds(policy.handle(ToolFinished("call_a", "1"), 2.0)) == [SendFunctionOutput]
+    assert policy.phase is CallPhase.TOOL_WAIT
+    assert kinds(policy.handle(ToolFinished("call_b", "2"), 2.1)) == [
+        SendFunctionOutput,
+        CreateResponse,
+    ]
+    assert kinds(policy.handle(ToolFinished("call_b", "again"), 2.2)) == []  # unknown now
+
+
+# -- DTMF ----------------------------------------------------------------------
+
+
+def test_dtmf_digits_are_collected_then_passed_to_the_model() -> None:
+    policy = idle()
+    assert feed(policy, [DtmfReceived(5, "MZ1", "inbound_track", "1")], now=10.0) == []
+    assert feed(policy, [DtmfReceived(6, "MZ1", "inbound_track", "2")], now=10.5) == []
+    assert policy.next_deadline == pytest.approx(10.5 + policy.config.dtmf_collect_s)
+    assert policy.tick(11.0) == []
+    actions = policy.tick(12.0)
+    assert AddUserText("[The caller pressed these keys on the phone: 12]") in actions
+    assert kinds(actions) == [AddUserText, CreateResponse]
+
+
+def test_hash_ends_dtmf_entry_at_once_and_waits_for_a_busy_model() -> None:
+    policy = speaking()
+    feed(policy, [DtmfReceived(5, "MZ1", "inbound_track", "4")])
+    actions = feed(policy, [DtmfReceived(6, "MZ1", "inbound_track", "#")])
+    assert kinds(actions) == [AddUserText]  # the response waits for the active one
+    assert kinds(feed(policy, [ResponseDone("resp_1", "completed", None, None)])) == [
+        CreateResponse
+    ]
+
+
+# -- deadlines -----------------------------------------------------------------
+
+
+def test_maximum_call_length_hangs_up() -> None:
+    policy = idle(max_call_s=60.0, caller_silence_s=1000.0)
+    feed(policy, [SpeechStarted("u", 1)], now=50.0)
+    assert policy.next_deadline == pytest.approx(1.0 + 60.0)  # answered at 1.0
+    assert policy.tick(60.9) == []
+    assert policy.tick(61.0) == [HangUp("max_duration"), FinishCall("max_duration")]
+    assert policy.next_deadline is None
+    assert policy.tick(62.0) == []
+
+
+def test_caller_silence_nudges_once_then_hangs_up() -> None:
+    policy = idle(caller_silence_s=10.0)
+    feed(policy, [SpeechStopped("u", 10)], now=20.0)
+    assert policy.next_deadline == pytest.approx(30.0)
+    nudge = policy.tick(30.0)
+    assert kinds(nudge) == [CreateResponse]
+    feed(
+        policy,
+        [ResponseStarted("r"), ResponseDone("r", "completed", None, None)],
+        now=31.0,
+    )
+    assert policy.phase is CallPhase.IDLE
+    assert policy.tick(40.9) == []
+    assert policy.tick(41.0) == [HangUp("caller_silent"), FinishCall("caller_silent")]
+
+
+def test_caller_activity_resets_the_silence_clock_and_the_nudge() -> None:
+    policy = idle(caller_silence_s=10.0)
+    policy.tick(10.0)  # nudged
+    feed(policy, [ResponseStarted("r"), ResponseDone("r", "completed", None, None)], now=11.0)
+    feed(policy, [SpeechStarted("u", 1)], now=15.0)
+    assert kinds(policy.tick(25.0)) == [CreateResponse]  # a fresh nudge, not a hang-up
+
+
+def test_no_silence_deadline_while_the_agent_speaks() -> None:
+    policy = speaking(caller_silence_s=1.0, max_call_s=100.0)
+    assert policy.next_deadline is not None
+    assert policy.next_deadline > 50
+    assert policy.tick(50.0) == []
+
+
+def test_session_is_renewed_before_its_60_minute_cap() -> None:
+    policy = idle(caller_silence_s=10_000.0, max_call_s=10_000.0)
+    feed(policy, [SessionCreated("sess_9", "gpt-realtime", None)], now=100.0)
+    due = 100.0 + 3600.0 - policy.config.session_renew_margin_s
+    assert policy.next_deadline == pytest.approx(due)
+    assert policy.tick(due - 1) == []
+    assert policy.tick(due) == [RenewSession("realtime session nears its 60-minute limit")]
+
+
+def test_awaiting_answer_has_no_call_deadline() -> None:
+    assert awaiting().next_deadline is None
+    assert awaiting().tick(1e9) == []
+
+
+# -- errors --------------------------------------------------------------------
+
+
+def test_fatal_realtime_error_ends_the_call() -> None:
+    policy = idle()
+    error = RealtimeErrorReported("invalid_request_error", "session_expired", "expired")
+    assert kinds(policy.handle(error, 2.0)) == [ProblemNoted, HangUp, FinishCall]
+    assert policy.phase is CallPhase.ENDED
+
+
+def test_persistent_peer_errors_end_the_call_cleanly() -> None:
+    policy = idle(max_peer_errors=3)
+    bad = TwilioMessageRejected(TwilioProtocolError("invalid_json", "bad"))
+    assert kinds(feed(policy, [bad, bad])) == [ProblemNoted, ProblemNoted]
+    assert kinds(policy.handle(bad, 2.0)) == [ProblemNoted, HangUp, FinishCall]
+    assert HangUp("twilio_protocol_errors") in feed(idle(max_peer_errors=1), [bad])
+
+
+def test_stream_stop_finishes_without_a_rest_hangup() -> None:
+    policy = speaking()
+    assert policy.handle(SAMPLES["stop"], 3.0)[0] == FinishCall("stream_stopped")
+    assert policy.handle(TwilioClosed(1006, ""), 3.1) == []
+    assert feed(policy, [SAMPLES["media"]]) == []
+
+
+def test_fatal_error_after_the_end_does_not_hang_up_twice() -> None:
+    policy = ended()
+    error = RealtimeErrorReported("invalid_request_error", "session_expired", "expired")
+    assert kinds(policy.handle(error, 2.0)) == [ProblemNoted]
+
+
+def test_small_details_of_the_audio_path() -> None:
+    policy = speaking()
+    # an ack with more of ours still buffered keeps the agent speaking
+    feed(policy, [PlaybackAcknowledged("item_A", 160, buffer_empty=False)])
+    assert policy.phase is CallPhase.SPEAKING
+    # a function-call item is not an agent turn
+    assert policy.handle(OutputItemAdded("resp_1", "item_F", "function_call"), 2.0) == []
+    # less than one frame is held back until more audio or the end of the item
+    quiet = thinking()
+    assert quiet.handle(AudioDelta("r", "item_Q", b64(b"\x01" * 100)), 2.0) == []
+    assert quiet.phase is CallPhase.THINKING

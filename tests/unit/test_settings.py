@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from switchboard.cli import _redact_url, main
+from switchboard.errors import ConfigError
+from switchboard.settings import load_settings
+
+SECRET = "tok_7f3a9c-very-secret"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in (
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_FROM_NUMBER",
+        "OPENAI_API_KEY",
+        "SWITCHBOARD_API_TOKEN",
+        "DATABASE_URL",
+        "PORT",
+        "LOG_LEVEL",
+        "PUBLIC_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_without_credentials() -> None:
+    settings = load_settings(None)
+    assert not settings.has_twilio_credentials
+    assert not settings.has_openai_credentials
+    assert settings.database_url.startswith("sqlite:///")
+
+
+def test_reads_environment_and_normalises_phone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "a" * 32)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", SECRET)
+    monkeypatch.setenv("TWILIO_FROM_NUMBER", "+1 (415) 555-2671")
+    settings = load_settings(None)
+    assert settings.has_twilio_credentials
+    assert settings.twilio_from_number == "+14155552671"
+    assert settings.twilio_auth_token is not None
+    assert settings.twilio_auth_token.get_secret_value() == SECRET
+
+
+def test_reads_dotenv_file(tmp_path: Path) -> None:
+    env = tmp_path / "custom.env"
+    env.write_text(f"OPENAI_API_KEY={SECRET}\nPORT=9001\n")
+    settings = load_settings(env)
+    assert settings.has_openai_credentials
+    assert settings.port == 9001
+
+
+def test_secrets_never_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", SECRET)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("SWITCHBOARD_API_TOKEN", SECRET)
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://app:{SECRET}@db/switchboard")
+    settings = load_settings(None)
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(None)
+    with pytest.raises(ValueError, match="frozen"):
+        settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("PORT", "70000", "PORT"),
+        ("TWILIO_ACCOUNT_SID", "not-a-sid", "TWILIO_ACCOUNT_SID"),
+        ("TWILIO_FROM_NUMBER", "12", "TWILIO_FROM_NUMBER"),
+        ("TWILIO_FROM_NUMBER", "+1 555", "TWILIO_FROM_NUMBER"),
+        ("LOG_LEVEL", "chatty", "LOG_LEVEL"),
+        ("PUBLIC_URL", "not a url", "PUBLIC_URL"),
+    ],
+)
+def test_bad_values_name_the_setting_not_the_value(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=named) as info:
+        load_settings(None)
+    assert value not in str(info.value) or len(value) < 3
+
+
+def test_cli_settings_masks_secrets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", SECRET)
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://app:{SECRET}@db/switchboard")
+    assert main(["settings"]) == 0
+    out = capsys.readouterr().out
+    assert SECRET not in out
+    assert "TWILIO_AUTH_TOKEN=(set)" in out
+    assert "DATABASE_URL=postgresql://app:***@db/switchboard" in out
+
+
+def test_cli_reports_bad_settings_cleanly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PORT", "0")
+    assert main(["settings"]) == 2
+    assert "PORT" in capsys.readouterr().err
+
+
+def test_cli_rejects_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("sqlite:///switchboard.db", "sqlite:///switchboard.db"),
+        ("postgresql://u:p@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("postgresql://u:p:q@h/db", "postgresql://u:***@h/db"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert _redact_url(url) == shown
