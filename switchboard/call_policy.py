@@ -202,10 +202,21 @@ class CallPolicy:
         return [ConfigureSession(self.config.session)]
 
     def handle(self, event: PolicyEvent, now: float) -> list[Action]:
-        if type(event) is AudioReceived:  # the hot path: no phase bookkeeping
+        # The per-frame events skip the phase bookkeeping: they cannot change it.
+        if type(event) is AudioReceived:
             return [ForwardCallerAudio(event.payload)] if self._forwarding else []
+        if type(event) is MarkPlayed or (
+            type(event) is PlaybackAcknowledged and not event.buffer_empty
+        ):
+            return []
         before = self.phase
-        actions = HANDLERS[type(event)](self, event, now)
+        return self._phase_change(before, HANDLERS[type(event)](self, event, now), now)
+
+    def tick(self, now: float) -> list[Action]:
+        before = self.phase
+        return self._phase_change(before, self._on_tick(now), now)
+
+    def _phase_change(self, before: CallPhase, actions: list[Action], now: float) -> list[Action]:
         after = self.phase
         if after is not before:
             actions.append(PhaseChanged(before.value, after.value))
@@ -213,7 +224,7 @@ class CallPolicy:
                 self._last_activity = now
         return actions
 
-    def tick(self, now: float) -> list[Action]:
+    def _on_tick(self, now: float) -> list[Action]:
         if self._ended:
             return []
         actions: list[Action] = []
@@ -257,9 +268,9 @@ class CallPolicy:
         return []
 
     def _on_playback(self, event: PlaybackAcknowledged, now: float) -> list[Action]:
-        if event.buffer_empty:
-            self._buffered = False
-            self._playing_item = None
+        # Only reached with buffer_empty: ``handle`` answers the others at once.
+        self._buffered = False
+        self._playing_item = None
         return []
 
     def _on_stream_stopped(self, event: StreamStopped | TwilioClosed, now: float) -> list[Action]:

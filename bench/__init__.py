@@ -1,0 +1,1 @@
+"""Benchmarks: ``make bench`` runs them and records the figures in docs/benchmarks.md."""
