@@ -11,9 +11,10 @@
     │   └── RealtimeProtocolError   an OpenAI Realtime server event we cannot accept
     ├── LocalProtocolError          we asked a core for something its state forbids
     │   └── IllegalTransition       a state machine was fed an event its table forbids
-    └── ServiceError                a remote service answered with an error
-        ├── TwilioServiceError
-        └── RealtimeServiceError
+    ├── ServiceError                a remote service answered with an error
+    │   ├── TwilioServiceError
+    │   └── RealtimeServiceError
+    └── SocketClosed                a WebSocket peer went away (code and reason kept)
 
 Cores never let a peer's bad input escape as an exception: they turn a
 ``PeerProtocolError`` into a typed ``…Rejected`` event and carry on, so the
@@ -34,6 +35,7 @@ __all__ = [
     "RealtimeServiceError",
     "ScenarioError",
     "ServiceError",
+    "SocketClosed",
     "SwitchboardError",
     "TwilioProtocolError",
     "TwilioServiceError",
@@ -113,3 +115,12 @@ class TwilioServiceError(ServiceError):
 
 class RealtimeServiceError(ServiceError):
     """The OpenAI Realtime service refused or closed the session."""
+
+
+class SocketClosed(SwitchboardError):
+    """A WebSocket closed; shells translate their library's exception into this."""
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        super().__init__(f"socket closed ({code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason

@@ -1,0 +1,199 @@
+"""The I/O shell around one call's ``CallBridge``: read, feed, flush, dispatch.
+
+The shell owns two text sockets (Twilio's media stream and the Realtime
+session) and the clock. Each socket has one reader task, which feeds the
+bridge, and one writer task, which drains a queue, so a slow peer never
+blocks the other side. A timer task sleeps until the bridge's next deadline.
+The shell has no protocol logic: everything it does is in answer to an action
+from the bridge. What only the application can do (run a tool, hang up
+through the REST API, store and publish notices) goes through ``CallHooks``.
+
+Lifecycle: ``start_realtime`` as soon as the model socket is open (while the
+phone still rings), ``attach_twilio`` when the media stream connects; the
+call is over when ``finished`` is set (the stream stopped, or the policy
+ended the call), after which ``close`` releases everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Protocol
+
+from switchboard.bridge import CallBridge
+from switchboard.call_actions import (
+    Action,
+    FinishCall,
+    HangUp,
+    RealtimeClosed,
+    RunTool,
+    ShellEvent,
+    ToolFinished,
+    TwilioClosed,
+)
+from switchboard.errors import SocketClosed
+
+__all__ = ["CallHooks", "CallShell", "TextSocket"]
+
+log = logging.getLogger(__name__)
+TOOL_TIMEOUT_S = 30.0
+
+
+class TextSocket(Protocol):
+    """A WebSocket carrying text frames; ``recv`` raises ``SocketClosed`` at the end."""
+
+    async def send(self, text: str) -> None: ...
+
+    async def recv(self) -> str | bytes: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+class CallHooks(Protocol):
+    """What the application does for the shell."""
+
+    async def run_tool(self, name: str, arguments: str) -> str: ...
+
+    async def hang_up(self, reason: str) -> None: ...
+
+    def record(self, action: Action, now: float) -> None:
+        """Store and publish an action (notices, tool runs, hang-ups); must not block."""
+
+
+class CallShell:
+    def __init__(
+        self,
+        bridge: CallBridge,
+        hooks: CallHooks,
+        *,
+        call_id: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bridge = bridge
+        self.hooks = hooks
+        self.clock = clock
+        self.log = logging.LoggerAdapter(log, {"call_id": call_id})
+        self.finished = asyncio.Event()
+        self.finish_reason: str | None = None
+        self._to_twilio: asyncio.Queue[str] = asyncio.Queue()
+        self._to_realtime: asyncio.Queue[str] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._armed: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._realtime: TextSocket | None = None
+        self._twilio: TextSocket | None = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start_realtime(self, socket: TextSocket) -> None:
+        """Configure the session now, so the greeting is ready when the phone answers."""
+        self._realtime = socket
+        self._spawn(self._read(socket, self.bridge.receive_realtime, RealtimeClosed))
+        self._spawn(self._write(socket, self._to_realtime))
+        self._spawn(self._timer())
+        self._dispatch(self.bridge.open(self.clock()))
+
+    def attach_twilio(self, socket: TextSocket) -> None:
+        self._twilio = socket
+        self._spawn(self._read(socket, self.bridge.receive_twilio, TwilioClosed))
+        self._spawn(self._write(socket, self._to_twilio))
+
+    def feed(self, event: ShellEvent) -> None:
+        """Hand the bridge an application event (a hang-up asked through the API...)."""
+        self._dispatch(self.bridge.handle(event, self.clock()))
+
+    async def close(self) -> None:
+        """Flush what is queued, close both sockets and stop every task."""
+        for queue in (self._to_realtime, self._to_twilio):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(queue.join(), timeout=1.0)
+        for socket in (self._realtime, self._twilio):
+            if socket is not None:
+                with contextlib.suppress(SocketClosed, OSError):
+                    await socket.close(1000, self.finish_reason or "call ended")
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- tasks -----------------------------------------------------------
+
+    async def _read(
+        self,
+        socket: TextSocket,
+        receive: Callable[[str | bytes, float], list[Action]],
+        closed: type[RealtimeClosed] | type[TwilioClosed],
+    ) -> None:
+        try:
+            while True:
+                text = await socket.recv()
+                self._dispatch(receive(text, self.clock()))
+        except SocketClosed as exc:
+            self._dispatch(self.bridge.handle(closed(exc.code, exc.reason), self.clock()))
+
+    async def _write(self, socket: TextSocket, queue: asyncio.Queue[str]) -> None:
+        while True:
+            text = await queue.get()
+            try:
+                await socket.send(text)
+            except SocketClosed:
+                pass  # the reader sees the close and tells the bridge
+            finally:
+                queue.task_done()
+
+    async def _timer(self) -> None:
+        while not self.finished.is_set():
+            deadline = self._armed = self.bridge.next_deadline
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                self._dispatch(self.bridge.tick(self.clock()))
+
+    async def _run_tool(self, action: RunTool) -> None:
+        try:
+            output = await asyncio.wait_for(
+                self.hooks.run_tool(action.name, action.arguments), TOOL_TIMEOUT_S
+            )
+        except Exception as exc:  # a tool's failure is the model's to hear, not a crash
+            self.log.warning("tool %s failed: %s", action.name, type(exc).__name__)
+            output = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+        self.feed(ToolFinished(action.call_id, output))
+
+    # -- dispatch --------------------------------------------------------
+
+    def _dispatch(self, actions: list[Action]) -> None:
+        for text in self.bridge.realtime_data_to_send():
+            self._to_realtime.put_nowait(text)
+        for text in self.bridge.twilio_data_to_send():
+            self._to_twilio.put_nowait(text)
+        now = self.clock()
+        for action in actions:
+            self.hooks.record(action, now)
+            match action:
+                case RunTool():
+                    self._spawn(self._run_tool(action))
+                case HangUp(reason):
+                    self._spawn(self.hooks.hang_up(reason))
+                case FinishCall(reason):
+                    self.finish_reason = reason
+                    self.finished.set()
+                case _:
+                    pass
+        if self.bridge.next_deadline != self._armed:
+            self._wake.set()
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("call task failed", exc_info=task.exception())

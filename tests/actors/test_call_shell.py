@@ -1,0 +1,261 @@
+"""The call shell over in-memory sockets: no network, no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from actors.call_shell import CallShell
+from switchboard.bridge import CallBridge
+from switchboard.call_actions import (
+    Action,
+    CallerTurnTranscribed,
+    FinishCall,
+    HangupRequested,
+    RunTool,
+)
+from switchboard.call_policy import PolicyConfig
+from switchboard.errors import SocketClosed
+from switchboard.session_config import SessionConfig
+
+STREAM = "MZ" + "1" * 32
+
+
+class MemorySocket:
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.sent: list[dict[str, Any]] = []
+        self.arrived = asyncio.Condition()
+        self.closed_with: tuple[int, str] | None = None
+
+    async def send(self, text: str) -> None:
+        if self.closed_with is not None:
+            raise SocketClosed(*self.closed_with)
+        async with self.arrived:
+            self.sent.append(json.loads(text))
+            self.arrived.notify_all()
+
+    async def recv(self) -> str | bytes:
+        text = await self.inbox.get()
+        if text is None:
+            raise SocketClosed(1000, "peer closed")
+        return text
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed_with = (code, reason)
+        self.inbox.put_nowait(None)
+
+    def of_type(self, value: str, key: str = "type") -> list[dict[str, Any]]:
+        return [m for m in self.sent if m.get(key) == value]
+
+    async def wait_until(self, predicate: Any, timeout: float = 5.0) -> None:
+        async with self.arrived:
+            await asyncio.wait_for(self.arrived.wait_for(predicate), timeout)
+
+    async def wait_for(self, key: str, value: str) -> dict[str, Any]:
+        await self.wait_until(lambda: bool(self.of_type(value, key)))
+        return self.of_type(value, key)[0]
+
+
+class Hooks:
+    def __init__(self, tool_output: str = '{"ok": true}', fail_tool: bool = False) -> None:
+        self.recorded: list[Action] = []
+        self.hangups: list[str] = []
+        self.tool_calls: list[tuple[str, str]] = []
+        self.tool_output = tool_output
+        self.fail_tool = fail_tool
+        self.changed = asyncio.Event()
+
+    async def run_tool(self, name: str, arguments: str) -> str:
+        self.tool_calls.append((name, arguments))
+        if self.fail_tool:
+            raise RuntimeError("backend down")
+        return self.tool_output
+
+    async def hang_up(self, reason: str) -> None:
+        self.hangups.append(reason)
+        self.changed.set()
+
+    def record(self, action: Action, now: float) -> None:
+        self.recorded.append(action)
+        self.changed.set()
+
+    async def until(self, predicate: Any, timeout: float = 5.0) -> None:
+        async def wait() -> None:
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+
+def server_event(type_: str, **fields: Any) -> str:
+    return json.dumps({"type": type_, "event_id": "ev", **fields})
+
+
+SESSION_UPDATED = server_event(
+    "session.updated",
+    session={
+        "type": "realtime",
+        "audio": {
+            "input": {"format": {"type": "audio/pcmu"}},
+            "output": {"format": {"type": "audio/pcmu"}, "voice": "marin"},
+        },
+    },
+)
+START = json.dumps(
+    {
+        "event": "start",
+        "sequenceNumber": "1",
+        "streamSid": STREAM,
+        "start": {
+            "streamSid": STREAM,
+            "accountSid": "AC" + "2" * 32,
+            "callSid": "CA" + "3" * 32,
+            "tracks": ["inbound"],
+            "customParameters": {},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        },
+    }
+)
+
+
+def response(status: str, rid: str) -> str:
+    kind = "response.created" if status == "in_progress" else "response.done"
+    return server_event(
+        kind, response={"id": rid, "object": "realtime.response", "status": status, "output": []}
+    )
+
+
+async def live_call(hooks: Hooks, **config: Any) -> tuple[CallShell, MemorySocket, MemorySocket]:
+    bridge = CallBridge(PolicyConfig(session=SessionConfig(instructions="Test."), **config))
+    shell = CallShell(bridge, hooks, call_id="c1")
+    realtime, twilio = MemorySocket(), MemorySocket()
+    shell.start_realtime(realtime)
+    await realtime.wait_for("type", "session.update")
+    shell.attach_twilio(twilio)
+    twilio.inbox.put_nowait(START)
+    realtime.inbox.put_nowait(SESSION_UPDATED)
+    await realtime.wait_for("type", "response.create")
+    return shell, realtime, twilio
+
+
+async def test_audio_flows_both_ways_and_notices_are_recorded() -> None:
+    hooks = Hooks()
+    shell, realtime, twilio = await live_call(hooks)
+    payload = base64.b64encode(b"\x7f" * 160).decode()
+    twilio.inbox.put_nowait(
+        json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": "2",
+                "streamSid": STREAM,
+                "media": {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": payload},
+            }
+        )
+    )
+    append = await realtime.wait_for("type", "input_audio_buffer.append")
+    assert append["audio"] == payload
+    realtime.inbox.put_nowait(response("in_progress", "r1"))
+    realtime.inbox.put_nowait(
+        server_event(
+            "response.output_audio.delta",
+            response_id="r1",
+            item_id="item_1",
+            output_index=0,
+            content_index=0,
+            delta=base64.b64encode(b"\x10" * 320).decode(),
+        )
+    )
+    media = await twilio.wait_for("event", "media")
+    assert base64.b64decode(media["media"]["payload"]) == b"\x10" * 160
+    await twilio.wait_for("event", "mark")
+    realtime.inbox.put_nowait(
+        server_event(
+            "conversation.item.input_audio_transcription.completed",
+            item_id="u1",
+            content_index=0,
+            transcript="Hello there",
+            usage={"type": "duration", "seconds": 1.0},
+        )
+    )
+    await hooks.until(lambda: CallerTurnTranscribed("u1", "Hello there") in hooks.recorded)
+    await shell.close()
+
+
+async def test_tools_run_through_the_hooks_and_failures_reach_the_model() -> None:
+    hooks = Hooks(fail_tool=True)
+    shell, realtime, _ = await live_call(hooks)
+    realtime.inbox.put_nowait(response("in_progress", "r1"))
+    realtime.inbox.put_nowait(
+        server_event(
+            "response.function_call_arguments.done",
+            response_id="r1",
+            item_id="f1",
+            output_index=0,
+            call_id="call_1",
+            name="lookup",
+            arguments="{}",
+        )
+    )
+    realtime.inbox.put_nowait(response("completed", "r1"))
+    item = await realtime.wait_for("type", "conversation.item.create")
+    assert hooks.tool_calls == [("lookup", "{}")]
+    assert item["item"]["call_id"] == "call_1"
+    assert "RuntimeError: backend down" in item["item"]["output"]
+    assert any(isinstance(a, RunTool) for a in hooks.recorded)
+    await shell.close()
+
+
+async def test_hangup_request_goes_to_the_rest_hook_and_finishes() -> None:
+    hooks = Hooks()
+    shell, _, _ = await live_call(hooks)
+    shell.feed(HangupRequested("api"))
+    await asyncio.wait_for(shell.finished.wait(), 5)
+    await hooks.until(lambda: hooks.hangups == ["api"])
+    assert shell.finish_reason == "api"
+    await shell.close()
+
+
+async def test_model_socket_loss_hangs_up() -> None:
+    hooks = Hooks()
+    shell, realtime, twilio = await live_call(hooks)
+    realtime.inbox.put_nowait(None)  # the service went away
+    await asyncio.wait_for(shell.finished.wait(), 5)
+    await hooks.until(lambda: hooks.hangups == ["realtime_closed"])
+    await shell.close()
+    assert twilio.closed_with is not None
+
+
+async def test_stream_end_finishes_without_rest_hangup() -> None:
+    hooks = Hooks()
+    shell, _, twilio = await live_call(hooks)
+    twilio.inbox.put_nowait(None)
+    await asyncio.wait_for(shell.finished.wait(), 5)
+    assert FinishCall("twilio_closed") in hooks.recorded
+    assert hooks.hangups == []
+    await shell.close()
+
+
+async def test_deadlines_fire_from_the_timer() -> None:
+    hooks = Hooks()
+    shell, realtime, _ = await live_call(hooks, caller_silence_s=0.05)
+    realtime.inbox.put_nowait(response("in_progress", "r1"))
+    realtime.inbox.put_nowait(response("completed", "r1"))  # idle: the silence clock runs
+    await realtime.wait_until(lambda: len(realtime.of_type("response.create")) == 2)
+    assert "still there" in realtime.of_type("response.create")[1]["response"]["instructions"]
+    await shell.close()
+
+
+@pytest.mark.parametrize("garbage", ["not json", "[]", '{"type": 7}'])
+async def test_garbage_from_the_model_is_recorded_not_fatal(garbage: str) -> None:
+    hooks = Hooks()
+    shell, realtime, _ = await live_call(hooks)
+    realtime.inbox.put_nowait(garbage)
+    await hooks.until(lambda: any(type(a).__name__ == "ProblemNoted" for a in hooks.recorded))
+    assert not shell.finished.is_set()
+    await shell.close()
