@@ -39,7 +39,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import yaml
 
@@ -167,7 +167,7 @@ def _number(data: object, where: str) -> NumberBehaviour:
         )
     hangup = raw.get("hangup_after_s")
     return NumberBehaviour(
-        outcome=outcome,
+        outcome=cast(Outcome, outcome),
         answer_after_s=_number_value(raw.get("answer_after_s", 1.0), f"{where}.answer_after_s"),
         hangup_after_s=None
         if hangup is None
