@@ -6,9 +6,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 APT_STAMP := $(VENV)/.apt-installed
-DEB_PACKAGES := espeak-ng sox
+# Debian packages the tests need: a real PostgreSQL server for the store tests.
+PG_BIN = $$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 
-.PHONY: run test bench lint typecheck install clean clips
+.PHONY: run test bench lint typecheck install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +24,15 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/switchboard run
 
-test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: $(STAMP) $(APT_STAMP)
+	PATH="$(PG_BIN):$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+$(APT_STAMP): | $(PY)
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing Debian package postgresql (the store tests run a real server)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	fi
+	touch $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

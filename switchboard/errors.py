@@ -11,6 +11,7 @@
     │   └── RealtimeProtocolError   an OpenAI Realtime server event we cannot accept
     ├── LocalProtocolError          we asked a core for something its state forbids
     │   └── IllegalTransition       a state machine was fed an event its table forbids
+    ├── StoreError                  the call store refused a request or its database failed
     ├── ServiceError                a remote service answered with an error
     │   ├── TwilioServiceError
     │   └── RealtimeServiceError
@@ -103,6 +104,10 @@ class IllegalTransition(LocalProtocolError):
         super().__init__(f"event {event!r} is not allowed in state {state!r}")
         self.state = state
         self.event = event
+
+
+class StoreError(SwitchboardError):
+    """The call store refused a request (unknown call id, bad value) or its database failed."""
 
 
 class ServiceError(SwitchboardError):

@@ -1,0 +1,194 @@
+"""Engine creation from a database URL, a thread pool to run transactions in,
+and the one boundary for database errors.
+
+Two backends:
+
+- **SQLite** (the embedded default, ``sqlite:///path/to/file.db``): every
+  connection sets ``journal_mode=WAL`` (readers never block the writer),
+  ``busy_timeout`` (a writer waits for the lock instead of failing with
+  "database is locked"), ``foreign_keys=ON`` and ``synchronous=NORMAL`` (in WAL
+  mode a committed transaction survives a crash of the process; only a power
+  loss may drop the last commits). Write transactions start with
+  ``BEGIN IMMEDIATE``: a deferred transaction that reads and then writes cannot
+  wait for the lock (SQLite answers ``SQLITE_BUSY`` at once to avoid a
+  deadlock), so writers take it up front. In-memory databases are refused:
+  each pooled connection would see its own.
+- **PostgreSQL** (``postgresql://...``, e.g. from ``DATABASE_URL``): psycopg 3,
+  ``pool_pre_ping`` to survive server restarts, ``pool_recycle`` under
+  idle-connection killers.
+
+Why a synchronous engine on worker threads rather than SQLAlchemy's asyncio
+extension: measured on this project's 2-core machine (1500 small write
+transactions, 1 and 10 concurrent tasks), sync-in-threads did 890-1040 tx/s on
+SQLite against 325-335 for aiosqlite, and 460-690 against 345-425 on
+PostgreSQL: the async drivers pay a thread or greenlet hop per statement where
+this pays one per transaction. It also makes a cancelled caller harmless (the
+transaction it started still commits or rolls back whole on its thread) and
+needs neither greenlet nor aiosqlite. The pool holds one connection per
+worker thread (``EngineOptions.threads``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from switchboard.errors import ConfigError, StoreError
+
+__all__ = [
+    "WRITE",
+    "Database",
+    "EngineOptions",
+    "create_engine",
+    "database_url",
+    "translate_errors",
+]
+
+# Execution option that marks a connection as a writer (BEGIN IMMEDIATE on SQLite).
+WRITE = "switchboard_write"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    threads: int = 8  # concurrent transactions per process = pooled connections
+    busy_timeout_ms: int = 10_000  # SQLite: how long a writer waits for the lock
+    pool_timeout_s: float = 30.0  # wait for a free pooled connection
+    pool_recycle_s: int = 1800  # PostgreSQL
+    echo: bool = False
+
+
+def database_url(url: str) -> URL:
+    """Parse ``url`` and pick the driver: ``sqlite`` -> pysqlite, ``postgresql`` -> psycopg.
+
+    Raises :class:`ConfigError` for a URL that cannot be used; the message never
+    includes the password.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError("database URL is malformed") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed.query):
+            raise ConfigError("database URL: in-memory SQLite is not supported, name a file")
+        return parsed.set(drivername="sqlite+pysqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ConfigError(f"database URL: unsupported backend {backend!r} (sqlite or postgresql)")
+
+
+def create_engine(url: str, options: EngineOptions | None = None) -> Engine:
+    """Create the engine for ``url`` with the pragmas or pool settings above."""
+    options = options or EngineOptions()
+    parsed = database_url(url)
+    common = {
+        "echo": options.echo,
+        "pool_size": options.threads,
+        "max_overflow": 0,
+        "pool_timeout": options.pool_timeout_s,
+    }
+    if parsed.get_backend_name() == "sqlite":
+        # Connections move between worker threads; the pool hands each to one at a time.
+        engine = sa_create_engine(parsed, connect_args={"check_same_thread": False}, **common)
+        _configure_sqlite(engine, options)
+        return engine
+    return sa_create_engine(
+        parsed,
+        pool_recycle=options.pool_recycle_s,
+        pool_pre_ping=True,
+        connect_args={"application_name": "switchboard"},
+        **common,
+    )
+
+
+def _configure_sqlite(engine: Engine, options: EngineOptions) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: object, record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN, not the driver.
+        dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+        cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(options.busy_timeout_ms)}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        writing = connection.get_execution_options().get(WRITE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+@contextmanager
+def translate_errors(doing: str) -> Iterator[None]:
+    """Re-raise database errors met while ``doing`` something as :class:`StoreError`."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        # The DBAPI's own message names the problem; SQLAlchemy's adds SQL and parameters.
+        cause = getattr(exc, "orig", None) or exc
+        raise StoreError(f"{doing} failed: {type(cause).__name__}: {cause}") from exc
+
+
+class Database:
+    """Short transactions on worker threads, awaited from asyncio, errors translated.
+
+    ``await db.write("doing what", work)`` runs ``work(session)`` in one write
+    transaction on a worker thread and returns its result; the transaction
+    commits when ``work`` returns and rolls back if it raises. A write
+    transaction runs on a connection marked :data:`WRITE`, which makes SQLite
+    take the writer lock at ``BEGIN``; PostgreSQL ignores the mark.
+    """
+
+    def __init__(self, engine: Engine, threads: int) -> None:
+        self.engine = engine
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="switchboard-store")
+        self._reader = sessionmaker(engine, expire_on_commit=False)
+        self._writer = sessionmaker(
+            engine.execution_options(**{WRITE: True}), expire_on_commit=False
+        )
+
+    async def read(self, doing: str, work: Callable[[Session], T]) -> T:
+        return await self._run(partial(self._transaction, self._reader, doing, work))
+
+    async def write(self, doing: str, work: Callable[[Session], T]) -> T:
+        return await self._run(partial(self._transaction, self._writer, doing, work))
+
+    async def run(self, doing: str, work: Callable[[Connection], T]) -> T:
+        """``work`` on a plain write connection, in a transaction (migrations)."""
+
+        def on_connection() -> T:
+            with translate_errors(doing), self._writer() as session, session.begin():
+                return work(session.connection())
+
+        return await self._run(on_connection)
+
+    async def aclose(self) -> None:
+        """Let running transactions finish, then close every connection."""
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        self.engine.dispose()
+
+    async def _run(self, job: Callable[[], T]) -> T:
+        # A cancelled caller stops waiting; the transaction still finishes on its thread.
+        return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+
+    @staticmethod
+    def _transaction(factory: sessionmaker[Session], doing: str, work: Callable[[Session], T]) -> T:
+        with translate_errors(doing), factory() as session, session.begin():
+            return work(session)

@@ -1,0 +1,74 @@
+"""Schema migrations of the call store (Alembic), run programmatically.
+
+:meth:`CallStore.open <switchboard.store.repository.CallStore.open>` upgrades
+the database to head before it serves; :func:`upgrade_to_head` does the same
+for a deployment step (``upgrade_to_head(os.environ["DATABASE_URL"])``; it
+blocks, so from asyncio code run it with ``asyncio.to_thread``).
+Upgrading is idempotent, and concurrent upgraders are serialized: SQLite by
+the writer lock (``BEGIN IMMEDIATE``), PostgreSQL by a transaction-scoped
+advisory lock, so several actors may start at once on a fresh database.
+
+To write a new revision, add a file under ``versions/`` (``script.py.mako`` is
+its template) and keep ``tests/store/test_migrations.py`` green: it checks that
+head matches :mod:`switchboard.store.models`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+from switchboard.store.database import WRITE, EngineOptions, create_engine, translate_errors
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "upgrade",
+    "upgrade_to_head",
+]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent
+# Any constant works; it only has to be the same in every process.
+_PG_LOCK_KEY = 0x5B_57_0E_00
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config for these migrations, bound to ``connection`` (see env.py)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(connection: Connection) -> None:
+    """Upgrade to head inside the caller's (write) transaction on ``connection``."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+    command.upgrade(alembic_config(connection), "head")
+
+
+def upgrade_to_head(url: str, options: EngineOptions | None = None) -> None:
+    """Create or upgrade the schema at ``url`` to the latest revision."""
+    engine = create_engine(url, options)
+    try:
+        with translate_errors("migrating the call store"), engine.connect() as connection:
+            writer = connection.execution_options(**{WRITE: True})
+            with writer.begin():
+                upgrade(writer)
+    finally:
+        engine.dispose()

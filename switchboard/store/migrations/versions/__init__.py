@@ -1,0 +1,1 @@
+"""Alembic revisions of the call store schema (a package so installs ship them)."""

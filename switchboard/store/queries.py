@@ -1,0 +1,163 @@
+"""Queries shared by the store's methods, and rows turned into records.
+
+Listing is keyset-paginated, newest first, on ``(created_at, id)``: the cursor
+is the last call of a page, so a page costs one index range scan however deep
+it is, and calls created meanwhile never shift later pages.
+"""
+
+from __future__ import annotations
+
+import binascii
+from base64 import urlsafe_b64decode, urlsafe_b64encode
+from collections.abc import Sequence
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
+from sqlalchemy.orm import Session
+
+from switchboard.errors import StoreError
+from switchboard.store.models import CallRow, TurnRow
+from switchboard.store.records import CallRecord, Direction, Turn
+from switchboard.store.transcript import Placed, order_turns
+
+__all__ = [
+    "call_filters",
+    "decode_cursor",
+    "encode_cursor",
+    "page_query",
+    "require_call",
+    "to_record",
+    "to_turns",
+]
+
+
+def require_call(session: Session, call_id: str, *, lock: bool = False) -> CallRow:
+    """The call's row, locked for update if asked; :class:`StoreError` if there is none."""
+    query = select(CallRow).where(CallRow.id == call_id)
+    if lock:
+        query = query.with_for_update()  # SQLite ignores it: BEGIN IMMEDIATE already holds
+    row = session.execute(query).scalar_one_or_none()
+    if row is None:
+        raise StoreError(f"unknown call id {call_id!r}")
+    return row
+
+
+def to_record(row: CallRow) -> CallRecord:
+    return CallRecord(
+        id=row.id,
+        direction=cast(Direction, row.direction),
+        to=row.to_number,
+        from_=row.from_number,
+        instruction=row.instruction,
+        voice=row.voice,
+        greeting=row.greeting,
+        metadata=row.meta,
+        max_duration_s=row.max_duration_s,
+        status=row.status,
+        twilio_sid=row.twilio_sid,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        answered_at=row.answered_at,
+        ended_at=row.ended_at,
+    )
+
+
+def to_turns(rows: Sequence[TurnRow], live_text: dict[str, str]) -> tuple[Turn, ...]:
+    """Turns in conversation order; ``live_text`` overrides text not yet written."""
+    ordered = order_turns(rows, lambda r: Placed(r.item_id, r.id, r.previous_item_id))
+    return tuple(
+        Turn(
+            item_id=r.item_id,
+            role="caller" if r.role == "caller" else "agent",
+            state=r.state,
+            text=live_text.get(r.item_id, r.text),
+            started_at=r.started_at,
+            ended_at=r.ended_at,
+            previous_item_id=r.previous_item_id,
+            heard_text=r.heard_text,
+            heard_ms=r.heard_ms,
+            generated_ms=r.generated_ms,
+        )
+        for r in ordered
+    )
+
+
+def encode_cursor(row: CallRow) -> str:
+    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
+    return urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, call_id = raw.split("|", 1)
+        created_at = datetime.fromisoformat(stamp)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise StoreError(f"invalid list cursor {cursor!r}") from exc
+    if created_at.tzinfo is None or not call_id:
+        raise StoreError(f"invalid list cursor {cursor!r}")
+    return created_at, call_id
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def call_filters(
+    *,
+    status: str | None,
+    direction: str | None,
+    to: str | None,
+    search: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+) -> list[ColumnElement[bool]]:
+    """WHERE clauses for :meth:`CallStore.list_calls`; times already checked aware."""
+    clauses: list[ColumnElement[bool]] = []
+    if status is not None:
+        clauses.append(CallRow.status == status)
+    if direction is not None:
+        clauses.append(CallRow.direction == direction)
+    if to is not None:
+        clauses.append(CallRow.to_number == to)
+    if created_after is not None:
+        clauses.append(CallRow.created_at >= created_after)
+    if created_before is not None:
+        clauses.append(CallRow.created_at < created_before)
+    if search:
+        pattern = _like(search)
+        spoken = exists().where(
+            TurnRow.call_id == CallRow.id, TurnRow.text.ilike(pattern, escape="\\")
+        )
+        clauses.append(
+            or_(
+                CallRow.to_number.ilike(pattern, escape="\\"),
+                CallRow.from_number.ilike(pattern, escape="\\"),
+                CallRow.instruction.ilike(pattern, escape="\\"),
+                spoken,
+            )
+        )
+    return clauses
+
+
+def page_query(
+    clauses: list[ColumnElement[bool]], cursor: str | None, limit: int
+) -> Select[CallRow]:
+    """Newest first, after ``cursor``; one row more than ``limit`` to tell if a page follows."""
+    if cursor is not None:
+        created_at, call_id = decode_cursor(cursor)
+        clauses = [
+            *clauses,
+            or_(
+                CallRow.created_at < created_at,
+                and_(CallRow.created_at == created_at, CallRow.id < call_id),
+            ),
+        ]
+    return (
+        select(CallRow)
+        .where(*clauses)
+        .order_by(CallRow.created_at.desc(), CallRow.id.desc())
+        .limit(limit + 1)
+    )

@@ -1,0 +1,332 @@
+"""CallStore: calls, their timelines, transcripts and usage in SQLite or PostgreSQL.
+
+Open one store per process (``await CallStore.open(settings.database_url)``),
+share it between the calls that process serves, and ``close()`` it at
+shutdown. Every method is one short transaction run on a worker thread (see
+:mod:`switchboard.store.database` for why), except
+:meth:`CallStore.grow_agent_turn`, which buffers (see
+:mod:`switchboard.store.turns`). Events are written as they happen, so a call
+actor that dies loses nothing already recorded, and a caller cancelled while
+awaiting a write does not undo it. Errors are
+:class:`~switchboard.errors.StoreError` (unknown call id, bad value, database
+failure); :meth:`CallStore.open` raises :class:`~switchboard.errors.ConfigError`
+for a URL it cannot use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import fields
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from switchboard.errors import StoreError
+from switchboard.realtime_events import Usage
+from switchboard.store import validation as check
+from switchboard.store.database import Database, EngineOptions, create_engine
+from switchboard.store.ids import new_call_id
+from switchboard.store.migrations import upgrade
+from switchboard.store.models import CallEventRow, CallRow, TurnRow, UsageRow
+from switchboard.store.pricing import GPT_REALTIME, PriceTable, estimate_cost
+from switchboard.store.queries import (
+    call_filters,
+    encode_cursor,
+    page_query,
+    require_call,
+    to_record,
+    to_turns,
+)
+from switchboard.store.records import (
+    CallDetail,
+    CallPage,
+    CallRecord,
+    NewCall,
+    TimelineEvent,
+)
+from switchboard.store.status import STATUSES, StatusState, apply_status
+from switchboard.store.turns import TurnWriter
+
+__all__ = ["CallStore"]
+
+_USAGE_FIELDS = tuple(f.name for f in fields(Usage))
+MAX_PAGE = 500
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CallStore:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        prices: PriceTable,
+        flush_interval_s: float,
+        now: Callable[[], datetime],
+        monotonic: Callable[[], float],
+    ) -> None:
+        """Use :meth:`open`, which also brings the schema up to date."""
+        self._db = database
+        self._prices = prices
+        self._now = now
+        self._turns = TurnWriter(
+            database, interval_s=flush_interval_s, now=now, monotonic=monotonic
+        )
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        prices: PriceTable = GPT_REALTIME,
+        options: EngineOptions | None = None,
+        flush_interval_s: float = 0.25,
+        now: Callable[[], datetime] = _utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> CallStore:
+        """Connect to ``url``, upgrade its schema to head, and return the store.
+
+        ``flush_interval_s`` bounds how often an agent turn's text is written
+        while it streams; ``now`` stamps creation times; both clocks are for tests.
+        """
+        options = options or EngineOptions()
+        database = Database(create_engine(url, options), options.threads)
+        try:
+            await database.run("migrating the call store", upgrade)
+        except BaseException:
+            await database.aclose()
+            raise
+        return cls(
+            database, prices=prices, flush_interval_s=flush_interval_s, now=now, monotonic=monotonic
+        )
+
+    async def close(self) -> None:
+        """Write buffered transcript text and release the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._turns.aclose()
+        finally:
+            await self._db.aclose()
+
+    # -- calls -----------------------------------------------------------------
+
+    async def create_call(self, call: NewCall) -> CallRecord:
+        if call.direction not in ("outbound", "inbound"):
+            raise StoreError(f"direction must be outbound or inbound, got {call.direction!r}")
+        if (
+            call.max_duration_s is not None
+            and check.count("max_duration_s", call.max_duration_s) == 0
+        ):
+            raise StoreError("max_duration_s must be positive")
+        now = self._now()
+        row = CallRow(
+            id=new_call_id(now),
+            direction=call.direction,
+            to_number=check.short_text("to", call.to, 64),
+            from_number=check.short_text("from_", call.from_, 64),
+            instruction=call.instruction,
+            voice=None if call.voice is None else check.short_text("voice", call.voice, 64),
+            greeting=call.greeting,
+            meta=check.json_object("metadata", call.metadata),
+            max_duration_s=call.max_duration_s,
+            status="queued",
+            created_at=now,
+            updated_at=now,
+        )
+        await self._db.write("creating a call", lambda session: session.add(row))
+        return to_record(row)
+
+    async def set_twilio_sid(self, call_id: str, call_sid: str) -> None:
+        check.short_text("call_sid", call_sid, 64)
+        now = self._now()
+
+        def work(session: Session) -> None:
+            row = require_call(session, call_id, lock=True)
+            row.twilio_sid, row.updated_at = call_sid, now
+
+        await self._db.write("setting a call's Twilio sid", work)
+
+    async def find_by_twilio_sid(self, call_sid: str) -> CallRecord | None:
+        def work(session: Session) -> CallRecord | None:
+            query = select(CallRow).where(CallRow.twilio_sid == call_sid)
+            row = session.execute(query).scalar_one_or_none()
+            return None if row is None else to_record(row)
+
+        return await self._db.read("finding a call by Twilio sid", work)
+
+    async def update_status(
+        self, call_id: str, status: str, at: datetime, detail: dict[str, object] | None = None
+    ) -> None:
+        """Record a status callback; the status moves only forward (``status`` module)."""
+        at = check.aware("at", at)
+        data = check.json_object("detail", detail)
+        now = self._now()
+
+        def work(session: Session) -> None:
+            row = require_call(session, call_id, lock=True)
+            state = StatusState(row.status, row.answered_at, row.ended_at)
+            new, applied = apply_status(state, status, at)
+            row.status, row.answered_at, row.ended_at = new.status, new.answered_at, new.ended_at
+            row.updated_at = now
+            event = {"status": status, "applied": applied} | ({"detail": data} if data else {})
+            session.add(CallEventRow(call_id=call_id, kind="status", at=at, data=event))
+
+        await self._db.write("updating a call's status", work)
+
+    async def append_event(
+        self, call_id: str, kind: str, at: datetime, data: dict[str, object]
+    ) -> None:
+        """Add to the timeline: phase changes, interruptions, tool calls, problems, latency."""
+        row = CallEventRow(
+            call_id=call_id,
+            kind=check.short_text("kind", kind, 32),
+            at=check.aware("at", at),
+            data=check.json_object("data", data),
+        )
+
+        def work(session: Session) -> None:
+            require_call(session, call_id)
+            session.add(row)
+
+        await self._db.write("appending a call event", work)
+
+    # -- transcript ------------------------------------------------------------
+
+    async def reserve_caller_turn(
+        self, call_id: str, item_id: str, at: datetime, previous_item_id: str | None = None
+    ) -> None:
+        """Hold the caller turn's place at ``speech_started``; its text comes later."""
+        check.short_text("item_id", item_id, 64)
+        await self._turns.reserve_caller(call_id, item_id, check.aware("at", at), previous_item_id)
+
+    async def record_caller_turn(self, call_id: str, item_id: str, text: str, at: datetime) -> None:
+        check.short_text("item_id", item_id, 64)
+        await self._turns.record_caller(call_id, item_id, text, check.aware("at", at))
+
+    async def start_agent_turn(
+        self, call_id: str, item_id: str, at: datetime, previous_item_id: str | None = None
+    ) -> None:
+        check.short_text("item_id", item_id, 64)
+        await self._turns.start_agent(call_id, item_id, check.aware("at", at), previous_item_id)
+
+    async def grow_agent_turn(self, call_id: str, item_id: str, delta: str) -> None:
+        """Buffer a transcript delta; written within ``flush_interval_s``."""
+        await self._turns.grow_agent(call_id, item_id, delta)
+
+    async def finish_agent_turn(self, call_id: str, item_id: str, transcript: str) -> None:
+        """Write the turn's final transcript; it is on disk when this returns."""
+        await self._turns.finish_agent(call_id, item_id, transcript)
+
+    async def cut_agent_turn(
+        self, call_id: str, item_id: str, heard_ms: int, generated_ms: int
+    ) -> None:
+        """The caller interrupted: keep the generated text and estimate what was heard."""
+        check.count("heard_ms", heard_ms)
+        check.count("generated_ms", generated_ms)
+        await self._turns.cut_agent(call_id, item_id, heard_ms, generated_ms)
+
+    async def flush(self) -> None:
+        """Write buffered agent transcript text now."""
+        await self._turns.flush()
+
+    async def settle(self) -> None:
+        """Wait for the background transcript writes scheduled so far."""
+        await self._turns.settle()
+
+    # -- usage -----------------------------------------------------------------
+
+    async def add_usage(self, call_id: str, response_id: str, usage: Usage) -> None:
+        """Count one response's tokens; a repeated ``response_id`` is counted once."""
+        check.short_text("response_id", response_id, 64)
+        counts = {name: check.count(name, getattr(usage, name)) for name in _USAGE_FIELDS}
+
+        def work(session: Session) -> None:
+            require_call(session, call_id)
+            seen = session.execute(
+                select(UsageRow.id).where(
+                    UsageRow.call_id == call_id, UsageRow.response_id == response_id
+                )
+            )
+            if seen.first() is None:
+                session.add(UsageRow(call_id=call_id, response_id=response_id, **counts))
+
+        await self._db.write("adding usage", work)
+
+    # -- reading ---------------------------------------------------------------
+
+    async def get_call(self, call_id: str) -> CallDetail | None:
+        live = self._turns.live_text(call_id)
+
+        def work(session: Session) -> CallDetail | None:
+            row = session.get(CallRow, call_id)
+            if row is None:
+                return None
+            events = session.scalars(
+                select(CallEventRow)
+                .where(CallEventRow.call_id == call_id)
+                .order_by(CallEventRow.at, CallEventRow.id)
+            )
+            turns = session.scalars(select(TurnRow).where(TurnRow.call_id == call_id)).all()
+            totals = (func.coalesce(func.sum(getattr(UsageRow, name)), 0) for name in _USAGE_FIELDS)
+            sums = session.execute(select(*totals).where(UsageRow.call_id == call_id)).one()
+            usage = Usage(**{k: int(v) for k, v in zip(_USAGE_FIELDS, sums, strict=True)})
+            return CallDetail(
+                call=to_record(row),
+                timeline=tuple(TimelineEvent(e.kind, e.at, e.data) for e in events),
+                transcript=to_turns(turns, live),
+                usage=usage,
+                cost_usd=estimate_cost(usage, self._prices),
+            )
+
+        return await self._db.read("reading a call", work)
+
+    async def list_calls(
+        self,
+        *,
+        status: str | None = None,
+        direction: str | None = None,
+        to: str | None = None,
+        search: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> CallPage:
+        """Calls newest first, filtered; pass ``next_cursor`` back for the next page.
+
+        ``search`` matches, case-insensitively, part of the to/from number, the
+        instruction or any transcript text; ``created_after`` is inclusive,
+        ``created_before`` exclusive.
+        """
+        if not 1 <= check.count("limit", limit) <= MAX_PAGE:
+            raise StoreError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+        if status is not None and status not in STATUSES:
+            raise StoreError(f"unknown call status {status!r}")
+        after = None if created_after is None else check.aware("created_after", created_after)
+        before = None if created_before is None else check.aware("created_before", created_before)
+        clauses = call_filters(
+            status=status,
+            direction=direction,
+            to=to,
+            search=search,
+            created_after=after,
+            created_before=before,
+        )
+        query = page_query(clauses, cursor, limit)
+
+        def work(session: Session) -> CallPage:
+            rows = session.scalars(query).all()
+            page, more = rows[:limit], len(rows) > limit
+            return CallPage(
+                calls=tuple(to_record(r) for r in page),
+                next_cursor=encode_cursor(page[-1]) if more else None,
+            )
+
+        return await self._db.read("listing calls", work)

@@ -1,0 +1,93 @@
+"""Transcript ordering and the "heard" cut, as pure functions.
+
+Theory of operation. A call's transcript is a list of turns in
+*conversation* order, which is not the order the notices arrive in:
+
+- The caller's item id is known at ``input_audio_buffer.speech_started``
+  (protocols.md §3.4), long before its transcript
+  (``conversation.item.input_audio_transcription.completed``) arrives, which
+  may be after the agent's reply to it has begun. The store therefore
+  *reserves* a caller turn when speech starts and fills it in later; the
+  reservation's arrival sequence is its place.
+- Realtime items name their ``previous_item_id``. When a turn says which item
+  it follows, that wins over arrival order; a turn whose predecessor is not
+  known yet (a caller transcript that arrives without a reservation) is placed
+  just before the first turn that says it follows it.
+
+:func:`order_turns` replays the turns in arrival order under those rules.
+:func:`heard_prefix` estimates what the caller actually heard of a reply that
+was cut off: the transcript prefix proportional to ``heard_ms / generated_ms``,
+snapped back to the last whole word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+__all__ = ["Placed", "heard_prefix", "order_turns"]
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """What ordering needs to know of a turn: its id, arrival rank and predecessor."""
+
+    item_id: str
+    arrival: int
+    previous_item_id: str | None = None
+
+
+T = TypeVar("T")
+
+
+def order_turns(turns: Iterable[T], key: Callable[[T], Placed]) -> list[T]:
+    """Return ``turns`` in conversation order; ``key`` gives each its :class:`Placed`.
+
+    Replays insertions by arrival rank:
+
+    1. a turn whose ``previous_item_id`` is already placed goes right after it
+       (after any earlier-arrived turns that also follow it, keeping their order);
+    2. otherwise, if placed turns say they follow this one, it goes right before
+       the first of them (a late caller transcript with no reservation);
+    3. otherwise it is appended.
+    """
+    pending = sorted(((key(t), t) for t in turns), key=lambda pair: pair[0].arrival)
+    placed: list[tuple[Placed, T]] = []
+    for info, turn in pending:
+        placed.insert(_slot(placed, info), (info, turn))
+    return [turn for _, turn in placed]
+
+
+def _slot(placed: Sequence[tuple[Placed, object]], info: Placed) -> int:
+    ids = [p.item_id for p, _ in placed]
+    if info.previous_item_id is not None and info.previous_item_id in ids:
+        at = ids.index(info.previous_item_id) + 1
+        while at < len(placed) and placed[at][0].previous_item_id == info.previous_item_id:
+            at += 1
+        return at
+    for at, (p, _) in enumerate(placed):
+        if p.previous_item_id == info.item_id:
+            return at
+    return len(placed)
+
+
+def heard_prefix(text: str, heard_ms: int, generated_ms: int) -> str:
+    """Estimate the part of ``text`` the caller heard before the cut.
+
+    The estimate assumes speech runs at an even rate over the reply: the prefix
+    of ``len(text) * heard_ms / generated_ms`` characters, snapped back to the
+    end of the last whole word (never into the middle of a word), with trailing
+    whitespace dropped. ``heard_ms >= generated_ms`` means everything was heard;
+    ``heard_ms <= 0`` or ``generated_ms <= 0`` means nothing was.
+    """
+    if heard_ms <= 0 or generated_ms <= 0:
+        return ""
+    if heard_ms >= generated_ms:
+        return text
+    cut = len(text) * heard_ms // generated_ms
+    if cut < len(text) and not text[cut].isspace():
+        # The cut falls inside a word: back up to the whitespace before it.
+        while cut > 0 and not text[cut - 1].isspace():
+            cut -= 1
+    return text[:cut].rstrip()

@@ -1,0 +1,292 @@
+"""Writing transcript turns: caller turns reserved then filled, agent turns streamed.
+
+A caller turn is reserved at ``speech_started`` (its place in the
+conversation) and filled when its transcript arrives; an unreserved transcript
+creates the turn. An agent turn is written when it starts; its deltas collect
+in a :class:`~switchboard.store.buffer.TranscriptBuffer` and are written at
+most every ``interval_s`` (a background task writes text left waiting), and
+always, synchronously, when the turn finishes or is cut. So a finished turn is
+on disk when ``finish_agent`` returns; a crash mid-turn loses at most the
+deltas of its last ``interval_s``.
+
+A cut turn keeps everything generated until the cut in ``text`` and the
+estimate of what the caller heard in ``heard_text``
+(:func:`~switchboard.store.transcript.heard_prefix`); deltas that trickle in
+after the cut are dropped (their audio was never played), and a final
+transcript reported after the cut replaces ``text`` but not ``heard_text``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from switchboard.errors import StoreError
+from switchboard.store.buffer import TranscriptBuffer, TurnKey
+from switchboard.store.database import Database
+from switchboard.store.models import TurnRow
+from switchboard.store.queries import require_call
+from switchboard.store.transcript import heard_prefix
+
+__all__ = ["TurnWriter"]
+
+log = logging.getLogger("switchboard.store")
+
+
+class TurnWriter:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        interval_s: float,
+        now: Callable[[], datetime],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self._db = database
+        self._now = now
+        self._monotonic = monotonic
+        self._buffer = TranscriptBuffer(interval_s)
+        self._locks: dict[TurnKey, asyncio.Lock] = {}
+        self._opening = asyncio.Lock()
+        self._sleeping: dict[TurnKey, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- caller turns ----------------------------------------------------------
+
+    async def reserve_caller(
+        self, call_id: str, item_id: str, at: datetime, previous_item_id: str | None
+    ) -> None:
+        def work(session: Session) -> None:
+            if _turn(session, call_id, item_id, "caller") is not None:
+                return  # the place is already taken
+            require_call(session, call_id)
+            session.add(
+                TurnRow(
+                    call_id=call_id,
+                    item_id=item_id,
+                    role="caller",
+                    state="pending",
+                    started_at=at,
+                    previous_item_id=previous_item_id,
+                )
+            )
+
+        await self._db.write("reserving a caller turn", work)
+
+    async def record_caller(self, call_id: str, item_id: str, text: str, at: datetime) -> None:
+        def work(session: Session) -> None:
+            row = _turn(session, call_id, item_id, "caller")
+            if row is None:
+                require_call(session, call_id)
+                row = TurnRow(call_id=call_id, item_id=item_id, role="caller", started_at=at)
+                session.add(row)
+            row.text, row.state, row.ended_at = text, "transcribed", at
+
+        await self._db.write("recording a caller turn", work)
+
+    # -- agent turns -----------------------------------------------------------
+
+    async def start_agent(
+        self, call_id: str, item_id: str, at: datetime, previous_item_id: str | None
+    ) -> None:
+        def work(session: Session) -> bool:
+            if _turn(session, call_id, item_id, "agent") is not None:
+                return False  # a repeated start; a later delta reopens it if needed
+            require_call(session, call_id)
+            session.add(
+                TurnRow(
+                    call_id=call_id,
+                    item_id=item_id,
+                    role="agent",
+                    state="speaking",
+                    text="",
+                    started_at=at,
+                    previous_item_id=previous_item_id,
+                )
+            )
+            return True
+
+        if await self._db.write("starting an agent turn", work):
+            self._track((call_id, item_id), "")
+
+    async def grow_agent(self, call_id: str, item_id: str, delta: str) -> None:
+        key = (call_id, item_id)
+        if not self._buffer.is_open(key) and (
+            self._buffer.was_closed(key) or not await self._reopen(key)
+        ):
+            return  # finished or cut: late deltas of a cut reply were never played
+        if self._buffer.grow(key, delta, self._monotonic()):
+            await self._write_waiting(key)
+        else:
+            self._schedule(key)
+
+    async def finish_agent(self, call_id: str, item_id: str, transcript: str) -> None:
+        key = (call_id, item_id)
+        so_far = await self._untrack(key)
+        ended = self._now()
+
+        def work(session: Session) -> None:
+            row = self._agent_row(session, key, so_far, ended)
+            row.text = transcript or so_far or row.text or ""
+            if row.state != "interrupted":  # what was heard of a cut reply stays as cut
+                row.state, row.ended_at = "finished", ended
+
+        await self._db.write("finishing an agent turn", work)
+
+    async def cut_agent(self, call_id: str, item_id: str, heard_ms: int, generated_ms: int) -> None:
+        key = (call_id, item_id)
+        so_far = await self._untrack(key)
+        ended = self._now()
+
+        def work(session: Session) -> None:
+            row = self._agent_row(session, key, so_far, ended)
+            if row.state == "interrupted":
+                return  # the first cut stands
+            text = so_far if so_far is not None else (row.text or "")
+            row.text, row.state, row.ended_at = text, "interrupted", ended
+            row.heard_ms, row.generated_ms = heard_ms, generated_ms
+            row.heard_text = heard_prefix(text, heard_ms, generated_ms)
+
+        await self._db.write("cutting an agent turn", work)
+
+    # -- buffered text ---------------------------------------------------------
+
+    def live_text(self, call_id: str) -> dict[str, str]:
+        """Text of this call's agent turns in progress, including what is not written yet."""
+        return self._buffer.texts_of(call_id)
+
+    async def flush(self) -> None:
+        """Write every turn's waiting text now."""
+        for key in self._buffer.unwritten():
+            await self._write_waiting(key)
+
+    async def settle(self) -> None:
+        """Wait until the background writes scheduled so far have run."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in self._sleeping.values():
+            task.cancel()
+        await self.settle()
+        await self.flush()
+
+    def _track(self, key: TurnKey, text: str) -> None:
+        self._buffer.open(key, text, self._monotonic())
+        self._locks[key] = asyncio.Lock()
+
+    async def _untrack(self, key: TurnKey) -> str | None:
+        """Stop buffering ``key``; return its text if it was buffered."""
+        sleeping = self._sleeping.pop(key, None)
+        if sleeping is not None:
+            sleeping.cancel()  # still asleep: it had not begun to write
+        lock = self._locks.pop(key, None)
+        if lock is None:
+            return self._buffer.close(key)
+        async with lock:  # let a write in flight land first
+            return self._buffer.close(key)
+
+    async def _reopen(self, key: TurnKey) -> bool:
+        """Buffer a turn this process did not start (restart, missed start); False if done."""
+        call_id, item_id = key
+        started = self._now()
+
+        def work(session: Session) -> tuple[str, str]:
+            row = _turn(session, call_id, item_id, "agent")
+            if row is None:
+                require_call(session, call_id)
+                row = TurnRow(
+                    call_id=call_id,
+                    item_id=item_id,
+                    role="agent",
+                    state="speaking",
+                    text="",
+                    started_at=started,
+                )
+                session.add(row)
+            return row.state, row.text or ""
+
+        async with self._opening:
+            if self._buffer.is_open(key) or self._buffer.was_closed(key):
+                return self._buffer.is_open(key)
+            state, text = await self._db.write("reopening an agent turn", work)
+            if state != "speaking":
+                self._buffer.close(key)
+                return False
+            self._track(key, text)
+            return True
+
+    @staticmethod
+    def _agent_row(session: Session, key: TurnKey, text: str | None, at: datetime) -> TurnRow:
+        call_id, item_id = key
+        row = _turn(session, call_id, item_id, "agent")
+        if row is None:  # finished or cut without a start: keep the text anyway
+            require_call(session, call_id)
+            row = TurnRow(
+                call_id=call_id,
+                item_id=item_id,
+                role="agent",
+                state="speaking",
+                text=text or "",
+                started_at=at,
+            )
+            session.add(row)
+        return row
+
+    async def _write_waiting(self, key: TurnKey) -> None:
+        lock = self._locks.get(key)
+        if lock is None:
+            return
+        call_id, item_id = key
+        async with lock:
+            text = self._buffer.text(key)
+            if text is None or self._buffer.deadline(key) is None:
+                return  # closed meanwhile, or nothing new
+
+            def work(session: Session) -> None:
+                # Only while speaking: never overwrite a turn another store finished or cut.
+                session.execute(
+                    update(TurnRow)
+                    .where(
+                        TurnRow.call_id == call_id,
+                        TurnRow.item_id == item_id,
+                        TurnRow.state == "speaking",
+                    )
+                    .values(text=text)
+                )
+
+            await self._db.write("writing an agent transcript", work)
+            self._buffer.written(key, text, self._monotonic())
+
+    def _schedule(self, key: TurnKey) -> None:
+        deadline = self._buffer.deadline(key)
+        if deadline is None or key in self._sleeping:
+            return
+        task = asyncio.create_task(self._write_later(key, deadline - self._monotonic()))
+        self._sleeping[key] = task
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _write_later(self, key: TurnKey, delay: float) -> None:
+        await asyncio.sleep(max(0.0, delay))
+        self._sleeping.pop(key, None)
+        try:
+            await self._write_waiting(key)
+        except StoreError as exc:
+            # The text stays buffered: the next delta, finish or cut writes it.
+            log.warning("call %s: writing agent turn %s failed: %s", key[0], key[1], exc)
+            return
+        self._schedule(key)  # deltas that came in during the write
+
+
+def _turn(session: Session, call_id: str, item_id: str, role: str) -> TurnRow | None:
+    query = select(TurnRow).where(TurnRow.call_id == call_id, TurnRow.item_id == item_id)
+    row = session.execute(query).scalar_one_or_none()
+    if row is not None and row.role != role:
+        raise StoreError(f"item {item_id!r} of call {call_id!r} is a {row.role} turn, not {role}")
+    return row

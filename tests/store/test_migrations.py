@@ -1,0 +1,139 @@
+"""Engine settings and migrations, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, inspect, text
+
+from switchboard.errors import ConfigError, StoreError
+from switchboard.store import CallStore, upgrade_to_head
+from switchboard.store.database import create_engine, database_url
+from switchboard.store.migrations import (
+    MIGRATIONS_DIR,
+    alembic_config,
+    current_revision,
+    head_revision,
+)
+from switchboard.store.models import Base
+
+TABLES = {"alembic_version", "call_events", "calls", "turns", "usage"}
+
+
+def schema_diff(connection: Connection) -> list[object]:
+    return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
+
+
+def tables(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+def test_upgrade_from_empty_to_head_is_idempotent_and_matches_the_models(db_url: str) -> None:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            assert tables(connection) == set()
+        upgrade_to_head(db_url)
+        upgrade_to_head(db_url)  # a second run changes nothing
+        with engine.connect() as connection:
+            assert tables(connection) == TABLES
+            assert current_revision(connection) == head_revision() is not None
+            assert schema_diff(connection) == []
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "base")
+        with engine.connect() as connection:
+            assert tables(connection) == {"alembic_version"}
+            assert current_revision(connection) is None
+    finally:
+        engine.dispose()
+
+
+async def test_open_migrates_and_reopen_keeps_data(db_url: str) -> None:
+    from switchboard.store import NewCall
+
+    store = await CallStore.open(db_url)
+    call = await store.create_call(NewCall("inbound", "+15550001111", "+15550002222"))
+    await store.close()
+    await store.close()  # closing twice is harmless
+    store = await CallStore.open(db_url)
+    try:
+        detail = await store.get_call(call.id)
+        assert detail is not None and detail.call == call
+    finally:
+        await store.close()
+
+
+def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        with engine.connect() as connection:
+            pragmas = {
+                name: connection.execute(text(f"PRAGMA {name}")).scalar()
+                for name in ("journal_mode", "busy_timeout", "foreign_keys", "synchronous")
+            }
+    finally:
+        engine.dispose()
+    assert pragmas == {
+        "journal_mode": "wal",
+        "busy_timeout": 10_000,
+        "foreign_keys": 1,
+        "synchronous": 1,  # NORMAL
+    }
+    # WAL is a property of the file, seen by any later reader.
+    with closing(sqlite3.connect(tmp_path / "x.db")) as plain:
+        assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("sqlite:///calls.db", "sqlite+pysqlite"),
+        ("sqlite+pysqlite:////abs/calls.db", "sqlite+pysqlite"),
+        ("postgresql://u:secret@db/calls", "postgresql+psycopg"),
+        ("postgres://u@db/calls", "postgresql+psycopg"),
+        ("postgresql+asyncpg://u@db/calls", "postgresql+psycopg"),
+        ("sqlite+aiosqlite:///calls.db", "sqlite+pysqlite"),
+    ],
+)
+def test_urls_get_the_driver(url: str, driver: str) -> None:
+    assert database_url(url).drivername == driver
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("not a url", "malformed"),
+        ("sqlite://", "in-memory"),
+        ("sqlite:///:memory:", "in-memory"),
+        ("mysql://u:secret@db/calls", "unsupported backend 'mysql'"),
+    ],
+)
+def test_unusable_urls_are_config_errors_without_secrets(url: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason) as info:
+        database_url(url)
+    assert "secret" not in str(info.value)
+
+
+async def test_an_unreachable_database_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="migrating the call store failed"):
+        await CallStore.open(f"sqlite:///{tmp_path / 'missing-dir' / 'calls.db'}")
+
+
+def test_migrations_ship_with_the_package() -> None:
+    # An editable or wheel install must find env.py and the revisions next to the code.
+    assert (MIGRATIONS_DIR / "env.py").is_file()
+    assert (MIGRATIONS_DIR / "script.py.mako").is_file()
+    assert sorted(p.name for p in (MIGRATIONS_DIR / "versions").glob("r*.py"))
+
+
+def test_missing_postgres_fails_naming_the_debian_package(
+    postgres_locator: object, tmp_path: Path
+) -> None:
+    with pytest.raises(pytest.fail.Exception, match="Debian package `postgresql`"):
+        postgres_locator(str(tmp_path))  # type: ignore[operator]

@@ -1,0 +1,74 @@
+"""The policy's notices, recorded through switchboard.store.record."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from switchboard.call_actions import (
+    AgentTranscriptGrew,
+    AgentTurnFinished,
+    AgentTurnInterrupted,
+    AgentTurnStarted,
+    CallerTurnTranscribed,
+    ClearPlayback,
+    FinishCall,
+    HangUp,
+    PhaseChanged,
+    ProblemNoted,
+    RunTool,
+    ToolFinished,
+    TruncateItem,
+    UsageReported,
+)
+from switchboard.realtime_events import SpeechStarted, Usage
+from switchboard.store import CallStore, NewCall, record
+from switchboard.store.recorder import Recordable
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+async def test_a_conversation_recorded_from_notices(store: CallStore) -> None:
+    call = (await store.create_call(NewCall("inbound", "+15559990000", "+15551230001"))).id
+    script: list[Recordable] = [
+        PhaseChanged("greeting", "listening"),
+        SpeechStarted("item_c1", audio_start_ms=1200),
+        AgentTurnStarted("item_a1"),
+        AgentTranscriptGrew("item_a1", "Of course, "),
+        AgentTranscriptGrew("item_a1", "let me check your order now."),
+        CallerTurnTranscribed("item_c1", "Can you check my order?"),  # after the reply began
+        AgentTurnFinished("item_a1", "Of course, let me check your order now."),
+        RunTool("call_1", "lookup_order", '{"id": 7}'),
+        ToolFinished("call_1", '{"status": "shipped"}'),
+        AgentTurnInterrupted("item_a1", heard_ms=1200, generated_ms=4000),
+        ClearPlayback(),  # not part of the record
+        TruncateItem("item_a1", 1000),
+        UsageReported("resp_1", Usage(100, 60, 40, 50, 10, 0, 30, 10)),
+        ProblemNoted("twilio", "mark_unknown", "a mark we never sent"),
+        HangUp("caller asked"),
+        FinishCall("twilio stream stopped"),
+    ]
+    for n, message in enumerate(script):
+        await record(store, call, message, T0 + timedelta(seconds=n))
+    detail = await store.get_call(call)
+    assert detail is not None
+    assert [(t.item_id, t.text, t.heard_text) for t in detail.transcript] == [
+        ("item_c1", "Can you check my order?", None),
+        ("item_a1", "Of course, let me check your order now.", "Of course,"),
+    ]
+    assert [e.kind for e in detail.timeline] == [
+        "phase",
+        "tool_call",
+        "tool_result",
+        "interruption",
+        "problem",
+        "hangup",
+        "finished",
+    ]
+    assert detail.timeline[1].data == {
+        "tool_call_id": "call_1",
+        "name": "lookup_order",
+        "arguments": '{"id": 7}',
+    }
+    assert detail.timeline[3].data == {"item_id": "item_a1", "heard_ms": 1200, "generated_ms": 4000}
+    assert detail.timeline[4].data["fatal"] is False
+    assert detail.usage == Usage(100, 60, 40, 50, 10, 0, 30, 10)

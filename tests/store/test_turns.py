@@ -1,0 +1,202 @@
+"""Transcript turns: conversation order, cuts, buffered agent text, on both backends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_asyncio
+
+from switchboard.store import CallStore, NewCall, Turn
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def t(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def reader(db_url: str, store: CallStore) -> AsyncIterator[CallStore]:
+    """A second store on the same database: sees only what was written."""
+    other = await CallStore.open(db_url)
+    try:
+        yield other
+    finally:
+        await other.close()
+
+
+async def new_call(store: CallStore) -> str:
+    return (await store.create_call(NewCall("outbound", "+15551230001", "+15559990000"))).id
+
+
+async def turns(store: CallStore, call_id: str) -> list[tuple[str, str, str, str | None]]:
+    detail = await store.get_call(call_id)
+    assert detail is not None
+    return [(turn.role, turn.item_id, turn.state, turn.text) for turn in detail.transcript]
+
+
+async def turn(store: CallStore, call_id: str, item_id: str) -> Turn:
+    detail = await store.get_call(call_id)
+    assert detail is not None
+    return next(turn for turn in detail.transcript if turn.item_id == item_id)
+
+
+async def test_a_late_caller_transcript_keeps_its_reserved_place(store: CallStore) -> None:
+    call = await new_call(store)
+    await store.reserve_caller_turn(call, "item_caller_1", t(1))
+    await store.start_agent_turn(call, "item_agent_1", t(2), previous_item_id="item_caller_1")
+    await store.grow_agent_turn(call, "item_agent_1", "Sure, ")
+    await store.grow_agent_turn(call, "item_agent_1", "one moment.")
+    await store.finish_agent_turn(call, "item_agent_1", "Sure, one moment.")
+    await store.reserve_caller_turn(call, "item_caller_2", t(4))
+    # The first transcript arrives after the reply was written, the second never does.
+    await store.record_caller_turn(call, "item_caller_1", "Can you check my order?", t(3))
+    await store.reserve_caller_turn(call, "item_caller_1", t(9))  # repeated: no move
+    assert await turns(store, call) == [
+        ("caller", "item_caller_1", "transcribed", "Can you check my order?"),
+        ("agent", "item_agent_1", "finished", "Sure, one moment."),
+        ("caller", "item_caller_2", "pending", None),
+    ]
+    first = await turn(store, call, "item_caller_1")
+    assert (first.started_at, first.ended_at) == (t(1), t(3))
+
+
+async def test_an_unreserved_caller_transcript_goes_before_the_reply_to_it(
+    store: CallStore,
+) -> None:
+    call = await new_call(store)
+    await store.start_agent_turn(call, "item_agent", t(2), previous_item_id="item_caller")
+    await store.finish_agent_turn(call, "item_agent", "Hello!")
+    await store.record_caller_turn(call, "item_caller", "Hi there", t(3))
+    assert [item for _, item, _, _ in await turns(store, call)] == ["item_caller", "item_agent"]
+
+
+async def test_transcripts_of_different_calls_do_not_mix(store: CallStore) -> None:
+    a, b = await new_call(store), await new_call(store)
+    await store.record_caller_turn(a, "item_1", "from a", t(1))
+    await store.record_caller_turn(b, "item_1", "from b", t(1))
+    assert await turns(store, a) == [("caller", "item_1", "transcribed", "from a")]
+    assert await turns(store, b) == [("caller", "item_1", "transcribed", "from b")]
+
+
+async def test_cut_after_the_transcript_finished(store: CallStore) -> None:
+    # Usual case: the model finishes generating long before playback ends.
+    call = await new_call(store)
+    await store.start_agent_turn(call, "item_a", t(1))
+    await store.finish_agent_turn(call, "item_a", "Your parcel arrives on Tuesday morning.")
+    await store.cut_agent_turn(call, "item_a", heard_ms=1500, generated_ms=4000)
+    await store.cut_agent_turn(call, "item_a", heard_ms=3900, generated_ms=4000)  # first stands
+    cut = await turn(store, call, "item_a")
+    assert cut.interrupted and cut.state == "interrupted"
+    assert cut.text == "Your parcel arrives on Tuesday morning."
+    assert cut.heard_text == "Your parcel"  # 39 chars * 1500/4000 = 14 -> back to a word
+    assert (cut.heard_ms, cut.generated_ms) == (1500, 4000)
+
+
+async def test_cut_while_generating_uses_the_text_so_far(store: CallStore) -> None:
+    call = await new_call(store)
+    await store.start_agent_turn(call, "item_a", t(1))
+    for delta in ("Let me ", "look that ", "up for you"):
+        await store.grow_agent_turn(call, "item_a", delta)
+    await store.cut_agent_turn(call, "item_a", heard_ms=500, generated_ms=1000)
+    await store.grow_agent_turn(call, "item_a", " right away.")  # after the cut: dropped
+    cut = await turn(store, call, "item_a")
+    assert (cut.text, cut.heard_text) == ("Let me look that up for you", "Let me look")
+    # A final transcript after the cut replaces the generated text, not what was heard.
+    await store.finish_agent_turn(call, "item_a", "Let me look that up for you right away.")
+    cut = await turn(store, call, "item_a")
+    assert cut.state == "interrupted"
+    assert (cut.text, cut.heard_text) == ("Let me look that up for you right away.", "Let me look")
+
+
+async def test_turns_without_a_start_are_kept(store: CallStore) -> None:
+    call = await new_call(store)
+    await store.grow_agent_turn(call, "item_a", "Hello")
+    await store.finish_agent_turn(call, "item_a", "Hello there.")
+    await store.cut_agent_turn(call, "item_b", heard_ms=0, generated_ms=800)
+    await store.finish_agent_turn(call, "item_c", "Bye.")
+    assert await turns(store, call) == [
+        ("agent", "item_a", "finished", "Hello there."),
+        ("agent", "item_b", "interrupted", ""),
+        ("agent", "item_c", "finished", "Bye."),
+    ]
+
+
+async def test_deltas_are_written_at_most_once_per_interval(
+    store: CallStore, reader: CallStore, clock: object
+) -> None:
+    mono = clock  # the store's monotonic clock (tests/store/conftest.py)
+    call = await new_call(store)
+    await store.start_agent_turn(call, "item_a", t(1))
+    await store.grow_agent_turn(call, "item_a", "One")  # first delta: written at once
+    assert (await turn(reader, call, "item_a")).text == "One"
+    mono.mono += 0.1  # type: ignore[attr-defined]
+    await store.grow_agent_turn(call, "item_a", " two")
+    assert (await turn(reader, call, "item_a")).text == "One"  # waiting in memory
+    assert (await turn(store, call, "item_a")).text == "One two"  # the writer sees it
+    mono.mono += 0.2  # type: ignore[attr-defined]
+    await store.grow_agent_turn(call, "item_a", " three")  # 0.3 s since the write: due
+    assert (await turn(reader, call, "item_a")).text == "One two three"
+    await store.grow_agent_turn(call, "item_a", " four")
+    await store.settle()  # the scheduled write lands within the interval
+    assert (await turn(reader, call, "item_a")).text == "One two three four"
+    assert (await turn(reader, call, "item_a")).state == "speaking"
+
+
+async def test_close_writes_buffered_text(db_url: str, store: CallStore, reader: CallStore) -> None:
+    call = await new_call(store)
+    await store.start_agent_turn(call, "item_a", t(1))
+    await store.grow_agent_turn(call, "item_a", "Written")
+    await store.grow_agent_turn(call, "item_a", " and buffered")
+    await store.close()
+    assert (await turn(reader, call, "item_a")).text == "Written and buffered"
+
+
+async def test_another_process_can_continue_a_turn(store: CallStore, reader: CallStore) -> None:
+    # An actor restarted mid-turn: its new store has never seen the turn start.
+    call = await new_call(store)
+    await store.start_agent_turn(call, "item_a", t(1))
+    await store.start_agent_turn(call, "item_a", t(2))  # repeated: ignored
+    await store.grow_agent_turn(call, "item_a", "Before ")
+    await reader.grow_agent_turn(call, "item_a", "and after")
+    await reader.finish_agent_turn(call, "item_a", "")
+    finished = [("agent", "item_a", "finished", "Before and after")]
+    assert await turns(reader, call) == finished
+    await reader.grow_agent_turn(call, "item_a", " late")  # finished here: ignored
+    # The first store still buffers the turn; its writes never touch a finished turn.
+    await store.grow_agent_turn(call, "item_a", "stale")
+    await store.flush()
+    assert await turns(reader, call) == finished
+    assert (await turn(reader, call, "item_a")).started_at == t(1)
+
+
+async def test_late_deltas_of_a_turn_finished_elsewhere_are_dropped(
+    store: CallStore, reader: CallStore
+) -> None:
+    call = await new_call(store)
+    await store.start_agent_turn(call, "item_a", t(1))
+    await store.cut_agent_turn(call, "item_a", heard_ms=10, generated_ms=100)
+    await reader.grow_agent_turn(call, "item_a", "never heard")  # looks it up: cut
+    await reader.grow_agent_turn(call, "item_a", " at all")  # remembered: no lookup
+    assert await turns(reader, call) == [("agent", "item_a", "interrupted", "")]
+
+
+@pytest.mark.parametrize("flush_interval_s", [0.0])
+async def test_every_delta_is_written_with_a_zero_interval(
+    db_url: str, flush_interval_s: float
+) -> None:
+    writer = await CallStore.open(db_url, flush_interval_s=flush_interval_s)
+    reader = await CallStore.open(db_url)
+    try:
+        call = await new_call(writer)
+        await writer.start_agent_turn(call, "item_a", t(1))
+        text = ""
+        for word in ("a", " b", " c"):
+            await writer.grow_agent_turn(call, "item_a", word)
+            text += word
+            assert (await turn(reader, call, "item_a")).text == text
+    finally:
+        await writer.close()
+        await reader.close()
