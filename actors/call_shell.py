@@ -58,7 +58,7 @@ class CallHooks(Protocol):
 
     async def run_tool(self, name: str, arguments: str) -> str: ...
 
-    async def hang_up(self, reason: str) -> None: ...
+    async def end_call(self, reason: str) -> None: ...
 
     def record(self, action: Action, now: float) -> None:
         """Store and publish an action (notices, tool runs, hang-ups); must not block."""
@@ -79,6 +79,7 @@ class CallShell:
         self.log = logging.LoggerAdapter(log, {"call_id": call_id})
         self.finished = asyncio.Event()
         self.finish_reason: str | None = None
+        self.finish_code = 1000
         self._to_twilio: asyncio.Queue[str] = asyncio.Queue()
         self._to_realtime: asyncio.Queue[str] = asyncio.Queue()
         self._wake = asyncio.Event()
@@ -111,10 +112,11 @@ class CallShell:
         for queue in (self._to_realtime, self._to_twilio):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(queue.join(), timeout=1.0)
-        for socket in (self._realtime, self._twilio):
+        reason = self.finish_reason or "call ended"
+        for socket, code in ((self._realtime, 1000), (self._twilio, self.finish_code)):
             if socket is not None:
                 with contextlib.suppress(SocketClosed, OSError):
-                    await socket.close(1000, self.finish_reason or "call ended")
+                    await socket.close(code, reason)
         tasks = [t for t in self._tasks if t is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
@@ -179,9 +181,9 @@ class CallShell:
                 case RunTool():
                     self._spawn(self._run_tool(action))
                 case HangUp(reason):
-                    self._spawn(self.hooks.hang_up(reason))
-                case FinishCall(reason):
-                    self.finish_reason = reason
+                    self._spawn(self.hooks.end_call(reason))
+                case FinishCall(reason, close_code) if not self.finished.is_set():
+                    self.finish_reason, self.finish_code = reason, close_code
                     self.finished.set()
                 case _:
                     pass

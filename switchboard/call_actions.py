@@ -25,6 +25,7 @@ __all__ = [
     "AgentTurnFinished",
     "AgentTurnInterrupted",
     "AgentTurnStarted",
+    "CallEnded",
     "CallerTurnTranscribed",
     "CancelResponse",
     "ClearPlayback",
@@ -66,6 +67,13 @@ class HangupRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class CallEnded:
+    """Twilio reports the call over (busy, no-answer, failed, canceled, completed)."""
+
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
 class RealtimeClosed:
     code: int | None
     reason: str
@@ -77,7 +85,7 @@ class TwilioClosed:
     reason: str
 
 
-ShellEvent = ToolFinished | HangupRequested | RealtimeClosed | TwilioClosed
+ShellEvent = ToolFinished | HangupRequested | CallEnded | RealtimeClosed | TwilioClosed
 
 
 # -- commands for the cores --------------------------------------------------
@@ -150,9 +158,10 @@ class HangUp:
 
 @dataclass(frozen=True, slots=True)
 class FinishCall:
-    """The stream is over: close the model socket and seal the record."""
+    """The call is over: close both sockets (Twilio's with ``close_code``) and seal the record."""
 
     reason: str
+    close_code: int = 1000  # 1008 when the stream failed its one-time token check
 
 
 @dataclass(frozen=True, slots=True)

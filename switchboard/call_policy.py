@@ -27,6 +27,7 @@ event type to its handler, and every handler is defined for every phase.
 from __future__ import annotations
 
 import binascii
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -39,6 +40,7 @@ from switchboard.call_actions import (
     AgentTurnFinished,
     AgentTurnInterrupted,
     AgentTurnStarted,
+    CallEnded,
     CallerTurnTranscribed,
     CancelResponse,
     ClearPlayback,
@@ -134,6 +136,8 @@ class PolicyConfig:
     session_max_s: float = 3600.0
     session_renew_margin_s: float = 60.0
     max_peer_errors: int = 50
+    # The one-time <Parameter name="token"> the stream must present in `start`.
+    stream_token: str | None = None
 
 
 class CallPolicy:
@@ -165,6 +169,7 @@ class CallPolicy:
         self._nudged = False
         self._dtmf_due: float | None = None
         self._renew_due: float | None = None
+        self._expected_call_sid: str | None = None
 
     # -- state -------------------------------------------------------------
 
@@ -250,12 +255,34 @@ class CallPolicy:
 
     # -- Twilio side -------------------------------------------------------
 
+    def expect_call_sid(self, call_sid: str) -> None:
+        """Bind the stream to the call Twilio created: its `start` must name this CallSid."""
+        self._expected_call_sid = call_sid
+
     def _on_stream_started(self, event: StreamStarted, now: float) -> list[Action]:
         if self._stream_live or self._ended:
             return [ProblemNoted("twilio", "duplicate_start", "a second `start` was ignored")]
+        problem = self._stream_credentials_problem(event)
+        if problem is not None:
+            self._end()
+            return [
+                ProblemNoted("twilio", "stream_refused", problem, fatal=True),
+                HangUp("stream_refused"),
+                FinishCall("stream_refused", close_code=1008),
+            ]
         self._stream_live = True
         self._answered_at = self._last_activity = now
         return self._greet_if_ready()
+
+    def _stream_credentials_problem(self, event: StreamStarted) -> str | None:
+        token = self.config.stream_token
+        if token is not None and not hmac.compare_digest(
+            event.custom_parameters.get("token", "").encode(), token.encode()
+        ):
+            return "the stream's one-time token is missing or wrong"
+        if self._expected_call_sid is not None and event.call_sid != self._expected_call_sid:
+            return f"the stream belongs to call {event.call_sid}, not {self._expected_call_sid}"
+        return None
 
     def _on_dtmf(self, event: DtmfReceived, now: float) -> list[Action]:
         if self._ended:
@@ -402,6 +429,12 @@ class CallPolicy:
             actions += self._respond(None)
         return actions
 
+    def _on_call_ended(self, event: CallEnded, now: float) -> list[Action]:
+        if self._ended:
+            return []
+        self._end()
+        return [FinishCall(event.status)]
+
     def _on_hangup_requested(self, event: HangupRequested, now: float) -> list[Action]:
         return [] if self._ended else self._hang_up(event.reason)
 
@@ -500,6 +533,7 @@ HANDLERS: dict[type, _Handler] = {
     RealtimeMessageRejected: CallPolicy._on_realtime_rejected,
     ToolFinished: CallPolicy._on_tool_finished,
     HangupRequested: CallPolicy._on_hangup_requested,
+    CallEnded: CallPolicy._on_call_ended,
     RealtimeClosed: CallPolicy._on_realtime_closed,
     InputTranscriptFailed: CallPolicy._on_input_transcript_failed,
     # Known and deliberately without effect on the call:

@@ -76,7 +76,7 @@ class Hooks:
             raise RuntimeError("backend down")
         return self.tool_output
 
-    async def hang_up(self, reason: str) -> None:
+    async def end_call(self, reason: str) -> None:
         self.hangups.append(reason)
         self.changed.set()
 

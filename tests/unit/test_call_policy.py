@@ -19,6 +19,7 @@ from switchboard.call_actions import (
     AgentTurnFinished,
     AgentTurnInterrupted,
     AgentTurnStarted,
+    CallEnded,
     CallerTurnTranscribed,
     CancelResponse,
     ClearPlayback,
@@ -230,6 +231,7 @@ SAMPLES: dict[str, PolicyEvent] = {
     "realtime_rejected": RealtimeMessageRejected(RealtimeProtocolError("invalid_json", "bad")),
     "tool_finished": ToolFinished("call_1", '{"ok": true}'),
     "hangup": HangupRequested("api"),
+    "call_ended": CallEnded("busy"),
     "realtime_closed": RealtimeClosed(1006, "gone"),
     "twilio_closed": TwilioClosed(1000, "normal"),
 }
@@ -258,6 +260,7 @@ EXPECTED: dict[str, list[tuple[tuple[CallPhase, ...], list[type]]]] = {
     "realtime_rejected": [((*ALL, P.ENDED), [ProblemNoted])],
     "tool_finished": [((P.TOOL_WAIT,), [SendFunctionOutput, CreateResponse])],
     "hangup": [(ALL, [HangUp, FinishCall])],
+    "call_ended": [(ALL, [FinishCall])],
     "realtime_closed": [(ALL, [ProblemNoted, HangUp, FinishCall])],
     "twilio_closed": [(ALL, [FinishCall])],
 }
@@ -604,3 +607,36 @@ def test_small_details_of_the_audio_path() -> None:
     quiet = thinking()
     assert quiet.handle(AudioDelta("r", "item_Q", b64(b"\x01" * 100)), 2.0) == []
     assert quiet.phase is CallPhase.THINKING
+
+
+def started_with(token: str | None, call_sid: str = "CA1") -> StreamStarted:
+    params = {} if token is None else {"token": token}
+    return StreamStarted(
+        1, "MZ1", "AC1", call_sid, ("inbound",), MediaFormat("audio/x-mulaw", 8000, 1), params
+    )
+
+
+@pytest.mark.parametrize(
+    ("token", "call_sid", "accepted"),
+    [
+        ("s3cret", "CA1", True),
+        ("wrong", "CA1", False),
+        (None, "CA1", False),
+        ("s3cret", "CA2", False),
+    ],
+)
+def test_stream_must_present_its_token_and_call_sid(
+    token: str | None, call_sid: str, accepted: bool
+) -> None:
+    policy = awaiting(stream_token="s3cret")
+    policy.expect_call_sid("CA1")
+    feed(policy, [UPDATED])
+    actions = policy.handle(started_with(token, call_sid), 1.0)
+    if accepted:
+        assert kinds(actions) == [CreateResponse]
+        assert policy.phase is CallPhase.THINKING
+    else:
+        assert kinds(actions) == [ProblemNoted, HangUp, FinishCall]
+        assert FinishCall("stream_refused", close_code=1008) in actions
+        assert policy.phase is CallPhase.ENDED
+        assert feed(policy, [SAMPLES["media"]]) == []  # no audio ever flows
