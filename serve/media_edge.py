@@ -1,0 +1,362 @@
+"""The media edge: one public TCP port in front of the Serve proxy and the call actors.
+
+Theory of operation: every connection opens with an HTTP/1.1 request head. The
+edge reads just that head (at most ``max_head_bytes``, within ``head_timeout_s``
+of accepting, however slowly it trickles in), parses it with
+``serve.http_head`` and lets ``serve.media_route.route_request`` decide:
+
+- a WebSocket upgrade under ``media_prefix`` (Twilio's ``wss://HOST/media/{call_id}``)
+  is resolved to the address of the actor that owns the call and spliced to it,
+  the head forwarded unchanged but for appended ``X-Forwarded-*`` headers;
+- anything else is spliced, head included, to ``default_upstream`` (Serve's proxy);
+- a media upgrade the edge cannot serve is answered 400/404/431/502 and closed.
+
+After the head the edge is a byte pipe (``serve.splice``): no per-frame work, no
+Ray call, no WebSocket parsing. One connection only ever goes to one upstream, so
+a keep-alive connection whose first request went to Serve stays with Serve.
+
+Run it in any asyncio loop (a Ray actor's, a test's): no threads. The call
+lookup is the ``CallResolver`` port; Ray's is plugged in at the composition root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections import Counter
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Protocol
+
+from serve.http_head import RequestHeadError, find_head_end, parse_request_head
+from serve.media_route import Refuse, ToDefault, ToMedia, forwarded_head, refusal_response
+from serve.media_route import route_request as _route_request
+from serve.splice import Leg, link
+
+__all__ = ["CallResolver", "EdgeStats", "MediaEdge"]
+
+logger = logging.getLogger(__name__)
+
+
+class CallResolver(Protocol):
+    """Finds the WebSocket address of the actor that owns a live call."""
+
+    async def resolve(self, call_id: str) -> tuple[str, int] | None:
+        """``(host, port)`` of the call's actor, or None if no such live call."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeStats:
+    """A snapshot of the edge's counters; bytes include live connections."""
+
+    connections_open: int
+    connections_total: int
+    media_total: int
+    default_total: int
+    bytes_from_clients: int
+    bytes_to_clients: int
+    refusals: Mapping[str, int]
+
+
+class _Phase(enum.Enum):
+    HEAD = "head"  # reading the request head
+    ROUTING = "routing"  # head read, reading paused, resolving/connecting
+    SPLICING = "splicing"  # linked to an upstream: a byte pipe
+    REFUSING = "refusing"  # answer written, discarding input until the client goes
+
+
+class MediaEdge:
+    """Accepts connections on one port and splices each to its upstream.
+
+    Call ``await start(host, port)`` (port 0 picks one; read ``port``), and
+    ``await stop()`` to close the listener and every connection.
+    """
+
+    def __init__(
+        self,
+        resolver: CallResolver,
+        default_upstream: tuple[str, int],
+        *,
+        media_prefix: str = "/media/",
+        head_timeout_s: float = 10.0,
+        max_head_bytes: int = 16384,
+        forwarded_proto: str = "http",
+        resolve_timeout_s: float = 5.0,
+        connect_timeout_s: float = 5.0,
+        linger_s: float = 2.0,
+    ) -> None:
+        if not (media_prefix.startswith("/") and media_prefix.endswith("/")):
+            raise ValueError("media_prefix must start and end with '/'")
+        self.resolver = resolver
+        self.default_upstream = default_upstream
+        self.media_prefix = media_prefix
+        self.head_timeout_s = head_timeout_s
+        self.max_head_bytes = max_head_bytes
+        # What the edge's clients used to reach it; the tunnel in front usually
+        # sets X-Forwarded-Proto itself, and then this is not used.
+        self.forwarded_proto = forwarded_proto
+        self.resolve_timeout_s = resolve_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.linger_s = linger_s
+        self._server: asyncio.Server | None = None
+        self._open: set[_Front] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._counts: Counter[str] = Counter()
+        self._refusals: Counter[str] = Counter()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Front(self), host, port)
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("MediaEdge.start() has not been awaited")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for front in list(self._open):
+            front.abort_all()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Aborted sockets report connection_lost on a later loop iteration.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), 5.0)
+        await self._server.wait_closed()
+        self._server = None
+
+    def stats(self) -> EdgeStats:
+        live_in = sum(front.bytes_read for front in self._open)
+        live_out = sum(front.peer.bytes_read for front in self._open if front.peer is not None)
+        return EdgeStats(
+            connections_open=len(self._open),
+            connections_total=self._counts["total"],
+            media_total=self._counts["media"],
+            default_total=self._counts["default"],
+            bytes_from_clients=self._counts["bytes_in"] + live_in,
+            bytes_to_clients=self._counts["bytes_out"] + live_out,
+            refusals=MappingProxyType(dict(self._refusals)),
+        )
+
+    # -- called by _Front ----------------------------------------------------
+
+    def _opened(self, front: _Front) -> None:
+        self._open.add(front)
+        self._idle.clear()
+        self._counts["total"] += 1
+
+    def _closed(self, front: _Front) -> None:
+        self._open.discard(front)
+        if not self._open:
+            self._idle.set()
+        self._counts["bytes_in"] += front.bytes_read
+        if front.peer is not None:
+            self._counts["bytes_out"] += front.peer.bytes_read
+
+    def _spawn(self, coro: Coroutine[None, None, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+class _Front(Leg):
+    """The client's socket: reads the head, routes, then becomes a splice leg."""
+
+    def __init__(self, edge: MediaEdge) -> None:
+        super().__init__()
+        self._edge = edge
+        self._phase = _Phase.HEAD
+        self._buffer = bytearray()
+        self._scanned = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._client_ip: str | None = None
+        self._upstream: Leg | None = None  # set while connecting, before link()
+        self._call_id: str | None = None  # set once spliced to a call's actor
+        self._spliced_at = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peername = transport.get_extra_info("peername")
+        self._client_ip = str(peername[0]) if isinstance(peername, tuple) else None
+        self._edge._opened(self)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._edge.head_timeout_s, self._head_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase is _Phase.SPLICING:
+            super().data_received(data)
+            return
+        self.bytes_read += len(data)
+        if self._phase is _Phase.REFUSING:
+            return
+        self._buffer += data  # in ROUTING: bytes read before the pause took hold
+        if self._phase is _Phase.HEAD:
+            self._scan_head()
+
+    def eof_received(self) -> bool:
+        if self._phase is _Phase.SPLICING:
+            return super().eof_received()
+        self.eof = True
+        # Routing: remember the half-close and pass it on once spliced.
+        return self._phase is _Phase.ROUTING
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        if self._task is not None:
+            self._task.cancel()
+        if self._upstream is not None and self.peer is None:
+            self._upstream.abort()
+        if self._call_id is not None:
+            logger.info(
+                "edge: call %s closed after %.1f s, %d bytes in, %d out",
+                self._call_id,
+                asyncio.get_running_loop().time() - self._spliced_at,
+                self.bytes_read,
+                self.peer.bytes_read if self.peer is not None else 0,
+            )
+        self._edge._closed(self)
+        super().connection_lost(exc)
+
+    def abort_all(self) -> None:
+        """Drop this connection and its upstream (or the one being connected)."""
+        for leg in (self.peer, self._upstream):
+            if leg is not None:
+                leg.abort()
+        self.abort()
+
+    # -- head ------------------------------------------------------------------
+
+    def _scan_head(self) -> None:
+        limit = self._edge.max_head_bytes
+        end = find_head_end(self._buffer, self._scanned)
+        if end is None:
+            if len(self._buffer) > limit:
+                self._refuse(Refuse(431, "head_too_large"))
+                return
+            self._scanned = max(0, len(self._buffer) - 3)
+            return
+        if end > limit:
+            self._refuse(Refuse(431, "head_too_large"))
+            return
+        raw = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        try:
+            head = parse_request_head(raw)
+        except RequestHeadError as exc:
+            logger.debug("edge: bad request head (%s)", exc.reason)
+            self._refuse(Refuse(400, "bad_head"))
+            return
+        self._cancel_timer()
+        match _route_request(head, self._edge.media_prefix):
+            case Refuse() as refusal:
+                self._refuse(refusal)
+            case ToDefault():
+                self._edge._counts["default"] += 1
+                self._begin_routing(self._splice_to(self._edge.default_upstream, raw, None))
+            case ToMedia(call_id=call_id):
+                self._edge._counts["media"] += 1
+                data = forwarded_head(
+                    raw, head, client_ip=self._client_ip, proto=self._edge.forwarded_proto
+                )
+                self._begin_routing(self._to_media(call_id, data))
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        self._edge._refusals["head_timeout"] += 1
+        self.abort()
+
+    # -- routing ---------------------------------------------------------------
+
+    def _begin_routing(self, coro: Coroutine[None, None, None]) -> None:
+        self._phase = _Phase.ROUTING
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._task = self._edge._spawn(coro)
+
+    async def _to_media(self, call_id: str, head: bytes) -> None:
+        edge = self._edge
+        try:
+            address = await asyncio.wait_for(edge.resolver.resolve(call_id), edge.resolve_timeout_s)
+        except TimeoutError:
+            self._refuse(Refuse(502, "resolver_timeout"), call_id)
+            return
+        except Exception as exc:  # the resolver is a plug-in: any failure is a 502
+            logger.warning("edge: resolver failed for call %s: %s", call_id, type(exc).__name__)
+            self._refuse(Refuse(502, "resolver_error"), call_id)
+            return
+        if address is None:
+            self._refuse(Refuse(404, "unknown_call"), call_id)
+            return
+        await self._splice_to(address, head, call_id)
+
+    async def _splice_to(self, address: tuple[str, int], head: bytes, call_id: str | None) -> None:
+        upstream = self._upstream = Leg()
+        upstream.peer = self  # upstream bytes may arrive before link() below
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: upstream, address[0], address[1]),
+                self._edge.connect_timeout_s,
+            )
+        except (OSError, TimeoutError) as exc:
+            reason = "upstream_unreachable" if call_id else "default_unreachable"
+            logger.warning("edge: cannot reach %s (%s)", call_id or "default", type(exc).__name__)
+            self._refuse(Refuse(502, reason), call_id)
+            return
+        assert upstream.transport is not None and self.transport is not None
+        if upstream.lost or self.transport.is_closing():
+            # The upstream hung up before it got the head: nothing to splice.
+            upstream.abort()
+            self.abort()
+            return
+        link(self, upstream)
+        self._phase = _Phase.SPLICING
+        self._task = None
+        upstream.transport.write(head + bytes(self._buffer))
+        self._buffer.clear()
+        if call_id is not None:
+            self._call_id, self._spliced_at = call_id, loop.time()
+            logger.info("edge: call %s spliced to its actor", call_id)
+        if self.eof:
+            upstream.transport.write_eof()
+        elif not upstream.write_paused:
+            self.transport.resume_reading()
+
+    def _refuse(self, refusal: Refuse, call_id: str | None = None) -> None:
+        self._cancel_timer()
+        self._edge._refusals[refusal.reason] += 1
+        if call_id is not None:
+            logger.info("edge: call %s refused %d (%s)", call_id, refusal.status, refusal.reason)
+        self._phase = _Phase.REFUSING
+        self._task = None
+        self._buffer.clear()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(refusal_response(refusal.status))
+        if self.eof or not transport.can_write_eof():
+            transport.close()
+            return
+        # Lingering close: a client still sending would get a RST that destroys
+        # the answer if we closed now, so signal EOF and drain until it goes.
+        transport.write_eof()
+        transport.resume_reading()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._edge.linger_s, self.abort)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -1,0 +1,126 @@
+"""Where the media edge sends a connection, decided from its request head alone.
+
+Theory of operation: ``route_request`` is the edge's whole policy as a pure
+function. A WebSocket upgrade (RFC 6455 §4.1: ``GET``, HTTP/1.1, ``Upgrade:
+websocket``, ``Connection: upgrade``) whose path starts with the media prefix
+goes ``ToMedia`` — to the actor that owns the call named in the path; anything
+else goes ``ToDefault`` (the Serve HTTP proxy), untouched; a media upgrade the
+edge cannot accept becomes a ``Refuse`` with the status to answer.
+``forwarded_head`` builds the bytes the actor receives: the original head
+unchanged (the Twilio signature covers the URL, which the actor rebuilds from
+``Host``/``X-Forwarded-*``), plus the ``X-Forwarded-*`` headers a proxy adds
+when the client did not send them. ``refusal_response`` renders the answer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from serve.http_head import RequestHead
+
+__all__ = [
+    "CALL_ID",
+    "Refuse",
+    "Route",
+    "ToDefault",
+    "ToMedia",
+    "forwarded_head",
+    "is_websocket_upgrade",
+    "refusal_response",
+    "route_request",
+]
+
+# Twilio call SIDs are "CA" + 32 hex; test and emulator ids are looser, so accept
+# the URL-safe characters that need no percent-decoding, and bound the length.
+CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+_REASON_PHRASES = {
+    400: "Bad Request",
+    404: "Not Found",
+    431: "Request Header Fields Too Large",
+    502: "Bad Gateway",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ToMedia:
+    """Splice to the actor owning ``call_id``."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToDefault:
+    """Splice the whole connection, head included, to the default upstream."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Answer ``status`` and close; ``reason`` is the stats/log key."""
+
+    status: int
+    reason: str
+
+
+Route = ToMedia | ToDefault | Refuse
+
+
+def is_websocket_upgrade(head: RequestHead) -> bool:
+    """True for a GET asking to switch to the WebSocket protocol."""
+    return (
+        head.method == "GET"
+        and "websocket" in head.tokens("Upgrade")
+        and "upgrade" in head.tokens("Connection")
+    )
+
+
+def route_request(head: RequestHead, media_prefix: str) -> Route:
+    """Decide where the connection that opened with ``head`` goes."""
+    if not (head.target.startswith(media_prefix) and is_websocket_upgrade(head)):
+        return ToDefault()
+    if head.version != "HTTP/1.1":
+        return Refuse(400, "bad_version")
+    if len(head.get_all("Host")) != 1:
+        # The actor rebuilds the signed URL from Host; zero or two is ambiguous.
+        return Refuse(400, "bad_host")
+    if head.get("Transfer-Encoding") is not None or head.get("Content-Length") not in (None, "0"):
+        # An upgrade carries no body; one here is a smuggling attempt or a bug.
+        return Refuse(400, "body_on_upgrade")
+    call_id = head.path[len(media_prefix) :]
+    if not CALL_ID.fullmatch(call_id):
+        return Refuse(404, "bad_call_id")
+    return ToMedia(call_id)
+
+
+def forwarded_head(raw: bytes, head: RequestHead, *, client_ip: str | None, proto: str) -> bytes:
+    """``raw`` with X-Forwarded-For/-Proto/-Host appended where ``head`` lacks them.
+
+    ``raw`` must be the exact bytes ``head`` was parsed from (ending CRLF CRLF);
+    every original byte is kept, so Host and the signature reach the actor intact.
+    """
+    added = []
+    if client_ip is not None and head.get("X-Forwarded-For") is None:
+        added.append(f"X-Forwarded-For: {client_ip}\r\n")
+    if head.get("X-Forwarded-Proto") is None:
+        added.append(f"X-Forwarded-Proto: {proto}\r\n")
+    host = head.get("Host")
+    if host is not None and head.get("X-Forwarded-Host") is None:
+        added.append(f"X-Forwarded-Host: {host}\r\n")
+    if not added:
+        return raw
+    # The parser guarantees host has no CR/LF, so nothing can be injected here.
+    return raw[:-2] + "".join(added).encode("latin-1") + b"\r\n"
+
+
+def refusal_response(status: int) -> bytes:
+    """A complete ``Connection: close`` response with a one-line text body."""
+    phrase = _REASON_PHRASES.get(status, "Error")
+    body = f"{phrase.lower()}\n".encode()
+    return (
+        f"HTTP/1.1 {status} {phrase}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n"
+        "\r\n"
+    ).encode("ascii") + body
