@@ -26,6 +26,7 @@ __all__ = [
     "AgentTurnInterrupted",
     "AgentTurnStarted",
     "CallEnded",
+    "CallerTurnStarted",
     "CallerTurnTranscribed",
     "CancelResponse",
     "ClearPlayback",
@@ -46,6 +47,7 @@ __all__ = [
     "SendFunctionOutput",
     "ShellEvent",
     "ToolFinished",
+    "ToolReturned",
     "TruncateItem",
     "TwilioClosed",
     "UsageReported",
@@ -198,6 +200,19 @@ class PhaseChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class CallerTurnStarted:
+    """The caller started speaking; the turn's place in the conversation is here."""
+
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolReturned:
+    call_id: str
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
 class CallerTurnTranscribed:
     item_id: str
     text: str
@@ -245,7 +260,9 @@ class ProblemNoted:
 
 Notice = (
     PhaseChanged
+    | CallerTurnStarted
     | CallerTurnTranscribed
+    | ToolReturned
     | AgentTurnStarted
     | AgentTranscriptGrew
     | AgentTurnFinished

@@ -41,6 +41,7 @@ from switchboard.call_actions import (
     AgentTurnInterrupted,
     AgentTurnStarted,
     CallEnded,
+    CallerTurnStarted,
     CallerTurnTranscribed,
     CancelResponse,
     ClearPlayback,
@@ -59,6 +60,7 @@ from switchboard.call_actions import (
     SendFunctionOutput,
     ShellEvent,
     ToolFinished,
+    ToolReturned,
     TruncateItem,
     TwilioClosed,
     UsageReported,
@@ -326,7 +328,7 @@ class CallPolicy:
         if self._ended:
             return []
         self._caller_active(now)
-        actions: list[Action] = []
+        actions: list[Action] = [CallerTurnStarted(event.item_id)]
         item = self._playing_item
         if self._buffered and item is not None:
             generated_ms = self._generated.get(item, 0) // BYTES_PER_MS
@@ -424,7 +426,10 @@ class CallPolicy:
         if event.call_id not in self._pending_tools or self._ended:
             return []
         self._pending_tools.discard(event.call_id)
-        actions: list[Action] = [SendFunctionOutput(event.call_id, event.output)]
+        actions: list[Action] = [
+            SendFunctionOutput(event.call_id, event.output),
+            ToolReturned(event.call_id, event.output),
+        ]
         if not self._pending_tools:
             actions += self._respond(None)
         return actions

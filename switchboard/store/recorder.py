@@ -1,13 +1,13 @@
-"""Record what the call policy says, and the caller's speech start, in the store.
+"""Record what the call policy says in the store.
 
-The call shell hands every action the policy returns, plus ``SpeechStarted``
-and ``ToolFinished``, to :func:`record`; audio and protocol commands are not
-part of a call's record and are ignored. Each notice maps to one store write:
+The call shell hands every action the policy returns to :func:`record`; audio
+and protocol commands are not part of a call's record and are ignored. Each
+notice maps to one store write:
 
-- transcript notices -> turns (``SpeechStarted`` reserves the caller's place);
+- transcript notices -> turns (``CallerTurnStarted`` reserves the caller's place);
 - ``AgentTurnInterrupted`` -> the cut, plus an ``interruption`` timeline event;
 - ``UsageReported`` -> usage; ``PhaseChanged`` / ``ProblemNoted`` / ``RunTool``
-  / ``ToolFinished`` / ``HangUp`` / ``FinishCall`` -> timeline events.
+  / ``ToolReturned`` / ``HangUp`` / ``FinishCall`` -> timeline events.
 """
 
 from __future__ import annotations
@@ -20,27 +20,27 @@ from switchboard.call_actions import (
     AgentTurnFinished,
     AgentTurnInterrupted,
     AgentTurnStarted,
+    CallerTurnStarted,
     CallerTurnTranscribed,
     FinishCall,
     HangUp,
     PhaseChanged,
     ProblemNoted,
     RunTool,
-    ToolFinished,
+    ToolReturned,
     UsageReported,
 )
-from switchboard.realtime_events import SpeechStarted
 from switchboard.store.repository import CallStore
 
 __all__ = ["Recordable", "record"]
 
-Recordable = Action | SpeechStarted | ToolFinished
+Recordable = Action
 
 
 async def record(store: CallStore, call_id: str, message: Recordable, at: datetime) -> None:
     """Write ``message`` of call ``call_id``, which happened at ``at``, to ``store``."""
     match message:
-        case SpeechStarted(item_id=item_id):
+        case CallerTurnStarted(item_id=item_id):
             await store.reserve_caller_turn(call_id, item_id, at)
         case CallerTurnTranscribed(item_id=item_id, text=text):
             await store.record_caller_turn(call_id, item_id, text, at)
@@ -68,7 +68,7 @@ async def record(store: CallStore, call_id: str, message: Recordable, at: dateti
         case RunTool(call_id=tool_call, name=name, arguments=arguments):
             tool: dict[str, object] = {"tool_call_id": tool_call, "name": name}
             await store.append_event(call_id, "tool_call", at, tool | {"arguments": arguments})
-        case ToolFinished(call_id=tool_call, output=output):
+        case ToolReturned(call_id=tool_call, output=output):
             result: dict[str, object] = {"tool_call_id": tool_call, "output": output}
             await store.append_event(call_id, "tool_result", at, result)
         case HangUp(reason=reason):

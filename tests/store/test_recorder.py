@@ -9,6 +9,7 @@ from switchboard.call_actions import (
     AgentTurnFinished,
     AgentTurnInterrupted,
     AgentTurnStarted,
+    CallerTurnStarted,
     CallerTurnTranscribed,
     ClearPlayback,
     FinishCall,
@@ -16,11 +17,11 @@ from switchboard.call_actions import (
     PhaseChanged,
     ProblemNoted,
     RunTool,
-    ToolFinished,
+    ToolReturned,
     TruncateItem,
     UsageReported,
 )
-from switchboard.realtime_events import SpeechStarted, Usage
+from switchboard.realtime_events import Usage
 from switchboard.store import CallStore, NewCall, record
 from switchboard.store.recorder import Recordable
 
@@ -31,14 +32,14 @@ async def test_a_conversation_recorded_from_notices(store: CallStore) -> None:
     call = (await store.create_call(NewCall("inbound", "+15559990000", "+15551230001"))).id
     script: list[Recordable] = [
         PhaseChanged("greeting", "listening"),
-        SpeechStarted("item_c1", audio_start_ms=1200),
+        CallerTurnStarted("item_c1"),
         AgentTurnStarted("item_a1"),
         AgentTranscriptGrew("item_a1", "Of course, "),
         AgentTranscriptGrew("item_a1", "let me check your order now."),
         CallerTurnTranscribed("item_c1", "Can you check my order?"),  # after the reply began
         AgentTurnFinished("item_a1", "Of course, let me check your order now."),
         RunTool("call_1", "lookup_order", '{"id": 7}'),
-        ToolFinished("call_1", '{"status": "shipped"}'),
+        ToolReturned("call_1", '{"status": "shipped"}'),
         AgentTurnInterrupted("item_a1", heard_ms=1200, generated_ms=4000),
         ClearPlayback(),  # not part of the record
         TruncateItem("item_a1", 1000),

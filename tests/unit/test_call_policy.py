@@ -20,6 +20,7 @@ from switchboard.call_actions import (
     AgentTurnInterrupted,
     AgentTurnStarted,
     CallEnded,
+    CallerTurnStarted,
     CallerTurnTranscribed,
     CancelResponse,
     ClearPlayback,
@@ -37,6 +38,7 @@ from switchboard.call_actions import (
     RunTool,
     SendFunctionOutput,
     ToolFinished,
+    ToolReturned,
     TruncateItem,
     TwilioClosed,
     UsageReported,
@@ -247,7 +249,10 @@ EXPECTED: dict[str, list[tuple[tuple[CallPhase, ...], list[type]]]] = {
     "media": [(ALL, [ForwardCallerAudio])],
     "stop": [(ALL, [FinishCall])],
     "twilio_rejected": [((*ALL, P.ENDED), [ProblemNoted])],
-    "speech_started": [((P.SPEAKING,), [ClearPlayback, TruncateItem, AgentTurnInterrupted])],
+    "speech_started": [
+        ((P.SPEAKING,), [CallerTurnStarted, ClearPlayback, TruncateItem, AgentTurnInterrupted]),
+        ((P.AWAITING_ANSWER, P.IDLE, P.THINKING, P.TOOL_WAIT), [CallerTurnStarted]),
+    ],
     "input_done": [((*ALL, P.ENDED), [CallerTurnTranscribed])],
     "input_failed": [((*ALL, P.ENDED), [ProblemNoted])],
     "item_added": [((*ALL, P.ENDED), [AgentTurnStarted])],
@@ -258,7 +263,7 @@ EXPECTED: dict[str, list[tuple[tuple[CallPhase, ...], list[type]]]] = {
     "response_done": [((*ALL, P.ENDED), [UsageReported])],
     "realtime_error": [((*ALL, P.ENDED), [ProblemNoted])],
     "realtime_rejected": [((*ALL, P.ENDED), [ProblemNoted])],
-    "tool_finished": [((P.TOOL_WAIT,), [SendFunctionOutput, CreateResponse])],
+    "tool_finished": [((P.TOOL_WAIT,), [SendFunctionOutput, ToolReturned, CreateResponse])],
     "hangup": [(ALL, [HangUp, FinishCall])],
     "call_ended": [(ALL, [FinishCall])],
     "realtime_closed": [(ALL, [ProblemNoted, HangUp, FinishCall])],
@@ -372,7 +377,12 @@ def test_barge_in_truncates_at_the_acknowledged_playback_offset() -> None:
     feed(policy, [AudioDelta("r", "item_A", b64(b"\x01" * 8000))])  # 1000 ms generated
     playback.played["item_A"] = 3 * FRAME_BYTES  # Twilio echoed marks for 60 ms
     actions = policy.handle(SpeechStarted("item_U", 500), 7.0)
-    assert kinds(actions) == [ClearPlayback, TruncateItem, AgentTurnInterrupted]
+    assert kinds(actions) == [
+        CallerTurnStarted,
+        ClearPlayback,
+        TruncateItem,
+        AgentTurnInterrupted,
+    ]
     assert TruncateItem("item_A", 60) in actions
     assert AgentTurnInterrupted("item_A", 60, 1000) in actions
     assert playback.asked == [("item_A", 7.0)]
@@ -400,7 +410,10 @@ def test_cancel_only_if_active_and_the_server_does_not_cancel_itself() -> None:
     assert ClearPlayback() in actions
     thinking_only = thinking(interrupt_response=False)
     feed(thinking_only, [ResponseStarted("r")])
-    assert kinds(thinking_only.handle(SpeechStarted("u", 1), 2.0)) == [CancelResponse]
+    assert kinds(thinking_only.handle(SpeechStarted("u", 1), 2.0)) == [
+        CallerTurnStarted,
+        CancelResponse,
+    ]
 
 
 def test_clear_is_not_sent_with_nothing_buffered() -> None:
@@ -429,7 +442,13 @@ def test_marks_flushed_by_the_clear_do_not_change_anything() -> None:
 def test_second_interruption_before_the_first_settles() -> None:
     policy = speaking(interrupt_response=False)
     first = policy.handle(SpeechStarted("u1", 1), 2.0)
-    assert kinds(first) == [ClearPlayback, TruncateItem, AgentTurnInterrupted, CancelResponse]
+    assert kinds(first) == [
+        CallerTurnStarted,
+        ClearPlayback,
+        TruncateItem,
+        AgentTurnInterrupted,
+        CancelResponse,
+    ]
     # the cancel has not been confirmed yet, more audio of the cut item arrives
     assert policy.handle(AudioDelta("resp_1", "item_A", b64(b"\x01" * 320)), 2.05) == []
     second = policy.handle(SpeechStarted("u2", 2), 2.1)
@@ -448,11 +467,11 @@ def test_interruption_during_a_function_call() -> None:
     run = policy.handle(FunctionCallRequested("r2", "item_F", "call_7", "lookup", '{"a":'), 2.0)
     assert kinds(run) == [RunTool]
     # the caller speaks while the tool runs; the server starts a new response
-    assert kinds(policy.handle(SpeechStarted("u", 1), 2.1)) == []
+    assert kinds(policy.handle(SpeechStarted("u", 1), 2.1)) == [CallerTurnStarted]
     feed(policy, [ResponseDone("r2", "completed", None, None), ResponseStarted("r3")])
     # the tool's output goes in at once, the follow-up response waits for r3
     finished = policy.handle(ToolFinished("call_7", '{"slots": []}'), 2.5)
-    assert kinds(finished) == [SendFunctionOutput]
+    assert kinds(finished) == [SendFunctionOutput, ToolReturned]
     assert kinds(policy.handle(ResponseDone("r3", "completed", None, None), 3.0)) == [
         CreateResponse
     ]
@@ -469,10 +488,14 @@ def test_parallel_tool_calls_answer_once_all_outputs_are_in() -> None:
             ResponseDone("r", "completed", None, None),
         ],
     )
-    assert kinds(policy.handle(ToolFinished("call_a", "1"), 2.0)) == [SendFunctionOutput]
+    assert kinds(policy.handle(ToolFinished("call_a", "1"), 2.0)) == [
+        SendFunctionOutput,
+        ToolReturned,
+    ]
     assert policy.phase is CallPhase.TOOL_WAIT
     assert kinds(policy.handle(ToolFinished("call_b", "2"), 2.1)) == [
         SendFunctionOutput,
+        ToolReturned,
         CreateResponse,
     ]
     assert kinds(policy.handle(ToolFinished("call_b", "again"), 2.2)) == []  # unknown now
