@@ -83,9 +83,8 @@ class CallPool(Generic[H]):
         slot = self._live.get(call_id)
         return None if slot is None else slot.media_address
 
-    def handle(self, call_id: str) -> H | None:
-        slot = self._live.get(call_id)
-        return None if slot is None else slot.handle
+    def slot(self, call_id: str) -> Slot[H] | None:
+        return self._live.get(call_id)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -115,7 +115,11 @@ class ServiceError(SwitchboardError):
 
 
 class TwilioServiceError(ServiceError):
-    """Twilio's REST API refused a request."""
+    """Twilio's REST API refused a request; ``code`` is Twilio's error code (21211...)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class RealtimeServiceError(ServiceError):

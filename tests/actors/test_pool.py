@@ -39,7 +39,7 @@ async def test_fill_then_acquire_uses_a_warm_actor_and_refills() -> None:
     slot = await pool.acquire("call-a")
     assert slot.name == "slot-1"
     assert pool.locate("call-a") == ("127.0.0.1", 40001)
-    assert pool.handle("call-a") == "handle-1"
+    assert pool.slot("call-a") == slot
     factory.endings["slot-1"].set_result("stream_stopped")
     await settle(pool)
     assert pool.ready == 2  # refilled

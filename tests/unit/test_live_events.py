@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 from switchboard.call_actions import (
     AgentTurnInterrupted,
     CallerTurnTranscribed,
+    FinishCall,
     ForwardCallerAudio,
+    HangUp,
+    RunTool,
     UsageReported,
 )
 from switchboard.live_events import live_event
@@ -16,18 +20,38 @@ def test_notices_become_json_events_with_utc_times() -> None:
     event = live_event("c1", CallerTurnTranscribed("item_1", "Hello?"), 1_700_000_000.25)
     assert event == {
         "call_id": "c1",
-        "type": "caller.said",
+        "type": "transcript.caller",
         "at": "2023-11-14T22:13:20.250000+00:00",
         "item_id": "item_1",
         "text": "Hello?",
     }
     cut = live_event("c1", AgentTurnInterrupted("item_2", 640, 3000), 0.0)
     assert cut is not None
-    assert (cut["type"], cut["heard_ms"], cut["generated_ms"]) == ("agent.interrupted", 640, 3000)
+    assert (cut["type"], cut["heard_ms"], cut["generated_ms"]) == (
+        "transcript.agent_interrupted",
+        640,
+        3000,
+    )
     usage = live_event("c1", UsageReported("resp_1", Usage(30, 10, 20)), 0.0)
     assert usage is not None
-    assert (usage["type"], usage["total_tokens"], usage["response_id"]) == ("usage", 30, "resp_1")
+    assert (usage["type"], usage["usage"], usage["response_id"]) == (
+        "usage",
+        {**asdict(Usage(30, 10, 20))},
+        "resp_1",
+    )
     json.dumps([event, cut, usage])  # plain JSON all the way down
+
+
+def test_tool_runs_and_endings_are_events_too() -> None:
+    tool = live_event("c1", RunTool("call_1", "lookup", "{}"), 0.0)
+    assert tool is not None
+    assert (tool["type"], tool["name"]) == ("tool.called", "lookup")
+    ended = live_event("c1", FinishCall("stream_stopped"), 0.0)
+    assert ended is not None
+    assert (ended["type"], ended["reason"]) == ("call.ended", "stream_stopped")
+    hangup = live_event("c1", HangUp("api"), 0.0)
+    assert hangup is not None
+    assert hangup["type"] == "call.hanging_up"
 
 
 def test_audio_and_protocol_commands_are_not_events() -> None:

@@ -1,0 +1,227 @@
+"""One live call: its Twilio media socket, its Realtime socket and its codec state.
+
+An ordinary class; ``serve/assembly.py`` makes it a Ray actor (one per call,
+detached, named by its pool slot, asking for a ``call_slot`` resource and
+memory). It owns a small WebSocket server of its own, so the call's Twilio
+stream ends here with no Ray call per frame: the media edge splices the
+upgrade to ``media_address`` untouched, and the handshake's
+``X-Twilio-Signature`` is checked here, against the public URL, before any
+audio flows. The Realtime session is opened in ``prepare``, while the phone
+rings, so the greeting can start the moment the callee answers.
+
+What the call says and does is batched to a ``Reporter`` (the recorder: store
+and live events) every ``REPORT_INTERVAL_S``, and at once when the call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Protocol
+
+import websockets
+from openai import AsyncOpenAI
+from twilio.request_validator import RequestValidator
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.http11 import Request, Response
+
+from actors.call_shell import CallShell
+from actors.sockets import RealtimeSocket, WebsocketsSocket
+from switchboard.bridge import CallBridge
+from switchboard.call_actions import Action, CallEnded, HangupRequested
+from switchboard.call_policy import PolicyConfig
+from switchboard.errors import ConfigError, LocalProtocolError, RealtimeServiceError
+from switchboard.session_config import SessionConfig
+from switchboard.settings import Settings
+
+__all__ = ["CallActor", "CallPlan", "Reporter"]
+
+log = logging.getLogger(__name__)
+REPORT_INTERVAL_S = 0.2
+TERMINAL_BEFORE_ANSWER = frozenset({"busy", "no-answer", "failed", "canceled"})
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """Everything a call actor needs to know about its call."""
+
+    call_id: str
+    instruction: str
+    stream_token: str
+    voice: str = "marin"
+    greeting: str | None = None
+    max_duration_s: float = 1800.0
+    caller_silence_s: float = 30.0
+
+
+class Reporter(Protocol):
+    async def report(self, call_id: str, batch: list[tuple[Action, float]]) -> None:
+        """Store and publish ``(action, unix time)`` pairs, in order."""
+
+
+HangUpVia = Callable[[str], Awaitable[None]]  # Twilio REST: end the call with this CallSid
+
+
+class CallActor:
+    def __init__(
+        self, slot: str, settings: Settings, reporter: Reporter, end_via_rest: HangUpVia
+    ) -> None:
+        self.slot = slot
+        self.settings = settings
+        self.reporter = reporter
+        self._rest_hang_up = end_via_rest
+        self.plan: CallPlan | None = None
+        self.call_sid: str | None = None
+        self.shell: CallShell | None = None
+        self._server: Server | None = None
+        self._attached = False
+        self._pending: list[tuple[Action, float]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._wall_offset = time.time() - time.monotonic()
+        self._prepared = asyncio.Event()
+        if settings.twilio_auth_token is None:
+            raise ConfigError("TWILIO_AUTH_TOKEN is needed to check media stream signatures")
+        self._validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
+
+    # -- lifecycle, called by the pool and the call control ----------------
+
+    async def start(self, host: str = "127.0.0.1") -> tuple[str, int]:
+        """Open the media server; returns the address the edge should splice to."""
+        self._server = await websockets.serve(
+            self._media, host, 0, process_request=self._check_handshake, max_size=2**20
+        )
+        return self.media_address()
+
+    def media_address(self) -> tuple[str, int]:
+        assert self._server is not None, "start() first"
+        host, port = next(iter(self._server.sockets)).getsockname()[:2]
+        return str(host), int(port)
+
+    async def prepare(self, plan: CallPlan) -> None:
+        """Open and configure the Realtime session while the phone rings."""
+        if self.plan is not None:
+            raise LocalProtocolError(f"slot {self.slot} already serves call {self.plan.call_id}")
+        self.plan = plan
+        config = PolicyConfig(
+            session=SessionConfig(instructions=plan.instruction, voice=plan.voice),
+            greeting=plan.greeting,
+            max_call_s=plan.max_duration_s,
+            caller_silence_s=plan.caller_silence_s,
+            stream_token=plan.stream_token,
+        )
+        self.shell = CallShell(CallBridge(config), self, call_id=plan.call_id)
+        try:
+            connection = (
+                await self._realtime_client()
+                .realtime.connect(model=self.settings.openai_realtime_model)
+                .enter()
+            )
+        except Exception as exc:  # the SDK raises websockets/httpx errors; translate once
+            raise RealtimeServiceError(f"cannot open the Realtime session: {exc}") from exc
+        self.shell.start_realtime(RealtimeSocket(connection))
+        self._flusher = asyncio.ensure_future(self._flush_reports())
+        self._prepared.set()
+
+    async def dialed(self, call_sid: str) -> None:
+        """Twilio accepted the call: bind the stream to its CallSid."""
+        self.call_sid = call_sid
+        if self.shell is not None:
+            self.shell.bridge.policy.expect_call_sid(call_sid)
+
+    async def twilio_status(self, status: str) -> None:
+        """A status callback: a call that ends before it is answered ends here."""
+        if self.shell is not None and status in TERMINAL_BEFORE_ANSWER and not self._attached:
+            self.shell.feed(CallEnded(status))
+
+    async def hang_up(self, reason: str = "api") -> bool:
+        if self.shell is None or self.shell.finished.is_set():
+            return False
+        self.shell.feed(HangupRequested(reason))
+        return True
+
+    async def wait_finished(self) -> str:
+        """Wait for the call to end, release everything, and report the last of it."""
+        await self._prepared.wait()
+        assert self.shell is not None
+        await self.shell.finished.wait()
+        await self.shell.close()
+        if self._server is not None:
+            self._server.close()
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self._send_reports()
+        return self.shell.finish_reason or "ended"
+
+    # -- CallHooks, for the shell ------------------------------------------
+
+    async def run_tool(self, name: str, arguments: str) -> str:
+        return json.dumps({"error": f"no tool named {name!r} is available on this call"})
+
+    async def end_call(self, reason: str) -> None:
+        if self.call_sid is not None:
+            await self._rest_hang_up(self.call_sid)
+
+    def record(self, action: Action, now: float) -> None:
+        self._pending.append((action, now + self._wall_offset))
+
+    # -- media server ------------------------------------------------------
+
+    def _check_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
+        plan = self.plan
+        if plan is None or request.path != f"/media/{plan.call_id}":
+            return connection.respond(HTTPStatus.NOT_FOUND, "no such call here\n")
+        if self._attached:
+            return connection.respond(HTTPStatus.CONFLICT, "this call's stream is connected\n")
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not self._validator.validate(self._public_url(request), {}, signature):
+            log.warning("media handshake refused: bad signature", extra={"call_id": plan.call_id})
+            return connection.respond(HTTPStatus.FORBIDDEN, "invalid X-Twilio-Signature\n")
+        return None
+
+    def _public_url(self, request: Request) -> str:
+        """The URL Twilio connected to: PUBLIC_URL, else what the proxy forwarded."""
+        if self.settings.public_url is not None:
+            base = str(self.settings.public_url).rstrip("/")
+            scheme, _, rest = base.partition("://")
+            return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{request.path}"
+        proto = request.headers.get("X-Forwarded-Proto", "http").split(",")[0].strip()
+        host = request.headers.get("X-Forwarded-Host") or request.headers.get("Host", "")
+        return f"{'wss' if proto in ('https', 'wss') else 'ws'}://{host}{request.path}"
+
+    async def _media(self, connection: ServerConnection) -> None:
+        assert self.shell is not None
+        self._attached = True
+        self.shell.attach_twilio(WebsocketsSocket(connection))
+        await self.shell.finished.wait()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(connection.wait_closed(), timeout=5.0)
+
+    # -- reports -----------------------------------------------------------
+
+    async def _flush_reports(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL_S)  # a batching period, not synchronisation
+            await self._send_reports()
+
+    async def _send_reports(self) -> None:
+        if not self._pending or self.plan is None:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            await self.reporter.report(self.plan.call_id, batch)
+        except Exception:  # the recorder is down: keep the batch for the next try
+            log.exception("report failed", extra={"call_id": self.plan.call_id})
+            self._pending[:0] = batch
+
+    def _realtime_client(self) -> AsyncOpenAI:
+        key = self.settings.openai_api_key
+        if key is None:
+            raise ConfigError("OPENAI_API_KEY is not set")
+        base = None if self.settings.openai_base_url is None else str(self.settings.openai_base_url)
+        return AsyncOpenAI(api_key=key.get_secret_value(), base_url=base, max_retries=1)

@@ -1,0 +1,92 @@
+"""The call recorder: one writer to the store, one source of live events.
+
+Call actors send it batches of ``(action, unix time)`` every 200 ms (not a
+Ray call per frame). It writes each action to the store as it happens, so a
+dead call actor loses nothing it already reported, and appends the live
+event to a bounded, sequence-numbered log that ingress replicas read with
+``poll`` (a long poll: one pending Ray call per replica, not per viewer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from datetime import UTC, datetime
+
+from switchboard.call_actions import Action
+from switchboard.live_events import live_event
+from switchboard.store import CallStore, record
+
+__all__ = ["CallRecorder", "EventLog"]
+
+
+class EventLog:
+    """The last ``capacity`` live events, numbered from 1, with waiting readers."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._events: deque[tuple[int, dict[str, object]]] = deque(maxlen=capacity)
+        self._last = 0
+        self._changed = asyncio.Condition()
+
+    @property
+    def last(self) -> int:
+        return self._last
+
+    async def append(self, event: dict[str, object]) -> None:
+        async with self._changed:
+            self._last += 1
+            self._events.append((self._last, event))
+            self._changed.notify_all()
+
+    async def after(
+        self, seq: int, timeout_s: float, limit: int = 500
+    ) -> tuple[list[dict[str, object]], int]:
+        """Events numbered above ``seq`` (waiting up to ``timeout_s`` for one), and the
+        number to ask after next. Events that fell out of the log are skipped."""
+        async with self._changed:
+            if self._last <= seq:
+                try:
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: self._last > seq), timeout_s
+                    )
+                except TimeoutError:
+                    return [], seq
+            found = [(n, event) for n, event in self._events if n > seq][:limit]
+            return [event for _, event in found], found[-1][0] if found else seq
+
+
+class CallRecorder:
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.store: CallStore | None = None
+        self.events = EventLog()
+
+    async def open(self) -> None:
+        if self.store is None:
+            self.store = await CallStore.open(self.database_url)
+
+    async def close(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+
+    async def report(self, call_id: str, batch: list[tuple[Action, float]]) -> None:
+        await self.open()
+        assert self.store is not None
+        for action, at in batch:
+            await record(self.store, call_id, action, datetime.fromtimestamp(at, UTC))
+            event = live_event(call_id, action, at)
+            if event is not None:
+                await self.events.append(event)
+
+    async def publish(self, event: dict[str, object]) -> None:
+        """An event from the ingress (call created, status callback...)."""
+        await self.events.append(event)
+
+    async def last_seq(self) -> int:
+        """Where a new reader should start: only events from now on."""
+        return self.events.last
+
+    async def poll(
+        self, after: int, timeout_s: float = 15.0
+    ) -> tuple[list[dict[str, object]], int]:
+        return await self.events.after(after, timeout_s)

@@ -1,0 +1,298 @@
+"""Switchboard's ingress: the call API, Twilio's webhooks and the live event streams.
+
+``build_app(deps)`` returns a plain FastAPI app with no Ray in it; the lead
+mounts it with ``@serve.ingress(app)`` and passes Ray-backed ports in
+``AppDeps``. Routes:
+
+- ``POST /calls`` (and the original UI's ``POST /create-call``), ``GET /calls``,
+  ``GET /calls/{id}``, ``POST /calls/{id}/hangup``: bearer token required.
+- ``WS /calls/{id}/events``, ``WS /events``: bearer token in the header or the
+  ``bearer.<token>`` subprotocol (``serve.event_stream``).
+- ``POST /twilio/voice|status/{id}|amd/{id}``: Twilio signature required
+  (``serve.twilio_webhooks``).
+- ``GET /healthz`` (the process answers), ``GET /readyz`` (store and call
+  control ready), ``GET /openapi.json``, ``GET /docs``: open.
+
+Placing a call writes the record first and then asks ``CallControl.place``;
+a call that cannot be placed stays in the store as ``failed`` with the cause
+in its timeline, and the client gets 502 naming the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, WebSocket, status
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
+
+from serve.api_errors import BodyLimit, install_error_handlers, validation_error
+from serve.auth import TokenChecker, bearer_dependency
+from serve.call_journal import error_code, publish_created, record_failure, utc_now
+from serve.event_stream import stream_events
+from serve.ports import AppDeps
+from serve.schemas import (
+    CallCreate,
+    CallDetailOut,
+    CallOut,
+    CallPageOut,
+    CreateCallAlias,
+    ErrorOut,
+    HangupOut,
+    HealthOut,
+    PlaceFailedOut,
+    ReadyOut,
+)
+from serve.twilio_webhooks import twilio_router
+from switchboard.errors import ServiceError, StoreError
+from switchboard.store import NewCall
+from switchboard.store.queries import decode_cursor
+from switchboard.store.status import is_terminal
+
+__all__ = ["MAX_BODY_BYTES", "READY_TIMEOUT_S", "build_app"]
+
+log = logging.getLogger("switchboard.serve")
+MAX_BODY_BYTES = 256 * 1024
+READY_TIMEOUT_S = 2.0
+MAX_PAGE = 200
+CallStatus = Literal[
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "no-answer",
+    "failed",
+    "canceled",
+]
+_AUTH_ERRORS: dict[int | str, dict[str, object]] = {401: {"model": ErrorOut}}
+_NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut}}
+
+
+def build_app(deps: AppDeps) -> FastAPI:
+    """The ingress application; raises ``ConfigError`` when no API token is configured."""
+    checker = TokenChecker(deps.api_tokens)
+    app = FastAPI(
+        title="Switchboard",
+        summary="AI phone calls: place calls, follow them live, read their records",
+        version="0.1.0",
+    )
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    install_error_handlers(app)
+    app.include_router(_health_router(deps))
+    app.include_router(
+        _calls_router(deps),
+        dependencies=[Depends(bearer_dependency(checker))],
+        responses=_AUTH_ERRORS,
+    )
+    app.include_router(twilio_router(deps))
+
+    @app.websocket("/calls/{call_id}/events")
+    async def call_events(websocket: WebSocket, call_id: str) -> None:
+        await stream_events(websocket, deps, checker, call_id)
+
+    @app.websocket("/events")
+    async def all_events(websocket: WebSocket) -> None:
+        await stream_events(websocket, deps, checker, None)
+
+    return app
+
+
+def _health_router(deps: AppDeps) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", response_model=HealthOut)
+    async def healthz() -> HealthOut:
+        return HealthOut()
+
+    @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
+    async def readyz() -> JSONResponse:
+        checks = {
+            "store": await _check(deps.store.list_calls(limit=1)),
+            "control": await _check(deps.control.ready()),
+        }
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE,
+            content=ReadyOut(ready=ready, checks=checks).model_dump(),
+        )
+
+    return router
+
+
+async def _check(probe: Awaitable[object]) -> str:
+    """``ok``, or why not: a probe answering ``False``, raising, or hanging."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            result = await probe
+    except TimeoutError:
+        return f"no answer within {READY_TIMEOUT_S} s"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "not ready" if result is False else "ok"
+
+
+def _calls_router(deps: AppDeps) -> APIRouter:
+    router = APIRouter(tags=["calls"])
+
+    @router.post(
+        "/calls",
+        status_code=status.HTTP_201_CREATED,
+        response_model=CallOut,
+        responses={502: {"model": PlaceFailedOut}},
+        summary="Place an outbound call",
+    )
+    async def place_call(body: CallCreate) -> JSONResponse:
+        return await _place(deps, body)
+
+    @router.post(
+        "/create-call",
+        status_code=status.HTTP_201_CREATED,
+        response_model=CallOut,
+        responses={502: {"model": PlaceFailedOut}},
+        summary="Place an outbound call (the original UI's contract; prefer POST /calls)",
+    )
+    async def create_call_alias(body: CreateCallAlias) -> JSONResponse:
+        return await _place(deps, body.to_call())
+
+    @router.get("/calls", response_model=CallPageOut, summary="List calls, newest first")
+    async def list_calls(
+        status_: Annotated[CallStatus | None, Query(alias="status")] = None,
+        direction: Literal["outbound", "inbound"] | None = None,
+        to: Annotated[str | None, Query(max_length=32)] = None,
+        search: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        created_after: AwareDatetime | None = None,
+        created_before: AwareDatetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> CallPageOut:
+        if cursor is not None:
+            try:
+                decode_cursor(cursor)
+            except StoreError:
+                raise validation_error(
+                    "query", "cursor", "is not a cursor this API returned", cursor
+                ) from None
+        page = await deps.store.list_calls(
+            status=status_,
+            direction=direction,
+            to=to,
+            search=search,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+            cursor=cursor,
+        )
+        return CallPageOut.from_page(page)
+
+    @router.get(
+        "/calls/{call_id}",
+        response_model=CallDetailOut,
+        responses=_NOT_FOUND,
+        summary="One call: status, timeline, transcript, usage and cost",
+    )
+    async def get_call(call_id: str) -> CallDetailOut | JSONResponse:
+        detail = await deps.store.get_call(call_id)
+        if detail is None:
+            return _unknown(call_id)
+        return CallDetailOut.from_detail(detail)
+
+    @router.post(
+        "/calls/{call_id}/hangup",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=HangupOut,
+        responses=_NOT_FOUND | {409: {"model": ErrorOut}, 502: {"model": ErrorOut}},
+        summary="Hang up a live call",
+    )
+    async def hang_up(call_id: str) -> HangupOut | JSONResponse:
+        detail = await deps.store.get_call(call_id)
+        if detail is None:
+            return _unknown(call_id)
+        if is_terminal(detail.call.status):
+            return _conflict(f"call {call_id} has already ended ({detail.call.status})")
+        if not await deps.control.hang_up(call_id):
+            return _conflict(f"call {call_id} is not live (status {detail.call.status})")
+        at = utc_now()
+        await deps.store.append_event(call_id, "hangup_requested", at, {"by": "api"})
+        deps.events.publish(call_id, {"type": "call.hangup_requested", "at": at, "by": "api"})
+        return HangupOut(id=call_id)
+
+    return router
+
+
+def _unknown(call_id: str) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": f"unknown call id {call_id!r}"})
+
+
+def _conflict(message: str) -> JSONResponse:
+    return JSONResponse(status_code=409, content={"detail": message})
+
+
+async def _place(deps: AppDeps, body: CallCreate) -> JSONResponse:
+    settings = deps.settings
+    caller = body.from_ or settings.twilio_from_number
+    if caller is None:
+        raise validation_error(
+            "body", "from", "is required because TWILIO_FROM_NUMBER is not set", None
+        )
+    if body.max_duration_s is not None and body.max_duration_s > settings.max_call_duration_s:
+        raise validation_error(
+            "body",
+            "max_duration_s",
+            f"must be at most {settings.max_call_duration_s:g} s (MAX_CALL_DURATION_S)",
+            body.max_duration_s,
+        )
+    call = await deps.store.create_call(
+        NewCall(
+            direction="outbound",
+            to=body.to,
+            from_=caller,
+            instruction=body.instruction,
+            voice=body.voice,
+            greeting=body.greeting,
+            metadata=dict(body.metadata),
+            max_duration_s=body.max_duration_s,
+        )
+    )
+    publish_created(deps, call)
+    try:
+        await deps.control.place(call)
+    except ServiceError as exc:
+        await record_failure(deps, call.id, "placing", exc)
+        return await _place_failed(deps, call.id, exc)
+    except BaseException as exc:
+        # A bug or a cancelled request: the call must not stay "queued" forever.
+        await asyncio.shield(record_failure(deps, call.id, "placing", exc))
+        raise
+    log.info("call %s placed to %s", call.id, call.to)
+    return await _call_response(deps, call.id, status.HTTP_201_CREATED)
+
+
+async def _place_failed(deps: AppDeps, call_id: str, exc: ServiceError) -> JSONResponse:
+    detail = await deps.store.get_call(call_id)
+    if detail is None:  # pragma: no cover - the record was written above
+        raise StoreError(f"call {call_id} vanished after it failed")
+    body = PlaceFailedOut(
+        detail=f"the call could not be placed: {type(exc).__name__}: {exc}",
+        error=type(exc).__name__,
+        code=error_code(exc),
+        call=CallOut.from_record(detail.call),
+    )
+    return JSONResponse(
+        status_code=status.HTTP_502_BAD_GATEWAY, content=body.model_dump(mode="json", by_alias=True)
+    )
+
+
+async def _call_response(deps: AppDeps, call_id: str, status_code: int) -> JSONResponse:
+    # Read back: ``place`` may already have moved the status or set the Twilio sid.
+    detail = await deps.store.get_call(call_id)
+    if detail is None:  # pragma: no cover - the record was written above
+        raise StoreError(f"call {call_id} vanished after it was placed")
+    body = CallOut.from_record(detail.call).model_dump(mode="json", by_alias=True)
+    return JSONResponse(
+        status_code=status_code, content=body, headers={"Location": f"/calls/{call_id}"}
+    )

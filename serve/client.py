@@ -1,0 +1,173 @@
+"""A small client of the call API, for the ``switchboard call`` command and scripts.
+
+::
+
+    async with SwitchboardClient("http://127.0.0.1:8000", token) as client:
+        call = await client.place_call("+15551234567", "Book a cleaning for Jane")
+        async for event in client.stream_events(call.id):
+            print(event["type"], event)
+
+Responses are parsed with the server's own models (``serve.schemas``). Every
+failure is an :class:`ApiError` (a ``ServiceError``): an HTTP error status
+with the server's ``detail``, a refused WebSocket upgrade, or a server that
+cannot be reached. ``stream_events`` ends when the server ends the stream
+(after a ``subscription.dropped`` message for a subscriber that fell behind,
+or at shutdown); an unknown call id raises ``ApiError`` with status 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from types import TracebackType
+from typing import cast
+
+import httpx
+import orjson
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError, InvalidStatus, WebSocketException
+
+from serve.event_stream import CLOSE_UNKNOWN_CALL
+from serve.ports import SUBSCRIPTION_DROPPED
+from serve.schemas import CallDetailOut, CallOut, CallPageOut, HangupOut
+from switchboard.errors import ServiceError
+
+__all__ = ["ApiError", "SwitchboardClient"]
+
+JSONObject = dict[str, object]
+
+
+class ApiError(ServiceError):
+    """The Switchboard API refused a request, or could not be reached (``status`` None)."""
+
+    def __init__(self, status: int | None, message: str, body: object = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def _message(response: httpx.Response) -> tuple[str, object]:
+    try:
+        body: object = response.json()
+    except ValueError:
+        body = response.text
+    detail = body.get("detail") if isinstance(body, dict) else body
+    if isinstance(detail, list):  # FastAPI's 422: one line per problem
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', ())[1:])}: {d.get('msg')}"
+            if isinstance(d, dict)
+            else str(d)
+            for d in detail
+        )
+    return f"HTTP {response.status_code}: {detail}", body
+
+
+class SwitchboardClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=self._base,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> SwitchboardClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: object) -> JSONObject:
+        try:
+            response = await self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
+        except httpx.HTTPError as exc:
+            raise ApiError(None, f"cannot reach Switchboard at {self._base}: {exc}") from exc
+        if response.is_error:
+            message, body = _message(response)
+            raise ApiError(response.status_code, message, body)
+        return cast(JSONObject, response.json())
+
+    async def place_call(
+        self,
+        to: str,
+        instruction: str,
+        *,
+        from_: str | None = None,
+        voice: str | None = None,
+        greeting: str | None = None,
+        metadata: JSONObject | None = None,
+        max_duration_s: int | None = None,
+    ) -> CallOut:
+        """Place an outbound call; ``ApiError`` 502, the failed call in ``body``, if it fails."""
+        payload: JSONObject = {"to": to, "instruction": instruction}
+        optional = {
+            "from": from_,
+            "voice": voice,
+            "greeting": greeting,
+            "metadata": metadata,
+            "max_duration_s": max_duration_s,
+        }
+        payload.update((k, v) for k, v in optional.items() if v is not None)
+        return CallOut.model_validate(await self._request("POST", "/calls", json=payload))
+
+    async def get_call(self, call_id: str) -> CallDetailOut:
+        return CallDetailOut.model_validate(await self._request("GET", f"/calls/{call_id}"))
+
+    async def list_calls(self, **filters: str | int | datetime | None) -> CallPageOut:
+        """Filters as in ``GET /calls``: status, direction, to, search, created_after,
+        created_before (aware datetimes), limit, cursor."""
+        params = {
+            k: v.isoformat() if isinstance(v, datetime) else v
+            for k, v in filters.items()
+            if v is not None
+        }
+        return CallPageOut.model_validate(await self._request("GET", "/calls", params=params))
+
+    async def hang_up(self, call_id: str) -> HangupOut:
+        return HangupOut.model_validate(await self._request("POST", f"/calls/{call_id}/hangup"))
+
+    def _ws_url(self, path: str) -> str:
+        scheme, rest = self._base.split("://", 1)
+        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}"
+
+    async def stream_events(self, call_id: str | None = None) -> AsyncIterator[JSONObject]:
+        """Live events of one call (recent ones first), or of every call for ``None``."""
+        url = self._ws_url("/events" if call_id is None else f"/calls/{call_id}/events")
+        headers = {"Authorization": f"Bearer {self._token}"}
+        try:
+            async with connect(url, additional_headers=headers, open_timeout=self._timeout) as ws:
+                try:
+                    async for raw in ws:
+                        event = orjson.loads(raw)
+                        if not isinstance(event, dict):
+                            raise ApiError(None, f"event stream sent a non-object: {raw!r:.80}")
+                        yield event
+                        if event.get("type") == SUBSCRIPTION_DROPPED:
+                            return
+                except ConnectionClosedError as exc:
+                    if exc.rcvd is not None and exc.rcvd.code == CLOSE_UNKNOWN_CALL:
+                        raise ApiError(404, f"event stream: {exc.rcvd.reason}") from exc
+                    raise ApiError(None, f"event stream broke: {exc}") from exc
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            raise ApiError(status, f"event stream refused: HTTP {status}") from exc
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise ApiError(None, f"cannot open the event stream at {url}: {exc}") from exc

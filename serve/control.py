@@ -1,0 +1,122 @@
+"""``CallControl`` on Ray: the ingress's hands on live calls.
+
+Placing a call: a warm call actor from the pool opens and configures its
+Realtime session (while nothing rings yet), then Twilio dials with TwiML that
+connects the stream to ``PUBLIC_URL/media/{call_id}`` and carries a one-time
+token; the actor then knows the CallSid its stream must name. A handful of
+Ray calls per call, none per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import ray
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+from actors.call_actor import CallPlan
+from actors.ray_wiring import NAMESPACE, Handle
+from switchboard.errors import ConfigError, ServiceError, TwilioServiceError
+from switchboard.settings import Settings
+from switchboard.store import CallRecord, CallStore
+
+__all__ = ["RayCallControl", "media_url", "stream_twiml"]
+
+STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+INBOUND_INSTRUCTION = "You answer the phone for this business. Be brief and helpful."
+
+
+def media_url(public_url: str, call_id: str) -> str:
+    scheme, _, rest = public_url.rstrip("/").partition("://")
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/media/{call_id}"
+
+
+def stream_twiml(url: str, token: str) -> str:
+    response, connect = VoiceResponse(), Connect()
+    stream = connect.stream(url=url)
+    stream.parameter(name="token", value=token)
+    response.append(connect)
+    return str(response)
+
+
+class RayCallControl:
+    def __init__(self, settings: Settings, store: CallStore, pool: Handle, twilio: Client) -> None:
+        if settings.public_url is None:
+            raise ConfigError("PUBLIC_URL is needed: Twilio must reach the webhooks and media")
+        self.settings = settings
+        self.public_url = str(settings.public_url).rstrip("/")
+        self.store = store
+        self.pool = pool
+        self.twilio = twilio
+
+    async def place(self, call: CallRecord) -> None:
+        actor, token = await self._prepare(call, call.instruction)
+        try:
+            created = await asyncio.to_thread(
+                self.twilio.calls.create,
+                to=call.to,
+                from_=call.from_,
+                twiml=stream_twiml(media_url(self.public_url, call.id), token),
+                status_callback=f"{self.public_url}/twilio/status/{call.id}",
+                status_callback_event=STATUS_EVENTS,
+                time_limit=call.max_duration_s,
+            )
+        except TwilioRestException as exc:
+            await actor.twilio_status.remote("failed")
+            raise TwilioServiceError(f"Twilio refused the call: {exc.msg}", code=exc.code) from exc
+        await self.store.set_twilio_sid(call.id, str(created.sid))
+        await actor.dialed.remote(str(created.sid))
+
+    async def answer_inbound(self, call: CallRecord, call_sid: str) -> str:
+        actor, token = await self._prepare(call, call.instruction or INBOUND_INSTRUCTION)
+        await actor.dialed.remote(call_sid)
+        return stream_twiml(media_url(self.public_url, call.id), token)
+
+    async def hang_up(self, call_id: str) -> bool:
+        actor = await self._actor(call_id)
+        return actor is not None and bool(await actor.hang_up.remote("api"))
+
+    async def on_twilio_status(self, call_id: str, status: str, params: Mapping[str, str]) -> None:
+        actor = await self._actor(call_id)
+        if actor is not None:
+            await actor.twilio_status.remote(status)
+
+    async def on_amd_result(
+        self, call_id: str, answered_by: str, params: Mapping[str, str]
+    ) -> None:
+        return None  # recorded by the ingress; voicemail handling is the agent's (later) job
+
+    async def ready(self) -> bool:
+        stats: dict[str, int] = await self.pool.stats.remote()
+        return stats["ready"] > 0
+
+    async def _prepare(self, call: CallRecord, instruction: str) -> tuple[Any, str]:
+        token = secrets.token_urlsafe(24)
+        try:
+            name, _ = await self.pool.acquire.remote(call.id)
+            actor = ray.get_actor(name, namespace=NAMESPACE)
+            await actor.prepare.remote(
+                CallPlan(
+                    call_id=call.id,
+                    instruction=instruction,
+                    stream_token=token,
+                    voice=call.voice or "marin",
+                    greeting=call.greeting,
+                    max_duration_s=float(call.max_duration_s or self.settings.max_call_duration_s),
+                    caller_silence_s=self.settings.caller_silence_timeout_s,
+                )
+            )
+        except ServiceError:
+            raise
+        except Exception as exc:  # a Ray error: the actor or the pool is gone
+            raise ServiceError(f"no call actor could take the call: {exc}") from exc
+        return actor, token
+
+    async def _actor(self, call_id: str) -> Any:
+        name = await self.pool.actor_name.remote(call_id)
+        return None if name is None else ray.get_actor(name, namespace=NAMESPACE)

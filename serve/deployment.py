@@ -1,0 +1,95 @@
+"""The Ray Serve ingress deployment: the FastAPI app of ``serve.api`` on a replica.
+
+The replica builds its dependencies at start (the store, the Ray call
+control, the live event feed) and hands them to ``build_app``. Live events
+come from the recorder actor through one long poll per replica
+(``RecorderFeed``), then fan out in-process to every WebSocket viewer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import ray
+from fastapi import FastAPI
+from ray import serve
+
+from actors.ray_wiring import NAMESPACE, POOL_NAME, RECORDER_NAME, Handle, twilio_client
+from serve.api import build_app
+from serve.control import RayCallControl
+from serve.events import EventHub
+from serve.ports import AppDeps
+from switchboard.errors import ConfigError
+from switchboard.settings import load_settings
+from switchboard.store import CallStore
+
+__all__ = ["RecorderFeed", "SwitchboardIngress"]
+
+log = logging.getLogger("switchboard.serve")
+POLL_TIMEOUT_S = 15.0
+
+
+class RecorderFeed:
+    """``EventFeed`` over the recorder actor's event log."""
+
+    def __init__(self, recorder: Handle, hub: EventHub | None = None) -> None:
+        self.recorder = recorder
+        self.hub = hub or EventHub()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, after: int = 0) -> None:
+        self._task = asyncio.ensure_future(self._pump(after))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def subscribe(self, call_id: str | None) -> AsyncIterator[dict[str, object]]:
+        return self.hub.subscribe(call_id)
+
+    def publish(self, call_id: str, event: dict[str, object]) -> None:
+        # Through the recorder, so every replica's viewers see it, in order.
+        message = {"call_id": call_id, **event}
+        if "at" not in message:
+            message["at"] = self.hub.now().isoformat()
+        self.recorder.publish.remote(message)
+
+    async def _pump(self, after: int) -> None:
+        while True:
+            try:
+                events, after = await self.recorder.poll.remote(after, POLL_TIMEOUT_S)
+            except Exception:  # the recorder restarts: keep the viewers, try again
+                log.exception("polling live events failed")
+                await asyncio.sleep(1.0)  # back off before the next try
+                continue
+            for event in events:
+                self.hub.publish(str(event["call_id"]), event)
+
+
+@serve.deployment(max_ongoing_requests=1000, graceful_shutdown_timeout_s=5)
+@serve.ingress()
+class SwitchboardIngress:
+    deps: AppDeps
+
+    async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits it
+        settings = load_settings(None)
+        if settings.switchboard_api_token is None:
+            raise ConfigError("SWITCHBOARD_API_TOKEN must be set for the call API")
+        self.store = await CallStore.open(settings.database_url)
+        pool = ray.get_actor(POOL_NAME, namespace=NAMESPACE)
+        recorder = ray.get_actor(RECORDER_NAME, namespace=NAMESPACE)
+        self.feed = RecorderFeed(recorder)
+        self.feed.start(after=await recorder.last_seq.remote())
+        control = RayCallControl(settings, self.store, pool, twilio_client(settings))
+        tokens = tuple(
+            t.strip() for t in settings.switchboard_api_token.get_secret_value().split(",") if t
+        )
+        self.deps = AppDeps(settings, self.store, control, self.feed, tokens)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_app(self.deps)

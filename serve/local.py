@@ -1,0 +1,140 @@
+"""Assemble Switchboard on one machine: a local Ray cluster, the Serve app, the edge.
+
+``async with local_stack(settings) as stack:`` starts, in order:
+
+1. a local Ray cluster on loopback with ``call_slot`` resources;
+2. the recorder and the warm call pool (detached actors in the app's namespace);
+3. the Serve ingress (the HTTP API and Twilio webhooks) on ``serve_port``;
+4. the media edge on the public port, in this process's event loop: media
+   upgrades go to the call actors, everything else to Serve.
+
+Ray workers read their settings from the environment they inherit from this
+process, so ``export_settings`` puts them there before the cluster starts.
+On leaving, everything is shut down again (Serve, the detached actors, Ray).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import ray
+from ray import serve
+
+from actors.ray_wiring import (
+    CALL_SLOT,
+    NAMESPACE,
+    POOL_NAME,
+    RECORDER_NAME,
+    Handle,
+    RayCallPool,
+    RayCallRecorder,
+)
+from serve.deployment import SwitchboardIngress
+from serve.media_edge import MediaEdge
+from switchboard.errors import ConfigError
+
+__all__ = ["LocalStack", "free_port", "local_stack"]
+
+log = logging.getLogger("switchboard.local")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PoolResolver:
+    """The edge's question, answered by the pool actor (one Ray call per stream)."""
+
+    def __init__(self, pool: Handle) -> None:
+        self.pool = pool
+
+    async def resolve(self, call_id: str) -> tuple[str, int] | None:
+        address = await self.pool.locate.remote(call_id)
+        return None if address is None else (str(address[0]), int(address[1]))
+
+
+@dataclass
+class LocalStack:
+    public_url: str
+    serve_port: int
+    edge: MediaEdge
+    pool: Handle
+    recorder: Handle
+    dashboard_url: str | None
+
+
+def export_settings(values: Mapping[str, str]) -> None:
+    """Put settings in this process's environment, for the Ray workers to inherit."""
+    os.environ.update(values)
+
+
+@contextlib.asynccontextmanager
+async def local_stack(
+    *,
+    public_port: int,
+    serve_port: int | None = None,
+    call_slots: int = 100,
+    warm_actors: int = 2,
+    num_cpus: int | None = None,
+) -> AsyncIterator[LocalStack]:
+    from ray._private import ray_constants
+
+    if ray_constants.ENABLE_RAY_CLUSTER:
+        raise ConfigError(
+            "a local stack must stay on loopback: set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+            "in the environment before Ray is imported"
+        )
+    serve_port = serve_port or free_port()
+    context = ray.init(
+        namespace=NAMESPACE,
+        _node_ip_address="127.0.0.1",  # keep every Ray socket on loopback
+        resources={CALL_SLOT: call_slots},
+        num_cpus=num_cpus,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        log_to_driver=False,
+    )
+    edge: MediaEdge | None = None
+    pool: Handle | None = None
+    recorder: Handle | None = None
+    try:
+        recorder = RayCallRecorder.options(  # type: ignore[attr-defined]
+            name=RECORDER_NAME, namespace=NAMESPACE, lifetime="detached", num_cpus=0.1
+        ).remote(os.environ.get("DATABASE_URL", "sqlite:///switchboard.db"))
+        await recorder.open.remote()
+        pool = RayCallPool.options(  # type: ignore[attr-defined]
+            name=POOL_NAME, namespace=NAMESPACE, lifetime="detached", num_cpus=0.1
+        ).remote(warm_actors, "127.0.0.1")
+        await pool.fill.remote()
+        serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
+        serve.run(SwitchboardIngress.bind(), name="switchboard", route_prefix="/")  # type: ignore[attr-defined]
+        edge = MediaEdge(PoolResolver(pool), ("127.0.0.1", serve_port))
+        await edge.start("127.0.0.1", public_port)
+        dashboard = getattr(context, "dashboard_url", None)
+        yield LocalStack(
+            public_url=f"http://127.0.0.1:{public_port}",
+            serve_port=serve_port,
+            edge=edge,
+            pool=pool,
+            recorder=recorder,
+            dashboard_url=f"http://{dashboard}" if dashboard else None,
+        )
+    finally:
+        if edge is not None:
+            await edge.stop()
+        with contextlib.suppress(Exception):
+            serve.shutdown()  # type: ignore[no-untyped-call]
+        for handle, closing in ((pool, "close"), (recorder, "close")):
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(getattr(handle, closing).remote(), timeout=10)
+                ray.kill(handle, no_restart=True)
+        ray.shutdown()

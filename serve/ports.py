@@ -1,0 +1,93 @@
+"""The ports the ingress application talks through, and what ``build_app`` needs.
+
+The ingress (``serve.api``) never touches Ray: everything live about a call
+goes through :class:`CallControl` (the lead implements it with Ray call
+actors) and every live event through :class:`EventFeed` (in one process,
+``serve.events.EventHub``). Tests pass fakes of both.
+
+Event messages are plain JSON objects ``{"call_id", "type", "at", ...}``. A
+feed ends a subscription it had to give up on (a subscriber too slow to keep
+up) by yielding one last message of type :data:`SUBSCRIPTION_DROPPED` with a
+``reason``; the WebSocket handler turns it into a close frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from switchboard.settings import Settings
+from switchboard.store import CallRecord, CallStore
+
+__all__ = [
+    "SUBSCRIPTION_DROPPED",
+    "AppDeps",
+    "CallControl",
+    "EventFeed",
+]
+
+SUBSCRIPTION_DROPPED = "subscription.dropped"
+
+
+class CallControl(Protocol):
+    """What the ingress asks of the live call machinery."""
+
+    async def place(self, call: CallRecord) -> None:
+        """Reserve a call actor, open the model session and dial through Twilio.
+
+        ``call`` is already in the store (status ``queued``). Raises a
+        :class:`~switchboard.errors.ServiceError` subclass when the call cannot
+        be placed (``TwilioServiceError`` carrying Twilio's ``code`` when Twilio
+        refused); the ingress then records the call as failed.
+        """
+        ...
+
+    async def hang_up(self, call_id: str) -> bool:
+        """End a live call; ``False`` when the call is not live (nothing to end)."""
+        ...
+
+    async def on_twilio_status(self, call_id: str, status: str, params: Mapping[str, str]) -> None:
+        """A signed status callback arrived and was recorded in the store."""
+        ...
+
+    async def on_amd_result(
+        self, call_id: str, answered_by: str, params: Mapping[str, str]
+    ) -> None:
+        """A signed asynchronous AMD callback arrived and was recorded."""
+        ...
+
+    async def answer_inbound(self, call: CallRecord, call_sid: str) -> str:
+        """TwiML for an inbound call: ``<Connect><Stream>`` to the media URL."""
+        ...
+
+    async def ready(self) -> bool:
+        """Whether new calls can be placed now (actors, sessions); for ``/readyz``."""
+        ...
+
+
+class EventFeed(Protocol):
+    """Fan-out of live call events."""
+
+    def subscribe(self, call_id: str | None) -> AsyncIterator[dict[str, object]]:
+        """Events of one call (recent ones replayed first), or of every call for ``None``.
+
+        Registration happens at the call, not at the first ``__anext__``, so
+        nothing published after ``subscribe`` returns is missed. The iterator
+        should have an ``aclose()``; the ingress calls it when the client goes.
+        """
+        ...
+
+    def publish(self, call_id: str, event: dict[str, object]) -> None:
+        """Deliver ``event`` (it must carry ``type``); never blocks, never awaits."""
+        ...
+
+
+@dataclass(frozen=True)
+class AppDeps:
+    settings: Settings
+    store: CallStore
+    control: CallControl
+    events: EventFeed
+    # Bearer tokens accepted by the call API and the event streams; at least one.
+    api_tokens: tuple[str, ...]

@@ -1,0 +1,303 @@
+"""Twilio's webhooks: inbound calls, status callbacks, asynchronous AMD results.
+
+Every webhook is checked with twilio-python's ``RequestValidator`` before
+anything else happens (protocols.md 1.6, 2.5): the signature covers the URL
+Twilio requested (query string included) plus the sorted form parameters.
+Only POST is served, Twilio's default method. Behind a proxy the app sees its
+own URL, not Twilio's, so the signed URL is rebuilt: from ``PUBLIC_URL``
+(the public address of this app's root) when it is set, else from
+``X-Forwarded-Proto`` / ``X-Forwarded-Host`` / ``Host``. The validator itself
+accepts the URL with or without the default port. A missing or wrong
+signature is 403 and nothing is created or changed; only then do unknown call
+ids get 404 and malformed fields 400.
+
+Forms are parsed with the standard library (the bodies are small and always
+``application/x-www-form-urlencoded``), which keeps repeated keys for the
+signature. Build the callback URLs handed to Twilio with
+:func:`status_callback_url` and :func:`amd_callback_url`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from dataclasses import replace
+from datetime import UTC, datetime
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from starlette.datastructures import ImmutableMultiDict
+from twilio.request_validator import (
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+from twilio.twiml.voice_response import VoiceResponse
+
+from serve.call_journal import publish_created, record_failure, utc_now
+from serve.ports import AppDeps
+from switchboard.errors import ServiceError
+from switchboard.store import CallRecord, NewCall
+from switchboard.store.status import STATUSES, StatusState, apply_status
+
+__all__ = [
+    "amd_callback_url",
+    "public_request_url",
+    "status_callback_url",
+    "twilio_router",
+    "voice_url",
+]
+
+Params = ImmutableMultiDict[str, str]
+MAX_FORM_FIELDS = 200
+# Fields of a status callback worth keeping in the timeline (not the geo fields).
+_STATUS_DETAIL = {
+    "CallSid": "call_sid",
+    "CallbackSource": "callback_source",
+    "CallDuration": "call_duration_s",
+    "SipResponseCode": "sip_response_code",
+    "AnsweredBy": "answered_by",
+    "ErrorCode": "error_code",
+    "ErrorMessage": "error_message",
+}
+_FORM_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+            }
+        },
+    }
+}
+
+
+def _base(public_url: str) -> str:
+    return public_url.rstrip("/")
+
+
+def status_callback_url(public_url: str, call_id: str) -> str:
+    return f"{_base(public_url)}/twilio/status/{call_id}"
+
+
+def amd_callback_url(public_url: str, call_id: str) -> str:
+    return f"{_base(public_url)}/twilio/amd/{call_id}"
+
+
+def voice_url(public_url: str) -> str:
+    return f"{_base(public_url)}/twilio/voice"
+
+
+def _first(value: str | None) -> str | None:
+    # A chain of proxies appends: "https, http"; the first hop is the client's.
+    if value is None:
+        return None
+    head = value.split(",", 1)[0].strip()
+    return head or None
+
+
+def public_request_url(request: Request, public_url: str | None) -> str:
+    """The URL Twilio requested, as it signed it."""
+    raw_path = request.scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else request.url.path
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    if public_url:
+        base = _base(public_url)
+    else:
+        headers = request.headers
+        proto = _first(headers.get("x-forwarded-proto")) or request.url.scheme
+        host = _first(headers.get("x-forwarded-host")) or headers.get("host") or request.url.netloc
+        base = f"{proto}://{host}"
+    return f"{base}{path}?{query}" if query else f"{base}{path}"
+
+
+async def _read_params(request: Request) -> Params:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    raw = await request.body()
+    if media_type != "application/x-www-form-urlencoded" and (media_type or raw):
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"Twilio webhooks are application/x-www-form-urlencoded, got {media_type!r}",
+        )
+    try:
+        text = raw.decode("ascii")  # urlencoded bodies are ASCII; UTF-8 is percent-encoded
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=bool(text),
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed form body: {exc}") from None
+    return ImmutableMultiDict(pairs)
+
+
+class _Webhooks:
+    def __init__(self, deps: AppDeps) -> None:
+        self.deps = deps
+        settings = deps.settings
+        self.public_url = None if settings.public_url is None else str(settings.public_url)
+        token = settings.twilio_auth_token
+        self.validator = None if token is None else RequestValidator(token.get_secret_value())
+
+    async def signed(self, request: Request) -> Params:
+        params = await _read_params(request)
+        if self.validator is None:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "TWILIO_AUTH_TOKEN is not set, so Twilio's signatures cannot be checked",
+            )
+        signature = request.headers.get("x-twilio-signature")
+        if not signature:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "missing X-Twilio-Signature header")
+        url = public_request_url(request, self.public_url)
+        algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
+        if not self.validator.validate(url, params, signature, algorithm=algorithm):
+            # The URL helps fix a PUBLIC_URL or proxy header mismatch; it is not secret.
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"X-Twilio-Signature does not match for {url}"
+            )
+        return params
+
+    async def call(self, call_id: str) -> CallRecord:
+        detail = await self.deps.store.get_call(call_id)
+        if detail is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown call id {call_id!r}")
+        return detail.call
+
+    async def adopt_sid(self, call: CallRecord, call_sid: str | None) -> None:
+        """Remember Twilio's sid if placing the call has not yet (callbacks can win that race)."""
+        if call.twilio_sid is None and call_sid:
+            _check_length("CallSid", call_sid)
+            if await self.deps.store.find_by_twilio_sid(call_sid) is None:
+                await self.deps.store.set_twilio_sid(call.id, call_sid)
+
+    async def voice(self, request: Request) -> Response:
+        params = await self.signed(request)
+        call_sid, caller, called = (_required(params, k) for k in ("CallSid", "From", "To"))
+        for name, value in (("CallSid", call_sid), ("From", caller), ("To", called)):
+            _check_length(name, value)
+        store = self.deps.store
+        call = await store.find_by_twilio_sid(call_sid)
+        if call is None:  # a retried webhook finds the call it created the first time
+            call = await store.create_call(NewCall(direction="inbound", to=called, from_=caller))
+            await store.set_twilio_sid(call.id, call_sid)
+            call = replace(call, twilio_sid=call_sid)
+            publish_created(self.deps, call)
+            reported = params.get("CallStatus")
+            if reported in STATUSES:
+                await store.update_status(call.id, reported, utc_now(), {"call_sid": call_sid})
+        try:
+            twiml = await self.deps.control.answer_inbound(call, call_sid)
+        except ServiceError as exc:
+            await record_failure(self.deps, call.id, "answering", exc)
+            # Reject before answering: the caller hears busy and is not billed.
+            twiml = str(VoiceResponse().reject(reason="busy"))
+        return Response(twiml, media_type="text/xml")
+
+    async def status_callback(self, call_id: str, request: Request) -> Response:
+        params = await self.signed(request)
+        call = await self.call(call_id)
+        reported = _required(params, "CallStatus")
+        if reported not in STATUSES:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                f"CallStatus {reported!r} is not a call status; expected one of "
+                f"{', '.join(sorted(STATUSES))}",
+            )
+        sequence = _optional_int(params, "SequenceNumber")
+        at = _timestamp(params.get("Timestamp")) or utc_now()
+        detail: dict[str, object] = {
+            name: params[field] for field, name in _STATUS_DETAIL.items() if params.get(field)
+        } | ({} if sequence is None else {"sequence": sequence})
+        await self.adopt_sid(call, params.get("CallSid"))
+        await self.deps.store.update_status(call_id, reported, at, detail)
+        # Whether it moved the status, as far as this request can tell; the store decides.
+        state = StatusState(call.status, call.answered_at, call.ended_at)
+        _, applied = apply_status(state, reported, at)
+        self.deps.events.publish(
+            call_id,
+            {"type": "call.status", "at": at, "status": reported, "applied": applied}
+            | ({} if sequence is None else {"sequence": sequence}),
+        )
+        await self.deps.control.on_twilio_status(call_id, reported, dict(params))
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    async def amd(self, call_id: str, request: Request) -> Response:
+        params = await self.signed(request)
+        call = await self.call(call_id)
+        answered_by = _required(params, "AnsweredBy")
+        _check_length("AnsweredBy", answered_by)
+        duration = _optional_int(params, "MachineDetectionDuration")
+        at = utc_now()
+        data: dict[str, object] = {"answered_by": answered_by} | (
+            {} if duration is None else {"machine_detection_duration_ms": duration}
+        )
+        await self.adopt_sid(call, params.get("CallSid"))
+        await self.deps.store.append_event(call_id, "amd", at, data)
+        self.deps.events.publish(call_id, {"type": "call.amd", "at": at} | data)
+        await self.deps.control.on_amd_result(call_id, answered_by, dict(params))
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _required(params: Params, name: str) -> str:
+    value = params.get(name)
+    if not value:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"missing form field {name}")
+    return value
+
+
+def _check_length(name: str, value: str, limit: int = 64) -> None:
+    if len(value) > limit:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"form field {name} is longer than {limit} characters"
+        )
+
+
+def _optional_int(params: Params, name: str) -> int | None:
+    value = params.get(name)
+    if not value:
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 12:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"form field {name} must be a non-negative integer, got {value[:32]!r}",
+        )
+    return int(value)
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    """Twilio's RFC 2822 ``Timestamp`` ("Wed, 08 Oct 2025 13:54:12 +0000")."""
+    if not value:
+        return None
+    try:
+        at = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"form field Timestamp is not an RFC 2822 date: {value[:64]!r}",
+        ) from None
+    # "-0000" means "UTC, zone unknown" (RFC 2822 §3.3) and parses as naive.
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def twilio_router(deps: AppDeps) -> APIRouter:
+    """The three webhooks; mount at the app's root (the URLs above assume it)."""
+    hooks = _Webhooks(deps)
+    router = APIRouter(prefix="/twilio", tags=["twilio webhooks"])
+    routes = (
+        ("/voice", hooks.voice, 200, "Inbound call: answer with TwiML"),
+        ("/status/{call_id}", hooks.status_callback, 204, "Call status callback"),
+        ("/amd/{call_id}", hooks.amd, 204, "Asynchronous answering-machine detection result"),
+    )
+    for path, endpoint, status_code, summary in routes:
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],  # Twilio's default; the callbacks are configured with POST
+            status_code=status_code,
+            summary=summary,
+            response_class=Response,
+            openapi_extra=_FORM_BODY,
+        )
+    return router

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from actors.recorder import CallRecorder, EventLog
+from switchboard.call_actions import CallerTurnTranscribed, FinishCall, ForwardCallerAudio
+from switchboard.store import NewCall
+
+
+async def test_event_log_numbers_events_and_long_polls() -> None:
+    log = EventLog(capacity=3)
+    assert await log.after(0, timeout_s=0.01) == ([], 0)
+    waiter = asyncio.ensure_future(log.after(0, timeout_s=5))
+    await log.append({"n": 1})
+    assert await waiter == ([{"n": 1}], 1)
+    for n in (2, 3, 4, 5):
+        await log.append({"n": n})
+    events, cursor = await log.after(1, timeout_s=0)
+    assert events == [{"n": 3}, {"n": 4}, {"n": 5}]  # 2 fell out of the log
+    assert cursor == 5
+    assert (await log.after(3, timeout_s=0, limit=1)) == ([{"n": 4}], 4)
+
+
+async def test_reports_are_stored_and_published(tmp_path: Path) -> None:
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
+    await recorder.open()
+    assert recorder.store is not None
+    call = await recorder.store.create_call(
+        NewCall(direction="outbound", to="+15551234567", from_="+15005550006")
+    )
+    now = time.time()
+    await recorder.report(
+        call.id,
+        [
+            (CallerTurnTranscribed("item_1", "Hello?"), now),
+            (ForwardCallerAudio("AAAA"), now),
+            (FinishCall("stream_stopped"), now + 1),
+        ],
+    )
+    events, cursor = await recorder.poll(0, timeout_s=0)
+    assert [e["type"] for e in events] == ["transcript.caller", "call.ended"]
+    assert cursor == 2
+    detail = await recorder.store.get_call(call.id)
+    assert detail is not None
+    assert [turn.text for turn in detail.transcript] == ["Hello?"]
+    assert any(e.kind == "finished" for e in detail.timeline)
+    await recorder.close()

@@ -1,0 +1,655 @@
+"""The call API over ASGI: placing, listing, reading and hanging up calls; auth; bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from serve.api import MAX_BODY_BYTES, build_app
+from serve.auth import tokens_from_settings
+from serve.events import EventHub
+from serve.ports import AppDeps
+from serve.schemas import MAX_INSTRUCTION_CHARS, MAX_METADATA_BYTES
+from serve.testing import FakeCallControl
+from switchboard.errors import ConfigError, RealtimeServiceError, StoreError, TwilioServiceError
+from switchboard.settings import Settings
+from switchboard.store import CallStore, NewCall
+
+# Fixtures and tests share one loop per test.
+pytestmark = pytest.mark.asyncio(loop_scope="function")
+
+TOKEN = "test-token-1"
+OTHER_TOKEN = "test-token-2"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FROM = "+15550001111"
+TO = "+15551234567"
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.wall = START
+
+    def now(self) -> datetime:
+        self.wall += timedelta(seconds=1)
+        return self.wall
+
+
+def make_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "twilio_auth_token": "twilio-secret",
+        "twilio_from_number": FROM,
+        "public_url": "https://calls.example.com",
+        "max_call_duration_s": 1800.0,
+    }
+    return Settings.model_validate(values | overrides)
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def store(tmp_path: Path) -> AsyncIterator[CallStore]:
+    opened = await CallStore.open(f"sqlite:///{tmp_path}/calls.db", now=Clock().now)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+def control() -> FakeCallControl:
+    return FakeCallControl()
+
+
+@pytest.fixture
+def hub() -> EventHub:
+    return EventHub()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def client(
+    settings: Settings, store: CallStore, control: FakeCallControl, hub: EventHub
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = build_app(AppDeps(settings, store, control, hub, (TOKEN, OTHER_TOKEN)))
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+def messages(response: httpx.Response) -> dict[str, str]:
+    """FastAPI's 422 details as {field: message}."""
+    assert response.status_code == 422, response.text
+    return {str(d["loc"][-1]): d["msg"] for d in response.json()["detail"]}
+
+
+# -- placing calls ---------------------------------------------------------------
+
+
+async def test_post_calls_records_then_places_the_call(
+    client: httpx.AsyncClient, store: CallStore, control: FakeCallControl, hub: EventHub
+) -> None:
+    events = hub.subscribe(None)
+    body = {
+        "to": TO,
+        "instruction": "Book a cleaning for Jane",
+        "voice": "marin",
+        "greeting": "Hello!",
+        "metadata": {"customer": 42, "tags": ["vip"]},
+        "max_duration_s": 600,
+    }
+    r = await client.post("/calls", json=body, headers=AUTH)
+    assert r.status_code == 201, r.text
+    call = r.json()
+    assert r.headers["location"] == f"/calls/{call['id']}"
+    assert call["status"] == "queued" and call["direction"] == "outbound"
+    assert (call["to"], call["from"], call["voice"], call["max_duration_s"]) == (
+        TO,
+        FROM,
+        "marin",
+        600,
+    )
+    assert call["metadata"] == {"customer": 42, "tags": ["vip"]}
+    [placed] = control.placed
+    assert placed.id == call["id"] and placed.instruction == "Book a cleaning for Jane"
+    stored = await store.get_call(call["id"])
+    assert stored is not None and stored.call.greeting == "Hello!"
+    created = await anext(events)
+    assert (created["type"], created["call_id"], created["to"]) == ("call.created", call["id"], TO)
+
+
+async def test_post_calls_returns_what_place_already_changed(
+    client: httpx.AsyncClient, store: CallStore, control: FakeCallControl
+) -> None:
+    async def place(call: object) -> None:
+        await store.set_twilio_sid(call.id, "CA" + "1" * 32)  # type: ignore[attr-defined]
+
+    control.place = place  # type: ignore[method-assign]
+    r = await client.post("/calls", json={"to": TO, "instruction": "hi"}, headers=AUTH)
+    assert r.status_code == 201 and r.json()["twilio_sid"] == "CA" + "1" * 32
+
+
+async def test_explicit_from_overrides_the_default(
+    client: httpx.AsyncClient, control: FakeCallControl
+) -> None:
+    r = await client.post(
+        "/calls", json={"to": TO, "from": "+442071838750", "instruction": "hi"}, headers=AUTH
+    )
+    assert r.status_code == 201 and r.json()["from"] == "+442071838750"
+    assert control.placed[0].from_ == "+442071838750"
+
+
+async def test_missing_from_without_a_default_is_422(
+    store: CallStore, control: FakeCallControl, hub: EventHub
+) -> None:
+    app = build_app(AppDeps(make_settings(twilio_from_number=None), store, control, hub, (TOKEN,)))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app), base_url="http://testserver"
+    ) as c:
+        r = await c.post("/calls", json={"to": TO, "instruction": "hi"}, headers=AUTH)
+    assert "TWILIO_FROM_NUMBER" in messages(r)["from"]
+    assert control.placed == [] and (await store.list_calls()).calls == ()
+
+
+@pytest.mark.parametrize(
+    ("to", "expected"),
+    [
+        ("5551234567", "to must start with + and the country code"),
+        ("+1 555 123 4567", "without spaces or punctuation: +15551234567"),
+        ("+1-555-123-4567", "without spaces or punctuation: +15551234567"),
+        ("+1555", "to is not a possible phone number"),
+        ("+abc", "to is not a phone number in E.164 form"),
+        ("+" + "1" * 40, "at most 32 characters"),
+    ],
+)
+async def test_to_must_be_e164(
+    client: httpx.AsyncClient, control: FakeCallControl, to: str, expected: str
+) -> None:
+    r = await client.post("/calls", json={"to": to, "instruction": "hi"}, headers=AUTH)
+    assert expected in messages(r)["to"]
+    assert control.placed == []
+
+
+async def test_from_must_be_e164_too(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/calls", json={"to": TO, "from": "0123", "instruction": "hi"}, headers=AUTH
+    )
+    assert messages(r)["from"].startswith("from must start with +")
+
+
+@pytest.mark.parametrize(
+    ("patch", "field", "expected"),
+    [
+        ({"instruction": ""}, "instruction", "at least 1 character"),
+        ({"instruction": "   "}, "instruction", "instruction must not be blank"),
+        ({"instruction": "x" * (MAX_INSTRUCTION_CHARS + 1)}, "instruction", "at most 20000"),
+        ({"voice": "robot"}, "voice", "voice 'robot' is unknown; choose one of: alloy"),
+        ({"metadata": ["not", "an", "object"]}, "metadata", "valid dictionary"),
+        ({"metadata": {"blob": "x" * MAX_METADATA_BYTES}}, "metadata", "metadata is too large"),
+        ({"max_duration_s": 0}, "max_duration_s", "greater than or equal to 1"),
+        ({"max_duration_s": 1801}, "max_duration_s", "at most 1800 s (MAX_CALL_DURATION_S)"),
+        ({"greeting": ""}, "greeting", "at least 1 character"),
+        ({"surprise": 1}, "surprise", "Extra inputs are not permitted"),
+    ],
+)
+async def test_bad_fields_are_422_naming_the_field(
+    client: httpx.AsyncClient,
+    control: FakeCallControl,
+    patch: dict[str, object],
+    field: str,
+    expected: str,
+) -> None:
+    body = {"to": TO, "instruction": "hi"} | patch
+    r = await client.post("/calls", json=body, headers=AUTH)
+    assert expected in messages(r)[field]
+    assert control.placed == []
+
+
+async def test_nan_in_metadata_is_refused(client: httpx.AsyncClient) -> None:
+    raw = b'{"to": "+15551234567", "instruction": "hi", "metadata": {"x": NaN}}'
+    r = await client.post(
+        "/calls", content=raw, headers=AUTH | {"Content-Type": "application/json"}
+    )
+    assert "NaN" in messages(r)["metadata"]
+
+
+async def test_create_call_alias_keeps_the_original_contract(
+    client: httpx.AsyncClient, control: FakeCallControl
+) -> None:
+    r = await client.post(
+        "/create-call", json={"userPhone": TO, "instruction": "rap battle"}, headers=AUTH
+    )
+    assert r.status_code == 201, r.text
+    assert (r.json()["to"], r.json()["from"]) == (TO, FROM)
+    assert control.placed[0].instruction == "rap battle"
+    bad = await client.post(
+        "/create-call", json={"userPhone": "555", "instruction": "x"}, headers=AUTH
+    )
+    assert messages(bad)["userPhone"].startswith("userPhone must start with +")
+    missing = await client.post("/create-call", json={"userPhone": TO}, headers=AUTH)
+    assert messages(missing)["instruction"] == "Field required"
+
+
+async def test_alias_needs_the_token_too(client: httpx.AsyncClient) -> None:
+    r = await client.post("/create-call", json={"userPhone": TO, "instruction": "x"})
+    assert r.status_code == 401
+
+
+async def test_twilio_refusal_is_502_and_the_call_is_recorded_failed(
+    client: httpx.AsyncClient, store: CallStore, control: FakeCallControl, hub: EventHub
+) -> None:
+    error = TwilioServiceError("Unable to create record: The 'To' number is not valid", code=21211)
+    control.place_error = error
+    events = hub.subscribe(None)
+    r = await client.post("/calls", json={"to": TO, "instruction": "hi"}, headers=AUTH)
+    assert r.status_code == 502, r.text
+    body = r.json()
+    assert body["error"] == "TwilioServiceError" and body["code"] == 21211
+    assert "'To' number is not valid" in body["detail"]
+    assert body["call"]["status"] == "failed"
+    detail = await store.get_call(body["call"]["id"])
+    assert detail is not None and detail.call.status == "failed"
+    problems = [e.data for e in detail.timeline if e.kind == "problem"]
+    assert problems == [
+        {
+            "source": "placing",
+            "reason": "TwilioServiceError",
+            "message": "Unable to create record: The 'To' number is not valid",
+            "fatal": True,
+            "code": 21211,
+        }
+    ]
+    assert [e.data["status"] for e in detail.timeline if e.kind == "status"] == ["failed"]
+    assert [m["type"] for m in (await anext(events), await anext(events))] == [
+        "call.created",
+        "call.status",
+    ]
+
+
+async def test_other_service_errors_are_502_without_a_code(
+    client: httpx.AsyncClient, control: FakeCallControl
+) -> None:
+    control.place_error = RealtimeServiceError("model session refused: rate limited")
+    r = await client.post("/calls", json={"to": TO, "instruction": "hi"}, headers=AUTH)
+    assert r.status_code == 502
+    assert r.json()["error"] == "RealtimeServiceError" and r.json()["code"] is None
+
+
+async def test_a_bug_in_place_is_a_json_500_and_the_call_does_not_stay_queued(
+    client: httpx.AsyncClient, store: CallStore, control: FakeCallControl
+) -> None:
+    control.place_error = RuntimeError("boom")
+    r = await client.post("/calls", json={"to": TO, "instruction": "hi"}, headers=AUTH)
+    assert r.status_code == 500 and "internal error" in r.json()["detail"]
+    [call] = (await store.list_calls()).calls
+    assert call.status == "failed"
+
+
+# -- reading calls ---------------------------------------------------------------
+
+
+async def seed(store: CallStore, n: int, **kwargs: object) -> list[str]:
+    ids = []
+    for i in range(n):
+        values: dict[str, object] = {
+            "direction": "outbound",
+            "to": f"+1555000{i:04d}",
+            "from_": FROM,
+            "instruction": f"call number {i}",
+        } | kwargs
+        ids.append((await store.create_call(NewCall(**values))).id)  # type: ignore[arg-type]
+    return ids
+
+
+async def test_list_pages_with_a_cursor(client: httpx.AsyncClient, store: CallStore) -> None:
+    ids = await seed(store, 5)
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        params: dict[str, str | int] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        r = await client.get("/calls", params=params, headers=AUTH)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        seen += [c["id"] for c in page["calls"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == ids[::-1]  # newest first, each call once
+
+
+async def test_list_filters(client: httpx.AsyncClient, store: CallStore) -> None:
+    outbound = await seed(store, 3)
+    inbound = await seed(store, 1, direction="inbound", instruction="")
+    await store.update_status(outbound[0], "completed", START + timedelta(hours=1))
+
+    async def ids(**params: str | int) -> list[str]:
+        r = await client.get("/calls", params=params, headers=AUTH)
+        assert r.status_code == 200, r.text
+        return [c["id"] for c in r.json()["calls"]]
+
+    assert await ids(status="completed") == [outbound[0]]
+    assert await ids(direction="inbound") == inbound
+    assert await ids(to="+15550000001") == [outbound[1]]
+    assert await ids(search="NUMBER 2") == [outbound[2]]
+    # The clock steps one second per call: seconds 1..4 after START.
+    after = (START + timedelta(seconds=2)).isoformat()
+    before = (START + timedelta(seconds=4)).isoformat()
+    assert await ids(created_after=after, created_before=before) == outbound[1:][::-1]
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "expected"),
+    [
+        ({"status": "finished"}, "status", "'queued'"),
+        ({"direction": "sideways"}, "direction", "'outbound' or 'inbound'"),
+        ({"limit": 0}, "limit", "greater than or equal to 1"),
+        ({"limit": 1000}, "limit", "less than or equal to 200"),
+        ({"created_after": "2026-01-01T00:00:00"}, "created_after", "timezone"),
+        ({"created_before": "yesterday"}, "created_before", "valid datetime"),
+        ({"cursor": "not-a-cursor"}, "cursor", "not a cursor this API returned"),
+        ({"search": ""}, "search", "at least 1 character"),
+    ],
+)
+async def test_bad_list_parameters_are_422(
+    client: httpx.AsyncClient, params: dict[str, str | int], field: str, expected: str
+) -> None:
+    r = await client.get("/calls", params=params, headers=AUTH)
+    assert expected in messages(r)[field]
+
+
+async def test_get_call_has_timeline_transcript_usage_and_cost(
+    client: httpx.AsyncClient, store: CallStore
+) -> None:
+    from switchboard.realtime_events import Usage
+
+    [call_id] = await seed(store, 1)
+    t = START + timedelta(minutes=5)
+    await store.update_status(call_id, "in-progress", t)
+    await store.start_agent_turn(call_id, "agent1", t)
+    await store.finish_agent_turn(call_id, "agent1", "Hello, this is the dental office.")
+    await store.reserve_caller_turn(call_id, "caller1", t + timedelta(seconds=2), "agent1")
+    await store.record_caller_turn(call_id, "caller1", "Hi!", t + timedelta(seconds=3))
+    await store.start_agent_turn(call_id, "agent2", t + timedelta(seconds=4), "caller1")
+    await store.finish_agent_turn(call_id, "agent2", "We have an opening on Tuesday at four.")
+    await store.cut_agent_turn(call_id, "agent2", heard_ms=800, generated_ms=3000)
+    await store.add_usage(call_id, "resp1", Usage(100, 40, 60, 30, 10, 0, 50, 10))
+    r = await client.get(f"/calls/{call_id}", headers=AUTH)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "in-progress" and body["answered_at"] is not None
+    assert [(e["kind"], e["data"]["status"]) for e in body["timeline"]] == [
+        ("status", "in-progress")
+    ]
+    turns = body["transcript"]
+    assert [(t["item_id"], t["role"]) for t in turns] == [
+        ("agent1", "agent"),
+        ("caller1", "caller"),
+        ("agent2", "agent"),
+    ]
+    cut = turns[2]
+    assert cut["interrupted"] is True and cut["state"] == "interrupted"
+    assert cut["text"] == "We have an opening on Tuesday at four."
+    assert cut["heard_ms"] == 800 and cut["generated_ms"] == 3000
+    assert cut["heard_text"] and cut["text"].startswith(cut["heard_text"].rstrip("…. "))
+    assert body["usage"]["total_tokens"] == 100
+    assert float(body["cost_usd"]) > 0
+
+
+async def test_unknown_call_is_404(client: httpx.AsyncClient) -> None:
+    r = await client.get("/calls/01NOPE", headers=AUTH)
+    assert r.status_code == 404 and "unknown call id" in r.json()["detail"]
+
+
+# -- hanging up ------------------------------------------------------------------
+
+
+async def test_hangup_a_live_call(
+    client: httpx.AsyncClient, store: CallStore, control: FakeCallControl, hub: EventHub
+) -> None:
+    [call_id] = await seed(store, 1)
+    events = hub.subscribe(call_id)
+    r = await client.post(f"/calls/{call_id}/hangup", headers=AUTH)
+    assert r.status_code == 202 and r.json() == {"id": call_id, "hangup": "requested"}
+    assert control.hung_up == [call_id]
+    detail = await store.get_call(call_id)
+    assert detail is not None
+    assert [(e.kind, e.data) for e in detail.timeline] == [("hangup_requested", {"by": "api"})]
+    assert (await anext(events))["type"] == "call.hangup_requested"
+
+
+async def test_hangup_errors(
+    client: httpx.AsyncClient, store: CallStore, control: FakeCallControl
+) -> None:
+    unknown = await client.post("/calls/01NOPE/hangup", headers=AUTH)
+    assert unknown.status_code == 404
+    ended, idle = await seed(store, 2)
+    await store.update_status(ended, "completed", START + timedelta(hours=1))
+    r = await client.post(f"/calls/{ended}/hangup", headers=AUTH)
+    assert r.status_code == 409 and "already ended (completed)" in r.json()["detail"]
+    assert control.hung_up == []  # not even asked
+    control.live = False
+    r = await client.post(f"/calls/{idle}/hangup", headers=AUTH)
+    assert r.status_code == 409 and "not live" in r.json()["detail"]
+
+
+async def test_hangup_refused_by_twilio_is_502(
+    client: httpx.AsyncClient, store: CallStore, control: FakeCallControl
+) -> None:
+    [call_id] = await seed(store, 1)
+    error = TwilioServiceError("Call is not in-progress. Cannot redirect.", code=21220)
+    control.hang_up_error = error
+    r = await client.post(f"/calls/{call_id}/hangup", headers=AUTH)
+    assert r.status_code == 502
+    assert r.json() == {
+        "detail": "Call is not in-progress. Cannot redirect.",
+        "error": "TwilioServiceError",
+        "code": 21220,
+    }
+
+
+# -- store failures ------------------------------------------------------------------
+
+
+async def test_a_failing_store_is_503_naming_it(
+    client: httpx.AsyncClient, store: CallStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(**kwargs: object) -> None:
+        raise StoreError("listing calls failed: database is locked")
+
+    monkeypatch.setattr(store, "list_calls", broken)
+    r = await client.get("/calls", headers=AUTH)
+    assert r.status_code == 503
+    assert r.json() == {"detail": "call store error: listing calls failed: database is locked"}
+
+
+async def test_placement_failure_is_still_502_when_recording_it_fails(
+    client: httpx.AsyncClient,
+    store: CallStore,
+    control: FakeCallControl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise StoreError("updating a call's status failed: disk full")
+
+    monkeypatch.setattr(store, "update_status", broken)
+    control.place_error = TwilioServiceError("Twilio said no")
+    r = await client.post("/calls", json={"to": TO, "instruction": "hi"}, headers=AUTH)
+    assert r.status_code == 502 and r.json()["error"] == "TwilioServiceError"
+
+
+# -- health, docs ------------------------------------------------------------------
+
+
+async def test_healthz_and_readyz_are_open(
+    client: httpx.AsyncClient, control: FakeCallControl
+) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    r = await client.get("/readyz")
+    assert r.status_code == 200 and r.json() == {
+        "ready": True,
+        "checks": {"store": "ok", "control": "ok"},
+    }
+    control.is_ready = False
+    r = await client.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["control"] == "not ready"
+    control.ready_error = RuntimeError("no actors")
+    r = await client.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["control"] == "RuntimeError: no actors"
+
+
+async def test_readyz_reports_a_closed_store(client: httpx.AsyncClient, store: CallStore) -> None:
+    await store.close()
+    r = await client.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["store"] != "ok"
+
+
+async def test_readyz_does_not_wait_forever_for_a_probe(
+    client: httpx.AsyncClient, control: FakeCallControl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serve.api
+
+    async def hangs() -> bool:
+        await asyncio.Event().wait()
+        return True
+
+    monkeypatch.setattr(serve.api, "READY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(control, "ready", hangs)
+    r = await client.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["control"] == "no answer within 0.05 s"
+
+
+async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert {"/calls", "/calls/{call_id}", "/calls/{call_id}/hangup", "/create-call"} <= set(
+        spec["paths"]
+    )
+    assert "/twilio/status/{call_id}" in spec["paths"]
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert "from" in spec["components"]["schemas"]["CallCreate"]["properties"]
+    assert (await client.get("/docs")).status_code == 200
+
+
+# -- auth -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "error"),
+    [
+        ({}, None),
+        ({"Authorization": "Bearer wrong"}, "invalid_token"),
+        ({"Authorization": f"Basic {TOKEN}"}, None),
+        ({"Authorization": "Bearer"}, None),
+        ({"Authorization": f"Bearer {TOKEN}x"}, "invalid_token"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/calls"),
+        ("POST", "/calls"),
+        ("GET", "/calls/01X"),
+        ("POST", "/calls/01X/hangup"),
+        ("POST", "/create-call"),
+    ],
+)
+async def test_call_api_needs_a_bearer_token(
+    client: httpx.AsyncClient,
+    control: FakeCallControl,
+    headers: dict[str, str],
+    error: str | None,
+    method: str,
+    path: str,
+) -> None:
+    r = await client.request(method, path, headers=headers, json={"to": TO, "instruction": "x"})
+    assert r.status_code == 401
+    challenge = r.headers["www-authenticate"]
+    assert challenge.startswith('Bearer realm="switchboard"')
+    assert (f'error="{error}"' in challenge) if error else ("error=" not in challenge)
+    assert "token" in r.json()["detail"]
+    assert control.placed == [] and control.hung_up == []
+
+
+async def test_tokens_from_settings() -> None:
+    assert tokens_from_settings(make_settings(switchboard_api_token=None)) == ()
+    several = make_settings(switchboard_api_token=" one, two ,,")
+    assert tokens_from_settings(several) == ("one", "two")
+
+
+async def test_every_configured_token_works(client: httpx.AsyncClient) -> None:
+    for token in (TOKEN, OTHER_TOKEN):
+        r = await client.get("/calls", headers={"Authorization": f"bearer {token}"})
+        assert r.status_code == 200
+
+
+async def test_building_without_a_token_is_a_config_error(
+    settings: Settings, control: FakeCallControl, hub: EventHub
+) -> None:
+    for tokens in ((), ("",), (" padded ",)):
+        with pytest.raises(ConfigError):
+            build_app(AppDeps(settings, None, control, hub, tokens))  # type: ignore[arg-type]
+
+
+# -- malformed requests -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "expected"),
+    [
+        (b'{"to": ', "application/json", 400, "request body is not valid JSON"),
+        (b"{'to': 1}", "application/json", 400, "not valid JSON"),
+        (b'{"to": "+15551234567", "instruction": "x"}', "text/plain", 415, "'text/plain'"),
+        (b'{"to": "+15551234567", "instruction": "x"}', None, 415, "no Content-Type"),
+        (b"to=%2B15551234567&instruction=x", "application/x-www-form-urlencoded", 415, "JSON"),
+        (b"[1, 2]", "application/json", 422, "request body must be a JSON object"),
+        (b"", "application/json", 422, "request body is required"),
+        (b"[" * 50_000 + b"]" * 50_000, "application/json", 400, "parsing the body"),
+    ],
+)
+async def test_malformed_bodies_get_clear_errors(
+    client: httpx.AsyncClient,
+    control: FakeCallControl,
+    content: bytes,
+    content_type: str | None,
+    status: int,
+    expected: str,
+) -> None:
+    headers = AUTH | ({"Content-Type": content_type} if content_type else {})
+    r = await client.post("/calls", content=content, headers=headers)
+    assert r.status_code == status, r.text
+    assert expected in r.text
+    assert control.placed == []
+
+
+async def test_oversized_bodies_are_413(client: httpx.AsyncClient) -> None:
+    big = b'{"instruction": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    r = await client.post(
+        "/calls", content=big, headers=AUTH | {"Content-Type": "application/json"}
+    )
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(5):
+            yield b" " * (MAX_BODY_BYTES // 4)
+
+    r = await client.post(
+        "/calls", content=chunks(), headers=AUTH | {"Content-Type": "application/json"}
+    )
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+
+
+async def test_unknown_routes_and_methods_are_json(client: httpx.AsyncClient) -> None:
+    r = await client.get("/nope", headers=AUTH)
+    assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
+    r = await client.delete("/calls", headers=AUTH)
+    assert r.status_code == 405 and r.json() == {"detail": "Method Not Allowed"}

@@ -1,0 +1,220 @@
+"""serve.client against the real app served by uvicorn on an ephemeral 127.0.0.1 port."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from serve.api import build_app
+from serve.client import ApiError, SwitchboardClient
+from serve.events import EventHub, Subscription
+from serve.ports import SUBSCRIPTION_DROPPED, AppDeps
+from serve.testing import FakeCallControl, serve_on_loopback, twilio_headers
+from switchboard.errors import ServiceError, TwilioServiceError
+from switchboard.settings import Settings
+from switchboard.store import CallStore
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(60),
+    pytest.mark.asyncio(loop_scope="function"),
+]
+
+TOKEN = "client-token"
+TWILIO_TOKEN = "twilio-secret"
+TO = "+15551234567"
+
+
+class WatchedHub(EventHub):
+    """An EventHub that says when a subscription goes away."""
+
+    def __init__(self) -> None:
+        super().__init__(queue_size=4, replay=3)
+        self.left = asyncio.Event()
+
+    def _remove(self, sub: Subscription) -> None:
+        super()._remove(sub)
+        self.left.set()
+
+
+@dataclass
+class Server:
+    base_url: str
+    store: CallStore
+    control: FakeCallControl
+    hub: WatchedHub
+
+    def client(self, token: str = TOKEN) -> SwitchboardClient:
+        return SwitchboardClient(self.base_url, token, timeout=10)
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    store = await CallStore.open(f"sqlite:///{tmp_path}/calls.db")
+    control, hub = FakeCallControl(), WatchedHub()
+    settings = Settings.model_validate(
+        {
+            "twilio_auth_token": TWILIO_TOKEN,
+            "twilio_from_number": "+15550001111",
+            "public_url": None,
+        }
+    )
+    app = build_app(AppDeps(settings, store, control, hub, (TOKEN,)))
+    try:
+        async with serve_on_loopback(app) as base_url:
+            yield Server(base_url, store, control, hub)
+    finally:
+        hub.close()
+        await store.close()
+
+
+async def test_place_get_list_and_hang_up(server: Server) -> None:
+    async with server.client() as client:
+        call = await client.place_call(
+            TO, "Book a cleaning", voice="coral", metadata={"ticket": 7}, max_duration_s=300
+        )
+        assert (call.to, call.from_, call.voice, call.status) == (
+            TO,
+            "+15550001111",
+            "coral",
+            "queued",
+        )
+        assert server.control.placed[0].id == call.id
+        detail = await client.get_call(call.id)
+        assert detail.id == call.id and detail.metadata == {"ticket": 7}
+        assert detail.transcript == [] and detail.usage.total_tokens == 0
+        page = await client.list_calls(status="queued", limit=10, created_after=call.created_at)
+        assert [c.id for c in page.calls] == [call.id] and page.next_cursor is None
+        later = await client.list_calls(created_after=call.created_at + timedelta(seconds=1))
+        assert later.calls == []
+        hangup = await client.hang_up(call.id)
+        assert hangup.id == call.id and server.control.hung_up == [call.id]
+
+
+async def test_http_errors_become_api_errors(server: Server) -> None:
+    async with server.client("wrong") as client:
+        with pytest.raises(ApiError) as refused:
+            await client.list_calls()
+    assert refused.value.status == 401 and "invalid bearer token" in str(refused.value)
+    async with server.client() as client:
+        with pytest.raises(ApiError) as invalid:
+            await client.place_call("555-1234", "hi")
+        assert invalid.value.status == 422
+        assert "to: to must start with + and the country code" in str(invalid.value)
+        with pytest.raises(ApiError) as missing:
+            await client.get_call("01NOPE")
+        assert missing.value.status == 404 and "unknown call id" in str(missing.value)
+
+
+async def test_a_failed_placement_is_a_502_carrying_the_failed_call(server: Server) -> None:
+    server.control.place_error = TwilioServiceError("Twilio said no")
+    async with server.client() as client:
+        with pytest.raises(ApiError) as failed:
+            await client.place_call(TO, "hi")
+    error = failed.value
+    assert isinstance(error, ServiceError) and error.status == 502
+    assert "Twilio said no" in str(error)
+    assert isinstance(error.body, dict) and error.body["call"]["status"] == "failed"
+
+
+async def test_unreachable_server() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with SwitchboardClient(f"http://127.0.0.1:{port}", TOKEN, timeout=5) as client:
+        with pytest.raises(ApiError) as rest:
+            await client.list_calls()
+        assert rest.value.status is None and "cannot reach" in str(rest.value)
+        with pytest.raises(ApiError) as stream:
+            await anext(client.stream_events())
+        assert stream.value.status is None and "cannot open the event stream" in str(stream.value)
+
+
+async def test_stream_replays_then_follows_one_call_until_the_feed_closes(server: Server) -> None:
+    async with server.client() as client:
+        call = await client.place_call(TO, "hi")
+        other = await client.place_call(TO, "hello")
+        events = client.stream_events(call.id)
+        first = await anext(events)  # replayed: the stream is live once this arrives
+        assert (first["type"], first["call_id"]) == ("call.created", call.id)
+        server.hub.publish(other.id, {"type": "not.mine"})
+        server.hub.publish(call.id, {"type": "transcript.caller", "text": "hi there"})
+        live = await anext(events)
+        assert (live["type"], live["text"]) == ("transcript.caller", "hi there")
+        server.hub.close()
+        with pytest.raises(StopAsyncIteration):
+            await anext(events)
+
+
+async def test_all_calls_stream_sees_a_signed_webhook(server: Server) -> None:
+    async with server.client() as client:
+        call = await client.place_call(TO, "hi")
+        events = client.stream_events()
+        assert (await anext(events))["type"] == "call.created"
+        # A status callback over real HTTP, signed for the URL this server is reached at.
+        path = f"/twilio/status/{call.id}"
+        form = {"CallSid": "CA" + "e" * 32, "CallStatus": "ringing", "SequenceNumber": "1"}
+        headers = twilio_headers(TWILIO_TOKEN, server.base_url + path, form)
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            r = await http.post(path, content=urlencode(form), headers=headers)
+        assert r.status_code == 204, r.text
+        status = await anext(events)
+        assert (status["type"], status["call_id"], status["status"]) == (
+            "call.status",
+            call.id,
+            "ringing",
+        )
+        await events.aclose()  # type: ignore[attr-defined]
+    assert (await server.store.get_call(call.id)).call.status == "ringing"  # type: ignore[union-attr]
+
+
+async def test_a_client_hang_up_frees_its_subscription_while_no_events_flow(
+    server: Server,
+) -> None:
+    # The server's sender is parked waiting for the next event, so only its
+    # receive loop can notice the client leaving (ray-notes: Serve pitfalls).
+    async with server.client() as client:
+        call = await client.place_call(TO, "hi")
+        events = client.stream_events(call.id)
+        assert (await anext(events))["type"] == "call.created"
+        assert server.hub.subscriber_count(call.id) == 1
+        await events.aclose()  # type: ignore[attr-defined]
+        await asyncio.wait_for(server.hub.left.wait(), timeout=10)
+    assert server.hub.subscriber_count(call.id) == 0
+
+
+async def test_stream_of_an_unknown_call_is_404(server: Server) -> None:
+    async with server.client() as client:
+        with pytest.raises(ApiError) as missing:
+            await anext(client.stream_events("01NOPE"))
+    assert missing.value.status == 404 and "unknown call id" in str(missing.value)
+
+
+async def test_stream_with_a_bad_token_is_refused(server: Server) -> None:
+    async with server.client("wrong") as client:
+        with pytest.raises(ApiError) as refused:
+            await anext(client.stream_events())
+    assert refused.value.status == 403
+    assert server.hub.subscriber_count() == 0
+
+
+async def test_a_dropped_stream_ends_after_saying_why(server: Server) -> None:
+    async with server.client() as client:
+        call = await client.place_call(TO, "hi")
+        events = client.stream_events(call.id)
+        assert (await anext(events))["type"] == "call.created"
+        for n in range(10):  # synchronous: the server's sender cannot drain in between
+            server.hub.publish(call.id, {"type": "tick", "n": n})
+        dropped = await anext(events)
+        assert dropped["type"] == SUBSCRIPTION_DROPPED and "too slow" in str(dropped["reason"])
+        with pytest.raises(StopAsyncIteration):
+            await anext(events)
