@@ -21,6 +21,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from actors.call_actor import CallPlan
 from actors.ray_wiring import NAMESPACE, Handle
+from serve.twilio_webhooks import status_callback_url
 from switchboard.errors import ConfigError, ServiceError, TwilioServiceError
 from switchboard.settings import Settings
 from switchboard.store import CallRecord, CallStore
@@ -62,7 +63,7 @@ class RayCallControl:
                 to=call.to,
                 from_=call.from_,
                 twiml=stream_twiml(media_url(self.public_url, call.id), token),
-                status_callback=f"{self.public_url}/twilio/status/{call.id}",
+                status_callback=status_callback_url(self.public_url, call.id),
                 status_callback_event=STATUS_EVENTS,
                 time_limit=call.max_duration_s,
             )

@@ -8,6 +8,7 @@ forwards its remaining arguments to the emulator's own parser.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import sys
 from collections.abc import Callable, Sequence
@@ -43,6 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"switchboard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    run = sub.add_parser("run", help="run Switchboard (today: one offline demo call)")
+    run.add_argument("--to", default="+15551234567", help="the number to call (E.164)")
+    run.add_argument(
+        "--instruction",
+        default="You are Ava, booking a dental cleaning for Jane Doe, any weekday after 3 pm.",
+        help="what the agent should do on the call",
+    )
+    run.set_defaults(func=_run)
+
     settings = sub.add_parser("settings", help="show the effective settings (secrets masked)")
     settings.set_defaults(func=_show_settings)
 
@@ -56,6 +66,23 @@ def _emulator_main(service: str) -> Callable[[list[str]], int]:
     module = importlib.import_module(EMULATORS[service])
     entry: Callable[[list[str]], int] = module.main
     return entry
+
+
+def _run(ns: argparse.Namespace) -> int:
+    settings = load_settings()
+    if settings.has_twilio_credentials or settings.has_openai_credentials:
+        print(
+            "switchboard: the live server for real Twilio and OpenAI credentials is not built "
+            "yet; unset TWILIO_* and OPENAI_API_KEY to run the offline demo.",
+            file=sys.stderr,
+        )
+        return 2
+    from actors.local_call import run_demo  # deferred: pulls in the emulators
+
+    print("Offline demo: Twilio and OpenAI Realtime emulators, one call, live transcript.")
+    reason = asyncio.run(run_demo(to=ns.to, instruction=ns.instruction))
+    print(f"done ({reason}).")
+    return 0
 
 
 def _show_settings(ns: argparse.Namespace) -> int:

@@ -1,0 +1,168 @@
+"""The call actor as a plain object, against both emulators and the real SDKs."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+import websockets
+from twilio.rest import Client
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+from actors.call_actor import CallActor, CallPlan
+from sim.scenario import parse_scenario
+from sim.testing_realtime import run_realtime_emulator
+from sim.testing_twilio import run_twilio_emulator
+from switchboard.call_actions import (
+    Action,
+    AgentTurnFinished,
+    CallerTurnTranscribed,
+    FinishCall,
+    ProblemNoted,
+)
+from switchboard.settings import Settings
+
+ACCOUNT = "AC" + "e" * 32
+TOKEN = "twilio-auth-token-for-tests"
+SCENARIO = parse_scenario(
+    {
+        "caller": [
+            {"say": "Hello? Who is this?", "clip": "caller_hello.ulaw", "after_agent_ms": 200},
+            {"hangup": True, "after_agent_ms": 300},
+        ],
+        "assistant": [
+            {
+                "say": "Hello! This is Ava calling from Bright Smiles Dental.",
+                "clip": "agent_greeting.ulaw",
+            },
+            {"say": "Sure, I can help with that.", "clip": "agent_reply_short.ulaw"},
+        ],
+    }
+)
+
+
+@dataclass
+class Recorder:
+    batches: list[list[tuple[Action, float]]] = field(default_factory=list)
+
+    async def report(self, call_id: str, batch: list[tuple[Action, float]]) -> None:
+        self.batches.append(batch)
+
+    @property
+    def actions(self) -> list[Action]:
+        return [action for batch in self.batches for action, _ in batch]
+
+
+@dataclass
+class World:
+    twilio: Client
+    emulator: object
+    settings: Settings
+    recorder: Recorder
+    ended: list[str]
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    async with (
+        run_twilio_emulator(account_sid=ACCOUNT, auth_token=TOKEN, scenario=SCENARIO) as tw,
+        run_realtime_emulator(scenario=SCENARIO, api_key="sk-actor") as rt,
+    ):
+        client = Client(ACCOUNT, TOKEN, environment={})
+        client.api.base_url = tw.base_url
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            twilio_auth_token=TOKEN,
+            openai_api_key="sk-actor",
+            openai_base_url=rt.base_url,
+        )
+        yield World(client, tw, settings, Recorder(), [])
+
+
+def make_actor(world: World) -> CallActor:
+    async def end_via_rest(call_sid: str) -> None:
+        world.ended.append(call_sid)
+        await asyncio.to_thread(world.twilio.calls(call_sid).update, status="completed")
+
+    return CallActor("slot-1", world.settings, world.recorder, end_via_rest)
+
+
+def twiml(port: int, call_id: str, token: str) -> str:
+    response, connect = VoiceResponse(), Connect()
+    stream = connect.stream(url=f"ws://127.0.0.1:{port}/media/{call_id}")
+    stream.parameter(name="token", value=token)
+    response.append(connect)
+    return str(response)
+
+
+async def dial(world: World, actor: CallActor, token: str, to: str = "+15551234567") -> str:
+    _, port = actor.media_address()
+    assert actor.plan is not None
+    call = await asyncio.to_thread(
+        world.twilio.calls.create,
+        to=to,
+        from_="+15005550006",
+        twiml=twiml(port, actor.plan.call_id, token),
+    )
+    await actor.dialed(call.sid)
+    return str(call.sid)
+
+
+async def test_a_call_runs_from_greeting_to_the_callers_hangup(world: World) -> None:
+    actor = make_actor(world)
+    await actor.start()
+    token = secrets.token_urlsafe(16)
+    await actor.prepare(CallPlan("call-1", "Book a cleaning.", stream_token=token))
+    await dial(world, actor, token)
+    assert await asyncio.wait_for(actor.wait_finished(), 60) == "stream_stopped"
+    actions = world.recorder.actions
+    said = [a for a in actions if isinstance(a, AgentTurnFinished | CallerTurnTranscribed)]
+    assert said[0] == AgentTurnFinished(
+        said[0].item_id, "Hello! This is Ava calling from Bright Smiles Dental."
+    )
+    assert isinstance(said[1], CallerTurnTranscribed)
+    assert said[1].text == "Hello? Who is this?"
+    assert FinishCall("stream_stopped") in actions
+    assert world.ended == []  # the caller hung up; we did not
+
+
+async def test_a_bad_signature_is_refused_before_any_audio(world: World) -> None:
+    actor = make_actor(world)
+    _, port = await actor.start()
+    await actor.prepare(CallPlan("call-2", "Test.", stream_token="t"))
+    with pytest.raises(websockets.InvalidStatus) as info:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/media/call-2",
+            additional_headers={"X-Twilio-Signature": "forged"},
+        ):
+            pass
+    assert info.value.response.status_code == 403
+    with pytest.raises(websockets.InvalidStatus) as other:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/media/another-call"):
+            pass
+    assert other.value.response.status_code == 404
+    assert await actor.hang_up() is True
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
+
+
+async def test_a_wrong_token_closes_the_stream_with_1008(world: World) -> None:
+    actor = make_actor(world)
+    await actor.start()
+    await actor.prepare(CallPlan("call-3", "Test.", stream_token="the-right-one"))
+    sid = await dial(world, actor, token="a-wrong-one")
+    assert await asyncio.wait_for(actor.wait_finished(), 30) == "stream_refused"
+    assert any(
+        isinstance(a, ProblemNoted) and a.reason == "stream_refused" for a in world.recorder.actions
+    )
+    assert world.ended == [sid]
+
+
+async def test_a_busy_line_ends_the_call_before_any_stream(world: World) -> None:
+    actor = make_actor(world)
+    await actor.start()
+    await actor.prepare(CallPlan("call-4", "Test.", stream_token="t"))
+    await actor.twilio_status("busy")
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "busy"
