@@ -1,0 +1,182 @@
+"""Live calls end to end: API -> Ray call actor -> Twilio and Realtime emulators -> record.
+
+``world`` (conftest.py) is one local Ray cluster with the Serve ingress, the
+recorder, the warm pool and the media edge, for the whole session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from serve.client import ApiError
+
+World = Any  # the `world` fixture of conftest.py
+
+INSTRUCTION = "You are Ava, booking a dental cleaning for Jane Doe."
+CALL_TIMEOUT_S = 90
+
+
+async def ended(world: World, call_id: str) -> dict[str, Any]:
+    """Wait for the recorder's ``call.ended`` event, then read the whole record."""
+    async with world.client() as client:
+
+        async def until_ended() -> None:
+            async for event in client.stream_events(call_id):
+                if event["type"] == "call.ended":
+                    return
+
+        await asyncio.wait_for(until_ended(), CALL_TIMEOUT_S)
+        detail = await client.get_call(call_id)
+    return detail.model_dump()
+
+
+async def final_status(world: World, call_id: str, status: str) -> dict[str, Any]:
+    """Wait until the API shows ``status`` (set by Twilio's signed status callback)."""
+    async with world.client() as client:
+
+        async def until() -> dict[str, Any]:
+            async for event in client.stream_events(call_id):
+                if event["type"] == "call.status" and event.get("status") == status:
+                    return (await client.get_call(call_id)).model_dump()
+            raise AssertionError("event stream ended")
+
+        return await asyncio.wait_for(until(), CALL_TIMEOUT_S)
+
+
+def said(detail: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(t["role"], t["heard_text"] or t["text"]) for t in detail["transcript"]]
+
+
+async def test_a_call_from_greeting_to_goodbye_with_a_barge_in(world: World) -> None:
+    async with world.client() as client:
+        call = await client.place_call("+15551230001", INSTRUCTION)
+    detail = await ended(world, call.id)
+    sid = detail["twilio_sid"]
+    twilio_call = await world.twilio.wait_for_call_status(sid, "completed", CALL_TIMEOUT_S)
+
+    turns = said(detail)
+    assert turns[0] == ("agent", "Hello! This is Ava calling from Bright Smiles Dental.")
+    assert turns[1] == ("caller", "Hello? Who is this?")
+    cut = [t for t in detail["transcript"] if t["interrupted"]]
+    assert len(cut) == 1
+    assert cut[0]["text"].startswith("We have openings on Monday")
+    assert cut[0]["heard_text"] and cut[0]["heard_text"] != cut[0]["text"]
+    assert ("caller", "Wait, sorry, can I ask something first?") in turns
+    assert turns[-1] == ("agent", "Perfect, you are booked for Monday at four. Goodbye!")
+
+    # The phone got one `clear`; the truncation matches what it had played.
+    stream = twilio_call.streams[-1]
+    cutting = [c for c in stream.clears if c.dropped_bytes > 0]
+    assert len(cutting) == 1
+    session = next(
+        s
+        for s in world.realtime.sessions
+        if any(t.accepted for t in s.truncations) and s.truncations[0].item_id == cut[0]["item_id"]
+    )
+    (truncation,) = session.truncations
+    assert truncation.audio_end_ms == cut[0]["heard_ms"]
+    # What the phone really played of the cut reply: the unbroken run of heard
+    # audio that the clear ended (the caller's turn left a gap before it).
+    items = list(twilio_call.heard.items)
+    last = next(i for i, item in enumerate(items) if item.ended_by == "cleared")
+    first = last
+    while first > 0 and items[first].start_ms - items[first - 1].end_ms < 1.0:
+        first -= 1
+    played_ms = items[last].end_ms - items[first].start_ms
+    # The truncation is what had played when the caller's speech was detected; the
+    # phone plays on until the clear reaches it (the barge-in reaction, under 50 ms).
+    # So it may lag what the phone played, but never claim more than was played.
+    assert played_ms - 50 <= truncation.audio_end_ms <= played_ms + 1, (truncation, played_ms)
+
+
+@pytest.mark.parametrize("status", ["busy", "no-answer", "failed"])
+async def test_calls_that_do_not_connect_are_recorded_as_such(world: World, status: str) -> None:
+    async with world.client() as client:
+        call = await client.place_call(world.outcomes[status], INSTRUCTION)
+    detail = await final_status(world, call.id, status)
+    assert detail["status"] == status
+    assert detail["transcript"] == []
+
+
+async def test_hangup_through_the_api_ends_the_call_at_twilio(world: World) -> None:
+    async with world.client() as client:
+        call = await client.place_call("+15551230002", INSTRUCTION)
+
+        async def greeted() -> None:
+            async for event in client.stream_events(call.id):
+                if event["type"] == "transcript.agent_done":
+                    return
+
+        await asyncio.wait_for(greeted(), CALL_TIMEOUT_S)
+        assert (await client.hang_up(call.id)).model_dump()
+    detail = await ended(world, call.id)
+    sid = detail["twilio_sid"]
+    await world.twilio.wait_for_call_status(sid, "completed", CALL_TIMEOUT_S)
+    assert any(e["kind"] == "hangup" for e in detail["timeline"])
+
+
+async def test_bad_signatures_and_tokens_are_refused_and_create_nothing(world: World) -> None:
+    base = world.stack.public_url
+    async with httpx.AsyncClient(base_url=base) as http:
+        before = (
+            await http.get("/calls", headers={"Authorization": f"Bearer {world.api_token}"})
+        ).json()
+        form = {"CallSid": "CA" + "9" * 32, "From": "+15557654321", "To": "+15005550006"}
+        forged = await http.post("/twilio/voice", data=form, headers={"X-Twilio-Signature": "AAAA"})
+        assert forged.status_code == 403
+        missing = await http.post("/twilio/voice", data=form)
+        assert missing.status_code == 403
+        no_token = await http.post("/calls", json={"to": "+15551230003", "instruction": "x"})
+        assert no_token.status_code == 401
+        after = (
+            await http.get("/calls", headers={"Authorization": f"Bearer {world.api_token}"})
+        ).json()
+    assert len(after["calls"]) == len(before["calls"])
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(
+            base.replace("http", "ws") + "/media/no-such-call",
+            additional_headers={"X-Twilio-Signature": "forged"},
+        ):
+            pass
+    assert refused.value.response.status_code in (403, 404)
+    with pytest.raises(ApiError) as unauthorised:
+        async with world.client("wrong-token") as client:
+            await client.list_calls()
+    assert unauthorised.value.status == 401
+
+
+async def test_an_inbound_call_is_answered_through_the_twiml_webhook(world: World) -> None:
+    """Twilio fetches our voice webhook for the call and streams to the TwiML it gets."""
+    voice = f"{world.stack.public_url}/twilio/voice"
+    client = world.twilio_rest()
+    created = await asyncio.to_thread(
+        client.calls.create, to="+15551230004", from_="+15005550006", url=voice
+    )
+    call = await world.twilio.wait_for_call_status(created.sid, "completed", CALL_TIMEOUT_S)
+    assert call.streams, "the call never streamed"
+    async with world.client() as api:
+        page = await api.list_calls(direction="inbound")
+    inbound = [c for c in page.calls if c.twilio_sid == created.sid]
+    assert len(inbound) == 1
+    detail = await ended(world, inbound[0].id)
+    assert said(detail)[0][0] == "agent"
+
+
+async def test_ten_concurrent_calls_keep_separate_correct_transcripts(world: World) -> None:
+    numbers = [f"+1555123{n:04d}" for n in range(100, 110)]
+    async with world.client() as client:
+        calls = await asyncio.gather(*(client.place_call(n, INSTRUCTION) for n in numbers))
+    details = await asyncio.gather(*(ended(world, c.id) for c in calls))
+    for call, detail in zip(calls, details, strict=True):
+        assert detail["to"] == call.to
+        turns = said(detail)
+        assert turns[0] == ("agent", "Hello! This is Ava calling from Bright Smiles Dental.")
+        assert ("caller", "Hello? Who is this?") in turns
+        assert turns[-1] == ("agent", "Perfect, you are booked for Monday at four. Goodbye!")
+    sids = {d["twilio_sid"] for d in details}
+    assert len(sids) == len(calls)
