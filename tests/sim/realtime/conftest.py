@@ -13,7 +13,7 @@ from sim.testing_realtime import (
 )
 
 
-@pytest_asyncio.fixture(loop_scope="function")
+@pytest_asyncio.fixture
 async def emu() -> AsyncIterator[RunningRealtimeEmulator]:
     async with run_realtime_emulator(
         first_audio_ms=40, speed=20.0, transcription_delay_ms=10

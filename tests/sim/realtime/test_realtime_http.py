@@ -22,7 +22,7 @@ def client(emu: RunningRealtimeEmulator, key: str = "sk-test") -> AsyncOpenAI:
     return AsyncOpenAI(api_key=key, base_url=emu.base_url, max_retries=0)
 
 
-@pytest_asyncio.fixture(loop_scope="function")
+@pytest_asyncio.fixture
 async def api(emu: RunningRealtimeEmulator) -> AsyncIterator[AsyncOpenAI]:
     async with client(emu) as sdk:
         yield sdk
