@@ -130,7 +130,7 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest_asyncio.fixture(loop_scope="function")
+@pytest_asyncio.fixture
 async def store(db_url: str, clock: Clock) -> AsyncIterator[CallStore]:
     opened = await CallStore.open(
         db_url, now=clock.now, monotonic=clock.monotonic, flush_interval_s=0.25

@@ -17,7 +17,7 @@ def t(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-@pytest_asyncio.fixture(loop_scope="function")
+@pytest_asyncio.fixture
 async def reader(db_url: str, store: CallStore) -> AsyncIterator[CallStore]:
     """A second store on the same database: sees only what was written."""
     other = await CallStore.open(db_url)
