@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from switchboard import __version__
-from switchboard.errors import SwitchboardError
+from switchboard.errors import ConfigError, SwitchboardError
 from switchboard.settings import load_settings
 
 __all__ = ["main"]
 
+DEMO_INSTRUCTION = "You are Ava, booking a dental cleaning for Jane Doe, any weekday after 3 pm."
 EMULATORS = {"twilio": "sim.twilio.cli", "realtime": "sim.realtime.cli"}
 
 
@@ -44,14 +46,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"switchboard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run Switchboard (today: one offline demo call)")
-    run.add_argument("--to", default="+15551234567", help="the number to call (E.164)")
-    run.add_argument(
-        "--instruction",
-        default="You are Ava, booking a dental cleaning for Jane Doe, any weekday after 3 pm.",
-        help="what the agent should do on the call",
-    )
+    run = sub.add_parser("run", help="run Switchboard here: Ray, the API, the media edge")
     run.set_defaults(func=_run)
+
+    demo = sub.add_parser("demo", help="one offline call in one process, no Ray (a smoke test)")
+    demo.add_argument("--to", default="+15551234567", help="the number to call (E.164)")
+    demo.add_argument("--instruction", default=DEMO_INSTRUCTION, help="what the agent should do")
+    demo.set_defaults(func=_demo)
+
+    call = sub.add_parser("call", help="place a call through the API and follow it live")
+    call.add_argument("to", help="the number to call, E.164 (+15551234567)")
+    call.add_argument("instruction", help="what the agent should do on the call")
+    call.add_argument("--url", default=None, help="Switchboard's URL (default: this machine)")
+    call.add_argument("--voice", default=None, help="the agent's voice (marin, cedar, ...)")
+    call.add_argument("--greeting", default=None, help="what the agent says first")
+    call.set_defaults(func=_call)
 
     settings = sub.add_parser("settings", help="show the effective settings (secrets masked)")
     settings.set_defaults(func=_show_settings)
@@ -69,20 +78,33 @@ def _emulator_main(service: str) -> Callable[[list[str]], int]:
 
 
 def _run(ns: argparse.Namespace) -> int:
-    settings = load_settings()
-    if settings.has_twilio_credentials or settings.has_openai_credentials:
-        print(
-            "switchboard: the live server for real Twilio and OpenAI credentials is not built "
-            "yet; unset TWILIO_* and OPENAI_API_KEY to run the offline demo.",
-            file=sys.stderr,
-        )
-        return 2
+    # Before Ray is imported: a local cluster stays on loopback.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from serve.runner import run_server
+
+    return asyncio.run(run_server(load_settings(), sys.stdout))
+
+
+def _demo(ns: argparse.Namespace) -> int:
     from actors.local_call import run_demo  # deferred: pulls in the emulators
 
     print("Offline demo: Twilio and OpenAI Realtime emulators, one call, live transcript.")
     reason = asyncio.run(run_demo(to=ns.to, instruction=ns.instruction))
     print(f"done ({reason}).")
     return 0
+
+
+def _call(ns: argparse.Namespace) -> int:
+    from serve.call_command import follow_call
+
+    settings = load_settings()
+    if settings.switchboard_api_token is None:
+        raise ConfigError("SWITCHBOARD_API_TOKEN is not set (switchboard run writes it to .env)")
+    url = ns.url or f"http://127.0.0.1:{settings.port}"
+    token = settings.switchboard_api_token.get_secret_value().split(",")[0].strip()
+    return asyncio.run(
+        follow_call(url, token, ns.to, ns.instruction, voice=ns.voice, greeting=ns.greeting)
+    )
 
 
 def _show_settings(ns: argparse.Namespace) -> int:

@@ -1,0 +1,101 @@
+"""``switchboard run``: the whole system on this machine, until Ctrl-C.
+
+Without Twilio or OpenAI credentials it starts both emulators (``sim/``) in
+demo mode and points Switchboard at them, so a newcomer can place a call at
+once. With credentials it uses the real services; ``PUBLIC_URL`` must then
+be the https URL (a tunnel) that reaches this machine's public port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TextIO
+
+from serve.local import export_settings, local_stack
+from switchboard.errors import ConfigError
+from switchboard.settings import Settings
+
+__all__ = ["run_server"]
+
+DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "sim" / "scenarios" / "demo.yaml"
+DEMO_ACCOUNT = "AC" + "d" * 32
+DEMO_FROM = "+15005550006"
+
+
+def ensure_api_token(settings: Settings, env_file: Path, out: TextIO) -> str:
+    """The API token: from the settings, or made once and kept in ``.env`` (mode 600)."""
+    if settings.switchboard_api_token is not None:
+        return settings.switchboard_api_token.get_secret_value().split(",")[0].strip()
+    token = secrets.token_urlsafe(24)
+    with env_file.open("a", encoding="utf-8") as env:
+        env.write(f"SWITCHBOARD_API_TOKEN={token}\n")
+    env_file.chmod(0o600)
+    print(f"A new API token was written to {env_file} (SWITCHBOARD_API_TOKEN).", file=out)
+    return token
+
+
+@contextlib.asynccontextmanager
+async def demo_services() -> AsyncIterator[dict[str, str]]:
+    """Both emulators, and the settings that point Switchboard at them."""
+    from sim.scenario import load_scenario
+    from sim.testing_realtime import run_realtime_emulator
+    from sim.testing_twilio import run_twilio_emulator
+
+    scenario = load_scenario(DEMO_SCENARIO)
+    auth_token, api_key = secrets.token_hex(16), "sk-demo-" + secrets.token_hex(8)
+    async with (
+        run_twilio_emulator(
+            account_sid=DEMO_ACCOUNT, auth_token=auth_token, scenario=scenario
+        ) as tw,
+        run_realtime_emulator(scenario=scenario, api_key=api_key) as rt,
+    ):
+        yield {
+            "TWILIO_ACCOUNT_SID": DEMO_ACCOUNT,
+            "TWILIO_AUTH_TOKEN": auth_token,
+            "TWILIO_API_BASE_URL": tw.base_url,
+            "TWILIO_FROM_NUMBER": DEMO_FROM,
+            "OPENAI_API_KEY": api_key,
+            "OPENAI_BASE_URL": rt.base_url,
+        }
+
+
+async def run_server(settings: Settings, out: TextIO, env_file: Path = Path(".env")) -> int:
+    token = ensure_api_token(settings, env_file, out)
+    demo = not (settings.has_twilio_credentials and settings.has_openai_credentials)
+    if not demo and settings.public_url is None:
+        raise ConfigError("PUBLIC_URL must be the https URL Twilio can reach this machine at")
+    public = f"http://127.0.0.1:{settings.port}"
+    async with contextlib.AsyncExitStack() as stack:
+        values = {
+            "SWITCHBOARD_API_TOKEN": token,
+            "DATABASE_URL": settings.database_url,
+            "PUBLIC_URL": public if demo else str(settings.public_url),
+        }
+        if demo:
+            values |= await stack.enter_async_context(demo_services())
+        export_settings(values)
+        running = await stack.enter_async_context(local_stack(public_port=settings.port))
+        mode = "demo: Twilio and OpenAI are emulated" if demo else "live Twilio and OpenAI"
+        print(
+            f"\nSwitchboard is running ({mode}).\n"
+            f"  API and webhooks   {running.public_url}  (docs: {running.public_url}/docs)\n"
+            f"  Ray dashboard      {running.dashboard_url or 'not started'}"
+            "  (token in ~/.ray/auth_token)\n"
+            f"  Place a call       .venv/bin/switchboard call +15551234567 "
+            '"You are booking a dental cleaning for Jane Doe, any weekday after 3 pm."\n'
+            "Press Ctrl-C to stop.",
+            file=out,
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("stopping ...", file=out, flush=True)
+    return 0
