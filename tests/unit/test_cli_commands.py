@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import stat
+from io import StringIO
+from pathlib import Path
+
+import pytest
+
+from serve.call_command import describe
+from serve.runner import ensure_api_token
+from switchboard.cli import main
+from switchboard.settings import Settings
+
+
+@pytest.mark.parametrize("service", ["twilio", "realtime"])
+def test_sim_subcommands_hand_their_flags_to_the_emulator(
+    service: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["sim", service, "--help"])
+    assert info.value.code == 0
+    assert "--port" in capsys.readouterr().out
+
+
+def test_a_new_api_token_is_kept_in_a_private_env_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SWITCHBOARD_API_TOKEN", raising=False)  # other tests export one
+    env = tmp_path / ".env"
+    out = StringIO()
+    token = ensure_api_token(Settings(_env_file=None), env, out)  # type: ignore[call-arg]
+    assert env.read_text() == f"SWITCHBOARD_API_TOKEN={token}\n"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert token not in out.getvalue()  # the file is named, the secret is not printed
+    again = Settings(_env_file=env)  # type: ignore[call-arg]
+    assert ensure_api_token(again, env, out) == token
+
+
+@pytest.mark.parametrize(
+    ("event", "line"),
+    [
+        ({"type": "transcript.caller", "text": "Hi"}, "caller: Hi"),
+        ({"type": "transcript.agent_done", "text": "Hello"}, "agent:  Hello"),
+        (
+            {"type": "transcript.agent_interrupted", "heard_ms": 640, "generated_ms": 3000},
+            "agent:  (cut off after 640 ms of 3000 ms)",
+        ),
+        ({"type": "tool.called", "name": "lookup", "arguments": "{}"}, "tool:   lookup({})"),
+        ({"type": "call.status", "status": "ringing"}, "status: ringing"),
+        ({"type": "call.ended", "reason": "api"}, "ended:  api"),
+        ({"type": "transcript.agent_delta", "delta": "He"}, None),
+    ],
+)
+def test_live_events_read_as_a_transcript(event: dict[str, object], line: str | None) -> None:
+    assert describe(event) == line
