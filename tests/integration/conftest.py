@@ -17,7 +17,7 @@ import pytest
 from twilio.rest import Client
 
 from serve.client import SwitchboardClient
-from serve.local import LocalStack, export_settings, free_port, local_stack
+from serve.local import LocalStack, free_port, local_stack
 from sim.scenario import Scenario, parse_scenario
 from sim.testing_realtime import RunningRealtimeEmulator, run_realtime_emulator
 from sim.testing_twilio import TwilioEmulator, run_twilio_emulator
@@ -91,19 +91,24 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         run_realtime_emulator(scenario=SCENARIO, api_key="sk-integration") as rt,
     ):
         public_port = free_port()
-        export_settings(
-            {
-                "TWILIO_ACCOUNT_SID": ACCOUNT,
-                "TWILIO_AUTH_TOKEN": auth_token,
-                "TWILIO_API_BASE_URL": tw.base_url,
-                "TWILIO_FROM_NUMBER": "+15005550006",
-                "OPENAI_API_KEY": "sk-integration",
-                "OPENAI_BASE_URL": rt.base_url,
-                "PUBLIC_URL": f"http://127.0.0.1:{public_port}",
-                "SWITCHBOARD_API_TOKEN": api_token,
-                "DATABASE_URL": f"sqlite:///{database}",
-            }
-        )
+        settings = {
+            "TWILIO_ACCOUNT_SID": ACCOUNT,
+            "TWILIO_AUTH_TOKEN": auth_token,
+            "TWILIO_API_BASE_URL": tw.base_url,
+            "TWILIO_FROM_NUMBER": "+15005550006",
+            "OPENAI_API_KEY": "sk-integration",
+            "OPENAI_BASE_URL": rt.base_url,
+            "PUBLIC_URL": f"http://127.0.0.1:{public_port}",
+            "SWITCHBOARD_API_TOKEN": api_token,
+            "DATABASE_URL": f"sqlite:///{database}",
+        }
+        # The Ray workers inherit these; the rest of the suite must not see them.
+        patch = pytest.MonkeyPatch()
+        for name, value in settings.items():
+            patch.setenv(name, value)
         async with local_stack(public_port=public_port, warm_actors=4) as stack:
             outcomes = {"busy": BUSY, "no-answer": NO_ANSWER, "failed": FAILED}
-            yield World(stack, tw, rt, api_token, auth_token, outcomes)
+            try:
+                yield World(stack, tw, rt, api_token, auth_token, outcomes)
+            finally:
+                patch.undo()
