@@ -23,6 +23,8 @@ def describe(event: dict[str, object]) -> str | None:
             return f"agent:  (cut off after {event['heard_ms']} ms of {event['generated_ms']} ms)"
         case "tool.called":
             return f"tool:   {event['name']}({event['arguments']})"
+        case "latency":
+            return f"wait:   {event['kind']} {event['ms']} ms"
         case "call.status":
             return f"status: {event.get('status')}"
         case "problem":

@@ -37,6 +37,7 @@ __all__ = [
     "ForwardCallerAudio",
     "HangUp",
     "HangupRequested",
+    "LatencyMeasured",
     "Notice",
     "PhaseChanged",
     "PlayAgentAudio",
@@ -245,6 +246,15 @@ class AgentTurnInterrupted:
 
 
 @dataclass(frozen=True, slots=True)
+class LatencyMeasured:
+    """How long the caller waited: ``answer`` (stream start to the first agent audio)
+    or ``response`` (the caller stopped speaking to the first audio of the reply)."""
+
+    kind: str
+    ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class UsageReported:
     response_id: str
     usage: Usage
@@ -267,6 +277,7 @@ Notice = (
     | AgentTranscriptGrew
     | AgentTurnFinished
     | AgentTurnInterrupted
+    | LatencyMeasured
     | UsageReported
     | ProblemNoted
 )

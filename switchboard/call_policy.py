@@ -51,6 +51,7 @@ from switchboard.call_actions import (
     ForwardCallerAudio,
     HangUp,
     HangupRequested,
+    LatencyMeasured,
     PhaseChanged,
     PlayAgentAudio,
     ProblemNoted,
@@ -172,6 +173,7 @@ class CallPolicy:
         self._dtmf_due: float | None = None
         self._renew_due: float | None = None
         self._expected_call_sid: str | None = None
+        self._waiting_since: tuple[str, float] | None = None  # for LatencyMeasured
 
     # -- state -------------------------------------------------------------
 
@@ -274,6 +276,7 @@ class CallPolicy:
             ]
         self._stream_live = True
         self._answered_at = self._last_activity = now
+        self._waiting_since = ("answer", now)
         return self._greet_if_ready()
 
     def _stream_credentials_problem(self, event: StreamStarted) -> str | None:
@@ -348,6 +351,7 @@ class CallPolicy:
 
     def _on_speech_stopped(self, event: SpeechStopped, now: float) -> list[Action]:
         self._caller_active(now)
+        self._waiting_since = ("response", now)
         return []
 
     def _on_input_transcript(self, event: InputTranscriptCompleted, now: float) -> list[Action]:
@@ -376,13 +380,13 @@ class CallPolicy:
         except binascii.Error:
             return self._peer_error("realtime", "invalid_base64", "audio delta is not base64")
         self._generated[event.item_id] = self._generated.get(event.item_id, 0) + len(audio)
-        return self._play(event.item_id, self.audio.frame_outbound(event.item_id, audio))
+        return self._play(event.item_id, self.audio.frame_outbound(event.item_id, audio), now)
 
     def _on_audio_done(self, event: AudioDone, now: float) -> list[Action]:
         last = self.audio.finish_item(event.item_id)
         if self._ended or last is None or event.item_id in self._cut_items:
             return []
-        return self._play(event.item_id, [last])
+        return self._play(event.item_id, [last], now)
 
     def _on_transcript_delta(self, event: TranscriptDelta, now: float) -> list[Action]:
         return [AgentTranscriptGrew(event.item_id, event.delta)]
@@ -473,12 +477,17 @@ class CallPolicy:
         self._response_requested = True
         return [CreateResponse(instructions)]
 
-    def _play(self, item_id: str, frames: list[bytes]) -> list[Action]:
+    def _play(self, item_id: str, frames: list[bytes], now: float) -> list[Action]:
         if not frames:
             return []
         self._buffered = True
         self._playing_item = item_id
-        return [PlayAgentAudio(item_id, tuple(frames))]
+        actions: list[Action] = [PlayAgentAudio(item_id, tuple(frames))]
+        if self._waiting_since is not None:
+            kind, since = self._waiting_since
+            self._waiting_since = None
+            actions.append(LatencyMeasured(kind, round((now - since) * 1000, 1)))
+        return actions
 
     def _flush_dtmf(self) -> list[Action]:
         # Only called with digits collected (on `#` or at the collection deadline).

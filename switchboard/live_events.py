@@ -22,6 +22,7 @@ from switchboard.call_actions import (
     CallerTurnTranscribed,
     FinishCall,
     HangUp,
+    LatencyMeasured,
     Notice,
     PhaseChanged,
     ProblemNoted,
@@ -41,6 +42,7 @@ _NOTICES = (
     AgentTurnFinished,
     AgentTurnInterrupted,
     ToolReturned,
+    LatencyMeasured,
     UsageReported,
     ProblemNoted,
 )
@@ -91,6 +93,8 @@ def notice_event(notice: Notice) -> dict[str, object]:
             }
         case ToolReturned(call_id=tool_call_id, output=output):
             return {"type": "tool.returned", "tool_call_id": tool_call_id, "output": output}
+        case LatencyMeasured(kind=kind, ms=ms):
+            return {"type": "latency", "kind": kind, "ms": ms}
         case UsageReported(response_id=response_id, usage=usage):
             return {"type": "usage", "response_id": response_id, "usage": asdict(usage)}
         case ProblemNoted(source=source, reason=reason, message=text, fatal=fatal):

@@ -24,6 +24,7 @@ from switchboard.call_actions import (
     CallerTurnTranscribed,
     FinishCall,
     HangUp,
+    LatencyMeasured,
     PhaseChanged,
     ProblemNoted,
     RunTool,
@@ -71,6 +72,8 @@ async def record(store: CallStore, call_id: str, message: Recordable, at: dateti
         case ToolReturned(call_id=tool_call, output=output):
             result: dict[str, object] = {"tool_call_id": tool_call, "output": output}
             await store.append_event(call_id, "tool_result", at, result)
+        case LatencyMeasured(kind=kind, ms=ms):
+            await store.append_event(call_id, "latency", at, {"kind": kind, "ms": ms})
         case HangUp(reason=reason):
             await store.append_event(call_id, "hangup", at, {"reason": reason})
         case FinishCall(reason=reason):

@@ -30,6 +30,7 @@ from switchboard.call_actions import (
     ForwardCallerAudio,
     HangUp,
     HangupRequested,
+    LatencyMeasured,
     PhaseChanged,
     PlayAgentAudio,
     ProblemNoted,
@@ -256,7 +257,11 @@ EXPECTED: dict[str, list[tuple[tuple[CallPhase, ...], list[type]]]] = {
     "input_done": [((*ALL, P.ENDED), [CallerTurnTranscribed])],
     "input_failed": [((*ALL, P.ENDED), [ProblemNoted])],
     "item_added": [((*ALL, P.ENDED), [AgentTurnStarted])],
-    "audio_delta": [((P.AWAITING_ANSWER,), [ProblemNoted]), (LIVE, [PlayAgentAudio])],
+    "audio_delta": [
+        ((P.AWAITING_ANSWER,), [ProblemNoted]),
+        ((P.SPEAKING,), [PlayAgentAudio]),
+        ((P.IDLE, P.THINKING, P.TOOL_WAIT), [PlayAgentAudio, LatencyMeasured]),  # first audio
+    ],
     "transcript_delta": [((*ALL, P.ENDED), [AgentTranscriptGrew])],
     "transcript_done": [((*ALL, P.ENDED), [AgentTurnFinished])],
     "function_call": [(ALL, [RunTool])],
@@ -663,3 +668,20 @@ def test_stream_must_present_its_token_and_call_sid(
         assert FinishCall("stream_refused", close_code=1008) in actions
         assert policy.phase is CallPhase.ENDED
         assert feed(policy, [SAMPLES["media"]]) == []  # no audio ever flows
+
+
+def test_latency_marks_time_the_callers_wait() -> None:
+    policy = awaiting()
+    feed(policy, [UPDATED], now=0.5)
+    feed(policy, [START], now=1.0)
+    feed(policy, [ResponseStarted("r1"), OutputItemAdded("r1", "item_A", "message")], now=1.1)
+    first = policy.handle(AudioDelta("r1", "item_A", b64(b"\x01" * 320)), 1.25)
+    assert LatencyMeasured("answer", 250.0) in first
+    later = policy.handle(AudioDelta("r1", "item_A", b64(b"\x01" * 320)), 1.3)
+    assert not any(isinstance(a, LatencyMeasured) for a in later)
+    feed(policy, [ResponseDone("r1", "completed", None, None)], now=1.4)
+    feed(policy, [SpeechStarted("u1", 100)], now=2.0)
+    feed(policy, [SpeechStopped("u1", 900)], now=3.0)
+    feed(policy, [ResponseStarted("r2"), OutputItemAdded("r2", "item_B", "message")], now=3.2)
+    reply = policy.handle(AudioDelta("r2", "item_B", b64(b"\x02" * 160)), 3.6)
+    assert LatencyMeasured("response", 600.0) in reply

@@ -56,3 +56,38 @@ def test_tool_runs_and_endings_are_events_too() -> None:
 
 def test_audio_and_protocol_commands_are_not_events() -> None:
     assert live_event("c1", ForwardCallerAudio("AAAA"), 0.0) is None
+
+
+def test_every_notice_has_an_event_type() -> None:
+    from switchboard.call_actions import (
+        AgentTranscriptGrew,
+        AgentTurnFinished,
+        AgentTurnStarted,
+        CallerTurnStarted,
+        LatencyMeasured,
+        PhaseChanged,
+        ProblemNoted,
+        ToolReturned,
+    )
+
+    notices = [
+        PhaseChanged("idle", "thinking"),
+        CallerTurnStarted("u1"),
+        AgentTurnStarted("a1"),
+        AgentTranscriptGrew("a1", "He"),
+        AgentTurnFinished("a1", "Hello"),
+        ToolReturned("call_1", "{}"),
+        LatencyMeasured("response", 412.5),
+        ProblemNoted("twilio", "invalid_json", "bad frame"),
+    ]
+    types = [live_event("c1", n, 0.0)["type"] for n in notices]  # type: ignore[index]
+    assert types == [
+        "call.phase",
+        "transcript.caller_started",
+        "transcript.agent_started",
+        "transcript.agent_delta",
+        "transcript.agent_done",
+        "tool.returned",
+        "latency",
+        "problem",
+    ]
