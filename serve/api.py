@@ -32,6 +32,7 @@ from pydantic import AwareDatetime
 from serve.api_errors import BodyLimit, install_error_handlers, validation_error
 from serve.auth import TokenChecker, bearer_dependency
 from serve.call_journal import error_code, publish_created, record_failure, utc_now
+from serve.console import mount_console
 from serve.event_stream import stream_events
 from serve.ports import AppDeps
 from serve.schemas import (
@@ -99,6 +100,7 @@ def build_app(deps: AppDeps) -> FastAPI:
     async def all_events(websocket: WebSocket) -> None:
         await stream_events(websocket, deps, checker, None)
 
+    mount_console(app)  # last: `/` and `/console/*` shadow no API route
     return app
 
 

@@ -11,13 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import ray
 from fastapi import FastAPI
 from ray import serve
 
-from actors.ray_wiring import NAMESPACE, POOL_NAME, RECORDER_NAME, Handle, twilio_client
+from actors.ray_wiring import (
+    NAMESPACE,
+    POOL_NAME,
+    RECORDER_NAME,
+    Handle,
+    RayCallPool,
+    RayCallRecorder,
+    twilio_client,
+)
 from serve.api import build_app
 from serve.control import RayCallControl
 from serve.events import EventHub
@@ -26,7 +35,7 @@ from switchboard.errors import ConfigError
 from switchboard.settings import load_settings
 from switchboard.store import CallStore
 
-__all__ = ["RecorderFeed", "SwitchboardIngress"]
+__all__ = ["RecorderFeed", "SwitchboardIngress", "app", "ensure_call_actors"]
 
 log = logging.getLogger("switchboard.serve")
 POLL_TIMEOUT_S = 15.0
@@ -71,6 +80,32 @@ class RecorderFeed:
                 self.hub.publish(str(event["call_id"]), event)
 
 
+async def ensure_call_actors(database_url: str, warm_actors: int = 2) -> tuple[Handle, Handle]:
+    """The recorder and the pool: found by name, or started (detached) if missing."""
+    recorder = RayCallRecorder.options(  # type: ignore[attr-defined]
+        name=RECORDER_NAME,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0.1,
+    ).remote(database_url)
+    await recorder.open.remote()
+    pool = RayCallPool.options(  # type: ignore[attr-defined]
+        name=POOL_NAME,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0.1,
+    ).remote(warm_actors, media_host())
+    await pool.fill.remote()
+    return recorder, pool
+
+
+def media_host() -> str:
+    """The address call actors listen on: this node's, or loopback on one machine."""
+    return os.environ.get("SWITCHBOARD_MEDIA_HOST") or ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+
+
 @serve.deployment(max_ongoing_requests=1000, graceful_shutdown_timeout_s=5)
 @serve.ingress()
 class SwitchboardIngress:
@@ -81,8 +116,7 @@ class SwitchboardIngress:
         if settings.switchboard_api_token is None:
             raise ConfigError("SWITCHBOARD_API_TOKEN must be set for the call API")
         self.store = await CallStore.open(settings.database_url)
-        pool = ray.get_actor(POOL_NAME, namespace=NAMESPACE)
-        recorder = ray.get_actor(RECORDER_NAME, namespace=NAMESPACE)
+        recorder, pool = await ensure_call_actors(settings.database_url)
         self.feed = RecorderFeed(recorder)
         self.feed.start(after=await recorder.last_seq.remote())
         control = RayCallControl(settings, self.store, pool, twilio_client(settings))
@@ -93,3 +127,7 @@ class SwitchboardIngress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_app(self.deps)
+
+
+# `serve run serve.deployment:app` / `serve deploy serve/serve_config.yaml`
+app = SwitchboardIngress.bind()  # type: ignore[attr-defined]

@@ -26,16 +26,9 @@ from dataclasses import dataclass
 import ray
 from ray import serve
 
-from actors.ray_wiring import (
-    CALL_SLOT,
-    NAMESPACE,
-    POOL_NAME,
-    RECORDER_NAME,
-    Handle,
-    RayCallPool,
-    RayCallRecorder,
-)
-from serve.deployment import SwitchboardIngress
+from actors.ray_wiring import CALL_SLOT, NAMESPACE, Handle
+from serve.deployment import app, ensure_call_actors
+from serve.edge_command import PoolResolver
 from serve.media_edge import MediaEdge
 from switchboard.errors import ConfigError
 
@@ -48,17 +41,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class PoolResolver:
-    """The edge's question, answered by the pool actor (one Ray call per stream)."""
-
-    def __init__(self, pool: Handle) -> None:
-        self.pool = pool
-
-    async def resolve(self, call_id: str) -> tuple[str, int] | None:
-        address = await self.pool.locate.remote(call_id)
-        return None if address is None else (str(address[0]), int(address[1]))
 
 
 @dataclass
@@ -106,16 +88,12 @@ async def local_stack(
     pool: Handle | None = None
     recorder: Handle | None = None
     try:
-        recorder = RayCallRecorder.options(  # type: ignore[attr-defined]
-            name=RECORDER_NAME, namespace=NAMESPACE, lifetime="detached", num_cpus=0.1
-        ).remote(os.environ.get("DATABASE_URL", "sqlite:///switchboard.db"))
-        await recorder.open.remote()
-        pool = RayCallPool.options(  # type: ignore[attr-defined]
-            name=POOL_NAME, namespace=NAMESPACE, lifetime="detached", num_cpus=0.1
-        ).remote(warm_actors, "127.0.0.1")
-        await pool.fill.remote()
+        os.environ.setdefault("SWITCHBOARD_MEDIA_HOST", "127.0.0.1")
+        recorder, pool = await ensure_call_actors(
+            os.environ.get("DATABASE_URL", "sqlite:///switchboard.db"), warm_actors
+        )
         serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
-        serve.run(SwitchboardIngress.bind(), name="switchboard", route_prefix="/")  # type: ignore[attr-defined]
+        serve.run(app, name="switchboard", route_prefix="/")
         edge = MediaEdge(PoolResolver(pool), ("127.0.0.1", serve_port))
         await edge.start("127.0.0.1", public_port)
         dashboard = getattr(context, "dashboard_url", None)

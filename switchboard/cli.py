@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--greeting", default=None, help="what the agent says first")
     call.set_defaults(func=_call)
 
+    edge = sub.add_parser("edge", help="run one node's media edge in a running Ray cluster")
+    edge.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    edge.add_argument("--port", type=int, default=8000, help="the public port")
+    edge.add_argument("--serve-port", type=int, default=8001, help="this node's Serve proxy")
+    edge.add_argument("--ray-address", default="auto", help="the Ray cluster to join")
+    edge.set_defaults(func=_edge)
+
     settings = sub.add_parser("settings", help="show the effective settings (secrets masked)")
     settings.set_defaults(func=_show_settings)
 
@@ -83,6 +90,12 @@ def _run(ns: argparse.Namespace) -> int:
     from serve.runner import run_server
 
     return asyncio.run(run_server(load_settings(), sys.stdout))
+
+
+def _edge(ns: argparse.Namespace) -> int:
+    from serve.edge_command import run_edge
+
+    return asyncio.run(run_edge(ns.host, ns.port, ns.serve_port, ns.ray_address))
 
 
 def _demo(ns: argparse.Namespace) -> int:

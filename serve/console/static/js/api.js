@@ -1,0 +1,207 @@
+// The call API and its live event streams, with the user's bearer token.
+//
+// HTTP requests carry `Authorization: Bearer <token>`. Browsers cannot set
+// headers on a WebSocket, so the streams offer the token as the subprotocol
+// `bearer.<token>` (never in the URL, which would land in logs and history).
+
+export class ApiError extends Error {
+  /** `status` 0 means the server could not be reached. `fields` maps a body field to its message. */
+  constructor(status, message, { fields = {}, body = null } = {}) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.fields = fields;
+    this.body = body;
+  }
+}
+
+// RFC 7230 token characters: what a WebSocket subprotocol may contain.
+const SUBPROTOCOL = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+export function tokenWorksForStreams(token) {
+  return SUBPROTOCOL.test(`bearer.${token}`);
+}
+
+function describe(status, body) {
+  const detail = body?.detail;
+  const fields = {};
+  if (Array.isArray(detail)) {
+    const lines = detail.map((error) => {
+      const loc = (error.loc ?? []).filter((part) => part !== "body" && part !== "query");
+      const field = loc.length ? String(loc[0]) : "";
+      const message = String(error.msg ?? "is invalid").replace(/^Value error, /, "");
+      if (field && !(field in fields)) fields[field] = message;
+      return field ? `${field}: ${message}` : message;
+    });
+    return { message: lines.join("; ") || `request refused (${status})`, fields };
+  }
+  if (typeof detail === "string") return { message: detail, fields };
+  return { message: `the server answered ${status}`, fields };
+}
+
+export class Api {
+  /**
+   * @param {string} token the API token the user typed
+   * @param {{onUnauthorized?: (message: string) => void}} hooks
+   */
+  constructor(token, { onUnauthorized = () => {} } = {}) {
+    this.token = token;
+    this.onUnauthorized = onUnauthorized;
+  }
+
+  async request(method, path, body) {
+    const headers = { Authorization: `Bearer ${this.token}`, Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        cache: "no-store",
+      });
+    } catch {
+      throw new ApiError(0, "Cannot reach the Switchboard server. Check your connection and try again.");
+    }
+    const text = await response.text();
+    let parsed = null;
+    try {
+      parsed = text ? JSON.parse(text) : null;
+    } catch {
+      parsed = { detail: text };
+    }
+    if (response.ok) return parsed;
+    const { message, fields } = describe(response.status, parsed);
+    const error = new ApiError(response.status, message, { fields, body: parsed });
+    if (response.status === 401) this.onUnauthorized("The server refused the API token. Sign in again.");
+    throw error;
+  }
+
+  listCalls(params = {}) {
+    const query = new URLSearchParams();
+    for (const [key, value] of Object.entries(params)) {
+      if (value !== undefined && value !== null && value !== "") query.set(key, String(value));
+    }
+    const suffix = query.toString();
+    return this.request("GET", `/calls${suffix ? `?${suffix}` : ""}`);
+  }
+
+  getCall(id) {
+    return this.request("GET", `/calls/${encodeURIComponent(id)}`);
+  }
+
+  placeCall(body) {
+    return this.request("POST", "/calls", body);
+  }
+
+  hangUp(id) {
+    return this.request("POST", `/calls/${encodeURIComponent(id)}/hangup`);
+  }
+
+  /** Whether this server offers web calls (POST /calls/web), read from its open API schema. */
+  async webCallsOffered() {
+    this.offered ??= fetch("/openapi.json", { cache: "no-store" })
+      .then((response) => (response.ok ? response.json() : {}))
+      .then((schema) => Boolean(schema?.paths?.["/calls/web"]?.post))
+      .catch(() => false);
+    return this.offered;
+  }
+
+  /** Start a web call: {call, media_url, call_sid, stream_token}. */
+  startWebCall(body) {
+    return this.request("POST", "/calls/web", body);
+  }
+
+  /**
+   * Live events of one call (`callId`) or of every call (null).
+   * `onEvent(message)` for each event; `onState(state, info)` with state one of
+   * "connecting", "live" (info.resumed after a reconnect), "reconnecting", "gone".
+   */
+  events(callId, { onEvent, onState = () => {} }) {
+    const path = callId === null ? "/events" : `/calls/${encodeURIComponent(callId)}/events`;
+    return new LiveStream(this, path, onEvent, onState);
+  }
+}
+
+const CLOSE_POLICY = 1008;
+const CLOSE_UNKNOWN_CALL = 4404;
+const MAX_BACKOFF_MS = 10_000;
+
+/** One WebSocket, reopened with backoff until `stop()`; a refused token stops it. */
+class LiveStream {
+  constructor(api, path, onEvent, onState) {
+    this.api = api;
+    this.path = path;
+    this.onEvent = onEvent;
+    this.onState = onState;
+    this.stopped = false;
+    this.opened = 0;
+    this.backoff = 500;
+    this.timer = null;
+    this.socket = null;
+    this.connect();
+  }
+
+  connect() {
+    if (this.stopped) return;
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    this.onState(this.opened ? "reconnecting" : "connecting", {});
+    let socket;
+    try {
+      socket = new WebSocket(`${scheme}//${location.host}${this.path}`, [`bearer.${this.api.token}`]);
+    } catch {
+      this.stopped = true;
+      this.onState("gone", { reason: "This token cannot be sent on a live stream." });
+      return;
+    }
+    this.socket = socket;
+    socket.addEventListener("open", () => {
+      if (this.stopped) return;
+      this.backoff = 500;
+      this.onState("live", { resumed: this.opened > 0 });
+      this.opened += 1;
+    });
+    socket.addEventListener("message", (message) => {
+      if (this.stopped) return;
+      let event;
+      try {
+        event = JSON.parse(message.data);
+      } catch {
+        return; // not ours to interpret
+      }
+      if (event && typeof event.type === "string") this.onEvent(event);
+    });
+    socket.addEventListener("close", (closed) => {
+      if (this.socket !== socket || this.stopped) return;
+      this.socket = null;
+      if (closed.code === CLOSE_POLICY) {
+        this.stopped = true;
+        this.onState("gone", { reason: "token refused" });
+        this.api.onUnauthorized("The server refused the API token. Sign in again.");
+        return;
+      }
+      if (closed.code === CLOSE_UNKNOWN_CALL) {
+        this.stopped = true;
+        this.onState("gone", { reason: "unknown call" });
+        return;
+      }
+      this.onState("reconnecting", {});
+      this.timer = setTimeout(() => this.connect(), this.backoff);
+      this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+    });
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.socket) {
+      const socket = this.socket;
+      this.socket = null;
+      if (socket.readyState === WebSocket.CONNECTING) {
+        socket.addEventListener("open", () => socket.close(1000));
+      } else {
+        socket.close(1000);
+      }
+    }
+  }
+}

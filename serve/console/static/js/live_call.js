@@ -1,0 +1,333 @@
+// One call as the console sees it: its record from the API folded together
+// with its live events, in the same terms as the call store.
+//
+// A page opened mid-call reads the record (GET /calls/{id}) and the stream's
+// replay of recent events, which overlap. Every fold here is therefore
+// idempotent: timeline entries are keyed (kind, time, subject), turns by item
+// id, tools by tool call id. The one non-idempotent event, an agent's
+// transcript delta, is only applied to a turn whose start this model saw
+// (the replay is a contiguous suffix, so then it also has every later delta);
+// otherwise the turn waits for its final transcript.
+
+import { isTerminal, ms, statusRank } from "./format.js";
+
+/**
+ * What the caller heard of a reply cut after `heardMs` of `generatedMs`: the
+ * proportional prefix snapped back to a whole word (the store's heard_prefix).
+ */
+export function heardPrefix(text, heardMs, generatedMs) {
+  if (heardMs <= 0 || generatedMs <= 0) return "";
+  if (heardMs >= generatedMs) return text;
+  const chars = Array.from(text); // code points, as Python counts them
+  let cut = Math.floor((chars.length * heardMs) / generatedMs);
+  const space = (c) => /\s/u.test(c);
+  if (cut < chars.length && !space(chars[cut])) {
+    while (cut > 0 && !space(chars[cut - 1])) cut -= 1;
+  }
+  return chars.slice(0, cut).join("").trimEnd();
+}
+
+// Live event type -> the store's timeline kind.
+const TIMELINE_KIND = {
+  "call.status": "status",
+  "call.phase": "phase",
+  "call.amd": "amd",
+  "transcript.agent_interrupted": "interruption",
+  "tool.called": "tool_call",
+  "tool.returned": "tool_result",
+  problem: "problem",
+  "call.hanging_up": "hangup",
+  "call.hangup_requested": "hangup_requested",
+  "call.ended": "finished",
+};
+const NOT_DATA = new Set(["call_id", "type", "at"]);
+
+function subject(kind, data) {
+  switch (kind) {
+    case "status":
+      return data.status ?? "";
+    case "phase":
+      return data.new ?? "";
+    case "interruption":
+      return data.item_id ?? "";
+    case "tool_call":
+    case "tool_result":
+      return data.tool_call_id ?? "";
+    default:
+      return "";
+  }
+}
+
+export class CallModel {
+  /** `record` is a call from the API: CallOut, or CallDetailOut with transcript and timeline. */
+  constructor(record) {
+    this.id = record.id;
+    this.record = record;
+    this.status = record.status;
+    this.answeredAt = record.answered_at ?? null;
+    this.endedAt = record.ended_at ?? null;
+    this.entries = []; // transcript turns and tool calls, in conversation order
+    this.turns = new Map(); // item id -> turn entry
+    this.tools = new Map(); // tool call id -> tool entry
+    this.timeline = []; // {kind, at, data}, sorted by time
+    this.timelineKeys = new Set();
+    this.callerSpeaking = false;
+    this.levels = null;
+    this.liveUsage = new Map(); // response id -> usage, from `usage` events
+    this.usage = record.usage ?? null;
+    this.costUsd = record.cost_usd ?? null;
+    this.version = 0; // bumped on every change, for cheap re-render checks
+    this.#derive();
+    if (record.timeline) this.#loadDetail(record);
+  }
+
+  /** Take a fresher record (e.g. re-read after a reconnect); keeps live-only state. */
+  refresh(record) {
+    this.record = { ...this.record, ...record };
+    this.#moveStatus(record.status, null);
+    this.answeredAt = record.answered_at ?? this.answeredAt;
+    this.endedAt = record.ended_at ?? this.endedAt;
+    if (record.usage) this.usage = record.usage;
+    if (record.cost_usd !== undefined) this.costUsd = record.cost_usd;
+    if (record.timeline) this.#loadDetail(record);
+    this.version += 1;
+    this.#derive();
+  }
+
+  #loadDetail(detail) {
+    for (const event of detail.timeline) this.#addTimeline(event.kind, event.at, event.data ?? {});
+    for (const turn of detail.transcript) {
+      const known = this.turns.get(turn.item_id);
+      if (known) {
+        if (turn.state !== "speaking" && turn.state !== "pending") this.#fillFromStore(known, turn);
+        continue;
+      }
+      const entry = { kind: "turn", role: turn.role, itemId: turn.item_id, at: turn.started_at };
+      this.#fillFromStore(entry, turn);
+      this.turns.set(turn.item_id, entry);
+      this.#insertByTime(entry);
+    }
+    for (const event of detail.timeline) {
+      if (event.kind === "tool_call") this.#toolCalled(event.data, event.at);
+      if (event.kind === "tool_result") this.#toolReturned(event.data, event.at);
+    }
+  }
+
+  #fillFromStore(entry, turn) {
+    entry.text = turn.text ?? "";
+    entry.state = turn.interrupted ? "interrupted" : turn.state;
+    entry.heardText = turn.heard_text;
+    entry.heardMs = turn.heard_ms;
+    entry.generatedMs = turn.generated_ms;
+  }
+
+  #insertByTime(entry) {
+    // A snapshot's turns come in conversation order; tools go after the last
+    // entry that started no later than they did.
+    const at = ms(entry.at) ?? Infinity;
+    let index = this.entries.length;
+    if (entry.kind === "tool") {
+      while (index > 0 && (ms(this.entries[index - 1].at) ?? 0) > at) index -= 1;
+    }
+    this.entries.splice(index, 0, entry);
+  }
+
+  /** Fold one live event in; returns whether anything changed. */
+  apply(event) {
+    const before = this.version;
+    const at = event.at;
+    const kind = TIMELINE_KIND[event.type];
+    if (kind) {
+      const data = {};
+      for (const [key, value] of Object.entries(event)) if (!NOT_DATA.has(key)) data[key] = value;
+      this.#addTimeline(kind, at, data);
+    }
+    switch (event.type) {
+      case "call.created":
+        this.#moveStatus(event.status, at);
+        break;
+      case "call.status":
+        this.#moveStatus(event.status, at);
+        break;
+      case "transcript.caller_started":
+        this.#turn("caller", event.item_id, at).state ??= "pending";
+        this.callerSpeaking = true;
+        this.version += 1;
+        break;
+      case "transcript.caller": {
+        const turn = this.#turn("caller", event.item_id, at);
+        turn.text = event.text ?? "";
+        turn.state = "transcribed";
+        this.callerSpeaking = false;
+        this.version += 1;
+        break;
+      }
+      case "transcript.agent_started": {
+        const turn = this.#turn("agent", event.item_id, at);
+        if (!turn.sawStart && turn.state !== "finished" && turn.state !== "interrupted") {
+          turn.text = ""; // rebuilt from the deltas that follow in order
+          turn.state = "speaking";
+        }
+        turn.sawStart = true;
+        this.callerSpeaking = false;
+        this.version += 1;
+        break;
+      }
+      case "transcript.agent_delta": {
+        const turn = this.#turn("agent", event.item_id, at);
+        if (turn.sawStart && turn.state === "speaking") {
+          turn.text = (turn.text ?? "") + (event.delta ?? "");
+          this.version += 1;
+        }
+        break;
+      }
+      case "transcript.agent_done": {
+        const turn = this.#turn("agent", event.item_id, at);
+        turn.text = event.text ?? turn.text ?? "";
+        if (turn.state !== "interrupted") turn.state = "finished";
+        this.version += 1;
+        break;
+      }
+      case "transcript.agent_interrupted": {
+        const turn = this.#turn("agent", event.item_id, at);
+        if (turn.state !== "interrupted") {
+          turn.state = "interrupted";
+          turn.heardMs = event.heard_ms;
+          turn.generatedMs = event.generated_ms;
+          turn.heardText = heardPrefix(turn.text ?? "", event.heard_ms, event.generated_ms);
+          this.version += 1;
+        }
+        break;
+      }
+      case "tool.called":
+        this.#toolCalled(event, at);
+        break;
+      case "tool.returned":
+        this.#toolReturned(event, at);
+        break;
+      case "usage":
+        if (event.response_id && event.usage) {
+          this.liveUsage.set(event.response_id, event.usage);
+          this.version += 1;
+        }
+        break;
+      case "levels":
+        this.levels = { caller: event.caller_dbfs, agent: event.agent_dbfs, at };
+        this.version += 1;
+        break;
+      default:
+        break;
+    }
+    if (this.version !== before) this.#derive();
+    return this.version !== before;
+  }
+
+  #turn(role, itemId, at) {
+    let turn = this.turns.get(itemId);
+    if (!turn) {
+      turn = { kind: "turn", role, itemId, at, text: role === "agent" ? "" : null, state: undefined };
+      this.turns.set(itemId, turn);
+      this.entries.push(turn);
+      this.version += 1;
+    }
+    return turn;
+  }
+
+  #toolCalled(data, at) {
+    let tool = this.tools.get(data.tool_call_id);
+    if (!tool) {
+      tool = { kind: "tool", toolCallId: data.tool_call_id, at, output: null };
+      this.tools.set(data.tool_call_id, tool);
+      this.#insertByTime(tool);
+    }
+    tool.name = data.name;
+    tool.arguments = data.arguments;
+    this.version += 1;
+  }
+
+  #toolReturned(data, at) {
+    let tool = this.tools.get(data.tool_call_id);
+    if (!tool) {
+      tool = { kind: "tool", toolCallId: data.tool_call_id, at, name: "tool", arguments: null };
+      this.tools.set(data.tool_call_id, tool);
+      this.#insertByTime(tool);
+    }
+    if (tool.output !== data.output) {
+      tool.output = data.output;
+      tool.returnedAt = at;
+      this.version += 1;
+    }
+  }
+
+  #moveStatus(status, at) {
+    if (!status || statusRank(status) <= statusRank(this.status)) return;
+    this.status = status;
+    if (status === "in-progress" && !this.answeredAt && at) this.answeredAt = at;
+    if (isTerminal(status) && !this.endedAt && at) this.endedAt = at;
+    this.version += 1;
+  }
+
+  #addTimeline(kind, at, data) {
+    const when = ms(at);
+    const key = `${kind}|${when}|${subject(kind, data)}`;
+    if (this.timelineKeys.has(key)) return;
+    this.timelineKeys.add(key);
+    const item = { kind, at, data };
+    let index = this.timeline.length;
+    while (index > 0 && (ms(this.timeline[index - 1].at) ?? 0) > (when ?? 0)) index -= 1;
+    this.timeline.splice(index, 0, item);
+    this.version += 1;
+  }
+
+  // Phase, ended and latency follow from the timeline, so replays and
+  // snapshots cannot double count them.
+  #derive() {
+    let phase = null;
+    let thinkingSince = null;
+    const latencies = [];
+    let ended = isTerminal(this.status);
+    let endReason = null;
+    for (const item of this.timeline) {
+      if (item.kind === "phase") {
+        phase = item.data.new;
+        if (phase === "thinking") thinkingSince = ms(item.at);
+        else if (phase === "speaking" && thinkingSince !== null) {
+          latencies.push(ms(item.at) - thinkingSince);
+          thinkingSince = null;
+        } else thinkingSince = null;
+      } else if (item.kind === "finished") {
+        ended = true;
+        endReason = item.data.reason ?? null;
+      }
+    }
+    this.phase = ended ? "ended" : phase;
+    this.ended = ended;
+    this.endReason = endReason;
+    this.latencies = latencies;
+    this.speaking = ended ? null : this.phase === "speaking" ? "agent" : this.callerSpeaking ? "caller" : null;
+  }
+
+  /** Whether the call can still be hung up from here. */
+  get live() {
+    return !this.ended && !isTerminal(this.status);
+  }
+
+  /** Token counts: the record's, or the live `usage` events' sum while no record has them. */
+  get tokens() {
+    if (this.usage && (this.usage.total_tokens > 0 || this.liveUsage.size === 0)) return this.usage;
+    const sum = {};
+    for (const usage of this.liveUsage.values()) {
+      for (const [key, value] of Object.entries(usage)) sum[key] = (sum[key] ?? 0) + (Number(value) || 0);
+    }
+    return this.liveUsage.size ? sum : this.usage;
+  }
+
+  /** The last words spoken, for the board. */
+  get lastLine() {
+    for (let i = this.entries.length - 1; i >= 0; i -= 1) {
+      const entry = this.entries[i];
+      if (entry.kind === "turn" && entry.text) return { role: entry.role, text: entry.text };
+    }
+    return null;
+  }
+}

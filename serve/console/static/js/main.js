@@ -1,0 +1,162 @@
+// The console's entry point: sign-in gate, routing between views, the top bar.
+//
+// Routes live in the URL's fragment, so views can be bookmarked and the back
+// button works without server routes: #/ (live calls), #/history?…, #/calls/<id>.
+
+import { Api, ApiError, tokenWorksForStreams } from "./api.js";
+import { h, replace } from "./dom.js";
+import { clearToken, loadToken, saveToken } from "./store.js";
+import { mountBoard } from "./views/board.js";
+import { mountCall } from "./views/call.js";
+import { mountHistory } from "./views/history.js";
+import { webCallBar } from "./views/webcall_bar.js";
+
+const main = document.getElementById("main");
+const nav = document.getElementById("nav");
+const signOutButton = document.getElementById("sign-out");
+const connection = document.getElementById("connection");
+const toasts = document.getElementById("toasts");
+const webcall = document.getElementById("webcall");
+
+let api = null;
+let startWebCall = null;
+let dispose = () => {};
+
+/** A short message that goes away by itself; `kind` is "info" or "error". */
+export function toast(message, kind = "info") {
+  const note = h("div", { class: `toast ${kind}` }, message);
+  toasts.append(note);
+  setTimeout(() => note.remove(), kind === "error" ? 8000 : 4000);
+}
+
+function setConnection(state) {
+  const labels = { live: "Live", connecting: "Connecting…", reconnecting: "Reconnecting…", gone: "Offline" };
+  connection.textContent = labels[state] ?? "";
+  connection.dataset.state = state ?? "";
+}
+
+function parseRoute() {
+  const raw = location.hash.replace(/^#/, "") || "/";
+  const [path, query = ""] = raw.split("?");
+  const params = new URLSearchParams(query);
+  const call = path.match(/^\/calls\/([^/]+)$/);
+  if (call) return { name: "call", id: decodeURIComponent(call[1]), params };
+  if (path === "/history") return { name: "history", params };
+  return { name: "board", params };
+}
+
+function route() {
+  if (!api) return;
+  dispose();
+  dispose = () => {};
+  setConnection(null);
+  const current = parseRoute();
+  for (const link of nav.querySelectorAll("a")) {
+    const active = link.dataset.route === current.name;
+    if (active) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  const context = { api, toast, setConnection, startWebCall, navigate: (hash) => (location.hash = hash) };
+  replace(main);
+  if (current.name === "call") dispose = mountCall(main, context, current.id);
+  else if (current.name === "history") dispose = mountHistory(main, context, current.params);
+  else dispose = mountBoard(main, context);
+  const title = { call: "Call", history: "History", board: "Live calls" }[current.name];
+  document.title = `${title} · Switchboard`;
+}
+
+function signOut(message) {
+  if (!api) return;
+  dispose();
+  dispose = () => {};
+  api = null;
+  clearToken();
+  showSignIn(message);
+}
+
+function start(token) {
+  api = new Api(token, { onUnauthorized: (message) => signOut(message) });
+  startWebCall = webCallBar(webcall, { api, toast });
+  nav.hidden = false;
+  signOutButton.hidden = false;
+  route();
+  main.focus({ preventScroll: true });
+}
+
+function showSignIn(message = "") {
+  nav.hidden = true;
+  signOutButton.hidden = true;
+  setConnection(null);
+  document.title = "Sign in · Switchboard";
+  const input = h("input", {
+    id: "token",
+    name: "token",
+    type: "password",
+    required: true,
+    autocomplete: "off",
+    spellcheck: "false",
+    "aria-describedby": "token-help token-error",
+  });
+  const remember = h("input", { id: "remember", type: "checkbox", checked: true });
+  const error = h("p", { id: "token-error", class: "field-error", role: "alert" }, message);
+  const submit = h("button", { class: "button primary", type: "submit" }, "Sign in");
+  const form = h(
+    "form",
+    { class: "panel sign-in", novalidate: true, "aria-labelledby": "sign-in-title" },
+    h("h1", { id: "sign-in-title" }, "Sign in to Switchboard"),
+    h(
+      "p",
+      {},
+      "Place AI phone calls, watch them live and read their records. ",
+      "Enter the API token your server was started with (SWITCHBOARD_API_TOKEN).",
+    ),
+    h("label", { for: "token" }, "API token"),
+    input,
+    h(
+      "p",
+      { id: "token-help", class: "help" },
+      "Sent only to this server, as a bearer token. Nothing else is stored in this browser.",
+    ),
+    h("label", { class: "check" }, remember, " Remember on this device"),
+    error,
+    submit,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const token = input.value.trim();
+    if (!token) {
+      error.textContent = "Enter the API token.";
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+      return;
+    }
+    submit.disabled = true;
+    submit.textContent = "Checking…";
+    error.textContent = "";
+    try {
+      await new Api(token).listCalls({ limit: 1 });
+    } catch (failure) {
+      const refused = failure instanceof ApiError && failure.status === 401;
+      error.textContent = refused ? "The server refused this token. Check it and try again." : failure.message;
+      input.setAttribute("aria-invalid", "true");
+      submit.disabled = false;
+      submit.textContent = "Sign in";
+      input.focus();
+      return;
+    }
+    saveToken(token, remember.checked);
+    if (!tokenWorksForStreams(token)) {
+      toast("This token has characters a live stream cannot carry: live updates will not work.", "error");
+    }
+    start(token);
+  });
+  replace(main, form);
+  input.focus();
+}
+
+signOutButton.addEventListener("click", () => signOut("Signed out."));
+window.addEventListener("hashchange", route);
+
+const saved = loadToken();
+if (saved) start(saved);
+else showSignIn();

@@ -1,0 +1,296 @@
+// The live board: every active call, updated from the all-calls event stream.
+//
+// Built for many calls at once: each call is one card whose nodes are made
+// once and then only have their text and classes changed; events just mark a
+// call dirty, and one animation frame applies every pending change, so a
+// burst of events costs one layout. A once-a-second tick updates durations.
+
+import { h, replace, setText } from "../dom.js";
+import { ACTIVE_STATUSES, clock, median, millis, ms, phaseLabel, statusLabel } from "../format.js";
+import { CallModel } from "../live_call.js";
+import { placeCallForm } from "./place_call.js";
+
+const RECENT_LIMIT = 12;
+
+/** Width of a level meter, 0..1, from a level in dBFS (-60 dBFS and below read empty). */
+function meterFraction(dbfs) {
+  if (typeof dbfs !== "number" || Number.isNaN(dbfs)) return 0;
+  return Math.max(0, Math.min(1, (dbfs + 60) / 60));
+}
+
+// Call ids sort by creation time only to the millisecond; break ties by id.
+function newestFirst(a, b) {
+  const byTime = (ms(b.record.created_at) ?? 0) - (ms(a.record.created_at) ?? 0);
+  return byTime || (b.id > a.id ? 1 : b.id < a.id ? -1 : 0);
+}
+
+function card(model) {
+  const parts = {
+    number: h("span", { class: "number" }),
+    direction: h("span", { class: "direction" }),
+    status: h("span", { class: "badge" }),
+    phase: h("span", { class: "phase" }),
+    duration: h("span", { class: "duration", title: "Duration" }),
+    caller: h("span", { class: "meter-fill" }),
+    agent: h("span", { class: "meter-fill" }),
+    latency: h("span", { class: "latency" }),
+    line: h("p", { class: "last-line" }),
+  };
+  const speakers = h(
+    "span",
+    { class: "speakers", "aria-label": "Who is speaking" },
+    h("span", { class: "speaker caller" }, "Caller", h("span", { class: "meter" }, parts.caller)),
+    h("span", { class: "speaker agent" }, "Agent", h("span", { class: "meter" }, parts.agent)),
+  );
+  parts.speakers = speakers;
+  const link = h(
+    "a",
+    { class: "call-card", href: `#/calls/${encodeURIComponent(model.id)}`, dataset: { callId: model.id } },
+    h("span", { class: "card-head" }, parts.number, parts.direction),
+    h("span", { class: "card-stats" }, h("span", { class: "state" }, parts.status, parts.phase), parts.duration),
+    h("span", { class: "card-stats" }, speakers, parts.latency),
+    parts.line,
+  );
+  return { node: h("li", {}, link), link, parts, version: -1 };
+}
+
+function paint(row, model, now) {
+  const { parts } = row;
+  const record = model.record;
+  const inbound = record.direction === "inbound";
+  setText(parts.number, inbound ? record.from : record.to);
+  setText(parts.direction, inbound ? "↙ in" : "↗ out");
+  setText(parts.status, statusLabel(model.status));
+  parts.status.dataset.status = model.status;
+  let phase = model.endReason ?? "";
+  if (model.live) {
+    phase = model.phase ? phaseLabel(model.phase) : model.status === "in-progress" ? "Connecting" : "Waiting for answer";
+  }
+  setText(parts.phase, phase);
+  const speaking = model.speaking;
+  for (const who of ["caller", "agent"]) {
+    const level = model.levels && !model.ended ? meterFraction(model.levels[who]) : speaking === who ? 1 : 0;
+    parts[who].style.transform = `scaleX(${level.toFixed(2)})`;
+    parts[who].closest(".speaker").classList.toggle("active", speaking === who);
+  }
+  const latencies = model.latencies;
+  setText(
+    parts.latency,
+    latencies.length
+      ? `Reply ${millis(latencies[latencies.length - 1])} · median ${millis(median(latencies))}`
+      : "Reply latency –",
+  );
+  const line = model.lastLine;
+  setText(parts.line, line ? `${line.role === "caller" ? "Caller" : "Agent"}: ${line.text}` : "");
+  paintDuration(row, model, now);
+  row.version = model.version;
+}
+
+function paintDuration(row, model, now) {
+  const answered = ms(model.answeredAt);
+  const ended = ms(model.endedAt);
+  let text;
+  if (answered !== null) text = clock(((ended ?? now) - answered) / 1000);
+  else if (model.live) text = clock((now - (ms(model.record.created_at) ?? now)) / 1000); // since placed
+  else text = "–";
+  setText(row.parts.duration, text);
+}
+
+export function mountBoard(container, { api, toast, setConnection, startWebCall }) {
+  const models = new Map(); // call id -> CallModel
+  const rows = new Map(); // call id -> card
+  const waiting = new Map(); // call id -> events that arrived while its record was read
+  const dirty = new Set();
+  let frame = 0;
+  let loaded = false;
+  let pending = []; // events that arrived before the first load finished
+
+  const activeList = h("ul", { class: "cards", id: "active-calls", "aria-live": "off" });
+  const empty = h("p", { class: "empty" }, "No calls in progress. Place one, or wait for an inbound call.");
+  const recentList = h("ul", { class: "recent", id: "recent-calls" });
+  const count = h("span", { class: "count" });
+  const form = placeCallForm({ api, toast, startWebCall, onPlaced: (call) => upsert(call) });
+
+  replace(
+    container,
+    h(
+      "div",
+      { class: "board-layout" },
+      form,
+      h(
+        "section",
+        { class: "board", "aria-labelledby": "board-title" },
+        h("h1", { id: "board-title" }, "Live calls ", count),
+        empty,
+        activeList,
+        h("h2", {}, "Recently ended"),
+        recentList,
+        h("p", {}, h("a", { href: "#/history" }, "All calls in History →")),
+      ),
+    ),
+  );
+
+  function upsert(record) {
+    let model = models.get(record.id);
+    if (model) model.refresh(record);
+    else {
+      model = new CallModel(record);
+      models.set(record.id, model);
+    }
+    mark(record.id);
+    return model;
+  }
+
+  function mark(id) {
+    dirty.add(id);
+    if (!frame) frame = requestAnimationFrame(flush);
+  }
+
+  function flush() {
+    frame = 0;
+    const now = Date.now();
+    let reorder = false;
+    for (const id of dirty) {
+      const model = models.get(id);
+      if (!model) continue;
+      let row = rows.get(id);
+      if (!row) {
+        row = card(model);
+        rows.set(id, row);
+        reorder = true;
+      }
+      const wasLive = row.live;
+      if (row.version !== model.version) paint(row, model, now);
+      row.live = model.live;
+      if (wasLive !== row.live) reorder = true;
+    }
+    dirty.clear();
+    if (reorder) arrange();
+  }
+
+  // Newest first in both lists; only the last RECENT_LIMIT ended calls are kept on screen.
+  function arrange() {
+    const byNewest = [...models.values()].sort(newestFirst);
+    const active = byNewest.filter((m) => m.live);
+    const ended = byNewest.filter((m) => !m.live).slice(0, RECENT_LIMIT);
+    placeRows(activeList, active);
+    placeRows(recentList, ended);
+    for (const model of byNewest.filter((m) => !m.live).slice(RECENT_LIMIT)) {
+      rows.get(model.id)?.node.remove();
+      rows.delete(model.id);
+      models.delete(model.id);
+    }
+    empty.hidden = active.length > 0;
+    setText(count, active.length ? `(${active.length})` : "");
+  }
+
+  function placeRows(list, ordered) {
+    // Move only the nodes that are out of place (keeps focus and avoids relayout).
+    let cursor = list.firstChild;
+    for (const model of ordered) {
+      let row = rows.get(model.id);
+      if (!row) {
+        row = card(model);
+        rows.set(model.id, row);
+        paint(row, model, Date.now());
+      }
+      if (row.node === cursor) cursor = cursor.nextSibling;
+      else list.insertBefore(row.node, cursor);
+    }
+    // What is left belongs elsewhere now (moved to the other list, or trimmed).
+    while (cursor) {
+      const next = cursor.nextSibling;
+      cursor.remove();
+      cursor = next;
+    }
+  }
+
+  async function fetchCall(id, event) {
+    const queue = waiting.get(id);
+    if (queue) {
+      queue.push(event); // applied once the record is in
+      return;
+    }
+    waiting.set(id, [event]);
+    try {
+      upsert(await api.getCall(id));
+    } catch {
+      // gone or unreachable: a later event will try again
+    }
+    const events = waiting.get(id);
+    waiting.delete(id);
+    const model = models.get(id);
+    if (!model) return;
+    for (const queued of events) if (model.apply(queued)) mark(id);
+  }
+
+  function onEvent(event) {
+    if (!loaded) {
+      pending.push(event);
+      return;
+    }
+    const id = event.call_id;
+    if (!id) return;
+    let model = models.get(id);
+    if (!model) {
+      if (event.type === "call.created") {
+        model = upsert({
+          id,
+          direction: event.direction ?? "outbound",
+          to: event.to ?? "",
+          from: event.from ?? "",
+          status: event.status ?? "queued",
+          created_at: event.at,
+        });
+      } else {
+        // A call this page has not seen (created before it opened, or trimmed): read it.
+        fetchCall(id, event);
+        return;
+      }
+    }
+    if (model.apply(event)) mark(id);
+  }
+
+  async function load() {
+    try {
+      const pages = await Promise.all([
+        ...ACTIVE_STATUSES.map((status) => api.listCalls({ status, limit: 200 })),
+        api.listCalls({ limit: RECENT_LIMIT }),
+      ]);
+      for (const page of pages) for (const call of page.calls) upsert(call);
+    } catch (failure) {
+      if (failure.status !== 401) toast(`Could not load calls: ${failure.message}`, "error");
+    }
+    loaded = true;
+    const queued = pending;
+    pending = [];
+    for (const event of queued) onEvent(event);
+    arrange();
+  }
+
+  const stream = api.events(null, {
+    onEvent,
+    onState: (state, info) => {
+      setConnection(state);
+      if (state === "live" && info.resumed) {
+        loaded = false; // catch up on what happened while the stream was down
+        load();
+      }
+    },
+  });
+  load();
+
+  const ticker = setInterval(() => {
+    const now = Date.now();
+    for (const [id, row] of rows) {
+      const model = models.get(id);
+      if (model?.live) paintDuration(row, model, now);
+    }
+  }, 1000);
+
+  return () => {
+    stream.stop();
+    clearInterval(ticker);
+    cancelAnimationFrame(frame);
+  };
+}

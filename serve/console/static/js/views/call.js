@@ -1,0 +1,376 @@
+// One call: its transcript as it streams, tool calls inline, its timeline,
+// usage and cost, the hang-up button while it is live, and downloads.
+
+import { ApiError } from "../api.js";
+import { download, h, replace, setText } from "../dom.js";
+import { clock, median, millis, ms, offset, phaseLabel, statusLabel, usd, when } from "../format.js";
+import { CallModel } from "../live_call.js";
+import { transcriptText } from "../transcript_text.js";
+
+const USAGE_REFRESH_MS = 2000;
+
+function pretty(json) {
+  if (json === null || json === undefined) return "";
+  if (typeof json !== "string") return JSON.stringify(json, null, 2);
+  try {
+    return JSON.stringify(JSON.parse(json), null, 2);
+  } catch {
+    return json;
+  }
+}
+
+/** The words of an entry, for change detection. */
+function signature(entry) {
+  return entry.kind === "tool"
+    ? `${entry.name}|${entry.arguments}|${entry.output}`
+    : `${entry.state}|${entry.text}|${entry.heardText}`;
+}
+
+function renderTurn(entry, startIso) {
+  const who = entry.role === "caller" ? "Caller" : "Agent";
+  const meta = h("div", { class: "who" }, who, h("time", { datetime: entry.at }, offset(startIso, entry.at)));
+  const text = entry.text ?? "";
+  if (entry.state === "interrupted") {
+    const heard = entry.heardText ?? "";
+    const rest = text.startsWith(heard) ? text.slice(heard.length) : text;
+    const unheard = rest.trimStart();
+    const gap = heard && rest.length > unheard.length ? " " : "";
+    const note = `Cut off: the caller heard ${millis(entry.heardMs)} of ${millis(entry.generatedMs)}`;
+    return h(
+      "li",
+      { class: "turn agent interrupted", dataset: { itemId: entry.itemId } },
+      meta,
+      h(
+        "p",
+        { class: "text" },
+        heard ? h("span", { class: "heard" }, heard) : null,
+        gap,
+        unheard ? h("del", { class: "unheard", title: "Never heard: the caller spoke over it" }, unheard) : null,
+      ),
+      h("p", { class: "cut-note" }, h("span", { "aria-hidden": "true" }, "✂ "), note),
+    );
+  }
+  const pendingCaller = entry.role === "caller" && !text;
+  const streaming = entry.role === "agent" && entry.state === "speaking";
+  return h(
+    "li",
+    {
+      class: `turn ${entry.role}${pendingCaller ? " pending" : ""}${streaming ? " streaming" : ""}`,
+      dataset: { itemId: entry.itemId },
+    },
+    meta,
+    h("p", { class: "text" }, pendingCaller ? "Speaking…" : text || "…"),
+  );
+}
+
+function renderTool(entry, startIso) {
+  return h(
+    "li",
+    { class: "tool", dataset: { toolCallId: entry.toolCallId } },
+    h("div", { class: "who" }, "Tool ", h("code", {}, entry.name ?? "tool"), h("time", { datetime: entry.at }, offset(startIso, entry.at))),
+    entry.arguments ? h("pre", { class: "tool-args", "aria-label": "Arguments" }, pretty(entry.arguments)) : null,
+    entry.output === null || entry.output === undefined
+      ? h("p", { class: "tool-running" }, "Running…")
+      : h("div", { class: "tool-result" }, h("span", {}, "Result"), h("pre", {}, pretty(entry.output))),
+  );
+}
+
+export function timelineLabel(item) {
+  const data = item.data ?? {};
+  switch (item.kind) {
+    case "status":
+      return `Status: ${statusLabel(data.status)}${data.applied === false ? " (late report, ignored)" : ""}`;
+    case "phase":
+      return `Phase: ${phaseLabel(data.new)}`;
+    case "interruption":
+      return `Caller interrupted the agent (heard ${millis(data.heard_ms)} of ${millis(data.generated_ms)})`;
+    case "tool_call":
+      return `Tool called: ${data.name ?? ""}`;
+    case "tool_result":
+      return "Tool returned";
+    case "problem":
+      return `Problem in ${data.source ?? "call"}: ${data.message ?? data.reason ?? ""}`;
+    case "hangup":
+      return `Hanging up: ${data.reason ?? ""}`;
+    case "hangup_requested":
+      return `Hang-up requested${data.by ? ` (by ${data.by})` : ""}`;
+    case "finished":
+      return `Call finished: ${data.reason ?? ""}`;
+    case "amd":
+      return `Answered by: ${data.answered_by ?? data.AnsweredBy ?? JSON.stringify(data)}`;
+    default:
+      return `${item.kind}: ${JSON.stringify(data)}`;
+  }
+}
+
+export function mountCall(container, { api, toast, setConnection }, id) {
+  let model = null;
+  let stream = null;
+  let pending = [];
+  let frame = 0;
+  let painted = -1;
+  let usageTimer = 0;
+  const turnNodes = new Map(); // entry -> {node, signature}
+
+  const title = h("h1", {}, "Call");
+  const status = h("span", { class: "badge" });
+  const phase = h("span", { class: "phase" });
+  const duration = h("span", { class: "duration" });
+  const latency = h("span", { class: "latency" });
+  const hangup = h("button", { class: "button danger", type: "button", hidden: true }, "Hang up");
+  const transcript = h("ol", { class: "transcript", id: "transcript", "aria-live": "polite", "aria-relevant": "additions" });
+  const transcriptEmpty = h("p", { class: "empty" }, "Nothing said yet.");
+  const timeline = h("ol", { class: "timeline", id: "timeline" });
+  const showPhases = h("input", { type: "checkbox", id: "show-phases", checked: true });
+  const usage = h("dl", { class: "usage", id: "usage" });
+  const details = h("dl", { class: "details", id: "details" });
+  const downloads = h(
+    "div",
+    { class: "downloads" },
+    h("button", { class: "button", type: "button", onclick: () => save("json") }, "Download JSON"),
+    h("button", { class: "button", type: "button", onclick: () => save("text") }, "Download text"),
+  );
+  const scroller = h("div", { class: "transcript-box" }, transcriptEmpty, transcript);
+
+  replace(
+    container,
+    h(
+      "div",
+      { class: "call-view" },
+      h("p", { class: "crumbs" }, h("a", { href: "#/" }, "← Live calls"), " · ", h("a", { href: "#/history" }, "History")),
+      h(
+        "header",
+        { class: "call-head" },
+        h("div", {}, title, h("p", { class: "call-stats" }, status, phase, duration, latency)),
+        h("div", { class: "call-actions" }, hangup, downloads),
+      ),
+      h(
+        "div",
+        { class: "call-columns" },
+        h("section", { class: "panel", "aria-labelledby": "transcript-title" }, h("h2", { id: "transcript-title" }, "Transcript"), scroller),
+        h(
+          "div",
+          { class: "side" },
+          h("section", { class: "panel", "aria-labelledby": "timeline-title" },
+            h("h2", { id: "timeline-title" }, "Timeline"),
+            h("label", { class: "check" }, showPhases, " Show phase changes"),
+            timeline),
+          h("section", { class: "panel", "aria-labelledby": "usage-title" }, h("h2", { id: "usage-title" }, "Usage and cost"), usage),
+          h("section", { class: "panel", "aria-labelledby": "details-title" }, h("h2", { id: "details-title" }, "Details"), details),
+        ),
+      ),
+    ),
+  );
+
+  showPhases.addEventListener("change", () => {
+    timeline.classList.toggle("hide-phases", !showPhases.checked);
+  });
+
+  let confirmTimer = 0;
+  hangup.addEventListener("click", async () => {
+    if (!hangup.classList.contains("confirm")) {
+      hangup.classList.add("confirm");
+      setText(hangup, "Confirm hang-up");
+      confirmTimer = setTimeout(() => {
+        hangup.classList.remove("confirm");
+        setText(hangup, "Hang up");
+      }, 5000);
+      return;
+    }
+    clearTimeout(confirmTimer);
+    hangup.disabled = true;
+    setText(hangup, "Hanging up…");
+    try {
+      await api.hangUp(id);
+      toast("Hang-up requested.");
+    } catch (failure) {
+      if (failure instanceof ApiError && failure.status !== 401) toast(failure.message, "error");
+      hangup.disabled = false;
+    }
+    hangup.classList.remove("confirm");
+    setText(hangup, hangup.disabled ? "Hanging up…" : "Hang up");
+  });
+
+  async function save(kind) {
+    let detail;
+    try {
+      detail = await api.getCall(id);
+    } catch (failure) {
+      if (failure.status !== 401) toast(`Could not read the call: ${failure.message}`, "error");
+      return;
+    }
+    if (kind === "json") {
+      download(`call-${id}.json`, `${JSON.stringify(detail, null, 2)}\n`, "application/json");
+    } else {
+      download(`call-${id}.txt`, transcriptText(detail), "text/plain;charset=utf-8");
+    }
+  }
+
+  function schedule() {
+    if (!frame) frame = requestAnimationFrame(paint);
+  }
+
+  function paint() {
+    frame = 0;
+    if (!model || painted === model.version) return;
+    painted = model.version;
+    const record = model.record;
+    const inbound = record.direction === "inbound";
+    setText(title, inbound ? `Call from ${record.from}` : `Call to ${record.to}`);
+    setText(status, statusLabel(model.status));
+    status.dataset.status = model.status;
+    setText(phase, model.live ? phaseLabel(model.phase) : model.endReason ? `Ended: ${model.endReason}` : "");
+    phase.dataset.speaking = model.speaking ?? "";
+    const latencies = model.latencies;
+    setText(latency, latencies.length ? `Reply latency ${millis(latencies.at(-1))} (median ${millis(median(latencies))}, ${latencies.length} replies)` : "");
+    hangup.hidden = !model.live;
+    paintDuration();
+    paintTranscript();
+    paintTimeline();
+    paintUsage();
+  }
+
+  function paintDuration() {
+    if (!model) return;
+    const answered = ms(model.answeredAt);
+    const end = ms(model.endedAt) ?? (model.live ? Date.now() : null);
+    setText(duration, answered !== null && end !== null ? clock((end - answered) / 1000) : "");
+  }
+
+  function paintTranscript() {
+    const start = model.record.created_at;
+    const box = scroller;
+    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+    let cursor = transcript.firstChild;
+    for (const entry of model.entries) {
+      const sig = signature(entry);
+      let known = turnNodes.get(entry);
+      if (!known || known.signature !== sig) {
+        const node = entry.kind === "tool" ? renderTool(entry, start) : renderTurn(entry, start);
+        if (known) known.node.replaceWith(node);
+        if (cursor === known?.node) cursor = node;
+        known = { node, signature: sig };
+        turnNodes.set(entry, known);
+      }
+      if (known.node === cursor) cursor = cursor.nextSibling;
+      else transcript.insertBefore(known.node, cursor);
+    }
+    transcriptEmpty.hidden = model.entries.length > 0;
+    if (atBottom) box.scrollTop = box.scrollHeight;
+  }
+
+  function paintTimeline() {
+    const start = model.record.created_at;
+    replace(
+      timeline,
+      model.timeline.map((item) =>
+        h(
+          "li",
+          { class: `event ${item.kind}`, dataset: { kind: item.kind } },
+          h("time", { datetime: item.at, title: when(item.at) }, offset(start, item.at)),
+          h("span", {}, timelineLabel(item)),
+        ),
+      ),
+    );
+  }
+
+  function paintUsage() {
+    const tokens = model.tokens ?? {};
+    const rows = [
+      ["Total tokens", tokens.total_tokens],
+      ["Input tokens", tokens.input_tokens],
+      ["  audio / text / cached", [tokens.input_audio_tokens, tokens.input_text_tokens, tokens.input_cached_tokens].map((n) => n ?? 0).join(" / ")],
+      ["Output tokens", tokens.output_tokens],
+      ["  audio / text", [tokens.output_audio_tokens, tokens.output_text_tokens].map((n) => n ?? 0).join(" / ")],
+      ["Estimated cost", model.costUsd === null ? "–" : usd(model.costUsd)],
+    ];
+    replace(usage, rows.map(([label, value]) => [h("dt", {}, label.trim()), h("dd", {}, value ?? 0)]));
+  }
+
+  function paintDetails() {
+    const r = model.record;
+    const rows = [
+      ["Call id", r.id],
+      ["Direction", r.direction],
+      ["To", r.to],
+      ["From", r.from],
+      ["Created", when(r.created_at)],
+      ["Answered", when(r.answered_at)],
+      ["Ended", when(r.ended_at)],
+      ["Voice", r.voice ?? "server default"],
+      ["Greeting", r.greeting ?? "–"],
+      ["Twilio call SID", r.twilio_sid ?? "–"],
+    ];
+    replace(
+      details,
+      rows.map(([label, value]) => [h("dt", {}, label), h("dd", {}, value)]),
+      h("dt", {}, "Instruction"),
+      h("dd", {}, h("pre", { class: "instruction" }, r.instruction || "–")),
+      Object.keys(r.metadata ?? {}).length ? [h("dt", {}, "Metadata"), h("dd", {}, h("pre", {}, JSON.stringify(r.metadata, null, 2)))] : null,
+    );
+  }
+
+  async function reload() {
+    const detail = await api.getCall(id);
+    if (model) model.refresh(detail);
+    else model = new CallModel(detail);
+    paintDetails();
+    schedule();
+  }
+
+  function onEvent(event) {
+    if (!model) {
+      pending.push(event);
+      return;
+    }
+    if (model.apply(event)) schedule();
+    if (event.type === "usage") {
+      // The record has the authoritative totals and cost: re-read, at most every couple of seconds.
+      clearTimeout(usageTimer);
+      usageTimer = setTimeout(() => reload().catch(() => {}), USAGE_REFRESH_MS);
+    }
+    if (event.type === "call.ended" || (event.type === "call.status" && model.ended)) {
+      reload().catch(() => {});
+    }
+  }
+
+  async function start() {
+    try {
+      const detail = await api.getCall(id);
+      model = new CallModel(detail);
+    } catch (failure) {
+      stream?.stop();
+      const message = failure.status === 404 ? "There is no call with this id." : `Could not load the call: ${failure.message}`;
+      if (failure.status !== 401) replace(container, h("div", { class: "panel" }, h("h1", {}, "Call not found"), h("p", {}, message), h("p", {}, h("a", { href: "#/history" }, "Back to History"))));
+      return;
+    }
+    paintDetails();
+    for (const event of pending) model.apply(event);
+    pending = [];
+    if (!model.live) {
+      // A finished call has nothing more to stream.
+      stream.stop();
+      setConnection(null);
+    }
+    schedule();
+  }
+
+  // Open the stream first: its replay overlaps the record, and nothing falls in between.
+  stream = api.events(id, {
+    onEvent,
+    onState: (state, info) => {
+      setConnection(state);
+      if (state === "live" && info.resumed) reload().catch(() => {});
+    },
+  });
+  start();
+  const ticker = setInterval(() => model?.live && paintDuration(), 1000);
+
+  return () => {
+    stream.stop();
+    clearInterval(ticker);
+    clearTimeout(usageTimer);
+    clearTimeout(confirmTimer);
+    cancelAnimationFrame(frame);
+  };
+}

@@ -1,0 +1,94 @@
+// The web call bar: one call from this browser's microphone at a time, kept
+// at the bottom of every view (a call must survive moving between views).
+
+import { ApiError } from "../api.js";
+import { h, replace, setText } from "../dom.js";
+import { clock } from "../format.js";
+import { WebCall } from "../webcall/session.js";
+
+function meter(label) {
+  const fill = h("span", { class: "meter-fill" });
+  const node = h("span", { class: `speaker ${label.toLowerCase()}` }, label, h("span", { class: "meter" }, fill));
+  return { node, fill };
+}
+
+function level(dbfs) {
+  return Math.max(0, Math.min(1, (dbfs + 60) / 60));
+}
+
+/** Returns `start(body)`, which places a web call with the form's fields. */
+export function webCallBar(bar, { api, toast }) {
+  let current = null;
+
+  async function start(body) {
+    if (current) {
+      toast("A web call is already running: hang it up first.", "error");
+      return null;
+    }
+    let minted;
+    try {
+      minted = await api.startWebCall(body);
+    } catch (failure) {
+      if (failure instanceof ApiError && failure.status !== 401) toast(`The web call could not start: ${failure.message}`, "error");
+      return null;
+    }
+    const call = minted.call;
+    const state = h("span", { class: "webcall-state", role: "status" }, "Starting…");
+    const timer = h("span", { class: "duration" });
+    const caller = meter("You");
+    const agent = meter("Agent");
+    const mute = h("button", { class: "button", type: "button", "aria-pressed": "false" }, "Mute");
+    const end = h("button", { class: "button danger", type: "button" }, "Hang up");
+    const session = new WebCall({
+      mediaUrl: minted.media_url,
+      callSid: minted.call_sid,
+      streamToken: minted.stream_token,
+      onState: (name, detail) => {
+        setText(state, { starting: "Connecting…", live: "Live", ended: "Ended", failed: "Failed" }[name] ?? name);
+        bar.dataset.state = name;
+        if (name === "live") started = Date.now();
+        if (name === "ended" || name === "failed") finish(detail, name === "failed");
+      },
+      onLevels: ({ caller: you, agent: them }) => {
+        caller.fill.style.transform = `scaleX(${level(you).toFixed(2)})`;
+        agent.fill.style.transform = `scaleX(${level(them).toFixed(2)})`;
+      },
+    });
+    let started = 0;
+    const ticker = setInterval(() => started && setText(timer, clock((Date.now() - started) / 1000)), 1000);
+    mute.addEventListener("click", () => {
+      session.setMuted(!session.muted);
+      mute.setAttribute("aria-pressed", String(session.muted));
+      setText(mute, session.muted ? "Unmute" : "Mute");
+    });
+    end.addEventListener("click", () => session.hangUp());
+    replace(
+      bar,
+      h("strong", {}, "Web call"),
+      state,
+      timer,
+      h("span", { class: "speakers" }, caller.node, agent.node),
+      h("a", { href: `#/calls/${encodeURIComponent(call.id)}` }, "Open"),
+      mute,
+      end,
+    );
+    bar.hidden = false;
+    current = session;
+
+    function finish(detail, failed) {
+      clearInterval(ticker);
+      current = null;
+      toast(detail || "The web call ended.", failed ? "error" : "info");
+      mute.disabled = true;
+      end.disabled = true;
+      setTimeout(() => {
+        if (!current) bar.hidden = true;
+      }, 4000);
+    }
+
+    await session.start();
+    return call;
+  }
+
+  return start;
+}

@@ -1,0 +1,47 @@
+"""``switchboard edge``: the media edge of one node, joined to a running Ray cluster.
+
+For a cluster deployed with ``serve deploy serve/serve_config.yaml``: run one edge per
+node, in front of that node's Serve proxy; it asks the call pool (one Ray call per
+stream) where each call's actor listens. ``switchboard run`` runs its own edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import ray
+
+from actors.ray_wiring import NAMESPACE, POOL_NAME, Handle
+from serve.media_edge import MediaEdge
+
+__all__ = ["PoolResolver", "run_edge"]
+
+
+class PoolResolver:
+    """The edge's question, answered by the pool actor (one Ray call per stream)."""
+
+    def __init__(self, pool: Handle) -> None:
+        self.pool = pool
+
+    async def resolve(self, call_id: str) -> tuple[str, int] | None:
+        address = await self.pool.locate.remote(call_id)
+        return None if address is None else (str(address[0]), int(address[1]))
+
+
+async def run_edge(host: str, port: int, serve_port: int, ray_address: str = "auto") -> int:
+    ray.init(address=ray_address, namespace=NAMESPACE, log_to_driver=False)
+    edge = MediaEdge(
+        PoolResolver(ray.get_actor(POOL_NAME, namespace=NAMESPACE)), ("127.0.0.1", serve_port)
+    )
+    await edge.start(host, port)
+    print(f"media edge on {host}:{edge.port}, other traffic to 127.0.0.1:{serve_port}", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await edge.stop()
+        ray.shutdown()
+    return 0
