@@ -6,7 +6,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 APT_STAMP := $(VENV)/.apt-installed
-# Debian packages the tests need: a real PostgreSQL server for the store tests.
+# Debian packages the tests need: a real PostgreSQL server for the store tests and
+# Chromium for the console's browser tests (Playwright drives /usr/bin/chromium).
 PG_BIN = $$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 
 .PHONY: run test bench lint typecheck install clean
@@ -31,6 +32,10 @@ $(APT_STAMP): | $(PY)
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		echo "installing Debian package postgresql (the store tests run a real server)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing Debian package chromium (the console's browser tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
 	touch $@
 

@@ -1,4 +1,10 @@
-"""Suite-wide setup. Imported before any test module, so before Ray is imported."""
+"""Suite-wide setup and the one Ray cluster of the session.
+
+Imported before any test module, so before Ray is imported: a local Ray cluster
+stays on loopback. The ``world`` fixture is the whole stack on a real local Ray
+cluster (the Serve ingress, the recorder, the pool, the media edge) against both
+emulators, once per session, for ``tests/integration`` and ``tests/console``.
+"""
 
 from __future__ import annotations
 
@@ -7,3 +13,108 @@ import os
 # Keep a local Ray cluster entirely on loopback: with this, Ray takes 127.0.0.1 as
 # the node address instead of the machine's outward-facing one.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from twilio.rest import Client
+
+from serve.client import SwitchboardClient
+from serve.local import LocalStack, free_port, local_stack
+from sim.scenario import Scenario, parse_scenario
+from sim.testing_realtime import RunningRealtimeEmulator, run_realtime_emulator
+from sim.testing_twilio import TwilioEmulator, run_twilio_emulator
+
+ACCOUNT = "AC" + "7" * 32
+BUSY, NO_ANSWER, FAILED = "+15550000002", "+15550000003", "+15550000004"
+
+SCENARIO: Scenario = parse_scenario(
+    {
+        "numbers": {
+            "default": {"outcome": "human", "answer_after_s": 0.5},
+            BUSY: {"outcome": "busy"},
+            NO_ANSWER: {"outcome": "no-answer"},
+            FAILED: {"outcome": "failed"},
+        },
+        "caller": [
+            {"say": "Hello? Who is this?", "clip": "caller_hello.ulaw", "after_agent_ms": 300},
+            {
+                "say": "Wait, sorry, can I ask something first?",
+                "clip": "caller_interrupt.ulaw",
+                "barge_in_ms": 1500,
+            },
+            {"say": "Yes, four o'clock works for me.", "clip": "caller_yes.ulaw"},
+            {"hangup": True, "after_agent_ms": 500},
+        ],
+        "assistant": [
+            {
+                "say": "Hello! This is Ava calling from Bright Smiles Dental.",
+                "clip": "agent_greeting.ulaw",
+            },
+            {
+                "say": "We have openings on Monday at four, Tuesday at three thirty, and "
+                "Thursday at five. Which one would you prefer?",
+                "clip": "agent_reply_long.ulaw",
+            },
+            {"say": "Sure, I can help with that.", "clip": "agent_reply_short.ulaw"},
+            {
+                "say": "Perfect, you are booked for Monday at four. Goodbye!",
+                "clip": "agent_confirm.ulaw",
+            },
+        ],
+        "max_call_s": 120,
+    }
+)
+
+
+@dataclass
+class World:
+    stack: LocalStack
+    twilio: TwilioEmulator
+    realtime: RunningRealtimeEmulator
+    api_token: str
+    auth_token: str
+    outcomes: dict[str, str]  # status -> a number that ends that way
+
+    def client(self, token: str | None = None) -> SwitchboardClient:
+        return SwitchboardClient(self.stack.public_url, token or self.api_token, timeout=60.0)
+
+    def twilio_rest(self) -> Client:
+        client = Client(ACCOUNT, self.auth_token, environment={})
+        client.api.base_url = self.twilio.base_url
+        return client
+
+
+@pytest.fixture(scope="session")
+async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    auth_token, api_token = secrets.token_hex(16), secrets.token_hex(16)
+    database = Path(tmp_path_factory.mktemp("db")) / "calls.db"
+    async with (
+        run_twilio_emulator(account_sid=ACCOUNT, auth_token=auth_token, scenario=SCENARIO) as tw,
+        run_realtime_emulator(scenario=SCENARIO, api_key="sk-integration") as rt,
+    ):
+        public_port = free_port()
+        settings = {
+            "TWILIO_ACCOUNT_SID": ACCOUNT,
+            "TWILIO_AUTH_TOKEN": auth_token,
+            "TWILIO_API_BASE_URL": tw.base_url,
+            "TWILIO_FROM_NUMBER": "+15005550006",
+            "OPENAI_API_KEY": "sk-integration",
+            "OPENAI_BASE_URL": rt.base_url,
+            "PUBLIC_URL": f"http://127.0.0.1:{public_port}",
+            "SWITCHBOARD_API_TOKEN": api_token,
+            "DATABASE_URL": f"sqlite:///{database}",
+        }
+        # The Ray workers inherit these; the rest of the suite must not see them.
+        patch = pytest.MonkeyPatch()
+        for name, value in settings.items():
+            patch.setenv(name, value)
+        async with local_stack(public_port=public_port, warm_actors=4) as stack:
+            outcomes = {"busy": BUSY, "no-answer": NO_ANSWER, "failed": FAILED}
+            try:
+                yield World(stack, tw, rt, api_token, auth_token, outcomes)
+            finally:
+                patch.undo()

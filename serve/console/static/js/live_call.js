@@ -39,6 +39,7 @@ const TIMELINE_KIND = {
   "call.hanging_up": "hangup",
   "call.hangup_requested": "hangup_requested",
   "call.ended": "finished",
+  latency: "latency",
 };
 const NOT_DATA = new Set(["call_id", "type", "at"]);
 
@@ -53,6 +54,8 @@ function subject(kind, data) {
     case "tool_call":
     case "tool_result":
       return data.tool_call_id ?? "";
+    case "latency":
+      return data.kind ?? "";
     default:
       return "";
   }
@@ -280,21 +283,21 @@ export class CallModel {
   }
 
   // Phase, ended and latency follow from the timeline, so replays and
-  // snapshots cannot double count them.
+  // snapshots cannot double count them. Latencies are the call's own
+  // measurements: "answer" (stream start to the first agent audio) and
+  // "response" (the caller stopped speaking to the first audio of the reply).
   #derive() {
     let phase = null;
-    let thinkingSince = null;
     const latencies = [];
+    let answerLatency = null;
     let ended = isTerminal(this.status);
     let endReason = null;
     for (const item of this.timeline) {
       if (item.kind === "phase") {
         phase = item.data.new;
-        if (phase === "thinking") thinkingSince = ms(item.at);
-        else if (phase === "speaking" && thinkingSince !== null) {
-          latencies.push(ms(item.at) - thinkingSince);
-          thinkingSince = null;
-        } else thinkingSince = null;
+      } else if (item.kind === "latency") {
+        if (item.data.kind === "answer") answerLatency = item.data.ms;
+        else if (item.data.kind === "response") latencies.push(item.data.ms);
       } else if (item.kind === "finished") {
         ended = true;
         endReason = item.data.reason ?? null;
@@ -304,6 +307,7 @@ export class CallModel {
     this.ended = ended;
     this.endReason = endReason;
     this.latencies = latencies;
+    this.answerLatency = answerLatency;
     this.speaking = ended ? null : this.phase === "speaking" ? "agent" : this.callerSpeaking ? "caller" : null;
   }
 

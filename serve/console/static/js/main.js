@@ -115,7 +115,7 @@ function showSignIn(message = "") {
     h(
       "p",
       { id: "token-help", class: "help" },
-      "Sent only to this server, as a bearer token. Nothing else is stored in this browser.",
+      "Sent only to this server, as a bearer token; kept in this browser only as you choose below.",
     ),
     h("label", { class: "check" }, remember, " Remember on this device"),
     error,

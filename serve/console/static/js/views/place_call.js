@@ -4,10 +4,10 @@
 // field they name.
 
 import { ApiError } from "../api.js";
-import { h, replace, setText } from "../dom.js";
+import { h, setText } from "../dom.js";
 import { checkE164 } from "../phone.js";
-import { deleteTemplate, loadTemplates, saveTemplate } from "../store.js";
 import { VOICES } from "../voices.js";
+import { templatePicker } from "./template_picker.js";
 
 const FIELD_IDS = {
   to: "call-to",
@@ -94,69 +94,10 @@ export function placeCallForm({ api, toast, startWebCall, onPlaced }) {
   const maxDuration = h("input", { id: FIELD_IDS.max_duration_s, name: "max_duration_s", type: "number", min: 1, step: 1, inputmode: "numeric", placeholder: "Server limit" });
   const metadata = h("textarea", { id: FIELD_IDS.metadata, name: "metadata", rows: 3, spellcheck: "false", placeholder: '{"customer": "C-1042"}' });
 
-  // Templates: a picker, and save/delete beside it.
-  const picker = h("select", { id: "template-picker", "aria-label": "Instruction template" });
-  const templateName = h("input", { id: "template-name", type: "text", placeholder: "Template name", "aria-label": "Template name" });
-  const saveRow = h(
-    "div",
-    { class: "inline-form", hidden: true },
-    templateName,
-    h("button", { class: "button", type: "button", onclick: () => commitTemplate() }, "Save"),
-    h("button", { class: "button quiet", type: "button", onclick: () => (saveRow.hidden = true) }, "Cancel"),
-  );
-  const deleteButton = h("button", { class: "button quiet", type: "button", disabled: true }, "Delete");
-
-  function fillPicker(selected = "") {
-    const templates = loadTemplates();
-    replace(
-      picker,
-      h("option", { value: "" }, templates.length ? "Templates…" : "No templates yet"),
-      templates.map((t) => h("option", { value: t.name }, t.name)),
-    );
-    picker.value = selected;
-    deleteButton.disabled = !picker.value;
-  }
-
-  function commitTemplate() {
-    const name = templateName.value.trim();
-    if (!name) {
-      templateName.focus();
-      return;
-    }
-    if (!instruction.value.trim()) {
-      showError(form, "instruction", "Write an instruction to save it as a template.");
-      instruction.focus();
-      return;
-    }
-    saveTemplate({ name, instruction: instruction.value, voice: voice.value, greeting: greeting.value });
-    fillPicker(name);
-    saveRow.hidden = true;
-    toast(`Template “${name}” saved in this browser.`);
-  }
-
-  picker.addEventListener("change", () => {
-    deleteButton.disabled = !picker.value;
-    const template = loadTemplates().find((t) => t.name === picker.value);
-    if (!template) return;
-    instruction.value = template.instruction;
-    voice.value = template.voice ?? "";
-    greeting.value = template.greeting ?? "";
-    showError(form, "instruction", "");
-  });
-  templateName.addEventListener("keydown", (event) => {
-    if (event.key === "Enter") {
-      event.preventDefault();
-      commitTemplate();
-    } else if (event.key === "Escape") {
-      saveRow.hidden = true;
-    }
-  });
-  deleteButton.addEventListener("click", () => {
-    const name = picker.value;
-    if (!name) return;
-    deleteTemplate(name);
-    fillPicker();
-    toast(`Template “${name}” deleted.`);
+  const templates = templatePicker({
+    fields: { instruction, voice, greeting },
+    complain: (message) => showError(form, "instruction", message),
+    toast,
   });
 
   const submit = h("button", { class: "button primary", type: "submit" }, "Place call");
@@ -176,22 +117,8 @@ export function placeCallForm({ api, toast, startWebCall, onPlaced }) {
       "div",
       { class: "field" },
       h("label", { for: FIELD_IDS.instruction }, "Instruction"),
-      h(
-        "div",
-        { class: "templates" },
-        picker,
-        h("button", {
-          class: "button quiet",
-          type: "button",
-          onclick: () => {
-            saveRow.hidden = false;
-            templateName.value = picker.value;
-            templateName.focus();
-          },
-        }, "Save as template"),
-        deleteButton,
-      ),
-      saveRow,
+      templates.controls,
+      templates.saveRow,
       instruction,
       h("p", { id: `${FIELD_IDS.instruction}-help`, class: "help" }, "What the agent should do on this call."),
       h("p", { id: `${FIELD_IDS.instruction}-error`, class: "field-error" }),
@@ -354,7 +281,6 @@ export function placeCallForm({ api, toast, startWebCall, onPlaced }) {
     }
   });
 
-  fillPicker();
   checkTo();
   return form;
 }

@@ -1,0 +1,72 @@
+"""Signing in: nothing works without the token; it is asked for once and kept only as typed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Console = Any  # the `console` fixture of conftest.py
+
+
+async def test_nothing_loads_before_sign_in_and_a_wrong_token_is_refused(console: Console) -> None:
+    requested: list[str] = []
+    console.page.on("request", lambda r: requested.append(r.url))
+    page = await console.open(signed_in=False)
+    await page.locator("#token").wait_for()
+    assert await page.locator("#nav").is_hidden()
+    assert not [u for u in requested if "/calls" in u or "/events" in u]
+
+    # An empty form says what is missing; a wrong token is refused by the server.
+    await page.click("button[type=submit]")
+    assert await page.text_content("#token-error") == "Enter the API token."
+    console.expect_error(r"401")
+    await page.fill("#token", "not-the-token")
+    await page.click("button[type=submit]")
+    await page.locator("#token-error", has_text="refused this token").wait_for()
+    assert await page.get_attribute("#token", "aria-invalid") == "true"
+    assert await page.evaluate("localStorage.length + sessionStorage.length") == 0
+
+    await console.sign_in()
+    await page.locator("#board-title").wait_for()
+
+
+async def test_the_token_is_remembered_and_is_the_only_thing_stored(console: Console) -> None:
+    page = await console.open()
+    stored = await page.evaluate("Object.assign({}, localStorage)")
+    assert stored == {"switchboard.token": console.token}
+    assert await page.evaluate("sessionStorage.length") == 0
+    # Never in the page itself, nor in a URL.
+    assert console.token not in await page.content()
+    assert console.token not in page.url
+
+    await page.reload()
+    await page.locator("#board-title").wait_for()  # no second sign-in
+    assert await page.locator("#nav").is_visible()
+
+    await page.click("#sign-out")
+    await page.locator("#token").wait_for()
+    assert await page.evaluate("localStorage.length") == 0
+    await page.reload()
+    await page.locator("#token").wait_for()
+
+
+async def test_not_remembering_keeps_the_token_for_this_tab_only(console: Console) -> None:
+    page = await console.open(signed_in=False)
+    await page.uncheck("#remember")
+    await console.sign_in()
+    assert await page.evaluate("localStorage.length") == 0
+    assert await page.evaluate("sessionStorage.getItem('switchboard.token')") == console.token
+    other = await console.context.new_page()  # a new tab starts signed out
+    await other.goto(console.base_url + "/")
+    await other.locator("#token").wait_for()
+    await other.close()
+
+
+async def test_a_token_revoked_while_signed_in_sends_the_user_back_to_sign_in(
+    console: Console,
+) -> None:
+    page = await console.open()
+    console.expect_error(r"401|WebSocket")
+    await page.evaluate("localStorage.setItem('switchboard.token', 'revoked')")
+    await page.reload()
+    await page.locator("#token-error", has_text="refused the API token").wait_for()
+    assert await page.evaluate("localStorage.length") == 0

@@ -1,0 +1,208 @@
+"""The live call view: the transcript as it streams, cuts, tools, timeline, hang-up."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from switchboard.call_actions import (
+    AgentTranscriptGrew,
+    AgentTurnFinished,
+    AgentTurnInterrupted,
+    AgentTurnStarted,
+    CallerTurnStarted,
+    CallerTurnTranscribed,
+    FinishCall,
+    LatencyMeasured,
+    PhaseChanged,
+    RunTool,
+    ToolReturned,
+    UsageReported,
+)
+from switchboard.realtime_events import Usage
+from switchboard.store.transcript import heard_prefix
+
+Console = Any  # the `console` fixture of conftest.py
+
+GREETING = "Hello! This is Ava calling from Bright Smiles Dental."
+LONG = "We have openings on Monday at four, Tuesday at three thirty, and Thursday at five."
+
+
+async def turns(page: Any) -> list[tuple[str, str]]:
+    """(kind, text) of every transcript entry, in screen order."""
+    got = await page.locator("#transcript > li").evaluate_all(
+        """items => items.map(li => [li.className.split(' ').slice(0, 2).join(' '),
+                                     li.querySelector('.text, pre')?.textContent ?? ''])"""
+    )
+    return [(kind, text) for kind, text in got]
+
+
+async def live_call(console: Console) -> Any:
+    call = await console.new_call("+15551230001", instruction="Book a cleaning.")
+    await console.status(call.id, "ringing")
+    await console.status(call.id, "in-progress")
+    return call
+
+
+async def test_a_conversation_streams_in_order_with_the_cut_and_a_tool(console: Console) -> None:
+    call = await live_call(console)
+    page = await console.open(f"/#/calls/{call.id}")
+    await page.locator("h1", has_text="Call to +15551230001").wait_for()
+    await page.locator("#transcript-title").wait_for()
+    await page.locator("#connection", has_text="Live").wait_for()
+
+    await console.act(call.id, PhaseChanged("idle", "thinking"), AgentTurnStarted("a1"))
+    await console.act(call.id, LatencyMeasured("answer", 420.0))
+    words = GREETING.split(" ")
+    for n, word in enumerate(words[:4]):
+        await console.act(call.id, AgentTranscriptGrew("a1", ("" if n == 0 else " ") + word))
+    streaming = page.locator('.turn.agent.streaming[data-item-id="a1"] .text')
+    await streaming.filter(has_text="Hello! This is Ava").wait_for()  # mid-reply, live
+    for word in words[4:]:
+        await console.act(call.id, AgentTranscriptGrew("a1", " " + word))
+    await console.act(call.id, AgentTurnFinished("a1", GREETING))
+    await page.locator('.turn.agent:not(.streaming)[data-item-id="a1"]').wait_for()
+
+    # The caller starts before the transcript of what they said arrives: the
+    # turn holds its place, and the agent's reply comes after it.
+    await console.act(call.id, CallerTurnStarted("c1"))
+    await page.locator('.turn.caller.pending[data-item-id="c1"]').wait_for()
+    await console.act(call.id, AgentTurnStarted("a2"), AgentTranscriptGrew("a2", LONG))
+    await console.act(call.id, LatencyMeasured("response", 612.3))
+    await console.act(call.id, CallerTurnTranscribed("c1", "Hello? Who is this?"))
+    # Barge-in: the caller heard 2.3 s of 6.1 s.
+    await console.act(call.id, CallerTurnStarted("c2"), AgentTurnInterrupted("a2", 2300, 6100))
+    await console.act(call.id, AgentTranscriptGrew("a2", " (never played)"))  # dropped after a cut
+    await console.act(call.id, CallerTurnTranscribed("c2", "Wait, can I ask something?"))
+    await console.act(
+        call.id,
+        RunTool("t1", "check_calendar", '{"day": "Monday"}'),
+        ToolReturned("t1", '{"free": true}'),
+    )
+    await console.act(call.id, AgentTurnStarted("a3"), AgentTranscriptGrew("a3", "Monday is free."))
+    await console.act(call.id, AgentTurnFinished("a3", "Monday is free."))
+
+    await page.locator('.tool[data-tool-call-id="t1"] .tool-result').wait_for()
+    await page.locator('.turn[data-item-id="a3"]:not(.streaming)').wait_for()
+    heard = heard_prefix(LONG, 2300, 6100)
+    assert await turns(page) == [
+        ("turn agent", GREETING),
+        ("turn caller", "Hello? Who is this?"),
+        ("turn agent", f"{heard} {LONG[len(heard) :].strip()}"),
+        ("turn caller", "Wait, can I ask something?"),
+        ("tool", '{\n  "day": "Monday"\n}'),
+        ("turn agent", "Monday is free."),
+    ]
+    cut = page.locator('.turn.interrupted[data-item-id="a2"]')
+    assert await cut.locator(".heard").text_content() == heard
+    assert await cut.locator("del.unheard").text_content() == LONG[len(heard) :].strip()
+    assert await cut.locator(".cut-note").text_content() == (
+        "✂ Cut off: the caller heard 2.3 s of 6.1 s"
+    )
+    tool = page.locator('.tool[data-tool-call-id="t1"]')
+    assert "check_calendar" in await tool.locator(".who").text_content()
+    assert "true" in await tool.locator(".tool-result pre").text_content()
+
+    assert await page.text_content(".call-stats .latency") == (
+        "First words 420 ms after answer · Reply latency 612 ms (median 612 ms, 1 reply)"
+    )
+    timeline = await page.locator("#timeline li span").all_text_contents()
+    assert "Latency: reply audio 612 ms after the caller stopped" in timeline
+    assert "Status: Ringing" in timeline and "Status: In progress" in timeline
+    assert "Caller interrupted the agent (heard 2.3 s of 6.1 s)" in timeline
+    assert "Tool called: check_calendar" in timeline and "Tool returned" in timeline
+    await page.uncheck("#show-phases")
+    assert await page.locator("#timeline li.phase").first.is_hidden()
+
+
+async def test_hang_up_asks_for_confirmation_then_ends_the_call(console: Console) -> None:
+    call = await live_call(console)
+    page = await console.open(f"/#/calls/{call.id}")
+    button = page.get_by_role("button", name="Hang up")
+    await button.click()
+    assert console.control.hung_up == []
+    await page.get_by_role("button", name="Confirm hang-up").click()
+    await page.locator(".toast", has_text="Hang-up requested").wait_for()
+    assert console.control.hung_up == [call.id]
+    await page.locator("#timeline li span", has_text="Hang-up requested (by api)").wait_for()
+
+    # The call actor reports the end; the page shows it ended and stops offering a hang-up.
+    await console.act(call.id, FinishCall("hung up by api"))
+    await console.status(call.id, "completed")
+    await page.locator(".call-stats .badge", has_text="Completed").wait_for()
+    await page.locator(".phase", has_text="Ended: hung up by api").wait_for()
+    assert await page.locator(".call-actions .button.danger").is_hidden()
+
+
+async def test_opening_a_call_mid_reply_shows_each_word_once(console: Console) -> None:
+    call = await live_call(console)
+    await console.act(call.id, AgentTurnStarted("a1"), AgentTranscriptGrew("a1", "Hello!"))
+    await console.act(call.id, AgentTranscriptGrew("a1", " This is"))
+    await console.act(call.id, CallerTurnStarted("c1"), CallerTurnTranscribed("c1", "Hi."))
+    await console.act(call.id, AgentTurnStarted("a2"), AgentTranscriptGrew("a2", "Sure"))
+    await console.act(call.id, UsageReported("r1", Usage(1000, 600, 400, 500, 100, 0, 350, 50)))
+    page = await console.open(f"/#/calls/{call.id}")
+    await page.locator('.turn[data-item-id="a2"] .text', has_text="Sure").wait_for()
+    await console.act(
+        call.id, AgentTranscriptGrew("a1", " Ava."), AgentTurnFinished("a1", "Hello! This is Ava.")
+    )
+    await console.act(call.id, AgentTranscriptGrew("a2", ", one moment."))
+    await page.locator('.turn[data-item-id="a2"] .text', has_text="Sure, one moment.").wait_for()
+    assert await turns(page) == [
+        ("turn agent", "Hello! This is Ava."),
+        ("turn caller", "Hi."),
+        ("turn agent", "Sure, one moment."),
+    ]
+    usage = dict(
+        zip(
+            await page.locator("#usage dt").all_text_contents(),
+            await page.locator("#usage dd").all_text_contents(),
+            strict=True,
+        )
+    )
+    assert usage["Total tokens"] == "1000" and usage["Output tokens"] == "400"
+
+
+async def test_transcript_text_is_shown_as_text_never_as_markup(console: Console) -> None:
+    call = await live_call(console)
+    page = await console.open(f"/#/calls/{call.id}")
+    await page.locator("#connection", has_text="Live").wait_for()
+    evil = "<img src=x onerror=\"document.title='pwned'\"><b>bold</b>"
+    await console.act(call.id, CallerTurnStarted("c1"), CallerTurnTranscribed("c1", evil))
+    await page.locator('.turn[data-item-id="c1"] .text', has_text="<img").wait_for()
+    assert await page.locator("#transcript img, #transcript b").count() == 0
+    assert "pwned" not in await page.title()
+
+
+async def test_an_unknown_call_says_so(console: Console) -> None:
+    console.expect_error("404")
+    page = await console.open("/#/calls/01NOSUCHCALL")
+    await page.locator("h1", has_text="Call not found").wait_for()
+
+
+async def test_the_heard_cut_matches_the_store_s(console: Console) -> None:
+    """The page's estimate of what was heard is the store's, character for character."""
+    page = await console.open()
+    rng = random.Random(5)
+    texts = [
+        LONG,
+        "One two three",
+        "  spaced   out  words ",
+        "Ünïcödé wörds — and emoji 🎉 too, naïve café",
+        "nowhitespaceatall",
+        "",
+    ]
+    cases = []
+    for text in texts:
+        for _ in range(25):
+            generated = rng.randint(0, 8000)
+            heard = rng.randint(-100, generated + 100)
+            cases.append((text, heard, generated))
+    got = await page.evaluate(
+        """async (cases) => {
+            const { heardPrefix } = await import('/console/js/live_call.js');
+            return cases.map(([t, h, g]) => heardPrefix(t, h, g));
+        }""",
+        cases,
+    )
+    assert got == [heard_prefix(t, h, g) for t, h, g in cases]
