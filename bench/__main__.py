@@ -2,28 +2,50 @@
 
 Each benchmark owns one section of the document, between
 ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``; the rest is prose kept by hand.
+
+    python -m bench                                   # every section
+    python -m bench --only live-calls --max-calls 40  # one section, N up to 40
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import datetime as dt
+import json
 import os
 import re
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench.frame_path import run_frame_path
+from bench.live_calls import run_live_calls_bench
+from bench.live_report import render_live_calls
 from bench.machine import describe_machine
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 FRAME_TARGET_US = 30.0
 
 
-def frame_path_section() -> str:
+@contextlib.contextmanager
+def one_core() -> Iterator[None]:
+    """Pin this process to one core for the block, then give the others back."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cores)
+
+
+def frame_path_section(args: argparse.Namespace) -> str:
     # One core, as the target says; the other stays for the OS and emulators.
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    results = run_frame_path()
+    with one_core():
+        results = run_frame_path()
     path = sum(v for k, v in results.items() if not k.startswith("codec"))
     lines = [
         f"Measured {dt.date.today().isoformat()} on {describe_machine()}, pinned to one core.",
@@ -39,6 +61,21 @@ def frame_path_section() -> str:
     return "\n".join(lines)
 
 
+def live_calls_section(args: argparse.Namespace) -> str:
+    results = run_live_calls_bench(
+        args.max_calls, cold_calls=args.cold_calls, keep_going=args.keep_going
+    )
+    if args.raw is not None:
+        args.raw.write_text(json.dumps(results, indent=2))
+    return render_live_calls(results)
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], str]] = {
+    "frame-path": frame_path_section,
+    "live-calls": live_calls_section,
+}
+
+
 def record(name: str, body: str) -> None:
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
@@ -48,13 +85,36 @@ def record(name: str, body: str) -> None:
     DOC.write_text(text)
 
 
-def main() -> int:
-    section = frame_path_section()
-    print(section)
-    record("frame-path", section)
-    print(f"\nrecorded in {DOC}", file=sys.stderr)
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="run the benchmarks")
+    parser.add_argument(
+        "--only", action="append", choices=sorted(SECTIONS), help="run this section (repeatable)"
+    )
+    parser.add_argument(
+        "--max-calls", type=int, default=None, help="live-calls: raise N up to this (default 100)"
+    )
+    parser.add_argument(
+        "--cold-calls",
+        type=int,
+        default=10,
+        help="live-calls: calls without a warm actor (0: skip)",
+    )
+    parser.add_argument(
+        "--keep-going", action="store_true", help="live-calls: every N, even past a broken target"
+    )
+    parser.add_argument("--raw", type=Path, help="live-calls: also write every figure as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for name in args.only or list(SECTIONS):
+        section = SECTIONS[name](args)
+        print(section)
+        record(name, section)
+        print(f"\nrecorded {name} in {DOC}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

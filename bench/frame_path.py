@@ -33,7 +33,7 @@ ROUNDS = 7
 STREAM = "MZ" + "0" * 32
 
 
-def _per_op_us(step: Callable[[int], None], count: int) -> float:
+def _per_op_us(step: Callable[[int], object], count: int) -> float:
     """Median over rounds of the time per call of ``step(i)``, in microseconds."""
     samples = []
     for _ in range(ROUNDS):
