@@ -7,7 +7,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 APT_STAMP := $(VENV)/.apt-installed
 # Debian packages the tests need: a real PostgreSQL server for the store tests and
-# Chromium for the console's browser tests (Playwright drives /usr/bin/chromium).
+# Chromium for the console's browser tests (Playwright drives /usr/bin/chromium),
+# and Prometheus's promtool to check the monitoring config.
 PG_BIN = $$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 
 .PHONY: run test bench lint typecheck install clean
@@ -36,6 +37,10 @@ $(APT_STAMP): | $(PY)
 	@if [ ! -x /usr/bin/chromium ]; then \
 		echo "installing Debian package chromium (the console's browser tests)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+	@if ! command -v promtool >/dev/null 2>&1; then \
+		echo "installing Debian package prometheus (promtool checks monitoring/)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; \
 	fi
 	touch $@
 

@@ -1,13 +1,23 @@
 """One live call: its Twilio media socket, its Realtime socket and its codec state.
 
-An ordinary class; ``serve/assembly.py`` makes it a Ray actor (one per call,
-detached, named by its pool slot, asking for a ``call_slot`` resource and
-memory). It owns a small WebSocket server of its own, so the call's Twilio
-stream ends here with no Ray call per frame: the media edge splices the
-upgrade to ``media_address`` untouched, and the handshake's
-``X-Twilio-Signature`` is checked here, against the public URL, before any
-audio flows. The Realtime session is opened in ``prepare``, while the phone
-rings, so the greeting can start the moment the callee answers.
+An ordinary class; ``actors/ray_wiring.py`` makes it a Ray actor (one per
+call, detached, named by its pool slot, asking for a ``call_slot`` resource
+and memory). It owns a small WebSocket server of its own (picows: about half
+the CPU per message of ``websockets``), so the call's Twilio stream ends here
+with no Ray call per frame: the media edge splices the upgrade to
+``media_address`` untouched, and the handshake's ``X-Twilio-Signature`` is
+checked here, against the public URL, before any audio flows. The Realtime
+session is opened in ``prepare``, while the phone rings, so the greeting can
+start the moment the callee answers; it is opened the way the openai SDK
+opens it (``actors/realtime_connect.py``) without importing the SDK, which
+would cost every call actor ~29 MB.
+
+A web call (``CallPlan.web``) is the same call with a browser as the phone:
+its socket carries no Twilio signature (the one-time token in ``start`` is
+the credential), it ends by closing that socket rather than through
+Twilio's REST API, and, since no Twilio status callback reports it, the
+actor records its status itself (``in-progress`` on connect, then
+``completed``, ``no-answer`` after ``WEB_CONNECT_TIMEOUT_S``, or ``failed``).
 
 What the call says and does is batched to a ``Reporter`` (the recorder: store
 and live events) every ``REPORT_INTERVAL_S``, and at once when the call ends.
@@ -20,30 +30,28 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Protocol
 
-import websockets
-from openai import AsyncOpenAI
 from twilio.request_validator import RequestValidator
-from websockets.asyncio.server import Server, ServerConnection
-from websockets.http11 import Request, Response
 
 from actors.call_shell import CallShell
-from actors.sockets import RealtimeSocket, WebsocketsSocket
+from actors.picows_sockets import MediaServer, PicowsSocket, serve_media
+from actors.realtime_connect import connect_realtime, realtime_url
 from switchboard.bridge import CallBridge
-from switchboard.call_actions import Action, CallEnded, HangupRequested
+from switchboard.call_actions import Action, CallEnded, CallStatusChanged, HangupRequested
 from switchboard.call_policy import PolicyConfig
-from switchboard.errors import ConfigError, LocalProtocolError, RealtimeServiceError
+from switchboard.errors import ConfigError, LocalProtocolError
 from switchboard.session_config import SessionConfig
 from switchboard.settings import Settings
 
 __all__ = ["CallActor", "CallPlan", "Reporter"]
 
 log = logging.getLogger(__name__)
-REPORT_INTERVAL_S = 0.2
+REPORT_INTERVAL_S = 0.5  # a Ray call costs ~1.2 ms of CPU: 2 a second per call, not 5
+WEB_CONNECT_TIMEOUT_S = 30.0  # a web call whose browser never connects ends as no-answer
 TERMINAL_BEFORE_ANSWER = frozenset({"busy", "no-answer", "failed", "canceled"})
 
 
@@ -58,6 +66,7 @@ class CallPlan:
     greeting: str | None = None
     max_duration_s: float = 1800.0
     caller_silence_s: float = 30.0
+    web: bool = False  # the phone is a browser: no Twilio signature, no REST hang-up
 
 
 class Reporter(Protocol):
@@ -79,12 +88,15 @@ class CallActor:
         self.plan: CallPlan | None = None
         self.call_sid: str | None = None
         self.shell: CallShell | None = None
-        self._server: Server | None = None
+        self._server: MediaServer | None = None
         self._attached = False
         self._pending: list[tuple[Action, float]] = []
+        self._reporting = asyncio.Lock()  # one batch in flight: batches arrive in order
         self._flusher: asyncio.Task[None] | None = None
         self._wall_offset = time.time() - time.monotonic()
         self._prepared = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._watchdog: asyncio.Task[None] | None = None
         if settings.twilio_auth_token is None:
             raise ConfigError("TWILIO_AUTH_TOKEN is needed to check media stream signatures")
         self._validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
@@ -93,15 +105,12 @@ class CallActor:
 
     async def start(self, host: str = "127.0.0.1") -> tuple[str, int]:
         """Open the media server; returns the address the edge should splice to."""
-        self._server = await websockets.serve(
-            self._media, host, 0, process_request=self._check_handshake, max_size=2**20
-        )
+        self._server = await serve_media(host, 0, self._check_handshake, self._media)
         return self.media_address()
 
     def media_address(self) -> tuple[str, int]:
         assert self._server is not None, "start() first"
-        host, port = next(iter(self._server.sockets)).getsockname()[:2]
-        return str(host), int(port)
+        return self._server.address
 
     async def prepare(self, plan: CallPlan) -> None:
         """Open and configure the Realtime session while the phone rings."""
@@ -116,16 +125,10 @@ class CallActor:
             stream_token=plan.stream_token,
         )
         self.shell = CallShell(CallBridge(config), self, call_id=plan.call_id)
-        try:
-            connection = (
-                await self._realtime_client()
-                .realtime.connect(model=self.settings.openai_realtime_model)
-                .enter()
-            )
-        except Exception as exc:  # the SDK raises websockets/httpx errors; translate once
-            raise RealtimeServiceError(f"cannot open the Realtime session: {exc}") from exc
-        self.shell.start_realtime(RealtimeSocket(connection))
+        self.shell.start_realtime(await self._open_realtime())
         self._flusher = asyncio.ensure_future(self._flush_reports())
+        if plan.web:
+            self._watchdog = asyncio.ensure_future(self._await_browser())
         self._prepared.set()
 
     async def dialed(self, call_sid: str) -> None:
@@ -153,8 +156,15 @@ class CallActor:
         await self.shell.close()
         if self._server is not None:
             self._server.close()
-        if self._flusher is not None:
-            self._flusher.cancel()
+            await self._server.wait_closed()
+        for task in (self._flusher, self._watchdog):
+            if task is not None:
+                task.cancel()
+        if self.plan is not None and self.plan.web:
+            # No Twilio status callback reports a web call: the actor does.
+            refused = self.shell.finish_code == 1008  # the stream failed its token check
+            ended = "failed" if refused else "completed" if self._attached else "no-answer"
+            self.record(CallStatusChanged(ended), time.monotonic())
         await self._send_reports()
         return self.shell.finish_reason or "ended"
 
@@ -164,7 +174,8 @@ class CallActor:
         return json.dumps({"error": f"no tool named {name!r} is available on this call"})
 
     async def end_call(self, reason: str) -> None:
-        if self.call_sid is not None:
+        # A web call ends by closing its socket (the shell does); a phone call through Twilio.
+        if self.call_sid is not None and not (self.plan is not None and self.plan.web):
             await self._rest_hang_up(self.call_sid)
 
     def record(self, action: Action, now: float) -> None:
@@ -172,56 +183,72 @@ class CallActor:
 
     # -- media server ------------------------------------------------------
 
-    def _check_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _check_handshake(self, path: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
         plan = self.plan
-        if plan is None or request.path != f"/media/{plan.call_id}":
-            return connection.respond(HTTPStatus.NOT_FOUND, "no such call here\n")
+        if plan is None or path != f"/media/{plan.call_id}":
+            return HTTPStatus.NOT_FOUND, "no such call here\n"
         if self._attached:
-            return connection.respond(HTTPStatus.CONFLICT, "this call's stream is connected\n")
-        signature = request.headers.get("X-Twilio-Signature", "")
-        if not self._validator.validate(self._public_url(request), {}, signature):
+            return HTTPStatus.CONFLICT, "this call's stream is connected\n"
+        if plan.web:
+            return None  # the one-time token in `start` is a web call's credential
+        signature = headers.get("X-Twilio-Signature", "")
+        if not self._validator.validate(self._public_url(path, headers), {}, signature):
             log.warning("media handshake refused: bad signature", extra={"call_id": plan.call_id})
-            return connection.respond(HTTPStatus.FORBIDDEN, "invalid X-Twilio-Signature\n")
+            return HTTPStatus.FORBIDDEN, "invalid X-Twilio-Signature\n"
         return None
 
-    def _public_url(self, request: Request) -> str:
+    def _public_url(self, path: str, headers: Mapping[str, str]) -> str:
         """The URL Twilio connected to: PUBLIC_URL, else what the proxy forwarded."""
         if self.settings.public_url is not None:
             base = str(self.settings.public_url).rstrip("/")
             scheme, _, rest = base.partition("://")
-            return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{request.path}"
-        proto = request.headers.get("X-Forwarded-Proto", "http").split(",")[0].strip()
-        host = request.headers.get("X-Forwarded-Host") or request.headers.get("Host", "")
-        return f"{'wss' if proto in ('https', 'wss') else 'ws'}://{host}{request.path}"
+            return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}"
+        proto = headers.get("X-Forwarded-Proto", "http").split(",")[0].strip()
+        host = headers.get("X-Forwarded-Host") or headers.get("Host", "")
+        return f"{'wss' if proto in ('https', 'wss') else 'ws'}://{host}{path}"
 
-    async def _media(self, connection: ServerConnection) -> None:
+    async def _media(self, socket: PicowsSocket) -> None:
         assert self.shell is not None
         self._attached = True
-        self.shell.attach_twilio(WebsocketsSocket(connection))
+        self._connected.set()
+        if self.plan is not None and self.plan.web:
+            self.record(CallStatusChanged("in-progress"), time.monotonic())
+        self.shell.attach_twilio(socket)
         await self.shell.finished.wait()
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(connection.wait_closed(), timeout=5.0)
+            await asyncio.wait_for(socket.wait_closed(), timeout=5.0)
+
+    async def _await_browser(self) -> None:
+        try:
+            await asyncio.wait_for(self._connected.wait(), WEB_CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            assert self.shell is not None
+            self.shell.feed(CallEnded("no-answer"))
 
     # -- reports -----------------------------------------------------------
 
     async def _flush_reports(self) -> None:
         while True:
             await asyncio.sleep(REPORT_INTERVAL_S)  # a batching period, not synchronisation
-            await self._send_reports()
+            # Shielded: stopping the flusher must not drop a batch already on its way.
+            await asyncio.shield(self._send_reports())
 
     async def _send_reports(self) -> None:
-        if not self._pending or self.plan is None:
-            return
-        batch, self._pending = self._pending, []
-        try:
-            await self.reporter.report(self.plan.call_id, batch)
-        except Exception:  # the recorder is down: keep the batch for the next try
-            log.exception("report failed", extra={"call_id": self.plan.call_id})
-            self._pending[:0] = batch
+        async with self._reporting:
+            if not self._pending or self.plan is None:
+                return
+            batch, self._pending = self._pending, []
+            try:
+                await self.reporter.report(self.plan.call_id, batch)
+            except Exception:  # the recorder is down: keep the batch for the next try
+                log.exception("report failed", extra={"call_id": self.plan.call_id})
+                self._pending[:0] = batch
 
-    def _realtime_client(self) -> AsyncOpenAI:
+    async def _open_realtime(self) -> PicowsSocket:
+        # The SDK's URL and headers, without importing the SDK (~29 MB per call actor).
         key = self.settings.openai_api_key
         if key is None:
             raise ConfigError("OPENAI_API_KEY is not set")
         base = None if self.settings.openai_base_url is None else str(self.settings.openai_base_url)
-        return AsyncOpenAI(api_key=key.get_secret_value(), base_url=base, max_retries=1)
+        url = realtime_url(base, self.settings.openai_realtime_model)
+        return await connect_realtime(url, key.get_secret_value())

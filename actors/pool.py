@@ -7,9 +7,19 @@ call; it refills in the background. It also answers the media edge's one
 question, "where does this call's stream go?", and retires each actor when
 its call is over (detached actors need explicit cleanup).
 
+Refills never ask for more actors than the cluster can place: an actor that
+waits for a ``call_slot`` makes every raylet's deadlock check run
+``gc.collect()`` in every worker each 10 s, stalling all live calls. So a
+refill starts at most ``factory.free_slots()`` minus the creations already
+in flight (some of which may already hold their slot: counting them twice
+errs on the side of starting fewer). When the pool is short of room it
+looks again every ``recheck_s`` (slots are released a little after an actor
+is killed, and nodes may join); when a creation fails it waits ``backoff``
+seconds, doubling up to ``backoff_max``, before trying again.
+
 The pool is an ordinary class over a ``SlotFactory`` port: the Ray wiring
 (``actors/ray_wiring.py``) makes it a singleton detached actor and the slots
-Ray actors; tests use plain objects.
+Ray actors; tests use plain objects and a fake ``sleep``.
 """
 
 from __future__ import annotations
@@ -17,9 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = ["CallPool", "Slot", "SlotFactory"]
 
@@ -38,21 +48,44 @@ class SlotFactory(Protocol[H]):
     async def create(self) -> Slot[H]:
         """Start one call actor and its media server."""
 
+    async def free_slots(self) -> int:
+        """How many more call actors the cluster could place now (creations in flight may count)."""
+
     def finished(self, slot: Slot[H]) -> Awaitable[str]:
         """Resolves, with the reason, when the slot's call is over."""
 
     async def retire(self, slot: Slot[H]) -> None:
-        """Stop the actor for good."""
+        """Stop the actor for good (its slot is released, possibly a little later)."""
 
 
 class CallPool(Generic[H]):
-    def __init__(self, factory: SlotFactory[H], size: int = 2) -> None:
+    def __init__(
+        self,
+        factory: SlotFactory[H],
+        size: int = 2,
+        *,
+        recheck_s: float = 0.5,
+        backoff: float = 1.0,
+        backoff_max: float = 30.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.factory = factory
         self.size = size
+        self.recheck_s = recheck_s
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self._sleep = sleep
         self._ready: asyncio.Queue[Slot[H]] = asyncio.Queue()
         self._live: dict[str, Slot[H]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._starting = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # refills: short-lived
+        self._watchers: set[asyncio.Task[None]] = set()  # one per live call
+        self._starting = 0  # refill creations in flight: they count toward ``size``
+        self._on_demand = 0  # creations for a call that found the pool dry
+        self._launched = 0  # creations ever begun: tells a refill what started while it asked
+        self._failures = 0  # consecutive failed creations; sets the back-off
+        self._timer: asyncio.Task[None] | None = None  # the one scheduled re-check
+        self._holding = False  # backing off after a failure: refills wait for the timer
+        self._closed = False
         self.ended: dict[str, str] = {}  # call id -> reason, for the calls this pool served
 
     @property
@@ -63,20 +96,32 @@ class CallPool(Generic[H]):
     def live(self) -> int:
         return len(self._live)
 
+    @property
+    def starting(self) -> int:
+        return self._starting + self._on_demand
+
     async def fill(self) -> None:
-        """Start actors until ``size`` are ready; returns when they are."""
-        count = self._missing()
-        self._starting += count  # counted now, so a concurrent fill does not overshoot
-        await asyncio.gather(*(self._start_one() for _ in range(count)))
+        """Start actors until ``size`` are ready or the cluster has no room; returns when
+        they are up, raising the first creation error (the pool retries on its own)."""
+        count = await self._claim()
+        results = await asyncio.gather(*(self._start_one() for _ in range(count)))
+        for error in results:
+            if error is not None:
+                raise error
 
     async def acquire(self, call_id: str) -> Slot[H]:
         """A ready actor for ``call_id`` (started now if the pool ran dry)."""
         slot = self._ready.get_nowait() if not self._ready.empty() else None
         if slot is None:
-            slot = await self.factory.create()
+            self._on_demand += 1
+            self._launched += 1
+            try:
+                slot = await self.factory.create()
+            finally:
+                self._on_demand -= 1
         self._live[call_id] = slot
-        self._spawn(self._watch(call_id, slot))
-        self._spawn(self.fill())
+        self._spawn(self._watch(call_id, slot), self._watchers)
+        self._spawn(self._refill())
         return slot
 
     def locate(self, call_id: str) -> tuple[str, int] | None:
@@ -87,9 +132,11 @@ class CallPool(Generic[H]):
         return self._live.get(call_id)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        self._closed = True
+        tasks = [*self._tasks, *self._watchers, *([self._timer] if self._timer else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         slots = list(self._live.values())
         while not self._ready.empty():
             slots.append(self._ready.get_nowait())
@@ -99,11 +146,65 @@ class CallPool(Generic[H]):
     def _missing(self) -> int:
         return max(0, self.size - self._ready.qsize() - self._starting)
 
-    async def _start_one(self) -> None:
+    async def _claim(self) -> int:
+        """Reserve the refill creations that are missing and that the cluster can place."""
+        if self._closed or self._holding or not self._missing():
+            return 0
+        in_flight, launched = self.starting, self._launched
         try:
-            self._ready.put_nowait(await self.factory.create())
-        finally:
+            free = await self.factory.free_slots()
+        except Exception as exc:
+            log.warning("cannot read the free call slots: %s", exc)
+            self._back_off()
+            return 0
+        # Creations begun while we asked may not show in ``free`` yet: count them too.
+        busy = in_flight + self._launched - launched
+        count = max(0, min(self._missing(), free - busy))
+        if count < self._missing():
+            self._recheck_later(self.recheck_s)
+        self._starting += count
+        self._launched += count
+        return count
+
+    async def _refill(self) -> None:
+        count = await self._claim()
+        await asyncio.gather(*(self._start_one() for _ in range(count)))
+
+    async def _start_one(self) -> Exception | None:
+        try:
+            slot = await self.factory.create()
+        except Exception as exc:
+            log.warning("starting a call actor failed: %s", exc)
             self._starting -= 1
+            self._back_off()
+            return exc
+        self._starting -= 1
+        self._failures = 0
+        self._ready.put_nowait(slot)
+        # ``_claim`` may have counted this creation twice; now it is known, look again.
+        self._spawn(self._refill())
+        return None
+
+    def _back_off(self) -> None:
+        if self._holding:  # one round of creations failed: count it once
+            return
+        self._failures += 1
+        delay = min(self.backoff_max, self.backoff * 2 ** (self._failures - 1))
+        self._holding = True
+        if self._timer is not None:  # a short re-check would end the back-off early
+            self._timer.cancel()
+            self._timer = None
+        self._recheck_later(delay)
+
+    def _recheck_later(self, delay: float) -> None:
+        if self._timer is None and not self._closed:
+            self._timer = asyncio.ensure_future(self._recheck(delay))
+
+    async def _recheck(self, delay: float) -> None:
+        await self._sleep(delay)
+        self._timer = None
+        self._holding = False
+        self._spawn(self._refill())
 
     async def _watch(self, call_id: str, slot: Slot[H]) -> None:
         try:
@@ -115,8 +216,15 @@ class CallPool(Generic[H]):
             self._live.pop(call_id, None)
             with contextlib.suppress(Exception):
                 await self.factory.retire(slot)
+            self._spawn(self._refill())  # its slot is free again (or soon: see recheck_s)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(
+        self, coro: Coroutine[Any, Any, None], into: set[asyncio.Task[None]] | None = None
+    ) -> None:
+        if self._closed:
+            coro.close()
+            return
+        tasks = self._tasks if into is None else into
         task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)

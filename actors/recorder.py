@@ -1,6 +1,6 @@
 """The call recorder: one writer to the store, one source of live events.
 
-Call actors send it batches of ``(action, unix time)`` every 200 ms (not a
+Call actors send it batches of ``(action, unix time)`` every 500 ms (not a
 Ray call per frame). It writes each action to the store as it happens, so a
 dead call actor loses nothing it already reported, and appends the live
 event to a bounded, sequence-numbered log that ingress replicas read with
@@ -10,10 +10,12 @@ event to a bounded, sequence-numbered log that ingress replicas read with
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from datetime import UTC, datetime
 
-from switchboard.call_actions import Action
+from actors.call_metrics import NO_METRICS, RecorderMetrics
+from switchboard.call_actions import Action, FinishCall
 from switchboard.live_events import live_event
 from switchboard.store import CallStore, record
 
@@ -56,27 +58,38 @@ class EventLog:
 
 
 class CallRecorder:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, metrics: RecorderMetrics = NO_METRICS) -> None:
         self.database_url = database_url
+        self.metrics = metrics
         self.store: CallStore | None = None
         self.events = EventLog()
+        self._opening = asyncio.Lock()
+        # Ray runs an async actor's calls interleaved: one lock per call keeps its
+        # batches in the order they were sent (a later batch may end the turn an
+        # earlier one is still growing).
+        self._calls: dict[str, asyncio.Lock] = {}
 
     async def open(self) -> None:
-        if self.store is None:
-            self.store = await CallStore.open(self.database_url)
+        async with self._opening:
+            if self.store is None:
+                self.store = await CallStore.open(self.database_url)
 
     async def close(self) -> None:
         if self.store is not None:
             await self.store.close()
 
     async def report(self, call_id: str, batch: list[tuple[Action, float]]) -> None:
+        self.metrics.reported(call_id, batch, time.time())
         await self.open()
         assert self.store is not None
-        for action, at in batch:
-            await record(self.store, call_id, action, datetime.fromtimestamp(at, UTC))
-            event = live_event(call_id, action, at)
-            if event is not None:
-                await self.events.append(event)
+        async with self._calls.setdefault(call_id, asyncio.Lock()):
+            for action, at in batch:
+                await record(self.store, call_id, action, datetime.fromtimestamp(at, UTC))
+                event = live_event(call_id, action, at)
+                if event is not None:
+                    await self.events.append(event)
+        if any(isinstance(action, FinishCall) for action, _ in batch):
+            self._calls.pop(call_id, None)
 
     async def publish(self, event: dict[str, object]) -> None:
         """An event from the ingress (call created, status callback...)."""

@@ -8,13 +8,10 @@ the emulators'. Both emulators share one loop, and every stamp they record is th
 loop's ``time()``, which is ``time.monotonic()``: the same clock as the main
 thread's loop and the CPU sampler.
 
-Workaround: ``run_realtime_emulator`` listens on a socket made with protocol 0, and
-asyncio sets ``TCP_NODELAY`` only on sockets whose protocol is ``IPPROTO_TCP``, so
-the emulator's connections run Nagle's algorithm: a delta written while the previous
-one is unacknowledged waits for the actor's next packet or delayed ACK, 1-20 ms
-(measured), which would be charged to the relay. ``nodelay_listener`` sets the option
-on the listening socket (Linux copies it to each accepted connection) until the
-emulator sets it itself.
+Both emulators serve every connection with ``TCP_NODELAY`` (``sim/listener.py``):
+with Nagle's algorithm on, a delta written while the previous one is unacknowledged
+waits 1-20 ms for the actor's next packet or delayed ACK, which would be charged to
+the relay.
 
 .. code-block:: python
 
@@ -26,8 +23,6 @@ emulator sets it itself.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import threading
 from collections.abc import Coroutine
 from types import TracebackType
@@ -37,26 +32,10 @@ from sim.scenario import Scenario
 from sim.testing_realtime import RunningRealtimeEmulator, run_realtime_emulator
 from sim.testing_twilio import TwilioEmulator, run_twilio_emulator
 
-__all__ = ["EmulatorThread", "nodelay_listener"]
+__all__ = ["EmulatorThread"]
 
 T = TypeVar("T")
 START_TIMEOUT_S = 30.0
-
-
-def nodelay_listener(port: int) -> bool:
-    """Set TCP_NODELAY on this process's TCP listening socket on ``port``; True if found."""
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            # A duplicate of the descriptor: same socket, closed again on leaving.
-            with socket.fromfd(int(fd), socket.AF_INET, socket.SOCK_STREAM) as sock:
-                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) and (
-                    sock.getsockname()[1] == port
-                ):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    return True
-        except OSError:  # not a socket, not TCP, or closed meanwhile
-            continue
-    return False
 
 
 class EmulatorThread:
@@ -74,7 +53,6 @@ class EmulatorThread:
         self._error: BaseException | None = None
         self._twilio: TwilioEmulator | None = None
         self._realtime: RunningRealtimeEmulator | None = None
-        self.realtime_nodelay = False
 
     @property
     def twilio(self) -> TwilioEmulator:
@@ -136,6 +114,5 @@ class EmulatorThread:
             ) as realtime,
         ):
             self._twilio, self._realtime = twilio, realtime
-            self.realtime_nodelay = nodelay_listener(realtime.port)
             self._ready.set()
             await self._stop.wait()

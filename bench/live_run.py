@@ -192,7 +192,6 @@ async def run_once(calls: int, warm: int, scenario_path: Path = SCENARIO) -> dic
                     emus, stack.public_url, api_token, sampler, calls, scenario.max_call_s + 60
                 )
         result.update(measured, run_s=time.monotonic() - began)
-        result["realtime_nodelay"] = emus.realtime_nodelay
         result["twilio_emulator"] = emus.twilio.stats()
         result["realtime_emulator"] = asdict(emus.realtime.stats())
         twilio_calls, sessions = list(emus.twilio.calls.values()), emus.realtime.sessions

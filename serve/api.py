@@ -10,6 +10,7 @@ mounts it with ``@serve.ingress(app)`` and passes Ray-backed ports in
   ``bearer.<token>`` subprotocol (``serve.event_stream``).
 - ``POST /twilio/voice|status/{id}|amd/{id}``: Twilio signature required
   (``serve.twilio_webhooks``).
+- ``POST /calls/web``: a web call, the browser as the phone (bearer token).
 - ``GET /healthz`` (the process answers), ``GET /readyz`` (store and call
   control ready), ``GET /openapi.json``, ``GET /docs``: open.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, WebSocket, status
 from fastapi.responses import JSONResponse
@@ -46,11 +47,14 @@ from serve.schemas import (
     HealthOut,
     PlaceFailedOut,
     ReadyOut,
+    WebCallCreate,
+    WebCallOut,
 )
 from serve.twilio_webhooks import twilio_router
 from switchboard.errors import ServiceError, StoreError
-from switchboard.store import NewCall
+from switchboard.store import CallRecord, NewCall
 from switchboard.store.queries import decode_cursor
+from switchboard.store.records import Direction
 from switchboard.store.status import is_terminal
 
 __all__ = ["MAX_BODY_BYTES", "READY_TIMEOUT_S", "build_app"]
@@ -59,6 +63,8 @@ log = logging.getLogger("switchboard.serve")
 MAX_BODY_BYTES = 256 * 1024
 READY_TIMEOUT_S = 2.0
 MAX_PAGE = 200
+T = TypeVar("T")
+WEB_PHONE = "browser"  # a web call's to/from: the console user's browser
 CallStatus = Literal[
     "queued",
     "initiated",
@@ -161,10 +167,20 @@ def _calls_router(deps: AppDeps) -> APIRouter:
     async def create_call_alias(body: CreateCallAlias) -> JSONResponse:
         return await _place(deps, body.to_call())
 
+    @router.post(
+        "/calls/web",
+        status_code=status.HTTP_201_CREATED,
+        response_model=WebCallOut,
+        responses={502: {"model": PlaceFailedOut}},
+        summary="Start a web call: the browser is the phone (Media Streams over WebSocket)",
+    )
+    async def start_web_call(body: WebCallCreate) -> JSONResponse:
+        return await _start_web(deps, body)
+
     @router.get("/calls", response_model=CallPageOut, summary="List calls, newest first")
     async def list_calls(
         status_: Annotated[CallStatus | None, Query(alias="status")] = None,
-        direction: Literal["outbound", "inbound"] | None = None,
+        direction: Direction | None = None,
         to: Annotated[str | None, Query(max_length=32)] = None,
         search: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
         created_after: AwareDatetime | None = None,
@@ -241,13 +257,7 @@ async def _place(deps: AppDeps, body: CallCreate) -> JSONResponse:
         raise validation_error(
             "body", "from", "is required because TWILIO_FROM_NUMBER is not set", None
         )
-    if body.max_duration_s is not None and body.max_duration_s > settings.max_call_duration_s:
-        raise validation_error(
-            "body",
-            "max_duration_s",
-            f"must be at most {settings.max_call_duration_s:g} s (MAX_CALL_DURATION_S)",
-            body.max_duration_s,
-        )
+    _check_duration(deps, body.max_duration_s)
     call = await deps.store.create_call(
         NewCall(
             direction="outbound",
@@ -260,9 +270,61 @@ async def _place(deps: AppDeps, body: CallCreate) -> JSONResponse:
             max_duration_s=body.max_duration_s,
         )
     )
+    placed = await _hand_over(deps, call, deps.control.place(call))
+    if isinstance(placed, JSONResponse):
+        return placed
+    log.info("call %s placed to %s", call.id, call.to)
+    return await _call_response(deps, call.id, status.HTTP_201_CREATED)
+
+
+async def _start_web(deps: AppDeps, body: WebCallCreate) -> JSONResponse:
+    _check_duration(deps, body.max_duration_s)
+    call = await deps.store.create_call(
+        NewCall(
+            direction="web",
+            to=WEB_PHONE,
+            from_=WEB_PHONE,
+            instruction=body.instruction,
+            voice=body.voice,
+            greeting=body.greeting,
+            metadata=dict(body.metadata),
+            max_duration_s=body.max_duration_s,
+        )
+    )
+    ticket = await _hand_over(deps, call, deps.control.start_web(call))
+    if isinstance(ticket, JSONResponse):
+        return ticket
+    log.info("web call %s started", call.id)
+    detail = await deps.store.get_call(call.id)
+    body_out = WebCallOut(
+        call=CallOut.from_record(detail.call if detail is not None else call),
+        media_url=ticket.media_url,
+        call_sid=ticket.call_sid,
+        stream_token=ticket.stream_token,
+    )
+    return JSONResponse(
+        status_code=status.HTTP_201_CREATED,
+        content=body_out.model_dump(mode="json", by_alias=True),
+        headers={"Location": f"/calls/{call.id}"},
+    )
+
+
+def _check_duration(deps: AppDeps, max_duration_s: int | None) -> None:
+    limit = deps.settings.max_call_duration_s
+    if max_duration_s is not None and max_duration_s > limit:
+        raise validation_error(
+            "body",
+            "max_duration_s",
+            f"must be at most {limit:g} s (MAX_CALL_DURATION_S)",
+            max_duration_s,
+        )
+
+
+async def _hand_over(deps: AppDeps, call: CallRecord, handing: Awaitable[T]) -> T | JSONResponse:
+    """Publish the new call, then place or start it; the 502 answer if that failed."""
     publish_created(deps, call)
     try:
-        await deps.control.place(call)
+        return await handing
     except ServiceError as exc:
         await record_failure(deps, call.id, "placing", exc)
         return await _place_failed(deps, call.id, exc)
@@ -270,8 +332,6 @@ async def _place(deps: AppDeps, body: CallCreate) -> JSONResponse:
         # A bug or a cancelled request: the call must not stay "queued" forever.
         await asyncio.shield(record_failure(deps, call.id, "placing", exc))
         raise
-    log.info("call %s placed to %s", call.id, call.to)
-    return await _call_response(deps, call.id, status.HTTP_201_CREATED)
 
 
 async def _place_failed(deps: AppDeps, call_id: str, exc: ServiceError) -> JSONResponse:

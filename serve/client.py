@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus, WebSocke
 
 from serve.event_stream import CLOSE_UNKNOWN_CALL
 from serve.ports import SUBSCRIPTION_DROPPED
-from serve.schemas import CallDetailOut, CallOut, CallPageOut, HangupOut
+from serve.schemas import CallDetailOut, CallOut, CallPageOut, HangupOut, WebCallOut
 from switchboard.errors import ServiceError
 
 __all__ = ["ApiError", "SwitchboardClient"]
@@ -117,16 +117,36 @@ class SwitchboardClient:
         max_duration_s: int | None = None,
     ) -> CallOut:
         """Place an outbound call; ``ApiError`` 502, the failed call in ``body``, if it fails."""
-        payload: JSONObject = {"to": to, "instruction": instruction}
-        optional = {
-            "from": from_,
-            "voice": voice,
-            "greeting": greeting,
-            "metadata": metadata,
-            "max_duration_s": max_duration_s,
-        }
-        payload.update((k, v) for k, v in optional.items() if v is not None)
+        payload = _given(
+            to=to,
+            instruction=instruction,
+            voice=voice,
+            greeting=greeting,
+            metadata=metadata,
+            max_duration_s=max_duration_s,
+        )
+        if from_ is not None:
+            payload["from"] = from_
         return CallOut.model_validate(await self._request("POST", "/calls", json=payload))
+
+    async def start_web_call(
+        self,
+        instruction: str,
+        *,
+        voice: str | None = None,
+        greeting: str | None = None,
+        metadata: JSONObject | None = None,
+        max_duration_s: int | None = None,
+    ) -> WebCallOut:
+        """Start a web call: the caller connects to ``media_url`` and speaks Media Streams."""
+        payload = _given(
+            instruction=instruction,
+            voice=voice,
+            greeting=greeting,
+            metadata=metadata,
+            max_duration_s=max_duration_s,
+        )
+        return WebCallOut.model_validate(await self._request("POST", "/calls/web", json=payload))
 
     async def get_call(self, call_id: str) -> CallDetailOut:
         return CallDetailOut.model_validate(await self._request("GET", f"/calls/{call_id}"))
@@ -171,3 +191,8 @@ class SwitchboardClient:
             raise ApiError(status, f"event stream refused: HTTP {status}") from exc
         except (OSError, TimeoutError, WebSocketException) as exc:
             raise ApiError(None, f"cannot open the event stream at {url}: {exc}") from exc
+
+
+def _given(**fields: object) -> JSONObject:
+    """A request body of the fields that were given (``None`` means "use the default")."""
+    return {name: value for name, value in fields.items() if value is not None}

@@ -4,7 +4,8 @@ Placing a call: a warm call actor from the pool opens and configures its
 Realtime session (while nothing rings yet), then Twilio dials with TwiML that
 connects the stream to ``PUBLIC_URL/media/{call_id}`` and carries a one-time
 token; the actor then knows the CallSid its stream must name. A handful of
-Ray calls per call, none per frame.
+Ray calls per call, none per frame. A web call is the same without the dial:
+the browser gets the media URL, a CallSid and the token instead of Twilio.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from actors.call_actor import CallPlan
 from actors.ray_wiring import NAMESPACE, Handle
+from serve.ports import WebCallTicket
 from serve.twilio_webhooks import status_callback_url
 from switchboard.errors import ConfigError, ServiceError, TwilioServiceError
 from switchboard.settings import Settings
@@ -78,6 +80,13 @@ class RayCallControl:
         await actor.dialed.remote(call_sid)
         return stream_twiml(media_url(self.public_url, call.id), token)
 
+    async def start_web(self, call: CallRecord) -> WebCallTicket:
+        # A CallSid of Twilio's shape, so the stream's `start` reads like a phone's.
+        call_sid = "CA" + secrets.token_hex(16)
+        actor, token = await self._prepare(call, call.instruction, web=True)
+        await actor.dialed.remote(call_sid)
+        return WebCallTicket(media_url(self.public_url, call.id), call_sid, token)
+
     async def hang_up(self, call_id: str) -> bool:
         actor = await self._actor(call_id)
         return actor is not None and bool(await actor.hang_up.remote("api"))
@@ -96,7 +105,9 @@ class RayCallControl:
         stats: dict[str, int] = await self.pool.stats.remote()
         return stats["ready"] > 0
 
-    async def _prepare(self, call: CallRecord, instruction: str) -> tuple[Any, str]:
+    async def _prepare(
+        self, call: CallRecord, instruction: str, *, web: bool = False
+    ) -> tuple[Any, str]:
         token = secrets.token_urlsafe(24)
         try:
             name, _ = await self.pool.acquire.remote(call.id)
@@ -110,6 +121,7 @@ class RayCallControl:
                     greeting=call.greeting,
                     max_duration_s=float(call.max_duration_s or self.settings.max_call_duration_s),
                     caller_silence_s=self.settings.caller_silence_timeout_s,
+                    web=web,
                 )
             )
         except ServiceError:

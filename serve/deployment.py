@@ -18,13 +18,13 @@ import ray
 from fastapi import FastAPI
 from ray import serve
 
+from actors.ray_recorder import RayCallRecorder
 from actors.ray_wiring import (
     NAMESPACE,
     POOL_NAME,
     RECORDER_NAME,
     Handle,
     RayCallPool,
-    RayCallRecorder,
     twilio_client,
 )
 from serve.api import build_app

@@ -25,9 +25,19 @@ __all__ = [
     "AppDeps",
     "CallControl",
     "EventFeed",
+    "WebCallTicket",
 ]
 
 SUBSCRIPTION_DROPPED = "subscription.dropped"
+
+
+@dataclass(frozen=True, slots=True)
+class WebCallTicket:
+    """What a browser needs to be a web call's phone (see ``CallControl.start_web``)."""
+
+    media_url: str
+    call_sid: str
+    stream_token: str
 
 
 class CallControl(Protocol):
@@ -59,6 +69,15 @@ class CallControl(Protocol):
 
     async def answer_inbound(self, call: CallRecord, call_sid: str) -> str:
         """TwiML for an inbound call: ``<Connect><Stream>`` to the media URL."""
+        ...
+
+    async def start_web(self, call: CallRecord) -> WebCallTicket:
+        """Reserve a call actor for a call whose phone is a browser: no Twilio dial.
+
+        The browser opens ``media_url`` and speaks Media Streams with the
+        ticket's CallSid and one-time token (the token is its credential: no
+        Twilio signature). Raises a ``ServiceError`` when no actor can take it.
+        """
         ...
 
     async def ready(self) -> bool:

@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from switchboard.session_config import VOICES
 from switchboard.store import CallDetail, CallPage, CallRecord, TimelineEvent, Turn
+from switchboard.store.records import Direction
 
 __all__ = [
     "MAX_DURATION_S",
@@ -46,6 +47,8 @@ __all__ = [
     "TimelineEventOut",
     "TurnOut",
     "UsageOut",
+    "WebCallCreate",
+    "WebCallOut",
     "e164",
 ]
 
@@ -113,6 +116,22 @@ def _bounded_metadata(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
     return value
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank", "instruction must not be blank")
+    return value
+
+
+def _known_voice(value: str | None) -> str | None:
+    if value is not None and value not in VOICES:
+        raise PydanticCustomError(
+            "voice",
+            "voice '{value}' is unknown; choose one of: {voices}",
+            {"value": value, "voices": ", ".join(VOICES)},
+        )
+    return value
+
+
 class CallCreate(BaseModel):
     """``POST /calls``: an outbound call to place."""
 
@@ -137,24 +156,8 @@ class CallCreate(BaseModel):
     max_duration_s: int | None = Field(default=None, ge=1, le=MAX_DURATION_S)
 
     _phones = field_validator("to", "from_")(_check_phone)
-
-    @field_validator("instruction")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise PydanticCustomError("blank", "instruction must not be blank")
-        return value
-
-    @field_validator("voice")
-    @classmethod
-    def _known_voice(cls, value: str | None) -> str | None:
-        if value is not None and value not in VOICES:
-            raise PydanticCustomError(
-                "voice",
-                "voice '{value}' is unknown; choose one of: {voices}",
-                {"value": value, "voices": ", ".join(VOICES)},
-            )
-        return value
+    _instruction = field_validator("instruction")(_not_blank)
+    _voice = field_validator("voice")(_known_voice)
 
 
 class CreateCallAlias(BaseModel):
@@ -171,11 +174,28 @@ class CreateCallAlias(BaseModel):
         return CallCreate(to=self.userPhone, instruction=self.instruction)
 
 
+class WebCallCreate(BaseModel):
+    """``POST /calls/web``: a call whose phone is the browser (Media Streams over WebSocket)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instruction: str = Field(min_length=1, max_length=MAX_INSTRUCTION_CHARS)
+    voice: str | None = Field(default=None, description=f"One of: {', '.join(VOICES)}")
+    greeting: str | None = Field(default=None, min_length=1, max_length=MAX_GREETING_CHARS)
+    metadata: Annotated[dict[str, JsonValue], AfterValidator(_bounded_metadata)] = Field(
+        default_factory=dict, description=f"Any JSON object, at most {MAX_METADATA_BYTES} bytes"
+    )
+    max_duration_s: int | None = Field(default=None, ge=1, le=MAX_DURATION_S)
+
+    _instruction = field_validator("instruction")(_not_blank)
+    _voice = field_validator("voice")(_known_voice)
+
+
 class CallOut(BaseModel):
     model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
 
     id: str
-    direction: Literal["outbound", "inbound"]
+    direction: Direction
     to: str
     from_: str = Field(alias="from")
     instruction: str
@@ -284,6 +304,17 @@ class CallDetailOut(CallOut):
                 "cost_usd": str(detail.cost_usd),
             }
         )
+
+
+class WebCallOut(BaseModel):
+    """What a browser needs to be the phone: where to connect, what to say in ``start``."""
+
+    call: CallOut
+    media_url: str = Field(description="The Media Streams WebSocket (ws:// or wss://) to open")
+    call_sid: str = Field(description="The callSid the `start` message must carry")
+    stream_token: str = Field(
+        description="One-time token: the `start` message's customParameters.token"
+    )
 
 
 class CallPageOut(BaseModel):

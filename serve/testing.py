@@ -23,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 from twilio.request_validator import RequestValidator
 
+from serve.ports import WebCallTicket
 from switchboard.store import CallRecord
 
 __all__ = ["FakeCallControl", "serve_on_loopback", "twilio_headers"]
@@ -39,8 +40,10 @@ class FakeCallControl:
     statuses: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     amd_results: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     answered: list[tuple[CallRecord, str]] = field(default_factory=list)
+    web: list[CallRecord] = field(default_factory=list)
     place_error: BaseException | None = None
     answer_error: BaseException | None = None
+    web_error: BaseException | None = None
     hang_up_error: BaseException | None = None
     live: bool = True
     is_ready: bool = True
@@ -71,6 +74,12 @@ class FakeCallControl:
         if self.answer_error is not None:
             raise self.answer_error
         return self.twiml
+
+    async def start_web(self, call: CallRecord) -> WebCallTicket:
+        self.web.append(call)
+        if self.web_error is not None:
+            raise self.web_error
+        return WebCallTicket(f"ws://127.0.0.1/media/{call.id}", "CA" + "0" * 32, "web-token")
 
     async def ready(self) -> bool:
         if self.ready_error is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import random
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,6 +29,7 @@ import pydantic
 import uvicorn
 from openai.types.realtime import RealtimeServerEvent
 
+from sim.listener import tcp_listener
 from sim.realtime.audio import CLIPS_DIR, ClipLibrary
 from sim.realtime.options import EmulatorOptions
 from sim.realtime.records import SessionRecord
@@ -100,9 +100,7 @@ async def run_realtime_emulator(
             **options,
         )
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = tcp_listener(host, port)  # TCP_NODELAY on every connection it accepts
     config = uvicorn_config(emulator, host, sock.getsockname()[1])
     config.load()
     server = uvicorn.Server(config)

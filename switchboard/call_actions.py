@@ -268,6 +268,21 @@ class ProblemNoted:
     fatal: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class LevelsMeasured:
+    """How loud each side is now (smoothed dBFS, floored), for the live meters."""
+
+    caller_dbfs: float
+    agent_dbfs: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallStatusChanged:
+    """The application moved the call's status (web calls, which no Twilio callback reports)."""
+
+    status: str  # a Twilio call status: "in-progress", "completed", "no-answer"...
+
+
 Notice = (
     PhaseChanged
     | CallerTurnStarted
@@ -280,6 +295,8 @@ Notice = (
     | LatencyMeasured
     | UsageReported
     | ProblemNoted
+    | CallStatusChanged
+    | LevelsMeasured
 )
 
 Action = Command | Notice

@@ -52,6 +52,7 @@ from switchboard.call_actions import (
     HangUp,
     HangupRequested,
     LatencyMeasured,
+    LevelsMeasured,
     PhaseChanged,
     PlayAgentAudio,
     ProblemNoted,
@@ -67,6 +68,7 @@ from switchboard.call_actions import (
     UsageReported,
 )
 from switchboard.call_audio import CallAudio
+from switchboard.call_levels import CallLevels
 from switchboard.codec import BYTES_PER_MS
 from switchboard.realtime_events import (
     AudioDelta,
@@ -152,6 +154,7 @@ class CallPolicy:
         vad = config.session.turn_detection
         self._server_interrupts = vad is not None and vad.interrupt_response
         self.audio = CallAudio()
+        self._levels = CallLevels()
         self._ended = False
         self._forwarding = False  # caller audio flows once the session is configured
         self._stream_live = False
@@ -213,7 +216,9 @@ class CallPolicy:
     def handle(self, event: PolicyEvent, now: float) -> list[Action]:
         # The per-frame events skip the phase bookkeeping: they cannot change it.
         if type(event) is AudioReceived:
-            return [ForwardCallerAudio(event.payload)] if self._forwarding else []
+            actions: list[Action] = [ForwardCallerAudio(event.payload)] if self._forwarding else []
+            levels = self._measure_levels(event.payload, now)
+            return actions if levels is None else [*actions, levels]
         if type(event) is MarkPlayed or (
             type(event) is PlaybackAcknowledged and not event.buffer_empty
         ):
@@ -232,6 +237,17 @@ class CallPolicy:
             if after is CallPhase.IDLE:
                 self._last_activity = now
         return actions
+
+    def _measure_levels(self, payload: str, now: float) -> LevelsMeasured | None:
+        """Meter the caller's frame (still base64); the levels notice, when one is due."""
+        if self._ended or not self._stream_live:
+            return None
+        try:
+            self.audio.caller_meter.feed_mulaw(binascii.a2b_base64(payload))
+        except binascii.Error:
+            return None  # the payload goes to the model as it came; metering is best-effort
+        agent = self.audio.outbound_level if self._buffered else self.audio.agent_meter.floor_dbfs
+        return self._levels.measure(self.audio.inbound_level, agent, now)
 
     def _on_tick(self, now: float) -> list[Action]:
         if self._ended:

@@ -20,9 +20,11 @@ from switchboard.call_actions import (
     AgentTurnStarted,
     CallerTurnStarted,
     CallerTurnTranscribed,
+    CallStatusChanged,
     FinishCall,
     HangUp,
     LatencyMeasured,
+    LevelsMeasured,
     Notice,
     PhaseChanged,
     ProblemNoted,
@@ -45,6 +47,8 @@ _NOTICES = (
     LatencyMeasured,
     UsageReported,
     ProblemNoted,
+    CallStatusChanged,
+    LevelsMeasured,
 )
 
 
@@ -105,4 +109,8 @@ def notice_event(notice: Notice) -> dict[str, object]:
                 "message": text,
                 "fatal": fatal,
             }
+        case CallStatusChanged(status=status):
+            return {"type": "call.status", "status": status}
+        case LevelsMeasured(caller_dbfs=caller, agent_dbfs=agent):
+            return {"type": "levels", "caller_dbfs": caller, "agent_dbfs": agent}
     assert_never(notice)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
@@ -34,6 +33,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from twilio.request_validator import RequestValidator
+
+from sim.listener import tcp_listener
 
 __all__ = ["Hit", "MediaSession", "ProbeApp", "stream_twiml"]
 
@@ -160,10 +161,7 @@ class ProbeApp:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[ProbeApp]:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        sock.setblocking(False)
+        sock = tcp_listener("127.0.0.1", backlog=128)  # with TCP_NODELAY
         port = sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}/media"

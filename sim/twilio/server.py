@@ -17,6 +17,7 @@ from pathlib import Path
 
 import uvicorn
 
+from sim.listener import tcp_listener
 from sim.scenario import CLIPS_DIR
 
 from .caller import Utterance
@@ -49,15 +50,10 @@ class TwilioEmulator:
     # -- lifecycle -----------------------------------------------------------------------
 
     def _bind(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.config.host, self.config.port))
-        sock.listen(1024)
-        sock.setblocking(False)
+        sock = tcp_listener(self.config.host, self.config.port)  # with TCP_NODELAY
         host, port = sock.getsockname()[:2]
         self.base_url = (
-            f"http://[{host}]:{port}" if family == socket.AF_INET6 else f"http://{host}:{port}"
+            f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
         )
         return sock
 

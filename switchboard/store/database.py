@@ -11,8 +11,11 @@ Two backends:
   loss may drop the last commits). Write transactions start with
   ``BEGIN IMMEDIATE``: a deferred transaction that reads and then writes cannot
   wait for the lock (SQLite answers ``SQLITE_BUSY`` at once to avoid a
-  deadlock), so writers take it up front. In-memory databases are refused:
-  each pooled connection would see its own.
+  deadlock), so writers take it up front. Writes run one at a time on one
+  thread per process, each holding a :class:`~switchboard.store.write_lock.WriteLock`
+  across processes: SQLite's lock is unfair and a busy process (the recorder)
+  would otherwise starve another (the ingress) into "database is locked".
+  In-memory databases are refused: each pooled connection would see its own.
 - **PostgreSQL** (``postgresql://...``, e.g. from ``DATABASE_URL``): psycopg 3,
   ``pool_pre_ping`` to survive server restarts, ``pool_recycle`` under
   idle-connection killers.
@@ -25,7 +28,7 @@ PostgreSQL: the async drivers pay a thread or greenlet hop per statement where
 this pays one per transaction. It also makes a cancelled caller harmless (the
 transaction it started still commits or rolls back whole on its thread) and
 needs neither greenlet nor aiosqlite. The pool holds one connection per
-worker thread (``EngineOptions.threads``).
+worker thread (``EngineOptions.threads``, plus SQLite's writer thread).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -46,6 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from switchboard.errors import ConfigError, StoreError
+from switchboard.store.write_lock import WriteLock, write_lock_path
 
 __all__ = [
     "WRITE",
@@ -65,7 +69,7 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
     threads: int = 8  # concurrent transactions per process = pooled connections
-    busy_timeout_ms: int = 10_000  # SQLite: how long a writer waits for the lock
+    busy_timeout_ms: int = 10_000  # SQLite: how long a writer outside WriteLock is waited for
     pool_timeout_s: float = 30.0  # wait for a free pooled connection
     pool_recycle_s: int = 1800  # PostgreSQL
     echo: bool = False
@@ -95,13 +99,14 @@ def create_engine(url: str, options: EngineOptions | None = None) -> Engine:
     """Create the engine for ``url`` with the pragmas or pool settings above."""
     options = options or EngineOptions()
     parsed = database_url(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
     common = {
         "echo": options.echo,
-        "pool_size": options.threads,
+        "pool_size": options.threads + (1 if sqlite else 0),  # SQLite: + the writer thread
         "max_overflow": 0,
         "pool_timeout": options.pool_timeout_s,
     }
-    if parsed.get_backend_name() == "sqlite":
+    if sqlite:
         # Connections move between worker threads; the pool hands each to one at a time.
         engine = sa_create_engine(parsed, connect_args={"check_same_thread": False}, **common)
         _configure_sqlite(engine, options)
@@ -137,10 +142,11 @@ def _configure_sqlite(engine: Engine, options: EngineOptions) -> None:
 
 @contextmanager
 def translate_errors(doing: str) -> Iterator[None]:
-    """Re-raise database errors met while ``doing`` something as :class:`StoreError`."""
+    """Re-raise database errors met while ``doing`` something as :class:`StoreError`
+    (an ``OSError`` is the writer lock file failing)."""
     try:
         yield
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:
         # The DBAPI's own message names the problem; SQLAlchemy's adds SQL and parameters.
         cause = getattr(exc, "orig", None) or exc
         raise StoreError(f"{doing} failed: {type(cause).__name__}: {cause}") from exc
@@ -153,7 +159,8 @@ class Database:
     transaction on a worker thread and returns its result; the transaction
     commits when ``work`` returns and rolls back if it raises. A write
     transaction runs on a connection marked :data:`WRITE`, which makes SQLite
-    take the writer lock at ``BEGIN``; PostgreSQL ignores the mark.
+    take the writer lock at ``BEGIN``; PostgreSQL ignores the mark. On SQLite,
+    writes also queue for one writer thread and hold a :class:`WriteLock`.
     """
 
     def __init__(self, engine: Engine, threads: int) -> None:
@@ -163,32 +170,56 @@ class Database:
         self._writer = sessionmaker(
             engine.execution_options(**{WRITE: True}), expire_on_commit=False
         )
+        self._lock: WriteLock | None = None
+        self._write_executor = self._executor
+        if engine.dialect.name == "sqlite" and engine.url.database:
+            self._lock = WriteLock(write_lock_path(engine.url.database))
+            # One writer thread: writes take turns in order, and reads never wait behind them.
+            self._write_executor = ThreadPoolExecutor(1, thread_name_prefix="switchboard-writer")
 
     async def read(self, doing: str, work: Callable[[Session], T]) -> T:
-        return await self._run(partial(self._transaction, self._reader, doing, work))
+        return await self._run(partial(self._transaction, self._reader, nullcontext(), doing, work))
 
     async def write(self, doing: str, work: Callable[[Session], T]) -> T:
-        return await self._run(partial(self._transaction, self._writer, doing, work))
+        job = partial(self._transaction, self._writer, self._writing(), doing, work)
+        return await self._run(job, self._write_executor)
 
     async def run(self, doing: str, work: Callable[[Connection], T]) -> T:
         """``work`` on a plain write connection, in a transaction (migrations)."""
 
         def on_connection() -> T:
-            with translate_errors(doing), self._writer() as session, session.begin():
+            with (
+                translate_errors(doing),
+                self._writing(),
+                self._writer() as session,
+                session.begin(),
+            ):
                 return work(session.connection())
 
-        return await self._run(on_connection)
+        return await self._run(on_connection, self._write_executor)
 
     async def aclose(self) -> None:
         """Let running transactions finish, then close every connection."""
+        await asyncio.to_thread(self._write_executor.shutdown, wait=True)
         await asyncio.to_thread(self._executor.shutdown, wait=True)
         self.engine.dispose()
+        if self._lock is not None:
+            self._lock.close()
 
-    async def _run(self, job: Callable[[], T]) -> T:
+    def _writing(self) -> AbstractContextManager[None]:
+        return nullcontext() if self._lock is None else self._lock
+
+    async def _run(self, job: Callable[[], T], executor: ThreadPoolExecutor | None = None) -> T:
         # A cancelled caller stops waiting; the transaction still finishes on its thread.
-        return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor or self._executor, job)
 
     @staticmethod
-    def _transaction(factory: sessionmaker[Session], doing: str, work: Callable[[Session], T]) -> T:
-        with translate_errors(doing), factory() as session, session.begin():
+    def _transaction(
+        factory: sessionmaker[Session],
+        lock: AbstractContextManager[None],
+        doing: str,
+        work: Callable[[Session], T],
+    ) -> T:
+        with translate_errors(doing), lock, factory() as session, session.begin():
             return work(session)

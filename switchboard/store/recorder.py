@@ -6,8 +6,9 @@ notice maps to one store write:
 
 - transcript notices -> turns (``CallerTurnStarted`` reserves the caller's place);
 - ``AgentTurnInterrupted`` -> the cut, plus an ``interruption`` timeline event;
-- ``UsageReported`` -> usage; ``PhaseChanged`` / ``ProblemNoted`` / ``RunTool``
-  / ``ToolReturned`` / ``HangUp`` / ``FinishCall`` -> timeline events.
+- ``UsageReported`` -> usage; ``CallStatusChanged`` -> the call's status;
+- ``PhaseChanged`` / ``ProblemNoted`` / ``RunTool`` / ``ToolReturned`` /
+  ``HangUp`` / ``FinishCall`` -> timeline events.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from switchboard.call_actions import (
     AgentTurnStarted,
     CallerTurnStarted,
     CallerTurnTranscribed,
+    CallStatusChanged,
     FinishCall,
     HangUp,
     LatencyMeasured,
@@ -74,6 +76,8 @@ async def record(store: CallStore, call_id: str, message: Recordable, at: dateti
             await store.append_event(call_id, "tool_result", at, result)
         case LatencyMeasured(kind=kind, ms=ms):
             await store.append_event(call_id, "latency", at, {"kind": kind, "ms": ms})
+        case CallStatusChanged(status=status):
+            await store.update_status(call_id, status, at, {"by": "switchboard"})
         case HangUp(reason=reason):
             await store.append_event(call_id, "hangup", at, {"reason": reason})
         case FinishCall(reason=reason):

@@ -25,7 +25,7 @@ __all__ = [
     "Turn",
 ]
 
-Direction = Literal["outbound", "inbound"]
+Direction = Literal["outbound", "inbound", "web"]  # web: the browser is the phone
 JSONObject = dict[str, object]
 
 

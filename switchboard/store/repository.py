@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import fields
 from datetime import UTC, datetime
+from typing import get_args
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -43,6 +44,7 @@ from switchboard.store.records import (
     CallDetail,
     CallPage,
     CallRecord,
+    Direction,
     NewCall,
     TimelineEvent,
 )
@@ -118,8 +120,10 @@ class CallStore:
     # -- calls -----------------------------------------------------------------
 
     async def create_call(self, call: NewCall) -> CallRecord:
-        if call.direction not in ("outbound", "inbound"):
-            raise StoreError(f"direction must be outbound or inbound, got {call.direction!r}")
+        if call.direction not in get_args(Direction):
+            raise StoreError(
+                f"direction must be one of {', '.join(get_args(Direction))}, got {call.direction!r}"
+            )
         if (
             call.max_duration_s is not None
             and check.count("max_duration_s", call.max_duration_s) == 0

@@ -172,7 +172,7 @@ async def test_audio_flows_both_ways_and_notices_are_recorded() -> None:
         )
     )
     media = await twilio.wait_for("event", "media")
-    assert base64.b64decode(media["media"]["payload"]) == b"\x10" * 160
+    assert base64.b64decode(media["media"]["payload"]) == b"\x10" * 320  # one message
     await twilio.wait_for("event", "mark")
     realtime.inbox.put_nowait(
         server_event(

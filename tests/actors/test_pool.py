@@ -3,31 +3,107 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+
+import pytest
 
 from actors.pool import CallPool, Slot
 
 
 class FakeFactory:
-    def __init__(self) -> None:
+    """Places actors like Ray does: each holds one of ``capacity`` slots until retired.
+
+    An actor takes its slot when placed, which is when its creation is let
+    through ``gate`` (at once without one); until then ``free_slots`` does not
+    count it, as Ray's ``available_resources`` does not. A placement beyond
+    capacity is recorded in ``unplaceable`` (Ray would leave that actor pending:
+    the bug under test) and still succeeds. ``lagging`` keeps a retired actor's
+    slot taken until ``release()``, as Ray does for ~70 ms.
+    """
+
+    def __init__(self, capacity: int = 1000) -> None:
+        self.capacity = capacity
+        self.held = 0
         self.created = 0
+        self.unplaceable = 0
         self.retired: list[str] = []
         self.endings: dict[str, asyncio.Future[str]] = {}
+        self.failing: Exception | None = None
+        self.gate: asyncio.Event | None = None  # when set, creations wait for it
+        self.asked: asyncio.Event | None = None  # when set, free_slots waits for it
+        self.lagging = False
+        self.unreleased = 0
+        self.asking = 0
 
     async def create(self) -> Slot[str]:
+        if self.failing is not None:
+            raise self.failing
         self.created += 1
-        name = f"slot-{self.created}"
+        number = self.created
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.held >= self.capacity:
+            self.unplaceable += 1
+        self.held += 1
+        name = f"slot-{number}"
         self.endings[name] = asyncio.get_running_loop().create_future()
-        return Slot(name, f"handle-{self.created}", ("127.0.0.1", 40000 + self.created))
+        return Slot(name, f"handle-{number}", ("127.0.0.1", 40000 + number))
+
+    async def free_slots(self) -> int:
+        free = self.capacity - self.held
+        self.asking += 1
+        if self.asked is not None:
+            await self.asked.wait()
+        return free
 
     def finished(self, slot: Slot[str]) -> asyncio.Future[str]:
         return self.endings[slot.name]
 
     async def retire(self, slot: Slot[str]) -> None:
         self.retired.append(slot.name)
+        if self.lagging:
+            self.unreleased += 1
+        else:
+            self.held -= 1
+
+    def release(self) -> None:
+        self.held -= self.unreleased
+        self.unreleased = 0
+
+
+class FakeSleep:
+    """Stands in for ``asyncio.sleep``: records delays, wakes the sleepers on ``fire()``."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self.sleepers: list[asyncio.Future[None]] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        wake = asyncio.get_running_loop().create_future()
+        self.sleepers.append(wake)
+        await wake
+
+    def fire(self) -> None:
+        waiting = [s for s in self.sleepers if not s.done()]
+        assert waiting, "nobody is sleeping"
+        for sleeper in waiting:
+            sleeper.set_result(None)
+        self.sleepers.clear()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let other tasks run until ``condition`` holds (no clock involved)."""
+    while not condition():
+        await asyncio.sleep(0)
 
 
 async def settle(pool: CallPool[str]) -> None:
-    while pool._tasks:
+    """Wait until the pool's refills are done (live calls and the re-check timer aside)."""
+    while True:
+        await asyncio.sleep(0)  # let a fired timer hand its refill over
+        if not pool._tasks:
+            return
         await asyncio.gather(*list(pool._tasks), return_exceptions=True)
 
 
@@ -78,3 +154,136 @@ async def test_fill_does_not_overshoot_while_actors_are_starting() -> None:
     await asyncio.gather(pool.fill(), pool.fill())
     assert factory.created == 2
     await pool.close()
+
+
+async def test_refills_stop_at_the_free_slots_and_wait_for_one() -> None:
+    factory, sleep = FakeFactory(capacity=3), FakeSleep()
+    pool = CallPool(factory, size=2, recheck_s=0.5, sleep=sleep)
+    await pool.fill()
+    for call in ("a", "b", "c"):
+        await pool.acquire(call)
+        await settle(pool)
+    assert (pool.live, pool.ready, factory.created) == (3, 0, 3)
+    assert factory.unplaceable == 0
+    assert sleep.delays == [0.5]  # short of room: it looks again later, once
+    sleep.fire()
+    await settle(pool)
+    assert factory.created == 3  # still no room
+    assert sleep.delays == [0.5, 0.5]
+    factory.endings["slot-1"].set_result("hung_up")
+    await settle(pool)
+    assert (pool.live, pool.ready, factory.created, factory.unplaceable) == (2, 1, 4, 0)
+    await pool.close()
+
+
+async def test_a_slot_released_late_is_taken_at_the_next_recheck() -> None:
+    factory, sleep = FakeFactory(capacity=1), FakeSleep()
+    factory.lagging = True
+    pool = CallPool(factory, size=1, sleep=sleep)
+    await pool.fill()
+    await pool.acquire("a")
+    await settle(pool)
+    factory.endings["slot-1"].set_result("hung_up")
+    await settle(pool)
+    assert (pool.ready, factory.created) == (0, 1)  # the retired actor still holds the slot
+    factory.release()
+    sleep.fire()
+    await settle(pool)
+    assert (pool.ready, factory.created, factory.unplaceable) == (1, 2, 0)
+    await pool.close()
+
+
+async def test_creations_in_flight_count_against_the_free_slots() -> None:
+    factory = FakeFactory(capacity=2)
+    factory.gate = asyncio.Event()
+    pool = CallPool(factory, size=2, sleep=FakeSleep())
+    on_demand = asyncio.ensure_future(pool.acquire("a"))  # the pool is dry: started now
+    await until(lambda: factory.created == 1)
+    fill = asyncio.ensure_future(pool.fill())  # one slot is free, though Ray shows two
+    await until(lambda: factory.asking == 1)
+    await pool.fill()  # nothing more while both are in flight
+    factory.gate.set()
+    await asyncio.gather(fill, on_demand)
+    await settle(pool)
+    assert (factory.created, factory.unplaceable, pool.ready) == (2, 0, 1)
+    await pool.close()
+
+
+async def test_two_refills_asking_at_once_start_one_actor() -> None:
+    factory = FakeFactory(capacity=1)
+    factory.asked = asyncio.Event()
+    pool = CallPool(factory, size=1, sleep=FakeSleep())
+    first, second = asyncio.ensure_future(pool.fill()), asyncio.ensure_future(pool.fill())
+    await until(lambda: factory.asking == 2)  # both read "1 free"
+    factory.asked.set()
+    await asyncio.gather(first, second)
+    assert (factory.created, factory.unplaceable) == (1, 0)
+    await pool.close()
+
+
+async def test_a_creation_begun_while_asking_for_free_slots_is_counted() -> None:
+    factory = FakeFactory(capacity=1)
+    factory.asked, factory.gate = asyncio.Event(), asyncio.Event()
+    pool = CallPool(factory, size=1, sleep=FakeSleep())
+    fill = asyncio.ensure_future(pool.fill())
+    await until(lambda: factory.asking == 1)  # it reads "1 free"...
+    on_demand = asyncio.ensure_future(pool.acquire("a"))  # ...which a call takes meanwhile
+    await until(lambda: factory.created == 1)
+    factory.asked.set()
+    factory.gate.set()
+    await asyncio.gather(fill, on_demand)
+    await settle(pool)
+    assert (factory.created, factory.unplaceable) == (1, 0)
+    await pool.close()
+
+
+async def test_failed_creations_back_off_instead_of_looping() -> None:
+    factory, sleep = FakeFactory(), FakeSleep()
+    factory.failing = RuntimeError("worker crashed in __init__")
+    pool = CallPool(factory, size=2, backoff=1.0, backoff_max=3.0, sleep=sleep)
+    with pytest.raises(RuntimeError, match="worker crashed"):
+        await pool.fill()
+    assert sleep.delays == [1.0]  # two failures in one round: one back-off
+    await pool.fill()  # refills wait for the back-off
+    await settle(pool)
+    for _ in range(3):
+        sleep.fire()
+        await settle(pool)
+    assert sleep.delays == [1.0, 2.0, 3.0, 3.0]
+    factory.failing = None
+    sleep.fire()
+    await settle(pool)
+    assert pool.ready == 2
+    factory.failing = RuntimeError("again")
+    await pool.acquire("a")
+    await settle(pool)
+    assert sleep.delays[-1] == 1.0  # a success reset the back-off
+    await pool.close()
+
+
+async def test_unreadable_free_slots_back_off() -> None:
+    class Unreachable(FakeFactory):
+        async def free_slots(self) -> int:
+            raise ConnectionError("GCS unreachable")
+
+    factory, sleep = Unreachable(), FakeSleep()
+    pool = CallPool(factory, size=1, sleep=sleep)
+    await pool.fill()
+    await settle(pool)
+    sleep.fire()
+    await settle(pool)
+    assert (factory.created, sleep.delays) == (0, [1.0, 2.0])
+    await pool.close()
+
+
+async def test_close_stops_the_recheck_timer() -> None:
+    factory, sleep = FakeFactory(capacity=0), FakeSleep()
+    pool = CallPool(factory, size=1, sleep=sleep)
+    await pool.fill()
+    assert pool._timer is not None
+    timer = pool._timer
+    await pool.close()
+    assert timer.cancelled()
+    factory.capacity = 1
+    await pool.fill()
+    assert factory.created == 0

@@ -5,7 +5,13 @@ import time
 from pathlib import Path
 
 from actors.recorder import CallRecorder, EventLog
-from switchboard.call_actions import CallerTurnTranscribed, FinishCall, ForwardCallerAudio
+from switchboard.call_actions import (
+    AgentTranscriptGrew,
+    AgentTurnStarted,
+    CallerTurnTranscribed,
+    FinishCall,
+    ForwardCallerAudio,
+)
 from switchboard.store import NewCall
 
 
@@ -46,4 +52,30 @@ async def test_reports_are_stored_and_published(tmp_path: Path) -> None:
     assert detail is not None
     assert [turn.text for turn in detail.transcript] == ["Hello?"]
     assert any(e.kind == "finished" for e in detail.timeline)
+    await recorder.close()
+
+
+async def test_batches_sent_together_are_recorded_in_the_order_they_were_sent(
+    tmp_path: Path,
+) -> None:
+    # Ray interleaves an async actor's calls: the end of a call's last batch must
+    # not overtake the deltas of the one before it.
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
+    await recorder.open()
+    assert recorder.store is not None
+    call = await recorder.store.create_call(
+        NewCall(direction="outbound", to="+15551234567", from_="+15005550006")
+    )
+    now = time.time()
+    words = ["Hello!", " This", " is", " Ava", " calling", " from", " Bright", " Smiles."]
+    first = [(AgentTurnStarted("item_1"), now)]
+    first += [(AgentTranscriptGrew("item_1", w), now) for w in words[:6]]
+    last = [(AgentTranscriptGrew("item_1", w), now + 1) for w in words[6:]]
+    last += [(FinishCall("stream_stopped"), now + 2)]
+    await asyncio.gather(recorder.report(call.id, first), recorder.report(call.id, last))
+    detail = await recorder.store.get_call(call.id)
+    assert detail is not None
+    assert [turn.text for turn in detail.transcript] == ["".join(words)]
+    events, _ = await recorder.poll(0, timeout_s=0)
+    assert [e["type"] for e in events][-1] == "call.ended"
     await recorder.close()

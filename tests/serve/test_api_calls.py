@@ -17,7 +17,13 @@ from serve.events import EventHub
 from serve.ports import AppDeps
 from serve.schemas import MAX_INSTRUCTION_CHARS, MAX_METADATA_BYTES
 from serve.testing import FakeCallControl
-from switchboard.errors import ConfigError, RealtimeServiceError, StoreError, TwilioServiceError
+from switchboard.errors import (
+    ConfigError,
+    RealtimeServiceError,
+    ServiceError,
+    StoreError,
+    TwilioServiceError,
+)
 from switchboard.settings import Settings
 from switchboard.store import CallStore, NewCall
 
@@ -274,6 +280,69 @@ async def test_twilio_refusal_is_502_and_the_call_is_recorded_failed(
     ]
 
 
+# -- web calls ---------------------------------------------------------------------
+
+
+async def test_a_web_call_is_recorded_then_started_and_the_browser_gets_its_ticket(
+    client: httpx.AsyncClient, store: CallStore, control: FakeCallControl, hub: EventHub
+) -> None:
+    events = hub.subscribe(None)
+    body = {"instruction": "Be Ava.", "voice": "cedar", "greeting": "Hi!", "metadata": {"k": 1}}
+    r = await client.post("/calls/web", json=body, headers=AUTH)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    (started,) = control.web
+    assert out["call"]["id"] == started.id and r.headers["location"] == f"/calls/{started.id}"
+    assert (out["media_url"], out["call_sid"], out["stream_token"]) == (
+        f"ws://127.0.0.1/media/{started.id}",
+        "CA" + "0" * 32,
+        "web-token",
+    )
+    assert out["call"]["direction"] == "web" and out["call"]["voice"] == "cedar"
+    assert (started.direction, started.instruction, started.greeting, started.metadata) == (
+        "web",
+        "Be Ava.",
+        "Hi!",
+        {"k": 1},
+    )
+    assert control.placed == []  # nothing dials Twilio
+    created = await anext(events)
+    assert (created["type"], created["direction"]) == ("call.created", "web")
+    listed = await client.get("/calls", params={"direction": "web"}, headers=AUTH)
+    assert [c["id"] for c in listed.json()["calls"]] == [started.id]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "instruction"),
+        ({"instruction": "  "}, "instruction"),
+        ({"instruction": "x", "voice": "robot"}, "voice"),
+        ({"instruction": "x", "to": TO}, "to"),
+        ({"instruction": "x", "max_duration_s": 3600}, "max_duration_s"),
+    ],
+)
+async def test_bad_web_calls_are_422_naming_the_field(
+    client: httpx.AsyncClient, control: FakeCallControl, body: dict[str, object], field: str
+) -> None:
+    r = await client.post("/calls/web", json=body, headers=AUTH)
+    assert r.status_code == 422, r.text
+    assert field in r.text
+    assert control.web == []
+
+
+async def test_a_web_call_no_actor_can_take_is_502_and_recorded_failed(
+    client: httpx.AsyncClient, store: CallStore, control: FakeCallControl
+) -> None:
+    control.web_error = ServiceError("no call actor could take the call: pool is gone")
+    r = await client.post("/calls/web", json={"instruction": "x"}, headers=AUTH)
+    assert r.status_code == 502
+    body = r.json()
+    assert body["error"] == "ServiceError" and "pool is gone" in body["detail"]
+    detail = await store.get_call(body["call"]["id"])
+    assert detail is not None and (detail.call.status, detail.call.direction) == ("failed", "web")
+
+
 async def test_other_service_errors_are_502_without_a_code(
     client: httpx.AsyncClient, control: FakeCallControl
 ) -> None:
@@ -352,7 +421,7 @@ async def test_list_filters(client: httpx.AsyncClient, store: CallStore) -> None
     ("params", "field", "expected"),
     [
         ({"status": "finished"}, "status", "'queued'"),
-        ({"direction": "sideways"}, "direction", "'outbound' or 'inbound'"),
+        ({"direction": "sideways"}, "direction", "'outbound', 'inbound' or 'web'"),
         ({"limit": 0}, "limit", "greater than or equal to 1"),
         ({"limit": 1000}, "limit", "less than or equal to 200"),
         ({"created_after": "2026-01-01T00:00:00"}, "created_after", "timezone"),
@@ -531,9 +600,13 @@ async def test_readyz_does_not_wait_forever_for_a_probe(
 
 async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
-    assert {"/calls", "/calls/{call_id}", "/calls/{call_id}/hangup", "/create-call"} <= set(
-        spec["paths"]
-    )
+    assert {
+        "/calls",
+        "/calls/{call_id}",
+        "/calls/{call_id}/hangup",
+        "/create-call",
+        "/calls/web",
+    } <= set(spec["paths"])
     assert "/twilio/status/{call_id}" in spec["paths"]
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert "from" in spec["components"]["schemas"]["CallCreate"]["properties"]
@@ -561,6 +634,7 @@ async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
         ("GET", "/calls/01X"),
         ("POST", "/calls/01X/hangup"),
         ("POST", "/create-call"),
+        ("POST", "/calls/web"),
     ],
 )
 async def test_call_api_needs_a_bearer_token(
@@ -577,7 +651,7 @@ async def test_call_api_needs_a_bearer_token(
     assert challenge.startswith('Bearer realm="switchboard"')
     assert (f'error="{error}"' in challenge) if error else ("error=" not in challenge)
     assert "token" in r.json()["detail"]
-    assert control.placed == [] and control.hung_up == []
+    assert control.placed == [] and control.hung_up == [] and control.web == []
 
 
 async def test_tokens_from_settings() -> None:

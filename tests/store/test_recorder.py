@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from switchboard.call_actions import (
     AgentTranscriptGrew,
     AgentTurnFinished,
@@ -11,6 +13,7 @@ from switchboard.call_actions import (
     AgentTurnStarted,
     CallerTurnStarted,
     CallerTurnTranscribed,
+    CallStatusChanged,
     ClearPlayback,
     FinishCall,
     HangUp,
@@ -21,6 +24,7 @@ from switchboard.call_actions import (
     TruncateItem,
     UsageReported,
 )
+from switchboard.errors import StoreError
 from switchboard.realtime_events import Usage
 from switchboard.store import CallStore, NewCall, record
 from switchboard.store.recorder import Recordable
@@ -73,3 +77,20 @@ async def test_a_conversation_recorded_from_notices(store: CallStore) -> None:
     assert detail.timeline[3].data == {"item_id": "item_a1", "heard_ms": 1200, "generated_ms": 4000}
     assert detail.timeline[4].data["fatal"] is False
     assert detail.usage == Usage(100, 60, 40, 50, 10, 0, 30, 10)
+
+
+async def test_a_web_call_status_moves_forward_through_the_recorder(store: CallStore) -> None:
+    call = (await store.create_call(NewCall("web", "browser", "browser"))).id
+    for status, minutes in (("in-progress", 1), ("completed", 3), ("in-progress", 4)):
+        await record(store, call, CallStatusChanged(status), T0 + timedelta(minutes=minutes))
+    detail = await store.get_call(call)
+    assert detail is not None
+    assert (detail.call.direction, detail.call.status) == ("web", "completed")
+    assert detail.call.duration_s == 120.0
+    statuses = [(e.data["status"], e.data["applied"]) for e in detail.timeline]
+    assert statuses == [("in-progress", True), ("completed", True), ("in-progress", False)]
+
+
+async def test_an_unknown_direction_is_refused_naming_the_choices(store: CallStore) -> None:
+    with pytest.raises(StoreError, match="outbound, inbound, web, got 'sideways'"):
+        await store.create_call(NewCall("sideways", "a", "b"))  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ import pydantic
 import pytest
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 
-from switchboard.bridge import CallBridge
+from switchboard.bridge import FRAMES_PER_MESSAGE, CallBridge
 from switchboard.call_actions import (
     AgentTurnInterrupted,
     FinishCall,
@@ -240,7 +240,7 @@ def test_caller_audio_is_forwarded_untouched() -> None:
     assert base64.b64decode(append["audio"]) == audio
 
 
-def test_reply_reaches_the_phone_in_20ms_frames_with_marks() -> None:
+def test_reply_reaches_the_phone_in_whole_frames_with_a_mark_per_100ms() -> None:
     bridge, phone, model = answered()
     bridge.receive_realtime(model.response("in_progress"), 1.2)
     bridge.receive_realtime(model.item_added("item_1"), 1.2)
@@ -248,8 +248,9 @@ def test_reply_reaches_the_phone_in_20ms_frames_with_marks() -> None:
     bridge.receive_realtime(model.audio("item_1", speech), 1.3)
     phone.take(bridge.twilio_data_to_send())
     kinds = [kind for kind, _ in phone.buffer]
-    assert kinds == ["audio", "mark"] * 8
-    assert all(len(v) == FRAME_BYTES for k, v in phone.buffer if k == "audio")
+    assert kinds == ["audio", "mark"] * 2
+    sizes = [len(v) for k, v in phone.buffer if k == "audio"]
+    assert sizes == [FRAMES_PER_MESSAGE * FRAME_BYTES, (8 - FRAMES_PER_MESSAGE) * FRAME_BYTES]
     bridge.receive_realtime(
         model.event(
             "response.output_audio.done",
@@ -275,8 +276,10 @@ def test_barge_in_truncates_at_what_the_phone_played() -> None:
     bridge.receive_realtime(model.item_added("item_1"), 1.2)
     bridge.receive_realtime(model.audio("item_1", b"\x11" * 8000), 1.3)  # 1 s generated
     phone.take(bridge.twilio_data_to_send())
-    for echo in phone.play(7 * FRAME_BYTES):  # the phone played 140 ms
-        bridge.receive_twilio(echo, 1.44)
+    # The phone played 100 ms by 1.40 (the first mark's echo), then 40 ms more.
+    for echo in phone.play(5 * FRAME_BYTES):
+        bridge.receive_twilio(echo, 1.40)
+    phone.play(2 * FRAME_BYTES)
     started = model.event("input_audio_buffer.speech_started", audio_start_ms=900, item_id="u1")
     actions = bridge.receive_realtime(started, 1.44)
     assert AgentTurnInterrupted("item_1", 140, 1000) in actions
@@ -290,7 +293,8 @@ def test_barge_in_truncates_at_what_the_phone_played() -> None:
     # Twilio sends back every flushed mark: no proof of playback, nothing changes
     for echo in phone.clear():
         bridge.receive_twilio(echo, 1.45)
-    assert bridge.twilio.played_bytes("item_1") == 7 * FRAME_BYTES
+    # What had played when `clear` went out (interpolated past the last echo) stays.
+    assert bridge.twilio.played_bytes("item_1", 1.45) == 7 * FRAME_BYTES
     # a late delta of the cut item never reaches the phone
     bridge.receive_realtime(model.audio("item_1", b"\x11" * 800), 1.46)
     assert bridge.twilio_data_to_send() == []

@@ -31,6 +31,7 @@ from switchboard.call_actions import (
     HangUp,
     HangupRequested,
     LatencyMeasured,
+    LevelsMeasured,
     PhaseChanged,
     PlayAgentAudio,
     ProblemNoted,
@@ -247,7 +248,11 @@ ALL = (P.AWAITING_ANSWER, *LIVE)
 # every (phase, event) pair not listed expects no action at all.
 EXPECTED: dict[str, list[tuple[tuple[CallPhase, ...], list[type]]]] = {
     "start": [((*LIVE, P.ENDED), [ProblemNoted])],
-    "media": [(ALL, [ForwardCallerAudio])],
+    "media": [
+        # the agent's audio is playing: its level (the meter's first reading) is news
+        ((P.SPEAKING,), [ForwardCallerAudio, LevelsMeasured]),
+        ((P.AWAITING_ANSWER, P.IDLE, P.THINKING, P.TOOL_WAIT), [ForwardCallerAudio]),
+    ],
     "stop": [(ALL, [FinishCall])],
     "twilio_rejected": [((*ALL, P.ENDED), [ProblemNoted])],
     "speech_started": [

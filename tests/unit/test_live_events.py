@@ -6,6 +6,7 @@ from dataclasses import asdict
 from switchboard.call_actions import (
     AgentTurnInterrupted,
     CallerTurnTranscribed,
+    CallStatusChanged,
     FinishCall,
     ForwardCallerAudio,
     HangUp,
@@ -91,3 +92,9 @@ def test_every_notice_has_an_event_type() -> None:
         "latency",
         "problem",
     ]
+
+
+def test_a_status_the_application_sets_is_a_status_event() -> None:
+    event = live_event("c1", CallStatusChanged("in-progress"), 0.0)
+    assert event is not None
+    assert (event["type"], event["status"]) == ("call.status", "in-progress")

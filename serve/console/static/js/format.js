@@ -100,3 +100,20 @@ export function median(values) {
   const mid = sorted.length >> 1;
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
+
+/** Who is on the other end of a call: the number dialled, the caller, or the browser. */
+export function party(record) {
+  if (record.direction === "web") return "Web call";
+  return record.direction === "inbound" ? record.from : record.to;
+}
+
+/** A call's direction in words ("Outbound"), or short with an arrow ("↗ out"). */
+export function directionLabel(direction, short = false) {
+  const labels = {
+    outbound: ["Outbound", "↗ out"],
+    inbound: ["Inbound", "↙ in"],
+    web: ["Web", "◉ web"],
+  };
+  const label = labels[direction] ?? [direction, direction];
+  return short ? label[1] : label[0];
+}

@@ -1,11 +1,11 @@
 // A call record as plain text: who said what, what was cut, tools, timeline, usage.
 
-import { offset, usd, when } from "./format.js";
+import { offset, party, usd, when } from "./format.js";
 
 export function transcriptText(detail) {
   const lines = [
     `Switchboard call ${detail.id}`,
-    `${detail.direction === "inbound" ? "From" : "To"}: ${detail.direction === "inbound" ? detail.from : detail.to}`,
+    `${detail.direction === "inbound" ? "From" : "To"}: ${party(detail)}`,
     `Status: ${detail.status}`,
     `Created: ${when(detail.created_at)}`,
     `Duration: ${detail.duration_s === null ? "–" : `${detail.duration_s.toFixed(1)} s`}`,

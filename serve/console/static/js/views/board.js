@@ -6,7 +6,7 @@
 // burst of events costs one layout. A once-a-second tick updates durations.
 
 import { h, replace, setText } from "../dom.js";
-import { ACTIVE_STATUSES, clock, median, millis, ms, phaseLabel, statusLabel } from "../format.js";
+import { ACTIVE_STATUSES, clock, directionLabel, median, millis, ms, party, phaseLabel, statusLabel } from "../format.js";
 import { CallModel } from "../live_call.js";
 import { placeCallForm } from "./place_call.js";
 
@@ -57,9 +57,8 @@ function card(model) {
 function paint(row, model, now) {
   const { parts } = row;
   const record = model.record;
-  const inbound = record.direction === "inbound";
-  setText(parts.number, inbound ? record.from : record.to);
-  setText(parts.direction, inbound ? "↙ in" : "↗ out");
+  setText(parts.number, party(record));
+  setText(parts.direction, directionLabel(record.direction, true));
   setText(parts.status, statusLabel(model.status));
   parts.status.dataset.status = model.status;
   let phase = model.endReason ?? "";

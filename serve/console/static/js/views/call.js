@@ -122,8 +122,8 @@ export function mountCall(container, { api, toast, setConnection }, id) {
     if (!model || painted === model.version) return;
     painted = model.version;
     const record = model.record;
-    const inbound = record.direction === "inbound";
-    setText(title, inbound ? `Call from ${record.from}` : `Call to ${record.to}`);
+    const titles = { inbound: `Call from ${record.from}`, web: "Web call" };
+    setText(title, titles[record.direction] ?? `Call to ${record.to}`);
     setText(status, statusLabel(model.status));
     status.dataset.status = model.status;
     setText(phase, model.live ? phaseLabel(model.phase) : model.endReason ? `Ended: ${model.endReason}` : "");

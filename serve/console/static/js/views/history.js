@@ -1,7 +1,7 @@
 // Past calls: search and filters (kept in the URL), newest first, a page at a time.
 
 import { h, replace, setText } from "../dom.js";
-import { ACTIVE_STATUSES, TERMINAL_STATUSES, clock, statusLabel, when } from "../format.js";
+import { ACTIVE_STATUSES, TERMINAL_STATUSES, clock, directionLabel, party, statusLabel, when } from "../format.js";
 
 const PAGE = 50;
 const SEARCH_DELAY_MS = 300;
@@ -24,9 +24,10 @@ export function mountHistory(container, { api, toast, navigate }, params) {
   const direction = h(
     "select",
     { id: "history-direction", name: "direction" },
-    h("option", { value: "" }, "Both directions"),
+    h("option", { value: "" }, "All directions"),
     h("option", { value: "outbound" }, "Outbound"),
     h("option", { value: "inbound" }, "Inbound"),
+    h("option", { value: "web" }, "Web"),
   );
   const after = h("input", { id: "history-from", type: "date", name: "from" });
   const before = h("input", { id: "history-to", type: "date", name: "to" });
@@ -86,14 +87,13 @@ export function mountHistory(container, { api, toast, navigate }, params) {
   }
 
   function row(call) {
-    const inbound = call.direction === "inbound";
     const href = `#/calls/${encodeURIComponent(call.id)}`;
     const tr = h(
       "tr",
       { dataset: { callId: call.id } },
       h("td", { "data-label": "When" }, h("time", { datetime: call.created_at }, when(call.created_at))),
-      h("td", { "data-label": "Number" }, h("a", { href }, inbound ? call.from : call.to)),
-      h("td", { "data-label": "Direction" }, inbound ? "Inbound" : "Outbound"),
+      h("td", { "data-label": "Number" }, h("a", { href }, party(call))),
+      h("td", { "data-label": "Direction" }, directionLabel(call.direction)),
       h("td", { "data-label": "Status" }, h("span", { class: "badge", dataset: { status: call.status } }, statusLabel(call.status))),
       h("td", { "data-label": "Duration" }, call.duration_s === null ? "–" : clock(call.duration_s)),
       h("td", { "data-label": "Instruction", class: "instruction-cell" }, call.instruction),

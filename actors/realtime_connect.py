@@ -1,0 +1,168 @@
+"""Open the OpenAI Realtime WebSocket as openai-python 3.57 does, without importing it.
+
+The SDK costs ~29 MB of memory per actor process only to open this socket;
+the call shell already builds and parses every event's JSON itself. What the
+SDK does (``openai/resources/realtime/realtime.py``, shared/protocols.md §4.1-4.2):
+
+- URL: ``websocket_base_url``, else ``base_url`` with http -> ws and
+  https -> wss, then ``/realtime`` appended to the path and ``model=...``
+  added to the query (``realtime_url``);
+- headers: ``Authorization: Bearer <key>``, ``Accept`` and ``Content-Type``
+  ``application/json``, ``User-Agent: AsyncOpenAI/Python <version>`` and the
+  ``X-Stainless-*`` platform headers (``realtime_headers``); no subprotocol,
+  no compression;
+- redirects only to the same origin: here none are followed, so the key
+  never goes to another host.
+
+``connect_realtime`` returns a ``PicowsSocket``; anything that stops the
+socket from opening is a ``RealtimeServiceError`` whose message never holds
+the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+import ssl
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from picows import WSError, WSHandshakeError, WSInvalidStatusError, WSInvalidURL, ws_connect
+
+from actors.picows_sockets import KEEPALIVE_S, PicowsSocket, keepalive
+from switchboard.errors import ConfigError, RealtimeServiceError
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "OPEN_TIMEOUT_S",
+    "REALTIME_MAX_MESSAGE",
+    "SDK_VERSION",
+    "connect_realtime",
+    "realtime_headers",
+    "realtime_url",
+]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+SDK_VERSION = "3.57.0"  # the openai-python release whose handshake this reproduces
+OPEN_TIMEOUT_S = 10.0
+# The SDK sets no limit; session and response events carry instructions and transcripts.
+REALTIME_MAX_MESSAGE = 16 * 2**20
+_WS_SCHEME = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+_OS = {"linux": "Linux", "darwin": "MacOS", "windows": "Windows", "freebsd": "FreeBSD"}
+_ARCH = {"x86_64": "x64", "amd64": "x64", "arm64": "arm64", "aarch64": "arm64", "arm": "arm"}
+
+
+def realtime_url(base_url: str | None, model: str) -> str:
+    """The URL the SDK dials for ``connect(model=model)``; ``None`` is the SDK's default base.
+
+    An ``http(s)`` base is the SDK's ``base_url``; a ``ws(s)`` one its ``websocket_base_url``.
+    """
+    parts = urlsplit(base_url or DEFAULT_BASE_URL)
+    scheme = _WS_SCHEME.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ConfigError(f"the OpenAI base URL {base_url!r} is not an http(s) or ws(s) URL")
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "model"]
+    query.append(("model", model))
+    path = parts.path.rstrip("/") + "/realtime"
+    return urlunsplit((scheme, parts.netloc, path, urlencode(query, quote_via=quote), ""))
+
+
+def realtime_headers(
+    api_key: str, *, organization: str | None = None, project: str | None = None
+) -> list[tuple[str, str]]:
+    """The upgrade request's headers, in the SDK's order (after Host, Upgrade, Sec-WebSocket-*)."""
+    system = platform.system().lower()
+    machine = platform.machine().lower()
+    headers = [
+        ("Authorization", f"Bearer {api_key}"),
+        ("Accept", "application/json"),
+        ("Content-Type", "application/json"),
+        ("User-Agent", f"AsyncOpenAI/Python {SDK_VERSION}"),
+        ("X-Stainless-Lang", "python"),
+        ("X-Stainless-Package-Version", SDK_VERSION),
+        ("X-Stainless-OS", _OS.get(system, f"Other:{platform.platform().lower()}")),
+        ("X-Stainless-Arch", _ARCH.get(machine, f"other:{machine}")),
+        ("X-Stainless-Runtime", platform.python_implementation()),
+        ("X-Stainless-Runtime-Version", platform.python_version()),
+        ("X-Stainless-Async", "async:asyncio"),
+    ]
+    if organization is not None:
+        headers.append(("OpenAI-Organization", organization))
+    if project is not None:
+        headers.append(("OpenAI-Project", project))
+    return headers
+
+
+async def connect_realtime(
+    url: str,
+    api_key: str,
+    *,
+    organization: str | None = None,
+    project: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    open_timeout: float = OPEN_TIMEOUT_S,
+    proxy: str | None = None,
+    max_message: int = REALTIME_MAX_MESSAGE,
+    keepalive_s: float | None = KEEPALIVE_S,
+    use_aiofastnet: bool = False,
+) -> PicowsSocket:
+    """Open a Realtime session at ``url`` (``realtime_url``); the first event: ``session.created``.
+
+    ``wss`` URLs use ``ssl_context``, else a default one (system CAs, host
+    name checked), as the SDK's ``websockets`` does. Keepalive pings and the
+    transports are as in ``serve_media``.
+    """
+    if not api_key:
+        raise ConfigError("an OpenAI API key is needed to open a Realtime session")
+    if ssl_context is None and url.startswith("wss:"):
+        ssl_context = ssl.create_default_context()
+    headers = realtime_headers(api_key, organization=organization, project=project)
+    try:
+        async with asyncio.timeout(open_timeout):
+            _, socket = await ws_connect(
+                lambda: PicowsSocket(max_message),
+                url,
+                ssl_context=ssl_context,
+                websocket_handshake_timeout=open_timeout,
+                max_frame_size=max_message,
+                extra_headers=headers,
+                max_redirects=0,
+                proxy=proxy,
+                logger_name="realtime",
+                use_aiofastnet=use_aiofastnet,
+                **keepalive(keepalive_s),
+            )
+    except WSInvalidURL as exc:
+        raise ConfigError(f"the Realtime URL {url!r} is not a WebSocket URL: {exc}") from exc
+    except (WSError, OSError, TimeoutError) as exc:
+        reason = _scrub(_describe(exc, open_timeout), api_key)
+        raise RealtimeServiceError(f"cannot open the Realtime session at {url}: {reason}") from exc
+    assert isinstance(socket, PicowsSocket)
+    return socket
+
+
+def _describe(exc: BaseException, open_timeout: float) -> str:
+    if isinstance(exc, WSInvalidStatusError) and exc.response is not None:
+        status = exc.response.status
+        detail = _error_message(exc.raw_body or b"")
+        return f"HTTP {status.value} {status.phrase}" + (f": {detail}" if detail else "")
+    if isinstance(exc, WSHandshakeError):
+        return f"bad handshake: {exc}"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {open_timeout:g} s"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _error_message(body: bytes) -> str:
+    """OpenAI's ``{"error": {"message": ...}}``, else the body's first line."""
+    text = body.decode(errors="replace").strip()
+    try:
+        error = json.loads(text)["error"]
+        return str(error.get("message") or error.get("code") or "")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return text.splitlines()[0][:200] if text else ""
+
+
+def _scrub(text: str, secret: str) -> str:
+    # A too-short "key" would blank out ordinary words; real keys are long.
+    return text.replace(secret, "<api key>") if len(secret) >= 6 else text

@@ -1,0 +1,263 @@
+"""connect_realtime against the Realtime emulator, and its handshake against the SDK's."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import json
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import websockets
+from openai import AsyncOpenAI
+from websockets.asyncio.server import ServerConnection
+
+from actors.realtime_connect import connect_realtime, realtime_headers, realtime_url
+from sim.testing_realtime import PCMU_SESSION, RunningRealtimeEmulator, run_realtime_emulator
+from switchboard.errors import ConfigError, RealtimeServiceError, SocketClosed
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 10.0  # guards against a hang
+KEY = "sk-test"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest_asyncio.fixture
+async def emu() -> AsyncIterator[RunningRealtimeEmulator]:
+    async with run_realtime_emulator(first_audio_ms=40, speed=20.0) as running:
+        yield running
+        for session in running.sessions:
+            assert session.violations == []
+
+
+async def recv_json(sock: object) -> dict[str, object]:
+    text = await asyncio.wait_for(sock.recv(), TIMEOUT)  # type: ignore[attr-defined]
+    return dict(json.loads(text))
+
+
+async def test_a_session_opens_and_takes_a_session_update(emu: RunningRealtimeEmulator) -> None:
+    url = realtime_url(emu.base_url, "gpt-realtime")
+    sock = await connect_realtime(url, KEY)
+    assert (await recv_json(sock))["type"] == "session.created"
+    await sock.send(json.dumps({"type": "session.update", "session": PCMU_SESSION}))
+    while (event := await recv_json(sock))["type"] != "session.updated":
+        assert event["type"] != "error", event
+    session = event["session"]
+    assert isinstance(session, dict)
+    assert session["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+    await sock.close()
+    record = await emu.wait_for_session(0)
+    await emu.wait_closed(record)
+    assert (record.model, record.close_code) == ("gpt-realtime", 1000)
+    assert record.headers["user-agent"].startswith("AsyncOpenAI/Python ")
+    with pytest.raises(SocketClosed):
+        await sock.recv()
+
+
+async def test_a_wrong_key_is_a_service_error_that_does_not_show_the_key(
+    emu: RunningRealtimeEmulator,
+) -> None:
+    key = "sk-not-the-key-9876"
+    with pytest.raises(RealtimeServiceError) as refused:
+        await connect_realtime(realtime_url(emu.base_url, "gpt-realtime"), key)
+    message = str(refused.value)
+    assert "401" in message
+    assert key not in message
+    assert emu.sessions == []
+
+
+async def test_a_refused_connection_is_a_service_error() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(RealtimeServiceError) as refused:
+        await connect_realtime(f"ws://127.0.0.1:{port}/v1/realtime?model=m", KEY)
+    assert "ConnectionRefusedError" in str(refused.value)
+
+
+async def test_a_server_that_never_answers_is_a_service_error() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads the upgrade request, answers nothing
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(RealtimeServiceError) as refused:
+            await connect_realtime(f"ws://127.0.0.1:{port}/v1/realtime", KEY, open_timeout=0.2)
+        assert "no answer within 0.2 s" in str(refused.value)
+    finally:
+        server.close()
+
+
+async def test_no_key_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        await connect_realtime("ws://127.0.0.1:9/v1/realtime?model=m", "")
+
+
+def test_a_url_that_is_not_a_websocket_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        realtime_url("ftp://example.com/v1", "gpt-realtime")
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        None,
+        "https://api.openai.com/v1",
+        "https://api.openai.com/v1/",
+        "http://127.0.0.1:8123/v1",
+        "http://127.0.0.1:8123",
+        "https://gateway.example.com/openai/v1?api-version=2",
+    ],
+)
+@pytest.mark.parametrize("model", ["gpt-realtime", "gpt-realtime-2025-08-28"])
+def test_realtime_url_is_the_sdks(
+    base_url: str | None, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    client = AsyncOpenAI(api_key=KEY, base_url=base_url)
+    base = str(client.realtime.connect(model=model)._prepare_url())
+    joiner = "&" if "?" in base else "?"
+    assert realtime_url(base_url, model) == f"{base}{joiner}model={model}"
+
+
+async def test_the_handshake_is_the_sdks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same request target and headers (but the random key) as the SDK's own connect."""
+    for name in ("OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    requests: list[tuple[str, list[tuple[str, str]]]] = []
+
+    async def record(ws: ServerConnection) -> None:
+        requests.append((ws.request.path, list(ws.request.headers.raw_items())))  # type: ignore[union-attr]
+        await ws.send('{"type":"session.created"}')
+        await ws.wait_closed()
+
+    async with websockets.serve(record, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        base = f"http://127.0.0.1:{port}/v1"
+        sdk = await AsyncOpenAI(api_key=KEY, base_url=base).realtime.connect(model="m").enter()
+        await sdk.close()
+        ours = await connect_realtime(realtime_url(base, "m"), KEY)
+        await ours.close()
+    (sdk_path, sdk_headers), (our_path, our_headers) = requests
+    assert our_path == sdk_path == "/v1/realtime?model=m"
+    handshake = {"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version"}
+
+    def split(headers: list[tuple[str, str]]) -> tuple[set[str], list[tuple[str, str]]]:
+        names = {k.lower() for k, _ in headers if k.lower() in handshake}
+        return names, [(k, v) for k, v in headers if k.lower() not in handshake]
+
+    assert split(our_headers) == split(sdk_headers)
+    assert split(our_headers)[1] == realtime_headers(KEY)
+
+
+async def test_a_service_that_stops_answering_pings_is_dropped() -> None:
+    async def deaf(ws: ServerConnection) -> None:
+        await ws.send('{"type":"session.created"}')
+        ws.transport.pause_reading()  # our pings go unanswered
+        await dropped.wait()
+        ws.transport.abort()  # it would not see the disconnect otherwise
+
+    dropped = asyncio.Event()
+
+    async with websockets.serve(deaf, "127.0.0.1", 0, ping_interval=None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        url = realtime_url(f"http://127.0.0.1:{port}/v1", "m")
+        sock = await connect_realtime(url, KEY, keepalive_s=0.05)
+        assert (await recv_json(sock))["type"] == "session.created"
+        with pytest.raises(SocketClosed) as closed:
+            await asyncio.wait_for(sock.recv(), TIMEOUT)
+        dropped.set()
+        assert closed.value.code == 1001
+
+
+def test_organization_and_project_headers_are_the_sdks() -> None:
+    client = AsyncOpenAI(api_key=KEY, organization="org-1", project="proj-1")
+    sdk = {k: v for k, v in client.default_headers.items() if k.startswith("OpenAI-")}
+    ours = dict(realtime_headers(KEY, organization="org-1", project="proj-1"))
+    assert (
+        {k: ours[k] for k in sdk}
+        == sdk
+        == {"OpenAI-Organization": "org-1", "OpenAI-Project": "proj-1"}
+    )
+
+
+def test_the_modules_do_not_import_openai() -> None:
+    code = (
+        "import sys, actors.realtime_connect, actors.picows_sockets; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'openai'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+# -- wss ---------------------------------------------------------------------
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_wss_checks_the_certificate(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+
+    async def hello(ws: ServerConnection) -> None:
+        await ws.send('{"type":"session.created"}')
+        await ws.wait_closed()
+
+    async with websockets.serve(hello, "127.0.0.1", 0, ssl=server_tls) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        url = realtime_url(f"https://127.0.0.1:{port}/v1", "gpt-realtime")
+        assert url.startswith("wss://")
+        with pytest.raises(RealtimeServiceError) as untrusted:  # default context: system CAs
+            await connect_realtime(url, KEY)
+        assert "CERTIFICATE_VERIFY_FAILED" in str(untrusted.value)
+        sock = await connect_realtime(url, KEY, ssl_context=ssl.create_default_context(cafile=cert))
+        assert (await recv_json(sock))["type"] == "session.created"
+        await sock.close()
