@@ -125,6 +125,16 @@ class PicowsSocket(WSListener):
             raise self._closing_error()
         transport.send(WSMsgType.TEXT, text)
 
+    def try_send(self, text: str) -> bool:
+        """Send now unless writing is paused or the socket is closing (then ``send``)."""
+        transport = self.transport
+        if self._paused or self._closed is not None or transport is None:
+            return False
+        if transport.is_close_frame_sent:
+            return False
+        transport.send(WSMsgType.TEXT, text)
+        return True
+
     async def recv(self) -> str | bytes:
         """The next message; ``SocketClosed`` once the queue is empty and the socket closed."""
         while not self._inbox:

@@ -41,6 +41,9 @@ class WebsocketsSocket:
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self.connection.close(code, reason)
 
+    def try_send(self, text: str) -> bool:
+        return False  # websockets sends through its own coroutine
+
 
 class RealtimeSocket:
     """The openai SDK's Realtime connection, used for raw text both ways.
@@ -67,3 +70,6 @@ class RealtimeSocket:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self.connection.close(code=code, reason=reason)
+
+    def try_send(self, text: str) -> bool:
+        return False  # the SDK sends through its own coroutine

@@ -47,11 +47,6 @@ Result = dict[str, Any]
 CHILD_ENV = {
     # Ray's sockets on loopback only; read when Ray is imported (local_stack checks it).
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    # With N calls on N call slots, the pool's refill actors wait for a slot, and every
-    # 10 s the raylet's resource-deadlock check then runs gc.collect() in every worker:
-    # 0.15-0.7 s stalls of every call at once (measured). Turning the check off measures
-    # the relay itself; the stall is reported as a finding of its own.
-    "RAY_debug_dump_period_milliseconds": "0",
 }
 
 

@@ -26,11 +26,28 @@ STREAM = "MZ" + "1" * 32
 
 
 class MemorySocket:
+    """``paused`` makes ``try_send`` refuse, as a socket whose peer is not keeping up."""
+
     def __init__(self) -> None:
         self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
         self.sent: list[dict[str, Any]] = []
         self.arrived = asyncio.Condition()
         self.closed_with: tuple[int, str] | None = None
+        self.paused = False
+        self.sent_directly = 0
+        self._notifying: set[asyncio.Future[None]] = set()
+
+    def try_send(self, text: str) -> bool:
+        if self.paused or self.closed_with is not None:
+            return False
+        self.sent.append(json.loads(text))
+        self.sent_directly += 1
+        self._notifying.add(asyncio.ensure_future(self._notify()))
+        return True
+
+    async def _notify(self) -> None:
+        async with self.arrived:
+            self.arrived.notify_all()
 
     async def send(self, text: str) -> None:
         if self.closed_with is not None:
@@ -258,4 +275,29 @@ async def test_garbage_from_the_model_is_recorded_not_fatal(garbage: str) -> Non
     realtime.inbox.put_nowait(garbage)
     await hooks.until(lambda: any(type(a).__name__ == "ProblemNoted" for a in hooks.recorded))
     assert not shell.finished.is_set()
+    await shell.close()
+
+
+async def test_messages_keep_their_order_when_the_socket_stops_keeping_up() -> None:
+    bridge = CallBridge(PolicyConfig(session=SessionConfig(instructions="x")))
+    realtime = MemorySocket()
+    realtime.paused = True  # the first messages must wait for the writer task
+    shell = CallShell(bridge, Hooks(), call_id="c1")
+    shell.start_realtime(realtime)  # session.update, queued
+    realtime.paused = False
+    for n in range(3):
+        bridge.realtime.add_user_text(f"note {n}")
+        shell._dispatch([])  # what every event does: flush the cores' output
+    await realtime.wait_until(lambda: len(realtime.sent) == 4)
+    assert [m["type"] for m in realtime.sent] == ["session.update"] + [
+        "conversation.item.create"
+    ] * 3
+    texts = [m["item"]["content"][0]["text"] for m in realtime.sent[1:]]
+    assert texts == ["note 0", "note 1", "note 2"]
+    # Once the queue is drained, messages go straight out again.
+    bridge.realtime.add_user_text("note 3")
+    shell._dispatch([])
+    assert (
+        realtime.sent_directly >= 1 and realtime.sent[-1]["item"]["content"][0]["text"] == "note 3"
+    )
     await shell.close()

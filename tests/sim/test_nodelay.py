@@ -30,6 +30,11 @@ def accepted_nodelay(port: int) -> list[int]:
     """TCP_NODELAY of each connection this process accepted on ``port``."""
     found = []
     for fd in os.listdir("/proc/self/fd"):
+        with suppress(OSError):
+            # fromfd dup()s the fd and leaks the copy when it is no socket: a leaked
+            # copy of a pipe's write end keeps its reader (Playwright's driver) waiting.
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                continue
         with suppress(OSError), socket.fromfd(int(fd), socket.AF_INET, socket.SOCK_STREAM) as sock:
             local = sock.getsockname()
             if (
