@@ -85,28 +85,46 @@ class CallActor:
         self.settings = settings
         self.reporter = reporter
         self._rest_hang_up = end_via_rest
+        self.calls_served = 0
+        self._host = "127.0.0.1"
+        self._server: MediaServer | None = None
+        self._pending: list[tuple[Action, float]] = []
+        self._reporting = asyncio.Lock()  # one batch in flight: batches arrive in order
+        if settings.twilio_auth_token is None:
+            raise ConfigError("TWILIO_AUTH_TOKEN is needed to check media stream signatures")
+        self._validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
+        self._forget_call()
+
+    def _forget_call(self) -> None:
+        """Every field one call sets: blank at first, and again before the next call."""
         self.plan: CallPlan | None = None
         self.call_sid: str | None = None
         self.shell: CallShell | None = None
-        self._server: MediaServer | None = None
         self._attached = False
-        self._pending: list[tuple[Action, float]] = []
-        self._reporting = asyncio.Lock()  # one batch in flight: batches arrive in order
         self._flusher: asyncio.Task[None] | None = None
         self._wall_offset = time.time() - time.monotonic()
         self._prepared = asyncio.Event()
         self._connected = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
-        if settings.twilio_auth_token is None:
-            raise ConfigError("TWILIO_AUTH_TOKEN is needed to check media stream signatures")
-        self._validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
 
     # -- lifecycle, called by the pool and the call control ----------------
 
     async def start(self, host: str = "127.0.0.1") -> tuple[str, int]:
         """Open the media server; returns the address the edge should splice to."""
+        self._host = host
         self._server = await serve_media(host, 0, self._check_handshake, self._media)
         return self.media_address()
+
+    async def recycle(self, max_calls: int) -> tuple[str, int] | None:
+        """After ``wait_finished``: ready for another call, on a new media port (so no
+        connection of the last call can reach the next), or None to be retired: after
+        ``max_calls`` calls, or with reports the recorder has not taken."""
+        if self.plan is None or self.shell is None or not self.shell.finished.is_set():
+            raise LocalProtocolError(f"slot {self.slot} has no finished call to recycle")
+        if self.calls_served >= max_calls or self._pending:
+            return None
+        self._forget_call()
+        return await self.start(self._host)
 
     def media_address(self) -> tuple[str, int]:
         assert self._server is not None, "start() first"
@@ -166,6 +184,7 @@ class CallActor:
             ended = "failed" if refused else "completed" if self._attached else "no-answer"
             self.record(CallStatusChanged(ended), time.monotonic())
         await self._send_reports()
+        self.calls_served += 1
         return self.shell.finish_reason or "ended"
 
     # -- CallHooks, for the shell ------------------------------------------

@@ -4,8 +4,10 @@ Creating a Ray actor costs 0.3 s here, seconds in a burst (ray-notes.md), far
 too long to wait for once the callee can answer. The pool keeps ``size``
 actors started (process up, media server listening) and hands one out per
 call; it refills in the background. It also answers the media edge's one
-question, "where does this call's stream go?", and retires each actor when
-its call is over (detached actors need explicit cleanup).
+question, "where does this call's stream go?". When a call is over its actor
+goes back among the ready ones, up to twice ``size`` of them (each a process
+start saved: about a second of CPU here), else it is retired (detached actors
+need explicit cleanup); an actor is retired anyway after a number of calls.
 
 Refills never ask for more actors than the cluster can place: an actor that
 waits for a ``call_slot`` makes every raylet's deadlock check run
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -54,6 +57,9 @@ class SlotFactory(Protocol[H]):
     def finished(self, slot: Slot[H]) -> Awaitable[str]:
         """Resolves, with the reason, when the slot's call is over."""
 
+    async def recycle(self, slot: Slot[H]) -> Slot[H] | None:
+        """After ``finished``: the same actor ready for another call, or None (retire it)."""
+
     async def retire(self, slot: Slot[H]) -> None:
         """Stop the actor for good (its slot is released, possibly a little later)."""
 
@@ -75,7 +81,7 @@ class CallPool(Generic[H]):
         self.backoff = backoff
         self.backoff_max = backoff_max
         self._sleep = sleep
-        self._ready: asyncio.Queue[Slot[H]] = asyncio.Queue()
+        self._ready: deque[Slot[H]] = deque()
         self._live: dict[str, Slot[H]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # refills: short-lived
         self._watchers: set[asyncio.Task[None]] = set()  # one per live call
@@ -87,10 +93,11 @@ class CallPool(Generic[H]):
         self._holding = False  # backing off after a failure: refills wait for the timer
         self._closed = False
         self.ended: dict[str, str] = {}  # call id -> reason, for the calls this pool served
+        self.recycled = 0  # finished calls' actors put back among the ready ones
 
     @property
     def ready(self) -> int:
-        return self._ready.qsize()
+        return len(self._ready)
 
     @property
     def live(self) -> int:
@@ -111,7 +118,7 @@ class CallPool(Generic[H]):
 
     async def acquire(self, call_id: str) -> Slot[H]:
         """A ready actor for ``call_id`` (started now if the pool ran dry)."""
-        slot = self._ready.get_nowait() if not self._ready.empty() else None
+        slot = self._ready.popleft() if self._ready else None
         if slot is None:
             self._on_demand += 1
             self._launched += 1
@@ -123,6 +130,10 @@ class CallPool(Generic[H]):
         self._spawn(self._watch(call_id, slot), self._watchers)
         self._spawn(self._refill())
         return slot
+
+    def ready_names(self) -> list[str]:
+        """The ready actors, next to be handed out first."""
+        return [slot.name for slot in self._ready]
 
     def locate(self, call_id: str) -> tuple[str, int] | None:
         slot = self._live.get(call_id)
@@ -138,13 +149,13 @@ class CallPool(Generic[H]):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         slots = list(self._live.values())
-        while not self._ready.empty():
-            slots.append(self._ready.get_nowait())
+        slots.extend(self._ready)
+        self._ready.clear()
         await asyncio.gather(*(self.factory.retire(s) for s in slots), return_exceptions=True)
         self._live.clear()
 
     def _missing(self) -> int:
-        return max(0, self.size - self._ready.qsize() - self._starting)
+        return max(0, self.size - len(self._ready) - self._starting)
 
     async def _claim(self) -> int:
         """Reserve the refill creations that are missing and that the cluster can place."""
@@ -180,7 +191,7 @@ class CallPool(Generic[H]):
             return exc
         self._starting -= 1
         self._failures = 0
-        self._ready.put_nowait(slot)
+        self._ready.append(slot)
         # ``_claim`` may have counted this creation twice; now it is known, look again.
         self._spawn(self._refill())
         return None
@@ -207,16 +218,38 @@ class CallPool(Generic[H]):
         self._spawn(self._refill())
 
     async def _watch(self, call_id: str, slot: Slot[H]) -> None:
+        # The slot stays in ``_live`` until recycled or retired: should the pool close
+        # meanwhile (cancelling this task), ``close`` retires it.
         try:
             self.ended[call_id] = await self.factory.finished(slot)
+            healthy = True
         except Exception as exc:  # the actor died: the call is over all the same
             log.warning("call actor %s failed: %s", slot.name, exc)
             self.ended[call_id] = "actor_failed"
-        finally:
-            self._live.pop(call_id, None)
+            healthy = False
+        if not (healthy and await self._recycled(slot)):
             with contextlib.suppress(Exception):
                 await self.factory.retire(slot)
             self._spawn(self._refill())  # its slot is free again (or soon: see recheck_s)
+        self._live.pop(call_id, None)
+
+    async def _recycled(self, slot: Slot[H]) -> bool:
+        """Put a finished call's actor back among the ready ones, up to twice ``size``.
+
+        A call's start refills the pool at once (the next call cannot wait for one to
+        end), so without the headroom every call would still cost a process start."""
+        if self._closed or len(self._ready) + self._starting >= 2 * self.size:
+            return False
+        try:
+            fresh = await self.factory.recycle(slot)
+        except Exception as exc:
+            log.warning("recycling call actor %s failed: %s", slot.name, exc)
+            return False
+        if fresh is None or self._closed:
+            return False
+        self._ready.append(fresh)
+        self.recycled += 1
+        return True
 
     def _spawn(
         self, coro: Coroutine[Any, Any, None], into: set[asyncio.Task[None]] | None = None

@@ -44,8 +44,11 @@ NAMESPACE = "switchboard"
 POOL_NAME = "switchboard-pool"
 RECORDER_NAME = "switchboard-recorder"
 CALL_SLOT = "call_slot"
-CALL_CPUS = 0.02  # measured: ~1-2% of a core per live call on this machine
+CALL_CPUS = 0.02  # a placement budget; measured in a call here: 2-3% of a core (benchmarks.md)
 CALL_MEMORY = 80 * 1024 * 1024  # the per-call PSS budget of the benchmark
+# A call actor serves up to this many calls, one at a time, before it is retired: starting
+# one costs about a second of CPU here, a call's leftovers (allocator fragmentation) stay.
+CALLS_PER_ACTOR = 20
 Handle = ActorHandle[Any]
 
 
@@ -130,6 +133,10 @@ class RaySlotFactory:
     def finished(self, slot: Slot[Handle]) -> Any:
         return slot.handle.wait_finished.remote()
 
+    async def recycle(self, slot: Slot[Handle]) -> Slot[Handle] | None:
+        address = await slot.handle.recycle.remote(CALLS_PER_ACTOR)
+        return None if address is None else Slot(slot.name, slot.handle, tuple(address))
+
     async def retire(self, slot: Slot[Handle]) -> None:
         ray.kill(slot.handle, no_restart=True)
 
@@ -159,8 +166,18 @@ class RayCallPool:
         slot = self.pool.slot(call_id)
         return None if slot is None else slot.name
 
+    async def ready_names(self) -> list[str]:
+        """The ready actors' names, next to be handed out first."""
+        return self.pool.ready_names()
+
     async def stats(self) -> dict[str, int]:
-        return {"ready": self.pool.ready, "live": self.pool.live, "starting": self.pool.starting}
+        pool = self.pool
+        return {
+            "ready": pool.ready,
+            "live": pool.live,
+            "starting": pool.starting,
+            "recycled": pool.recycled,
+        }
 
     async def close(self) -> None:
         if self._gauges is not None:

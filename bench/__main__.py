@@ -23,6 +23,7 @@ from bench.frame_path import run_frame_path
 from bench.live_calls import run_live_calls_bench
 from bench.live_report import render_live_calls
 from bench.machine import describe_machine
+from bench.ray_floor import WINDOW_S, run_ray_floor
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 FRAME_TARGET_US = 30.0
@@ -70,9 +71,22 @@ def live_calls_section(args: argparse.Namespace) -> str:
     return render_live_calls(results)
 
 
+def ray_floor_section(args: argparse.Namespace) -> str:
+    rows = run_ray_floor()
+    return "\n".join([
+        f"Measured {dt.date.today().isoformat()} on {describe_machine()}: idle processes "
+        f"over {WINDOW_S:.0f} s (code: `bench/ray_floor.py`).",
+        "",
+        "| idle process | CPU, % of a core | wake-ups / s |",
+        "|---|---:|---:|",
+        *(f"| {r.label} | {r.cpu_percent:.2f} | {r.wakeups_per_s:.0f} |" for r in rows),
+    ])  # fmt: skip
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], str]] = {
     "frame-path": frame_path_section,
     "live-calls": live_calls_section,
+    "ray-floor": ray_floor_section,
 }
 
 

@@ -2,9 +2,10 @@
 
 Clocks. The Twilio emulator stamps a stream's messages in ms since the callee
 answered (the *call clock*); the Realtime emulator stamps frames with its loop's
-``time()``. Both emulators share one loop, whose ``time()`` is ``time.monotonic()``,
-and the call clock's zero is the ``answered`` transition's loop time, so every stamp
-converts exactly: ``answered_at + t_ms / 1000``. What each stamp means:
+``time()``. Each emulator runs in a process of its own (``bench.emulators``), and
+both loops' ``time()`` is ``time.monotonic()``, one clock for every process of the
+machine; the call clock's zero is the ``answered`` transition's loop time, so every
+stamp converts exactly: ``answered_at + t_ms / 1000``. What each stamp means:
 
 - phone, sent: after ``ws.send`` handed the frame to the socket;
 - phone, received: when the phone's reader got the frame;

@@ -1,118 +1,390 @@
-"""Both emulators on a thread of their own, with its own event loop.
+"""Both emulators in child processes of their own, one emulator each.
 
-The benchmark runs the whole stack in one process like the integration tests do,
-except that the Twilio and Realtime emulators get their own thread: the media edge
-(in the main thread's loop, where ``local_stack`` puts it) and the emulators then
-show up as two threads in ``/proc/self/task``, so the edge's CPU can be told from
-the emulators'. Both emulators share one loop, and every stamp they record is that
-loop's ``time()``, which is ``time.monotonic()``: the same clock as the main
-thread's loop and the CPU sampler.
+Real Twilio and OpenAI do not share the media edge's process, so the benchmark
+does not either: the Twilio emulator and the Realtime emulator each run in a child
+process (``python -m bench.emulators``) with its own event loop and its own GIL.
+Neither emulator's work then delays the edge (in the bench's main thread, where
+``local_stack`` puts it) or the other emulator, and their CPU is read per process.
 
-Both emulators serve every connection with ``TCP_NODELAY`` (``sim/listener.py``):
-with Nagle's algorithm on, a delta written while the previous one is unacknowledged
-waits 1-20 ms for the actor's next packet or delayed ACK, which would be charged to
-the relay.
+Loop. uvloop (``DEFAULT_LOOP``; ``loop="asyncio"`` for the default loop): at 20
+calls it took about 10% less emulator CPU (0.36 cores against 0.38-0.42; the
+Realtime emulator 12-15% less) and the relay p99s were no worse. Its ``time()``
+is changed, see ``MonotonicUvloop``.
+
+Clock. Every stamp the emulators record is their loop's ``time()``, which is
+``time.monotonic()`` under both loops: CLOCK_MONOTONIC, one clock for every
+process of the machine, so records from both children and the parent's CPU samples
+line up. uvloop's own ``time()`` reads CLOCK_MONOTONIC too, but truncated to whole
+milliseconds (libuv's ``uv_now``): too coarse for relay latencies of 1-3 ms.
+
+Protocol. Each child gets one end of a socket pair; over it (pickles, length-prefixed)
+the parent sends the emulator's settings, the child answers ``("ready", base_url)``,
+then serves requests one at a time (``REQUESTS``): waits that run inside the child
+(``wait_streaming``, ``wait_ended`` on the Twilio emulator) and ``records`` (the
+records and ``stats()`` to hand to ``bench.live_summary.analyse``). Closing the
+socket stops the child. A child also dies with the parent: ``PR_SET_PDEATHSIG`` and
+the socket's end of file, and it ignores SIGINT (a Ctrl-C stops the parent, which
+stops it). A child never runs the cyclic GC: it keeps every frame both ways, and a
+full collection over millions of records would stall its loop for 0.1-0.5 s.
+
+Both emulators serve every connection with ``TCP_NODELAY`` (``sim/listener.py``).
 
 .. code-block:: python
 
-    with EmulatorThread(scenario, account_sid=SID, auth_token=TOKEN, api_key=KEY) as emus:
-        emus.twilio.base_url, emus.realtime.base_url
-        await emus.run(emus.twilio.wait_until(predicate, 60))
+    async with EmulatorProcesses(scenario, account_sid=SID, auth_token=TOKEN, api_key=KEY) as emus:
+        emus.twilio_url, emus.realtime_url, emus.pids
+        await emus.wait_streaming(10, timeout=90)
+        records = await emus.records()
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Coroutine
+import contextlib
+import contextvars
+import ctypes
+import gc
+import math
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVarTuple, cast
 
+import uvloop
+
+from sim.realtime.records import SessionRecord
+from sim.realtime.stats import EmulatorStats
 from sim.scenario import Scenario
 from sim.testing_realtime import RunningRealtimeEmulator, run_realtime_emulator
 from sim.testing_twilio import TwilioEmulator, run_twilio_emulator
+from sim.twilio.calls import TERMINAL
+from sim.twilio.recording import CallRecord
 
-__all__ = ["EmulatorThread"]
+__all__ = ["DEFAULT_LOOP", "EmulatorProcesses", "LoopName", "Records", "main"]
 
-T = TypeVar("T")
-START_TIMEOUT_S = 30.0
+Kind = Literal["twilio", "realtime"]
+LoopName = Literal["asyncio", "uvloop"]
+DEFAULT_LOOP: LoopName = "uvloop"
+Ts = TypeVarTuple("Ts")
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0  # the Twilio emulator ends every live call on the way out
+REPO = Path(__file__).resolve().parents[1]
+PR_SET_PDEATHSIG = 1
 
 
-class EmulatorThread:
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What a child needs to run its emulator (sent over the socket, not on argv)."""
+
+    kind: Kind
+    scenario: Scenario
+    account_sid: str
+    auth_token: str
+    api_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Records:
+    """Both emulators' records at the end of a run, as ``analyse`` takes them."""
+
+    calls: list[CallRecord]
+    sessions: list[SessionRecord]
+    twilio_stats: dict[str, object]
+    realtime_stats: EmulatorStats
+
+
+# -- framing: one pickle per message, its length first ------------------------------
+
+
+async def send(writer: asyncio.StreamWriter, message: object) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    writer.write(len(data).to_bytes(8, "big") + data)
+    await writer.drain()
+
+
+async def receive(reader: asyncio.StreamReader) -> Any:
+    """The next message; ``asyncio.IncompleteReadError`` once the other end closed."""
+    size = int.from_bytes(await reader.readexactly(8), "big")
+    return pickle.loads(await reader.readexactly(size))
+
+
+# -- the child: one emulator, serving the parent's requests ------------------------
+
+
+async def wait_streaming(twilio: TwilioEmulator, count: int, timeout: float) -> bool:
+    """Until ``count`` calls exist and each is streaming (or over); False on time-out."""
+
+    def check() -> bool:
+        calls = list(twilio.calls.values())
+        return len(calls) >= count and all(
+            c.status in TERMINAL or (c.stream is not None and c.stream.started_ms is not None)
+            for c in calls
+        )
+
+    return await _wait(twilio, check, timeout)
+
+
+async def wait_ended(twilio: TwilioEmulator, timeout: float) -> bool:
+    """Until every call has ended; False on time-out."""
+    return await _wait(
+        twilio, lambda: all(c.status in TERMINAL for c in twilio.calls.values()), timeout
+    )
+
+
+async def _wait(twilio: TwilioEmulator, check: Callable[[], bool], timeout: float) -> bool:
+    try:
+        await twilio.wait_until(check, timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def twilio_records(twilio: TwilioEmulator) -> tuple[list[CallRecord], dict[str, object]]:
+    return list(twilio.calls.values()), twilio.stats()
+
+
+async def realtime_records(
+    realtime: RunningRealtimeEmulator,
+) -> tuple[list[SessionRecord], EmulatorStats]:
+    return realtime.sessions, realtime.stats()
+
+
+REQUESTS: dict[Kind, dict[str, Callable[..., Awaitable[object]]]] = {
+    "twilio": {
+        "wait_streaming": wait_streaming,
+        "wait_ended": wait_ended,
+        "records": twilio_records,
+    },
+    "realtime": {"records": realtime_records},
+}
+
+
+@contextlib.asynccontextmanager
+async def _emulator(settings: Settings) -> AsyncIterator[tuple[Any, str]]:
+    """The emulator of ``settings.kind``, serving, and its base URL."""
+    if settings.kind == "twilio":
+        async with run_twilio_emulator(
+            account_sid=settings.account_sid,
+            auth_token=settings.auth_token,
+            scenario=settings.scenario,
+        ) as twilio:
+            yield twilio, twilio.base_url
+    else:
+        # Frame validation is a test aid that costs CPU; the timings need the records.
+        async with run_realtime_emulator(
+            scenario=settings.scenario, api_key=settings.api_key, validate=False
+        ) as realtime:
+            yield realtime, realtime.base_url
+
+
+async def _serve(sock: socket.socket) -> None:
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    settings: Settings = await receive(reader)
+    async with _emulator(settings) as (emulator, base_url):
+        gc.freeze()  # what start-up made is never scanned; nothing else is either
+        gc.disable()
+        await send(writer, ("ready", base_url))
+        handlers = REQUESTS[settings.kind]
+        while True:
+            try:
+                name, args = await receive(reader)
+            except asyncio.IncompleteReadError:  # the parent closed its end, or died
+                break
+            try:
+                reply: tuple[str, object] = ("ok", await handlers[name](emulator, *args))
+            except Exception as exc:  # the parent raises it
+                reply = ("error", f"{type(exc).__name__}: {exc}")
+            await send(writer, reply)
+    writer.close()
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL when the thread that started this process ends (the parent's main thread)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class MonotonicUvloop(uvloop.Loop):
+    """uvloop whose ``time()`` is ``time.monotonic()``, not whole milliseconds.
+
+    libuv runs a timer once its own clock (whole ms, floored) reaches the timer's
+    start plus the delay rounded to ms: up to 1.5 ms before ``time.monotonic()``
+    reaches the deadline. Code that sleeps until a deadline and then checks the time
+    would find it not reached yet (the Twilio emulator's frame clock then sends a
+    frame a whole 20 ms tick late, measured), so ``call_later`` (and ``call_at``,
+    ``asyncio.sleep``, which go through it) aims at the first ms of libuv's clock at
+    or after the deadline: never early, about 1 ms late at most, as the default
+    loop's waits, which round up to whole ms.
+    """
+
+    def time(self) -> float:
+        return time.monotonic()
+
+    def call_later(
+        self,
+        delay: float,
+        callback: Callable[[*Ts], object],
+        *args: *Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        if delay > 0:
+            libuv_now = super().time()  # read first: it cannot be ahead of the deadline's base
+            delay = math.ceil((time.monotonic() + delay - libuv_now) * 1000) / 1000
+        return super().call_later(delay, callback, *args, context=context)
+
+
+LOOPS: dict[LoopName, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": MonotonicUvloop,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m bench.emulators FD PARENT_PID LOOP``: serve one emulator over FD."""
+    fd, parent, loop = argv if argv is not None else sys.argv[1:]
+    _die_with_parent(int(parent))
+    sock = socket.socket(fileno=int(fd))
+    with asyncio.Runner(loop_factory=LOOPS[cast(LoopName, loop)]) as runner:
+        runner.run(_serve(sock))
+
+
+# -- the parent's side -------------------------------------------------------------
+
+
+class EmulatorProcess:
+    """One emulator's child process and the parent's end of its socket."""
+
+    def __init__(self, settings: Settings, loop: LoopName) -> None:
+        self.kind = settings.kind
+        self._settings = settings
+        self._loop = loop
+        self._process: subprocess.Popen[bytes] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._lock = asyncio.Lock()
+        self.base_url = ""
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "start the EmulatorProcess first"
+        return self._process.pid
+
+    async def start(self) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            # From this (the main) thread: PR_SET_PDEATHSIG fires when the thread that
+            # started the child ends. stdout stays the parent's result channel.
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "bench.emulators", str(theirs.fileno()),
+                 str(os.getpid()), self._loop],
+                pass_fds=[theirs.fileno()],
+                cwd=REPO,
+                stdout=sys.stderr,
+            )  # fmt: skip
+        self._reader, self._writer = await asyncio.open_unix_connection(sock=ours)
+        await send(self._writer, self._settings)
+        try:
+            status, self.base_url = await asyncio.wait_for(receive(self._reader), START_TIMEOUT_S)
+        except (asyncio.IncompleteReadError, TimeoutError) as exc:
+            raise RuntimeError(f"the {self.kind} emulator did not start") from exc
+        assert status == "ready"
+
+    async def request(self, name: str, *args: object) -> Any:
+        assert self._reader is not None and self._writer is not None
+        async with self._lock:
+            await send(self._writer, (name, args))
+            status, value = await receive(self._reader)
+        if status != "ok":
+            raise RuntimeError(f"{self.kind} emulator, {name}: {value}")
+        return value
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.close()  # the child's end of file: it stops its emulator and exits
+        if self._process is None:
+            return
+        try:
+            await asyncio.to_thread(self._process.wait, STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            await asyncio.to_thread(self._process.wait)
+
+
+class EmulatorProcesses:
+    """The Twilio and the Realtime emulator, each in a child process (see the module)."""
+
     def __init__(
-        self, scenario: Scenario, *, account_sid: str, auth_token: str, api_key: str
+        self,
+        scenario: Scenario,
+        *,
+        account_sid: str,
+        auth_token: str,
+        api_key: str,
+        loop: LoopName = DEFAULT_LOOP,
     ) -> None:
-        self._scenario = scenario
-        self._account_sid = account_sid
-        self._auth_token = auth_token
-        self._api_key = api_key
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="emulators", daemon=True)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._twilio: TwilioEmulator | None = None
-        self._realtime: RunningRealtimeEmulator | None = None
+        def settings(kind: Kind) -> Settings:
+            return Settings(kind, scenario, account_sid, auth_token, api_key)
+
+        self.twilio = EmulatorProcess(settings("twilio"), loop)
+        self.realtime = EmulatorProcess(settings("realtime"), loop)
 
     @property
-    def twilio(self) -> TwilioEmulator:
-        assert self._twilio is not None, "enter the EmulatorThread first"
-        return self._twilio
+    def twilio_url(self) -> str:
+        return self.twilio.base_url
 
     @property
-    def realtime(self) -> RunningRealtimeEmulator:
-        assert self._realtime is not None, "enter the EmulatorThread first"
-        return self._realtime
+    def realtime_url(self) -> str:
+        return self.realtime.base_url
 
     @property
-    def native_id(self) -> int:
-        assert self._thread.native_id is not None
-        return self._thread.native_id
+    def pids(self) -> list[int]:
+        return [self.twilio.pid, self.realtime.pid]
 
-    def __enter__(self) -> EmulatorThread:
-        self._thread.start()
-        if not self._ready.wait(START_TIMEOUT_S):
-            raise TimeoutError("the emulators did not start")
-        if self._error is not None:
-            raise RuntimeError("the emulators failed to start") from self._error
+    async def __aenter__(self) -> EmulatorProcesses:
+        try:
+            await asyncio.gather(self.twilio.start(), self.realtime.start())
+        except BaseException:
+            await self._stop()
+            raise
         return self
 
-    def __exit__(
+    async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(START_TIMEOUT_S)
+        await self._stop()
 
-    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the emulators' loop and await its result from the caller's loop."""
-        assert self._loop is not None
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+    async def _stop(self) -> None:
+        await asyncio.gather(self.twilio.stop(), self.realtime.stop())
 
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:  # reported to __enter__, which the main thread waits in
-            self._error = exc
-            self._ready.set()
+    async def wait_streaming(self, count: int, timeout: float) -> bool:
+        """True once ``count`` calls exist and each is streaming or over."""
+        return bool(await self.twilio.request("wait_streaming", count, timeout))
 
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with (
-            run_twilio_emulator(
-                account_sid=self._account_sid,
-                auth_token=self._auth_token,
-                scenario=self._scenario,
-            ) as twilio,
-            # Frame validation is a test aid that costs CPU; the timings need the records.
-            run_realtime_emulator(
-                scenario=self._scenario, api_key=self._api_key, validate=False
-            ) as realtime,
-        ):
-            self._twilio, self._realtime = twilio, realtime
-            self._ready.set()
-            await self._stop.wait()
+    async def wait_ended(self, timeout: float) -> bool:
+        """True once every call has ended."""
+        return bool(await self.twilio.request("wait_ended", timeout))
+
+    async def records(self) -> Records:
+        (calls, twilio_stats), (sessions, realtime_stats) = await asyncio.gather(
+            self.twilio.request("records"), self.realtime.request("records")
+        )
+        return Records(calls, sessions, twilio_stats, realtime_stats)
+
+
+if __name__ == "__main__":
+    main()

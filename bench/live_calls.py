@@ -37,7 +37,7 @@ __all__ = ["DEFAULT_STEPS", "RESULT_PREFIX", "SCENARIO", "TARGETS", "run_live_ca
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = Path(__file__).with_name("live_calls.yaml")
-DEFAULT_STEPS = (10, 20, 40, 60, 80, 100)
+DEFAULT_STEPS = (10, 20, 30, 40, 50, 60, 80, 100)
 RESULT_PREFIX = "LIVE-CALLS-RESULT "
 RUN_TIMEOUT_S = 420.0  # 100 actors to warm (~40 s), a 33 s call bounded at 75 s, teardown
 STOP_GRACE_S = 60.0

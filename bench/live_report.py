@@ -54,10 +54,10 @@ def _by_process(r: Result) -> list[str]:
     cpu = r.get("cpu") or {}
     if not cpu:
         return []
-    bench_rest = cpu["bench_process_cores"] - cpu["edge_cores"] - cpu["emulators_cores"]
+    bench_rest = cpu["bench_process_cores"] - cpu["edge_cores"]
     rows = {
         **cpu["by_process"],
-        "bench process: emulators thread": cpu["emulators_cores"],
+        "emulators (two processes: Twilio, Realtime)": cpu["emulators_cores"],
         "bench process: main thread (media edge, Ray driver)": cpu["edge_cores"],
         "bench process: other threads (Ray driver's, sampler)": bench_rest,
     }

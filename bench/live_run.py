@@ -2,8 +2,8 @@
 
 ``python -m bench.live_run N WARM`` (what ``bench.live_calls`` runs, one fresh
 process per N) brings the stack up as the integration tests do: both emulators
-(on a thread of their own, ``bench.emulators``), the settings exported before
-Ray starts, ``local_stack`` with a warm pool of WARM call actors and N call
+(each in a child process of its own, ``bench.emulators``), the settings exported
+before Ray starts, ``local_stack`` with a warm pool of WARM call actors and N call
 slots. It places N calls through the API (spread over ``SPREAD_S``), samples the CPU of every
 process and thread once a second (``bench.procfs``), reads each call actor's
 PSS mid-call, waits until every call has ended by itself, and prints one JSON
@@ -22,21 +22,22 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
+import uvloop
 
-from bench.emulators import EmulatorThread
+from bench.emulators import DEFAULT_LOOP, EmulatorProcesses, LoopName
 from bench.live_calls import RESULT_PREFIX, SCENARIO
 from bench.live_summary import INSTRUCTION, analyse, number, stats
 from bench.procfs import CALL_ACTOR, Sampler, pss_mb
 from serve.client import SwitchboardClient
 from serve.local import export_settings, free_port, local_stack
 from sim.scenario import load_scenario
-from sim.twilio.calls import TERMINAL, CallStatus
-from sim.twilio.server import TwilioEmulator
+from sim.twilio.calls import CallStatus
 
 __all__ = ["run_once"]
 
@@ -48,17 +49,19 @@ PSS_AFTER_S = 5.0  # into the calls: greeting played, the first caller turn unde
 # once, N calls would stream every reply in the same second (5x real time), a lockstep
 # no real traffic has, and their bursts would be measured instead of the relay.
 SPREAD_S = 10.0
-SWITCH_INTERVAL_S = 0.001  # the edge and the emulators share the GIL: hand it over often
+# The edge shares the GIL with the Ray driver's threads and the CPU sampler: hand it over often.
+SWITCH_INTERVAL_S = 0.001
 
 
 @contextlib.contextmanager
 def no_gc_pauses() -> Iterator[None]:
-    """No cyclic GC in this process while calls run.
+    """No cyclic GC in this process while calls run, nor while the records arrive.
 
-    The emulators keep every frame both ways (millions of small objects at 100 calls),
-    and a full collection over them stalls every thread of the process for 0.1-0.5 s
-    (measured): the edge and both emulators at once, an artefact a production edge,
-    with no records to scan, would not see. The Ray workers are not affected.
+    The records (every frame both ways, millions of small objects at 100 calls) live in
+    the emulators' processes, which never collect (``bench.emulators``); this process
+    unpickles them at the end, which collections over them would slow down. While the
+    calls run, it keeps the edge's conditions as they were when the emulators shared
+    this process. The Ray workers are not affected.
     """
     gc.freeze()  # what start-up made is never scanned again
     gc.disable()
@@ -85,53 +88,23 @@ async def place_all(url: str, token: str, count: int) -> tuple[list[float], list
     return latencies, errors
 
 
-def all_streaming(twilio: TwilioEmulator, count: int) -> Callable[[], bool]:
-    def check() -> bool:
-        calls = list(twilio.calls.values())
-        return len(calls) >= count and all(
-            c.status in TERMINAL or (c.stream is not None and c.stream.started_ms is not None)
-            for c in calls
-        )
-
-    return check
+def call_actor_pids(sampler: Sampler) -> list[int]:
+    """The call actors' processes, by process title. Not Ray's state API: a query through
+    the dashboard and the GCS is a burst of CPU in the middle of the calls it measures."""
+    sample = sampler.sample()
+    return [pid for pid, (label, _) in sample.processes.items() if label == CALL_ACTOR]
 
 
-def all_ended(twilio: TwilioEmulator) -> Callable[[], bool]:
-    return lambda: all(c.status in TERMINAL for c in twilio.calls.values())
-
-
-async def wait(emus: EmulatorThread, predicate: Callable[[], bool], timeout: float) -> bool:
-    try:
-        await emus.run(emus.twilio.wait_until(predicate, timeout))
-    except TimeoutError:
-        return False
-    return True
-
-
-def call_actor_pids(sampler: Sampler) -> tuple[list[int], str]:
-    """The live call actors' processes: from Ray's state API, else by process title."""
-    try:
-        from ray.util.state import list_actors
-
-        actors = list_actors(
-            filters=[("class_name", "=", "RayCallActor"), ("state", "=", "ALIVE")],
-            detail=True,
-            limit=10_000,
-        )
-        return [int(a.pid) for a in actors if a.pid], "ray state API"
-    except Exception:  # the dashboard is down or refuses us: /proc tells the same
-        sample = sampler.sample()
-        return [p for p, (label, _) in sample.processes.items() if label == CALL_ACTOR], "/proc"
-
-
-def settings(emus: EmulatorThread, auth: str, api: str, port: int, folder: Path) -> dict[str, str]:
+def settings(
+    emus: EmulatorProcesses, auth: str, api: str, port: int, folder: Path
+) -> dict[str, str]:
     return {
         "TWILIO_ACCOUNT_SID": ACCOUNT,
         "TWILIO_AUTH_TOKEN": auth,
-        "TWILIO_API_BASE_URL": emus.twilio.base_url,
+        "TWILIO_API_BASE_URL": emus.twilio_url,
         "TWILIO_FROM_NUMBER": "+15005550006",
         "OPENAI_API_KEY": API_KEY,
-        "OPENAI_BASE_URL": emus.realtime.base_url,
+        "OPENAI_BASE_URL": emus.realtime_url,
         "PUBLIC_URL": f"http://127.0.0.1:{port}",
         "SWITCHBOARD_API_TOKEN": api,
         "DATABASE_URL": f"sqlite:///{folder / 'calls.db'}",
@@ -146,57 +119,66 @@ def logical_cpus(calls: int) -> int:
 
 
 async def run_calls(
-    emus: EmulatorThread, url: str, api_token: str, sampler: Sampler, calls: int, max_wait_s: float
+    emus: EmulatorProcesses,
+    url: str,
+    api_token: str,
+    sampler: Sampler,
+    calls: int,
+    max_wait_s: float,
 ) -> tuple[dict[str, object], list[int]]:
     """Place the calls, read the call actors' PSS mid-call, wait until every call ended."""
     placed, errors = await place_all(url, api_token, calls)
-    streaming = await wait(emus, all_streaming(emus.twilio, len(placed)), STREAMS_WAIT_S)
-    pids, source = await asyncio.to_thread(call_actor_pids, sampler)
+    streaming = await emus.wait_streaming(len(placed), STREAMS_WAIT_S)
+    pids = await asyncio.to_thread(call_actor_pids, sampler)
     await asyncio.sleep(PSS_AFTER_S)  # a measurement point, not synchronisation
     pss = [v for v in await asyncio.to_thread(lambda: [pss_mb(p) for p in pids]) if v]
-    ended = await wait(emus, all_ended(emus.twilio), max_wait_s)
+    ended = await emus.wait_ended(max_wait_s)
     return {
         "placed": len(placed),
         "place_errors": errors[:5],
         "post_ms": stats(placed),
         "all_streaming": streaming,
-        "pid_source": source,
         "pss_mb": {**stats(pss), "mean": float(np.mean(pss)) if pss else 0.0},
         "all_ended": ended,
     }, pids
 
 
-async def run_once(calls: int, warm: int, scenario_path: Path = SCENARIO) -> dict[str, object]:
+async def run_once(
+    calls: int, warm: int, scenario_path: Path = SCENARIO, loop: LoopName = DEFAULT_LOOP
+) -> dict[str, object]:
     scenario = load_scenario(scenario_path)
     auth_token, api_token = secrets.token_hex(16), secrets.token_hex(16)
-    result: dict[str, object] = {"calls": calls, "warm": warm}
-    with (
-        EmulatorThread(
-            scenario, account_sid=ACCOUNT, auth_token=auth_token, api_key=API_KEY
-        ) as emus,
-        tempfile.TemporaryDirectory(prefix="bench-live-", ignore_cleanup_errors=True) as tmp,
-        Sampler({"edge": threading.get_native_id(), "emulators": emus.native_id}) as sampler,
-    ):
-        port = free_port()
-        export_settings(settings(emus, auth_token, api_token, port, Path(tmp)))
-        began = time.monotonic()
-        async with local_stack(
-            public_port=port,
-            warm_actors=warm,
-            call_slots=calls,
-            num_cpus=logical_cpus(calls),
-        ) as stack:
-            result["stack_ready_s"] = time.monotonic() - began
-            with no_gc_pauses():
-                measured, pids = await run_calls(
-                    emus, stack.public_url, api_token, sampler, calls, scenario.max_call_s + 60
-                )
-        result.update(measured, run_s=time.monotonic() - began)
-        result["twilio_emulator"] = emus.twilio.stats()
-        result["realtime_emulator"] = asdict(emus.realtime.stats())
-        twilio_calls, sessions = list(emus.twilio.calls.values()), emus.realtime.sessions
-    result["completed"] = sum(c.status is CallStatus.COMPLETED for c in twilio_calls)
-    result.update(analyse(twilio_calls, sessions, sampler, pids))
+    result: dict[str, object] = {"calls": calls, "warm": warm, "emulator_loop": loop}
+    async with EmulatorProcesses(
+        scenario, account_sid=ACCOUNT, auth_token=auth_token, api_key=API_KEY, loop=loop
+    ) as emus:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-live-", ignore_cleanup_errors=True) as tmp,
+            Sampler({"edge": threading.get_native_id()}, {"emulators": emus.pids}) as sampler,
+        ):
+            port = free_port()
+            export_settings(settings(emus, auth_token, api_token, port, Path(tmp)))
+            began = time.monotonic()
+            async with local_stack(
+                public_port=port,
+                warm_actors=warm,
+                call_slots=calls,
+                num_cpus=logical_cpus(calls),
+            ) as stack:
+                result["stack_ready_s"] = time.monotonic() - began
+                with no_gc_pauses():
+                    measured, pids = await run_calls(
+                        emus, stack.public_url, api_token, sampler, calls, scenario.max_call_s + 60
+                    )
+            result.update(measured, run_s=time.monotonic() - began)
+        fetching = time.monotonic()
+        with no_gc_pauses():
+            records = await emus.records()
+        result["records_s"] = time.monotonic() - fetching  # shipped from both emulators
+    result["twilio_emulator"] = records.twilio_stats
+    result["realtime_emulator"] = asdict(records.realtime_stats)
+    result["completed"] = sum(c.status is CallStatus.COMPLETED for c in records.calls)
+    result.update(analyse(records.calls, records.sessions, sampler, pids))
     return result
 
 
@@ -205,9 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("calls", type=int)
     parser.add_argument("warm", type=int)
     parser.add_argument("--scenario", type=Path, default=SCENARIO)
+    parser.add_argument(
+        "--emulator-loop", choices=get_args(LoopName), default=DEFAULT_LOOP,
+        help="the emulator processes' event loop",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    result = asyncio.run(run_once(args.calls, args.warm, args.scenario))
+    # uvloop, as `switchboard run` serves the edge from this process's loop.
+    result = uvloop.run(run_once(args.calls, args.warm, args.scenario, args.emulator_loop))
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     return 0
 

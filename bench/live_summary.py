@@ -100,7 +100,7 @@ def cpu_summary(usage: Usage | None, pids: Sequence[int], call_seconds: float) -
         "per_call_cores": (actors + edge) * usage.seconds / call_seconds,
         "call_actors_cores": actors,
         "edge_cores": edge,
-        "emulators_cores": usage.threads.get("emulators", 0.0),
+        "emulators_cores": usage.children.get("emulators", 0.0),  # their own processes
         "other_ray_cores": sum(usage.by_label.values()) - usage.by_label.get(CALL_ACTOR, 0.0),
         "bench_process_cores": usage.threads.get("total", 0.0),
         "machine_busy_cores": usage.machine_busy,

@@ -3,8 +3,9 @@
 ``Sampler`` is a thread that, every ``interval_s``, reads the CPU time of every
 process descended from this one (the local Ray cluster: GCS, raylet, dashboard,
 Serve, the call actors...) labelled by what it runs, of this process's named
-threads, and of the whole machine. ``usage(t0, t1)`` turns the samples nearest
-inside a window into cores (CPU-seconds per second). Times are
+threads, of named child processes (the emulators: by pid, summed per name and kept
+out of the labelled processes), and of the whole machine. ``usage(t0, t1)`` turns
+the samples nearest inside a window into cores (CPU-seconds per second). Times are
 ``time.monotonic()``, the event loops' clock. psutil is not needed.
 """
 
@@ -54,7 +55,9 @@ def process_label(pid: int) -> str:
     first = args[0].decode(errors="replace")
     if first.startswith("ray::"):  # Ray sets a worker's title to ray::Class(.method)
         name = first[5:].split(".")[0].split(":")[0].split()[0] if first[5:] else "worker"
-        return CALL_ACTOR if name == "RayCallActor" else f"ray::{name}"
+        # A named call actor may carry its name (``call-<hex>``) as its title.
+        is_call = name == "RayCallActor" or name.startswith("call-")
+        return CALL_ACTOR if is_call else f"ray::{name}"
     words = [a.decode(errors="replace") for a in args if a]
     scripts = [w for w in words[1:] if w.endswith(".py")]
     program = scripts[0] if scripts else (words[0] if words else "?")
@@ -96,29 +99,40 @@ def _machine_busy_s() -> float:
 @dataclass(frozen=True, slots=True)
 class Sample:
     t: float
-    processes: Mapping[int, tuple[str, float]]  # pid -> (label, CPU s)
+    processes: Mapping[int, tuple[str, float]]  # pid -> (label, CPU s), named children aside
     threads: Mapping[str, float]  # this process: named threads and "total", CPU s
+    children: Mapping[str, float]  # named child processes, CPU s summed per name
     machine_busy_s: float
     cpu_pressure_s: float
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Cores (CPU-s per s) used over ``seconds`` from ``start``, by process and by thread."""
+    """Cores (CPU-s per s) used over ``seconds`` from ``start``: by process label, by thread
+    of this process, by named child process."""
 
     start: float
     seconds: float
     by_label: Mapping[str, float]
     threads: Mapping[str, float]
+    children: Mapping[str, float]
     machine_busy: float
     cpu_pressure: float  # share of the time some task waited for a CPU (others' load too)
     pids: Mapping[int, float]
 
 
 class Sampler:
-    def __init__(self, threads: Mapping[str, int], interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        threads: Mapping[str, int],
+        children: Mapping[str, Collection[int]] | None = None,
+        interval_s: float = 1.0,
+    ) -> None:
         self.pid = os.getpid()
         self.threads = dict(threads)  # name -> native thread id, in this process
+        self.children = {name: set(pids) for name, pids in (children or {}).items()}
+        self._named = set().union(*self.children.values())
+        self._named_cpu: dict[int, float] = {}  # pid -> CPU s when last seen
         self.interval_s = interval_s
         self.samples: list[Sample] = []
         self._stop = threading.Event()
@@ -145,6 +159,8 @@ class Sampler:
     def sample(self) -> Sample:
         processes: dict[int, tuple[str, float]] = {}
         for pid in _descendants(self.pid):
+            if pid in self._named:
+                continue
             cpu = _cpu_from_stat(Path(f"/proc/{pid}/stat"))
             if cpu is not None:  # labelled each time: an idle worker may become an actor
                 processes[pid] = (process_label(pid), cpu)
@@ -152,7 +168,15 @@ class Sampler:
         threads = {name: _cpu_from_stat(task / str(tid) / "stat") or 0.0
                    for name, tid in self.threads.items()}  # fmt: skip
         threads["total"] = _cpu_from_stat(Path(f"/proc/{self.pid}/stat")) or 0.0
-        return Sample(time.monotonic(), processes, threads, _machine_busy_s(), _cpu_pressure_s())
+        for pid in self._named:  # one that has exited keeps what it used
+            cpu = _cpu_from_stat(Path(f"/proc/{pid}/stat"))
+            if cpu is not None:
+                self._named_cpu[pid] = cpu
+        children = {name: sum(self._named_cpu.get(pid, 0.0) for pid in pids)
+                    for name, pids in self.children.items()}  # fmt: skip
+        return Sample(
+            time.monotonic(), processes, threads, children, _machine_busy_s(), _cpu_pressure_s()
+        )
 
     def usage(self, t0: float, t1: float, only: Collection[int] = ()) -> Usage | None:
         """Use between the first sample at or after ``t0`` and the last at or before ``t1``.
@@ -172,6 +196,7 @@ class Sampler:
             if not only or pid in only:
                 pids[pid] = (cpu - before) / seconds
         threads = {name: (cpu - a.threads[name]) / seconds for name, cpu in b.threads.items()}
+        children = {name: (cpu - a.children[name]) / seconds for name, cpu in b.children.items()}
         busy = (b.machine_busy_s - a.machine_busy_s) / seconds
         pressure = (b.cpu_pressure_s - a.cpu_pressure_s) / seconds
-        return Usage(a.t, seconds, dict(by_label), threads, busy, pressure, pids)
+        return Usage(a.t, seconds, dict(by_label), threads, children, busy, pressure, pids)

@@ -23,6 +23,7 @@ from switchboard.call_actions import (
     FinishCall,
     ProblemNoted,
 )
+from switchboard.errors import LocalProtocolError
 from switchboard.settings import Settings
 
 ACCOUNT = "AC" + "e" * 32
@@ -47,9 +48,11 @@ SCENARIO = parse_scenario(
 @dataclass
 class Recorder:
     batches: list[list[tuple[Action, float]]] = field(default_factory=list)
+    call_ids: list[str] = field(default_factory=list)
 
     async def report(self, call_id: str, batch: list[tuple[Action, float]]) -> None:
         self.batches.append(batch)
+        self.call_ids.append(call_id)
 
     @property
     def actions(self) -> list[Action]:
@@ -78,6 +81,9 @@ async def world() -> AsyncIterator[World]:
             twilio_auth_token=TOKEN,
             openai_api_key="sk-actor",
             openai_base_url=rt.base_url,
+            # A stack test may have exported PUBLIC_URL for the session's cluster: the
+            # signature here is over the URL Twilio dials, the actor's own address.
+            public_url=None,
         )
         yield World(client, tw, settings, Recorder(), [])
 
@@ -127,6 +133,42 @@ async def test_a_call_runs_from_greeting_to_the_callers_hangup(world: World) -> 
     assert said[1].text == "Hello? Who is this?"
     assert FinishCall("stream_stopped") in actions
     assert world.ended == []  # the caller hung up; we did not
+
+
+async def test_a_recycled_actor_serves_a_second_call_and_forgets_the_first(
+    world: World,
+) -> None:
+    actor = make_actor(world)
+    first_address = await actor.start()
+    token = secrets.token_urlsafe(16)
+    await actor.prepare(CallPlan("call-1", "Book a cleaning.", stream_token=token))
+    await dial(world, actor, token)
+    assert await asyncio.wait_for(actor.wait_finished(), 60) == "stream_stopped"
+    first_batches = len(world.recorder.batches)
+
+    second_address = await actor.recycle(max_calls=2)
+    assert second_address is not None and second_address != first_address
+    with pytest.raises(OSError):  # the first call's port is closed: nothing reaches call 2
+        await websockets.connect(f"ws://127.0.0.1:{first_address[1]}/media/call-1")
+    assert (actor.plan, actor.call_sid, actor.shell) == (None, None, None)
+
+    token = secrets.token_urlsafe(16)
+    await actor.prepare(CallPlan("call-2", "Book a cleaning.", stream_token=token))
+    await dial(world, actor, token, to="+15557654321")
+    assert await asyncio.wait_for(actor.wait_finished(), 60) == "stream_stopped"
+    second = [a for b in world.recorder.batches[first_batches:] for a, _ in b]
+    said = [a for a in second if isinstance(a, CallerTurnTranscribed)]
+    assert [a.text for a in said] == ["Hello? Who is this?"]
+    assert set(world.recorder.call_ids[first_batches:]) == {"call-2"}
+    assert set(world.recorder.call_ids[:first_batches]) == {"call-1"}
+    assert await actor.recycle(max_calls=2) is None  # served its two calls: retire it
+
+
+async def test_recycling_needs_a_finished_call(world: World) -> None:
+    actor = make_actor(world)
+    await actor.start()
+    with pytest.raises(LocalProtocolError):
+        await actor.recycle(max_calls=5)
 
 
 async def test_a_bad_signature_is_refused_before_any_audio(world: World) -> None:

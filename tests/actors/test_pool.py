@@ -34,6 +34,8 @@ class FakeFactory:
         self.lagging = False
         self.unreleased = 0
         self.asking = 0
+        self.recyclable: bool | Exception = False
+        self.recycled: list[str] = []
 
     async def create(self) -> Slot[str]:
         if self.failing is not None:
@@ -58,6 +60,17 @@ class FakeFactory:
 
     def finished(self, slot: Slot[str]) -> asyncio.Future[str]:
         return self.endings[slot.name]
+
+    async def recycle(self, slot: Slot[str]) -> Slot[str] | None:
+        """With ``recyclable``: the same actor on a new port, ready for its next call."""
+        if isinstance(self.recyclable, Exception):
+            raise self.recyclable
+        if not self.recyclable:
+            return None
+        self.recycled.append(slot.name)
+        self.endings[slot.name] = asyncio.get_running_loop().create_future()
+        host, port = slot.media_address
+        return Slot(slot.name, slot.handle, (host, port + 1000))
 
     async def retire(self, slot: Slot[str]) -> None:
         self.retired.append(slot.name)
@@ -287,3 +300,59 @@ async def test_close_stops_the_recheck_timer() -> None:
     factory.capacity = 1
     await pool.fill()
     assert factory.created == 0
+
+
+async def test_a_finished_calls_actor_serves_the_next_call_when_the_pool_is_short() -> None:
+    factory = FakeFactory(capacity=1)
+    factory.recyclable = True
+    pool = CallPool(factory, size=1)
+    await pool.fill()
+    first = await pool.acquire("call-1")
+    await settle(pool)
+    assert pool.ready == 0  # the only slot is taken: no refill
+    factory.endings["slot-1"].set_result("completed")
+    await until(lambda: pool.ready == 1)
+    assert (factory.recycled, factory.retired, factory.created) == (["slot-1"], [], 1)
+    assert pool.locate("call-1") is None
+    second = await pool.acquire("call-2")
+    assert (second.name, second.handle) == (first.name, first.handle)
+    assert second.media_address != first.media_address  # the last call's port is gone
+    assert pool.locate("call-2") == second.media_address
+    await pool.close()
+    assert factory.retired == ["slot-1"]
+
+
+async def test_a_finished_calls_actor_is_retired_once_twice_the_size_are_ready() -> None:
+    factory = FakeFactory()
+    factory.recyclable = True
+    pool = CallPool(factory, size=1)
+    await pool.fill()
+    for call in ("call-1", "call-2"):
+        await pool.acquire(call)
+        await settle(pool)
+    assert pool.ready == 1  # refilled after each
+    factory.endings["slot-1"].set_result("completed")
+    await until(lambda: pool.ready == 2)
+    assert (factory.recycled, pool.recycled) == (["slot-1"], 1)
+    factory.endings["slot-2"].set_result("completed")
+    await until(lambda: "slot-2" in factory.retired)
+    assert factory.recycled == ["slot-1"]
+    await pool.close()
+
+
+@pytest.mark.parametrize("answer", [False, RuntimeError("actor died")], ids=["spent", "failed"])
+async def test_an_actor_that_cannot_be_recycled_is_retired_and_replaced(
+    answer: bool | Exception,
+) -> None:
+    factory = FakeFactory(capacity=1)
+    factory.recyclable = answer
+    pool = CallPool(factory, size=1)
+    await pool.fill()
+    await pool.acquire("call-1")
+    await settle(pool)
+    factory.endings["slot-1"].set_result("completed")
+    await until(lambda: pool.ready == 1)
+    assert factory.retired == ["slot-1"]
+    assert pool.slot("call-1") is None
+    assert factory.created == 2
+    await pool.close()

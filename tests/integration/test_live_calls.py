@@ -180,3 +180,28 @@ async def test_ten_concurrent_calls_keep_separate_correct_transcripts(world: Wor
         assert turns[-1] == ("agent", "Perfect, you are booked for Monday at four. Goodbye!")
     sids = {d["twilio_sid"] for d in details}
     assert len(sids) == len(calls)
+
+
+async def test_a_finished_calls_actor_serves_a_later_call(world: World) -> None:
+    pool = world.stack.pool
+    async with world.client() as client:
+        first = await client.place_call("+15551230300", INSTRUCTION)
+        first_actor = await pool.actor_name.remote(first.id)
+        assert first_actor is not None
+        await ended(world, first.id)
+
+        async def recycled() -> None:  # the pool takes it back just after the call ends
+            while first_actor not in await pool.ready_names.remote():
+                await asyncio.sleep(0.05)  # polling the pool, bounded below
+
+        await asyncio.wait_for(recycled(), CALL_TIMEOUT_S)
+        # Enough calls at once to take every ready actor, the recycled one included.
+        count = len(await pool.ready_names.remote())
+        numbers = [f"+1555123{n:04d}" for n in range(301, 301 + count)]
+        calls = await asyncio.gather(*(client.place_call(n, INSTRUCTION) for n in numbers))
+        actors = [await pool.actor_name.remote(c.id) for c in calls]
+    assert first_actor in actors
+    for detail in await asyncio.gather(*(ended(world, c.id) for c in calls)):
+        turns = said(detail)
+        assert turns[0] == ("agent", "Hello! This is Ava calling from Bright Smiles Dental.")
+        assert turns[-1] == ("agent", "Perfect, you are booked for Monday at four. Goodbye!")

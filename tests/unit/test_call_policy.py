@@ -248,11 +248,8 @@ ALL = (P.AWAITING_ANSWER, *LIVE)
 # every (phase, event) pair not listed expects no action at all.
 EXPECTED: dict[str, list[tuple[tuple[CallPhase, ...], list[type]]]] = {
     "start": [((*LIVE, P.ENDED), [ProblemNoted])],
-    "media": [
-        # the agent's audio is playing: its level (the meter's first reading) is news
-        ((P.SPEAKING,), [ForwardCallerAudio, LevelsMeasured]),
-        ((P.AWAITING_ANSWER, P.IDLE, P.THINKING, P.TOOL_WAIT), [ForwardCallerAudio]),
-    ],
+    # levels are read per 100 ms of caller audio, not per frame: see the test below
+    "media": [((P.AWAITING_ANSWER, *LIVE), [ForwardCallerAudio])],
     "stop": [(ALL, [FinishCall])],
     "twilio_rejected": [((*ALL, P.ENDED), [ProblemNoted])],
     "speech_started": [
@@ -690,3 +687,12 @@ def test_latency_marks_time_the_callers_wait() -> None:
     feed(policy, [ResponseStarted("r2"), OutputItemAdded("r2", "item_B", "message")], now=3.2)
     reply = policy.handle(AudioDelta("r2", "item_B", b64(b"\x02" * 160)), 3.6)
     assert LatencyMeasured("response", 600.0) in reply
+
+
+def test_the_agents_level_is_news_once_100_ms_of_caller_audio_are_metered() -> None:
+    policy = BUILDERS[P.SPEAKING]()
+    frame = SAMPLES["media"]
+    assert isinstance(frame, AudioReceived)
+    seen = [[type(a) for a in policy.handle(frame, 5.0 + n * 0.02)] for n in range(5)]
+    assert seen[:4] == [[ForwardCallerAudio]] * 4
+    assert seen[4] == [ForwardCallerAudio, LevelsMeasured]  # the agent's audio is playing
