@@ -149,22 +149,31 @@ class CallActor:
             self._watchdog = asyncio.ensure_future(self._await_browser())
         self._prepared.set()
 
-    async def dialed(self, call_sid: str) -> None:
-        """Twilio accepted the call: bind the stream to its CallSid."""
-        self.call_sid = call_sid
-        if self.shell is not None:
-            self.shell.bridge.policy.expect_call_sid(call_sid)
+    # Each names its call: an actor is recycled, so a late word about its last call (a
+    # hang-up racing the call's end, a repeated status callback) must not reach the next.
 
-    async def twilio_status(self, status: str) -> None:
+    async def dialed(self, call_id: str, call_sid: str) -> None:
+        """Twilio accepted the call: bind the stream to its CallSid."""
+        if self._serves(call_id):
+            self.call_sid = call_sid
+            if self.shell is not None:
+                self.shell.bridge.policy.expect_call_sid(call_sid)
+
+    async def twilio_status(self, call_id: str, status: str) -> None:
         """A status callback: a call that ends before it is answered ends here."""
-        if self.shell is not None and status in TERMINAL_BEFORE_ANSWER and not self._attached:
+        if not self._serves(call_id) or self.shell is None:
+            return
+        if status in TERMINAL_BEFORE_ANSWER and not self._attached:
             self.shell.feed(CallEnded(status))
 
-    async def hang_up(self, reason: str = "api") -> bool:
-        if self.shell is None or self.shell.finished.is_set():
+    async def hang_up(self, call_id: str, reason: str = "api") -> bool:
+        if not self._serves(call_id) or self.shell is None or self.shell.finished.is_set():
             return False
         self.shell.feed(HangupRequested(reason))
         return True
+
+    def _serves(self, call_id: str) -> bool:
+        return self.plan is not None and self.plan.call_id == call_id
 
     async def wait_finished(self) -> str:
         """Wait for the call to end, release everything, and report the last of it."""

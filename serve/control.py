@@ -70,31 +70,31 @@ class RayCallControl:
                 time_limit=call.max_duration_s,
             )
         except TwilioRestException as exc:
-            await actor.twilio_status.remote("failed")
+            await actor.twilio_status.remote(call.id, "failed")
             raise TwilioServiceError(f"Twilio refused the call: {exc.msg}", code=exc.code) from exc
         await self.store.set_twilio_sid(call.id, str(created.sid))
-        await actor.dialed.remote(str(created.sid))
+        await actor.dialed.remote(call.id, str(created.sid))
 
     async def answer_inbound(self, call: CallRecord, call_sid: str) -> str:
         actor, token = await self._prepare(call, call.instruction or INBOUND_INSTRUCTION)
-        await actor.dialed.remote(call_sid)
+        await actor.dialed.remote(call.id, call_sid)
         return stream_twiml(media_url(self.public_url, call.id), token)
 
     async def start_web(self, call: CallRecord) -> WebCallTicket:
         # A CallSid of Twilio's shape, so the stream's `start` reads like a phone's.
         call_sid = "CA" + secrets.token_hex(16)
         actor, token = await self._prepare(call, call.instruction, web=True)
-        await actor.dialed.remote(call_sid)
+        await actor.dialed.remote(call.id, call_sid)
         return WebCallTicket(media_url(self.public_url, call.id), call_sid, token)
 
     async def hang_up(self, call_id: str) -> bool:
         actor = await self._actor(call_id)
-        return actor is not None and bool(await actor.hang_up.remote("api"))
+        return actor is not None and bool(await actor.hang_up.remote(call_id, "api"))
 
     async def on_twilio_status(self, call_id: str, status: str, params: Mapping[str, str]) -> None:
         actor = await self._actor(call_id)
         if actor is not None:
-            await actor.twilio_status.remote(status)
+            await actor.twilio_status.remote(call_id, status)
 
     async def on_amd_result(
         self, call_id: str, answered_by: str, params: Mapping[str, str]

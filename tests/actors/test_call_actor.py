@@ -113,7 +113,7 @@ async def dial(world: World, actor: CallActor, token: str, to: str = "+155512345
         from_="+15005550006",
         twiml=twiml(port, actor.plan.call_id, token),
     )
-    await actor.dialed(call.sid)
+    await actor.dialed(actor.plan.call_id, call.sid)
     return str(call.sid)
 
 
@@ -154,6 +154,8 @@ async def test_a_recycled_actor_serves_a_second_call_and_forgets_the_first(
 
     token = secrets.token_urlsafe(16)
     await actor.prepare(CallPlan("call-2", "Book a cleaning.", stream_token=token))
+    assert await actor.hang_up("call-1") is False  # a late hang-up of the last call
+    await actor.twilio_status("call-1", "no-answer")  # a repeated callback of the last call
     await dial(world, actor, token, to="+15557654321")
     assert await asyncio.wait_for(actor.wait_finished(), 60) == "stream_stopped"
     second = [a for b in world.recorder.batches[first_batches:] for a, _ in b]
@@ -186,7 +188,8 @@ async def test_a_bad_signature_is_refused_before_any_audio(world: World) -> None
         async with websockets.connect(f"ws://127.0.0.1:{port}/media/another-call"):
             pass
     assert other.value.response.status_code == 404
-    assert await actor.hang_up() is True
+    assert await actor.hang_up("call-other") is False  # not its call
+    assert await actor.hang_up("call-2") is True
     assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
 
 
@@ -206,5 +209,6 @@ async def test_a_busy_line_ends_the_call_before_any_stream(world: World) -> None
     actor = make_actor(world)
     await actor.start()
     await actor.prepare(CallPlan("call-4", "Test.", stream_token="t"))
-    await actor.twilio_status("busy")
+    await actor.twilio_status("call-other", "busy")  # not its call: ignored
+    await actor.twilio_status("call-4", "busy")
     assert await asyncio.wait_for(actor.wait_finished(), 10) == "busy"
