@@ -87,6 +87,7 @@ class CallPool(Generic[H]):
         self._watchers: set[asyncio.Task[None]] = set()  # one per live call
         self._starting = 0  # refill creations in flight: they count toward ``size``
         self._on_demand = 0  # creations for a call that found the pool dry
+        self._recycling = 0  # finished calls' actors being made ready again
         self._launched = 0  # creations ever begun: tells a refill what started while it asked
         self._failures = 0  # consecutive failed creations; sets the back-off
         self._timer: asyncio.Task[None] | None = None  # the one scheduled re-check
@@ -238,13 +239,16 @@ class CallPool(Generic[H]):
 
         A call's start refills the pool at once (the next call cannot wait for one to
         end), so without the headroom every call would still cost a process start."""
-        if self._closed or len(self._ready) + self._starting >= 2 * self.size:
+        if self._closed or len(self._ready) + self._starting + self._recycling >= 2 * self.size:
             return False
+        self._recycling += 1  # calls ending together must not all pass the check above
         try:
             fresh = await self.factory.recycle(slot)
         except Exception as exc:
             log.warning("recycling call actor %s failed: %s", slot.name, exc)
             return False
+        finally:
+            self._recycling -= 1
         if fresh is None or self._closed:
             return False
         self._ready.append(fresh)

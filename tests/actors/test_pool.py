@@ -63,6 +63,8 @@ class FakeFactory:
 
     async def recycle(self, slot: Slot[str]) -> Slot[str] | None:
         """With ``recyclable``: the same actor on a new port, ready for its next call."""
+        if self.gate is not None:
+            await self.gate.wait()
         if isinstance(self.recyclable, Exception):
             raise self.recyclable
         if not self.recyclable:
@@ -105,10 +107,13 @@ class FakeSleep:
         self.sleepers.clear()
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Let other tasks run until ``condition`` holds (no clock involved)."""
-    while not condition():
+async def until(condition: Callable[[], bool], rounds: int = 10_000) -> None:
+    """Let other tasks run until ``condition`` holds (no clock involved), or fail."""
+    for _ in range(rounds):
+        if condition():
+            return
         await asyncio.sleep(0)
+    raise AssertionError(f"still not true after {rounds} rounds of the event loop")
 
 
 async def settle(pool: CallPool[str]) -> None:
@@ -355,4 +360,23 @@ async def test_an_actor_that_cannot_be_recycled_is_retired_and_replaced(
     assert factory.retired == ["slot-1"]
     assert pool.slot("call-1") is None
     assert factory.created == 2
+    await pool.close()
+
+
+async def test_calls_ending_together_recycle_no_more_than_twice_the_size() -> None:
+    factory = FakeFactory()
+    factory.recyclable = True
+    pool = CallPool(factory, size=1)
+    await pool.fill()
+    for n in range(4):
+        await pool.acquire(f"call-{n}")
+        await settle(pool)
+    factory.gate = asyncio.Event()  # every recycle waits: all four are in flight at once
+    for slot in ("slot-1", "slot-2", "slot-3", "slot-4"):
+        factory.endings[slot].set_result("completed")
+    await until(lambda: len(factory.retired) == 3)  # the ready one and one recycled fill it
+    factory.gate.set()
+    await until(lambda: pool.ready == 2)
+    await settle(pool)
+    assert pool.ready == 2 and pool.recycled == 1
     await pool.close()
