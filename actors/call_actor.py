@@ -140,10 +140,12 @@ class CallActor:
             greeting=plan.greeting,
             max_call_s=plan.max_duration_s,
             caller_silence_s=plan.caller_silence_s,
+            session_max_s=self.settings.openai_session_max_s,
+            session_renew_margin_s=self.settings.openai_session_renew_margin_s,
             stream_token=plan.stream_token,
         )
         self.shell = CallShell(CallBridge(config), self, call_id=plan.call_id)
-        self.shell.start_realtime(await self._open_realtime())
+        self.shell.start_realtime(await self.open_realtime())
         self._flusher = asyncio.ensure_future(self._flush_reports())
         if plan.web:
             self._watchdog = asyncio.ensure_future(self._await_browser())
@@ -205,6 +207,15 @@ class CallActor:
         # A web call ends by closing its socket (the shell does); a phone call through Twilio.
         if self.call_sid is not None and not (self.plan is not None and self.plan.web):
             await self._rest_hang_up(self.call_sid)
+
+    async def open_realtime(self) -> PicowsSocket:
+        # The SDK's URL and headers, without importing the SDK (~29 MB per call actor).
+        key = self.settings.openai_api_key
+        if key is None:
+            raise ConfigError("OPENAI_API_KEY is not set")
+        base = None if self.settings.openai_base_url is None else str(self.settings.openai_base_url)
+        url = realtime_url(base, self.settings.openai_realtime_model)
+        return await connect_realtime(url, key.get_secret_value())
 
     def record(self, action: Action, now: float) -> None:
         self._pending.append((action, now + self._wall_offset))
@@ -271,12 +282,3 @@ class CallActor:
             except Exception:  # the recorder is down: keep the batch for the next try
                 log.exception("report failed", extra={"call_id": self.plan.call_id})
                 self._pending[:0] = batch
-
-    async def _open_realtime(self) -> PicowsSocket:
-        # The SDK's URL and headers, without importing the SDK (~29 MB per call actor).
-        key = self.settings.openai_api_key
-        if key is None:
-            raise ConfigError("OPENAI_API_KEY is not set")
-        base = None if self.settings.openai_base_url is None else str(self.settings.openai_base_url)
-        url = realtime_url(base, self.settings.openai_realtime_model)
-        return await connect_realtime(url, key.get_secret_value())

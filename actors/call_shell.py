@@ -11,7 +11,10 @@ through the REST API, store and publish notices) goes through ``CallHooks``.
 Lifecycle: ``start_realtime`` as soon as the model socket is open (while the
 phone still rings), ``attach_twilio`` when the media stream connects; the
 call is over when ``finished`` is set (the stream stopped, or the policy
-ended the call), after which ``close`` releases everything.
+ended the call), after which ``close`` releases everything. On
+``RenewSession`` the shell drops the Realtime socket for a new one from
+``CallHooks.open_realtime``; what the bridge sends meanwhile waits in the new
+socket's queue (at most the connect timeout's worth of caller audio).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from switchboard.call_actions import (
     FinishCall,
     HangUp,
     RealtimeClosed,
+    RenewSession,
     RunTool,
     ShellEvent,
     ToolFinished,
@@ -41,6 +45,7 @@ __all__ = ["CallHooks", "CallShell", "TextSocket"]
 
 log = logging.getLogger(__name__)
 TOOL_TIMEOUT_S = 30.0
+REOPEN_TIMEOUT_S = 10.0  # a renewed Realtime session that cannot connect by then ends the call
 
 
 class TextSocket(Protocol):
@@ -63,6 +68,10 @@ class CallHooks(Protocol):
     async def run_tool(self, name: str, arguments: str) -> str: ...
 
     async def end_call(self, reason: str) -> None: ...
+
+    async def open_realtime(self) -> TextSocket:
+        """A new, open Realtime socket (for a renewed session)."""
+        ...
 
     def record(self, action: Action, now: float) -> None:
         """Store and publish an action (notices, tool runs, hang-ups); must not block."""
@@ -91,17 +100,23 @@ class CallShell:
         self._armed: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._realtime: TextSocket | None = None
+        self._realtime_tasks: list[asyncio.Task[None]] = []
         self._twilio: TextSocket | None = None
 
     # -- lifecycle -------------------------------------------------------
 
     def start_realtime(self, socket: TextSocket) -> None:
         """Configure the session now, so the greeting is ready when the phone answers."""
-        self._realtime = socket
-        self._spawn(self._read(socket, self.bridge.receive_realtime, RealtimeClosed))
-        self._spawn(self._write(socket, self._to_realtime))
+        self._use_realtime(socket)
         self._spawn(self._timer())
         self._dispatch(self.bridge.open(self.clock()))
+
+    def _use_realtime(self, socket: TextSocket) -> None:
+        self._realtime = socket
+        self._realtime_tasks = [
+            self._spawn(self._read(socket, self.bridge.receive_realtime, RealtimeClosed)),
+            self._spawn(self._write(socket, self._to_realtime)),
+        ]
 
     def attach_twilio(self, socket: TextSocket) -> None:
         self._twilio = socket
@@ -163,6 +178,34 @@ class CallShell:
             except TimeoutError:
                 self._dispatch(self.bridge.tick(self.clock()))
 
+    def _renew_realtime(self) -> None:
+        """Retire the Realtime socket; queue for a new one, opened in the background."""
+        old, tasks = self._realtime, self._realtime_tasks
+        self._realtime, self._realtime_tasks = None, []
+        for task in tasks:
+            task.cancel()  # the old session's reader must not report its close
+        del self._unsent[id(self._to_realtime)]
+        self._to_realtime = asyncio.Queue()
+        self._unsent[id(self._to_realtime)] = 0
+        self._spawn(self._reopen_realtime(old, self._to_realtime))
+
+    async def _reopen_realtime(self, old: TextSocket | None, queue: asyncio.Queue[str]) -> None:
+        if old is not None:
+            with contextlib.suppress(SocketClosed, OSError):
+                await old.close(1000, "session renewed")
+        try:
+            socket = await asyncio.wait_for(self.hooks.open_realtime(), REOPEN_TIMEOUT_S)
+        except Exception as exc:  # no new session: the call cannot go on
+            self.log.warning("renewed Realtime session failed to open: %s", type(exc).__name__)
+            reason = f"could not open a renewed session: {type(exc).__name__}: {exc}"
+            self._dispatch(self.bridge.handle(RealtimeClosed(None, reason), self.clock()))
+            return
+        if self.finished.is_set() or queue is not self._to_realtime:
+            with contextlib.suppress(SocketClosed, OSError):
+                await socket.close(1000, "call ended")
+            return
+        self._use_realtime(socket)
+
     async def _run_tool(self, action: RunTool) -> None:
         try:
             output = await asyncio.wait_for(
@@ -176,6 +219,9 @@ class CallShell:
     # -- dispatch --------------------------------------------------------
 
     def _dispatch(self, actions: list[Action]) -> None:
+        for action in actions:
+            if type(action) is RenewSession:
+                self._renew_realtime()  # before the flush: it is the new session's data
         for text in self.bridge.realtime_data_to_send():
             self._send(self._realtime, self._to_realtime, text)
         for text in self.bridge.twilio_data_to_send():
@@ -204,10 +250,11 @@ class CallShell:
         self._unsent[id(queue)] += 1
         queue.put_nowait(text)
 
-    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+    def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

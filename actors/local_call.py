@@ -14,7 +14,7 @@ import asyncio
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -25,7 +25,7 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import Connect, VoiceResponse
 from websockets.asyncio.server import ServerConnection
 
-from actors.call_shell import CallShell
+from actors.call_shell import CallShell, TextSocket
 from actors.sockets import RealtimeSocket, WebsocketsSocket
 from sim.scenario import load_scenario
 from sim.testing_realtime import run_realtime_emulator
@@ -52,8 +52,14 @@ FROM_NUMBER = "+15005550006"
 class TranscriptPrinter:
     """The demo's ``CallHooks``: print the conversation, hang up through the REST API."""
 
-    def __init__(self, hang_up: Callable[[str], None], out: TextIO) -> None:
+    def __init__(
+        self,
+        hang_up: Callable[[str], None],
+        connect: Callable[[], Awaitable[TextSocket]],
+        out: TextIO,
+    ) -> None:
         self._hang_up = hang_up
+        self._connect = connect
         self.out = out
         self.started = time.monotonic()
 
@@ -62,6 +68,9 @@ class TranscriptPrinter:
 
     async def end_call(self, reason: str) -> None:
         await asyncio.to_thread(self._hang_up, reason)
+
+    async def open_realtime(self) -> TextSocket:
+        return await self._connect()
 
     def record(self, action: Action, now: float) -> None:
         at = f"[{now - self.started:6.2f}s]"
@@ -117,20 +126,22 @@ async def run_demo(
             port = next(iter(server.sockets)).getsockname()[1]
             call_id = secrets.token_hex(8)
             openai = AsyncOpenAI(api_key="sk-demo", websocket_base_url=rt.websocket_base_url)
-            connection = await openai.realtime.connect(model="gpt-realtime").enter()
             call_sid: list[str] = []
+
+            async def open_session() -> TextSocket:
+                return RealtimeSocket(await openai.realtime.connect(model="gpt-realtime").enter())
 
             def hang_up(reason: str) -> None:
                 client.calls(call_sid[0]).update(status="completed")
 
-            printer = TranscriptPrinter(hang_up, out)
+            printer = TranscriptPrinter(hang_up, open_session, out)
             shell = CallShell(
                 CallBridge(PolicyConfig(session=SessionConfig(instructions=instruction))),
                 printer,
                 call_id=call_id,
             )
             shells[call_id] = shell
-            shell.start_realtime(RealtimeSocket(connection))
+            shell.start_realtime(await open_session())
 
             response = VoiceResponse()
             connect = Connect()

@@ -14,6 +14,8 @@ clock and does only this::
 Commands addressed to a core are applied here; what comes back to the shell
 are the commands only it can carry out (``RunTool``, ``HangUp``,
 ``FinishCall``, ``RenewSession``) and the notices for the call record.
+``RenewSession`` is also the bridge's: it starts a new Realtime core, and the
+shell must then send ``realtime_data_to_send()`` on a new socket.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from switchboard.call_actions import (
     CreateResponse,
     ForwardCallerAudio,
     PlayAgentAudio,
+    RenewSession,
+    SeedConversation,
     SendFunctionOutput,
     ShellEvent,
     TruncateItem,
@@ -109,6 +113,14 @@ class CallBridge:
                     self.realtime.send_function_output(call_id, output)
                 case ConfigureSession(config):
                     self.realtime.configure(config)
+                case RenewSession():
+                    # A fresh core for the fresh socket: what follows goes to the new session.
+                    self.realtime = RealtimeSession()
+                    rest.append(action)
+                case SeedConversation(note, turns):
+                    self.realtime.add_system_text(note)
+                    for role, text in turns:
+                        self.realtime.add_history(role, text)
                 case _:
                     rest.append(action)
         return rest

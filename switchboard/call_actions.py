@@ -45,6 +45,7 @@ __all__ = [
     "RealtimeClosed",
     "RenewSession",
     "RunTool",
+    "SeedConversation",
     "SendFunctionOutput",
     "ShellEvent",
     "ToolFinished",
@@ -142,6 +143,14 @@ class SendFunctionOutput:
     output: str
 
 
+@dataclass(frozen=True, slots=True)
+class SeedConversation:
+    """Give a renewed session the call so far: a note, then (role, text) turns, oldest first."""
+
+    note: str
+    turns: tuple[tuple[str, str], ...]
+
+
 # -- commands for the shell --------------------------------------------------
 
 
@@ -169,7 +178,12 @@ class FinishCall:
 
 @dataclass(frozen=True, slots=True)
 class RenewSession:
-    """The Realtime session nears its 60-minute cap: open a fresh one."""
+    """Move the call to a fresh Realtime session (the current one nears its 60-minute cap).
+
+    No command for the old session precedes it in its batch: the bridge starts the new
+    session's core here, so every later command goes to the new session, and the shell
+    swaps sockets before it sends any of them.
+    """
 
     reason: str
 
@@ -184,6 +198,7 @@ Command = (
     | CreateResponse
     | AddUserText
     | SendFunctionOutput
+    | SeedConversation
     | RunTool
     | HangUp
     | FinishCall

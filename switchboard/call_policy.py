@@ -19,6 +19,12 @@ inputs (``call_actions.ShellEvent``) and the time, and answers with
 - Deadlines (``next_deadline`` / ``tick``): the maximum call length, caller
   silence (a nudge, then a hang-up), DTMF digit collection, and the Realtime
   session's 60-minute cap.
+- Session renewal: from ``session_renew_margin_s`` before the cap, the call
+  moves to a fresh session at its first quiet moment (idle, and the caller's
+  last turn answered and transcribed): ``RenewSession``, the same
+  configuration, then the conversation so far as text
+  (``ConversationMemory``). If the session expires first, the move happens at
+  once and an interrupted reply is asked for again.
 
 The phase (``CallPhase``) is derived from that state; ``HANDLERS`` maps each
 event type to its handler, and every handler is defined for every phase.
@@ -59,6 +65,7 @@ from switchboard.call_actions import (
     RealtimeClosed,
     RenewSession,
     RunTool,
+    SeedConversation,
     SendFunctionOutput,
     ShellEvent,
     ToolFinished,
@@ -70,6 +77,7 @@ from switchboard.call_actions import (
 from switchboard.call_audio import CallAudio
 from switchboard.call_levels import CallLevels
 from switchboard.codec import BYTES_PER_MS
+from switchboard.conversation_memory import ConversationMemory
 from switchboard.realtime_events import (
     AudioDelta,
     AudioDone,
@@ -109,12 +117,17 @@ from switchboard.twilio_events import (
 __all__ = ["CallPhase", "CallPolicy", "PlaybackClock", "PolicyConfig", "PolicyEvent"]
 
 METER_CHUNK_BYTES = 800  # 100 ms of caller audio per level-meter update
+RENEWED_NOTE = (
+    "This phone call is already under way: it continues on a new connection. The "
+    "conversation so far follows. Carry on from where it stands; do not greet the caller again."
+)
 
 PolicyEvent = TwilioEvent | RealtimeEvent | ShellEvent
 
 # Realtime error codes after which the session cannot carry the call.
+# (``session_expired`` is not among them: the call moves to a new session.)
 FATAL_REALTIME_CODES = frozenset(
-    {"session_expired", "invalid_api_key", "beta_api_shape_disabled", "insufficient_quota"}
+    {"invalid_api_key", "beta_api_shape_disabled", "insufficient_quota"}
 )
 
 
@@ -142,6 +155,7 @@ class PolicyConfig:
     dtmf_collect_s: float = 1.5
     session_max_s: float = 3600.0
     session_renew_margin_s: float = 60.0
+    history_chars: int = 12_000  # of earlier turns given to a renewed session (~3k tokens)
     max_peer_errors: int = 50
     # The one-time <Parameter name="token"> the stream must present in `start`.
     stream_token: str | None = None
@@ -178,6 +192,12 @@ class CallPolicy:
         self._nudged = False
         self._dtmf_due: float | None = None
         self._renew_due: float | None = None
+        self._renew_wanted = False  # the cap nears: renew at the next quiet moment
+        # Quiet enough to renew needs the caller's last turn answered and transcribed:
+        # the old session would answer it, and the new one must be told of it.
+        self._caller_turn_open = False  # speech started, the reply to it has not
+        self._untranscribed: set[str] = set()
+        self._memory = ConversationMemory()
         self._expected_call_sid: str | None = None
         self._waiting_since: tuple[str, float] | None = None  # for LatencyMeasured
 
@@ -239,6 +259,10 @@ class CallPolicy:
             actions.append(PhaseChanged(before.value, after.value))
             if after is CallPhase.IDLE:
                 self._last_activity = now
+        for action in actions:
+            self._memory.note(action)
+        if self._renew_wanted and after is CallPhase.IDLE and self._caller_turns_settled:
+            actions += self._renew("the Realtime session nears its 60-minute limit")
         return actions
 
     def _measure_levels(self, payload: str, now: float) -> LevelsMeasured | None:
@@ -266,7 +290,7 @@ class CallPolicy:
             actions += self._flush_dtmf()
         if self._renew_due is not None and now >= self._renew_due:
             self._renew_due = None
-            actions.append(RenewSession("realtime session nears its 60-minute limit"))
+            self._renew_wanted = True  # acted on in _phase_change, once the call is quiet
         if self._answered_at is not None and now >= self._answered_at + self.config.max_call_s:
             return actions + self._hang_up("max_duration")
         if (
@@ -356,6 +380,9 @@ class CallPolicy:
         if self._ended:
             return []
         self._caller_active(now)
+        self._caller_turn_open = True
+        if self.config.session.transcription_model is not None:
+            self._untranscribed.add(event.item_id)
         actions: list[Action] = [CallerTurnStarted(event.item_id)]
         item = self._playing_item
         if self._buffered and item is not None:
@@ -365,11 +392,10 @@ class CallPolicy:
             self.audio.drop_item()
             self._buffered = False
             self._playing_item = None
-            actions += [
-                ClearPlayback(),
-                TruncateItem(item, heard_ms),
-                AgentTurnInterrupted(item, heard_ms, generated_ms),
-            ]
+            actions.append(ClearPlayback())
+            if item in self._generated:  # not an item of a session since renewed
+                actions.append(TruncateItem(item, heard_ms))
+            actions.append(AgentTurnInterrupted(item, heard_ms, generated_ms))
         if self._active_response is not None and not self._server_interrupts:
             actions.append(CancelResponse())
         return actions
@@ -380,12 +406,15 @@ class CallPolicy:
         return []
 
     def _on_input_transcript(self, event: InputTranscriptCompleted, now: float) -> list[Action]:
+        self._untranscribed.discard(event.item_id)
         return [CallerTurnTranscribed(event.item_id, event.transcript)]
 
     def _on_input_transcript_failed(self, event: InputTranscriptFailed, now: float) -> list[Action]:
+        self._untranscribed.discard(event.item_id)
         return [ProblemNoted("realtime", "transcription_failed", event.message)]
 
     def _on_response_started(self, event: ResponseStarted, now: float) -> list[Action]:
+        self._caller_turn_open = False
         self._response_requested = False
         self._active_response = event.response_id
         return []
@@ -439,6 +468,12 @@ class CallPolicy:
 
     def _on_realtime_error(self, event: RealtimeErrorReported, now: float) -> list[Action]:
         code = event.code or event.type
+        if code == "session_expired" and not self._ended:
+            # Renewal at a quiet moment did not come in time: move now.
+            return [
+                ProblemNoted("realtime", code, event.message),
+                *self._renew("the Realtime session expired"),
+            ]
         if code in FATAL_REALTIME_CODES:
             return [
                 ProblemNoted("realtime", code, event.message, fatal=True),
@@ -512,6 +547,31 @@ class CallPolicy:
             kind, since = self._waiting_since
             self._waiting_since = None
             actions.append(LatencyMeasured(kind, round((now - since) * 1000, 1)))
+        return actions
+
+    @property
+    def _caller_turns_settled(self) -> bool:
+        return not self._caller_turn_open and not self._untranscribed
+
+    def _renew(self, reason: str) -> list[Action]:
+        """Move to a fresh session: configure it as the first, tell it the call so far."""
+        generating = self._response_requested or self._active_response is not None
+        interrupted = generating or bool(self._pending_tools)
+        self._renew_wanted = False
+        self._renew_due = None  # set again by the new session's `session.created`
+        self._configured = self._caller_turn_open = False
+        self._untranscribed.clear()
+        self._response_requested = self._response_wanted = False
+        self._active_response = None
+        self._pending_tools.clear()  # their outputs belong to the old session
+        self._generated.clear()  # its items cannot be truncated in the new one
+        actions: list[Action] = [
+            RenewSession(reason),
+            ConfigureSession(self.config.session),
+            SeedConversation(RENEWED_NOTE, self._memory.recent(self.config.history_chars)),
+        ]
+        if interrupted:
+            actions += self._respond(None)  # the reply the old session could not finish
         return actions
 
     def _flush_dtmf(self) -> list[Action]:

@@ -28,6 +28,7 @@ from switchboard.call_actions import (
     Notice,
     PhaseChanged,
     ProblemNoted,
+    RenewSession,
     RunTool,
     ToolReturned,
     UsageReported,
@@ -64,6 +65,8 @@ def live_event(call_id: str, action: Action, at: float) -> dict[str, object] | N
             }
         case HangUp(reason=reason):
             body = {"type": "call.hanging_up", "reason": reason}
+        case RenewSession(reason=reason):
+            body = {"type": "session.renewed", "reason": reason}
         case FinishCall(reason=reason):
             body = {"type": "call.ended", "reason": reason}
         case _ if isinstance(action, _NOTICES):

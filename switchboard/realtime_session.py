@@ -172,8 +172,9 @@ class RealtimeSession:
         self._send({"type": "input_audio_buffer.clear"})
 
     def _add_message(self, role: str, text: str) -> None:
-        content = [{"type": "input_text", "text": text}]
-        item = {"type": "message", "role": role, "content": content}
+        # GA content types: the assistant's text is output, everyone else's input.
+        kind = "output_text" if role == "assistant" else "input_text"
+        item = {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
         self._send({"type": "conversation.item.create", "item": item})
 
     def add_user_text(self, text: str) -> None:
@@ -181,6 +182,12 @@ class RealtimeSession:
 
     def add_system_text(self, text: str) -> None:
         self._add_message("system", text)
+
+    def add_history(self, role: str, text: str) -> None:
+        """Queue an earlier turn as a text item (``user`` or ``assistant``), no response."""
+        if role not in ("user", "assistant"):
+            raise LocalProtocolError(f"a history turn is a user's or an assistant's, not {role!r}")
+        self._add_message(role, text)
 
     def create_response(self, instructions: str | None = None) -> None:
         """Queue ``response.create``; refused while a response is requested or active."""

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchboard.errors import ConfigError
@@ -38,6 +45,10 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_base_url: AnyHttpUrl | None = None
     openai_realtime_model: str = "gpt-realtime"
+    # A Realtime session lasts at most this long; a longer call moves to a fresh one
+    # from the margin before it (protocols.md 3.7).
+    openai_session_max_s: float = Field(default=3600.0, gt=0)
+    openai_session_renew_margin_s: float = Field(default=60.0, gt=0)
 
     public_url: AnyHttpUrl | None = None
     switchboard_api_token: SecretStr | None = None
@@ -72,6 +83,14 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @model_validator(mode="after")
+    def _renewal_fits(self) -> Settings:
+        if self.openai_session_renew_margin_s >= self.openai_session_max_s:
+            raise ValueError(
+                "OPENAI_SESSION_RENEW_MARGIN_S must be shorter than OPENAI_SESSION_MAX_S"
+            )
+        return self
 
     @property
     def has_twilio_credentials(self) -> bool:

@@ -103,6 +103,8 @@ class ItemCommands(SessionState):
         elif kind == "function_call":
             data.setdefault("call_id", self.new_id("call"))
         item = Item(data, audio)
+        if kind == "message" and role == "assistant":
+            self.script.assistant_turn_given()
         before = self.conversation.add(item, previous)
         self.emit("conversation.item.added", previous_item_id=before, item=item.public())
         self.emit("conversation.item.done", previous_item_id=before, item=item.public())

@@ -71,7 +71,8 @@ def _probes(clip: bytes, count: int = 6) -> tuple[bytes, ...]:
 
 
 class Script:
-    """One session's walk through a scenario (each session starts from the top)."""
+    """One session's walk through a scenario (each session starts from the top, after
+    any assistant turns the client gives it as history)."""
 
     def __init__(self, scenario: Scenario | None, clips: ClipLibrary) -> None:
         self.scenario = scenario
@@ -103,6 +104,13 @@ class Script:
         reply = SpeechReply(self.clips.default_reply(self._default))
         self._default += 1
         return reply
+
+    def assistant_turn_given(self) -> None:
+        """The client created an assistant message (an earlier turn, carried into a new
+        session): the scripted model goes on from the turn after it."""
+        turns = self.scenario.assistant if self.scenario is not None else ()
+        if self._assistant < len(turns):
+            self._assistant += 1
 
     def caller_transcript(self, audio: bytes, fmt: AudioFormat) -> str:
         if fmt == PCMU:

@@ -3,7 +3,7 @@
 ``await CallStore.open(url)`` with ``sqlite:///file.db`` (embedded, WAL) or a
 PostgreSQL URL (``DATABASE_URL``); the schema is migrated to head on open.
 :func:`record` writes the call policy's notices. See ``repository`` for the API,
-``transcript`` for turn ordering and the heard-text estimate, ``pricing`` for
+``switchboard.transcript`` for turn ordering and the heard-text estimate, ``pricing`` for
 the cost estimate.
 """
 

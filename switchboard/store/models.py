@@ -7,7 +7,7 @@ Four tables, every child row deleted with its call:
 - ``call_events``: the timeline, append-only (status callbacks, phase
   changes, interruptions, tool calls, problems, latency marks).
 - ``turns``: the transcript; ``id`` is the arrival rank used by
-  :func:`~switchboard.store.transcript.order_turns`.
+  :func:`~switchboard.transcript.order_turns`.
 - ``usage``: one row per Realtime response (``response.done``), unique per
   call, so a replayed ``response.done`` is not counted twice.
 

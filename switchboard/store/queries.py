@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from switchboard.errors import StoreError
 from switchboard.store.models import CallRow, TurnRow
 from switchboard.store.records import CallRecord, Direction, Turn
-from switchboard.store.transcript import Placed, order_turns
+from switchboard.transcript import Placed, order_turns
 
 __all__ = [
     "call_filters",

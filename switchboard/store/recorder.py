@@ -29,6 +29,7 @@ from switchboard.call_actions import (
     LatencyMeasured,
     PhaseChanged,
     ProblemNoted,
+    RenewSession,
     RunTool,
     ToolReturned,
     UsageReported,
@@ -80,6 +81,8 @@ async def record(store: CallStore, call_id: str, message: Recordable, at: dateti
             await store.update_status(call_id, status, at, {"by": "switchboard"})
         case HangUp(reason=reason):
             await store.append_event(call_id, "hangup", at, {"reason": reason})
+        case RenewSession(reason=reason):
+            await store.append_event(call_id, "session_renewed", at, {"reason": reason})
         case FinishCall(reason=reason):
             await store.append_event(call_id, "finished", at, {"reason": reason})
             await store.flush()

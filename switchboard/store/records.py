@@ -84,7 +84,7 @@ class Turn:
     ``transcribed`` (caller), ``speaking`` / ``finished`` / ``interrupted``
     (agent). For an interrupted agent turn ``text`` is everything generated and
     ``heard_text`` the estimated part the caller heard
-    (:func:`~switchboard.store.transcript.heard_prefix`).
+    (:func:`~switchboard.transcript.heard_prefix`).
     """
 
     item_id: str

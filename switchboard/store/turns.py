@@ -11,7 +11,7 @@ deltas of its last ``interval_s``.
 
 A cut turn keeps everything generated until the cut in ``text`` and the
 estimate of what the caller heard in ``heard_text``
-(:func:`~switchboard.store.transcript.heard_prefix`); deltas that trickle in
+(:func:`~switchboard.transcript.heard_prefix`); deltas that trickle in
 after the cut are dropped (their audio was never played), and a final
 transcript reported after the cut replaces ``text`` but not ``heard_text``.
 """
@@ -31,7 +31,7 @@ from switchboard.store.buffer import TranscriptBuffer, TurnKey
 from switchboard.store.database import Database
 from switchboard.store.models import TurnRow
 from switchboard.store.queries import require_call
-from switchboard.store.transcript import heard_prefix
+from switchboard.transcript import heard_prefix
 
 __all__ = ["TurnWriter"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -13,8 +14,8 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from actors.call_actor import CallActor, CallPlan
-from sim.scenario import parse_scenario
-from sim.testing_realtime import run_realtime_emulator
+from sim.scenario import Scenario, parse_scenario
+from sim.testing_realtime import RunningRealtimeEmulator, run_realtime_emulator
 from sim.testing_twilio import run_twilio_emulator
 from switchboard.call_actions import (
     Action,
@@ -22,6 +23,7 @@ from switchboard.call_actions import (
     CallerTurnTranscribed,
     FinishCall,
     ProblemNoted,
+    RenewSession,
 )
 from switchboard.errors import LocalProtocolError
 from switchboard.settings import Settings
@@ -63,16 +65,21 @@ class Recorder:
 class World:
     twilio: Client
     emulator: object
+    realtime: RunningRealtimeEmulator
     settings: Settings
     recorder: Recorder
     ended: list[str]
 
 
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
+@contextlib.asynccontextmanager
+async def make_world(
+    scenario: Scenario = SCENARIO, session_max_s: float = 3600.0, renew_margin_s: float = 60.0
+) -> AsyncIterator[World]:
     async with (
-        run_twilio_emulator(account_sid=ACCOUNT, auth_token=TOKEN, scenario=SCENARIO) as tw,
-        run_realtime_emulator(scenario=SCENARIO, api_key="sk-actor") as rt,
+        run_twilio_emulator(account_sid=ACCOUNT, auth_token=TOKEN, scenario=scenario) as tw,
+        run_realtime_emulator(
+            scenario=scenario, api_key="sk-actor", max_session_s=session_max_s
+        ) as rt,
     ):
         client = Client(ACCOUNT, TOKEN, environment={})
         client.api.base_url = tw.base_url
@@ -84,8 +91,16 @@ async def world() -> AsyncIterator[World]:
             # A stack test may have exported PUBLIC_URL for the session's cluster: the
             # signature here is over the URL Twilio dials, the actor's own address.
             public_url=None,
+            openai_session_max_s=session_max_s,
+            openai_session_renew_margin_s=renew_margin_s,
         )
-        yield World(client, tw, settings, Recorder(), [])
+        yield World(client, tw, rt, settings, Recorder(), [])
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    async with make_world() as w:
+        yield w
 
 
 def make_actor(world: World) -> CallActor:
@@ -212,3 +227,40 @@ async def test_a_busy_line_ends_the_call_before_any_stream(world: World) -> None
     await actor.twilio_status("call-other", "busy")  # not its call: ignored
     await actor.twilio_status("call-4", "busy")
     assert await asyncio.wait_for(actor.wait_finished(), 10) == "busy"
+
+
+async def test_a_call_outlasting_its_realtime_session_moves_to_a_new_one() -> None:
+    # Sessions last 30 s here and are renewed from 0.5 s after they open: the first
+    # quiet moment is when the greeting has played, before the caller speaks.
+    async with make_world(session_max_s=30.0, renew_margin_s=29.5) as world:
+        actor = make_actor(world)
+        await actor.start()
+        token = secrets.token_urlsafe(16)
+        await actor.prepare(CallPlan("call-9", "Book a cleaning.", stream_token=token))
+        await dial(world, actor, token)
+        assert await asyncio.wait_for(actor.wait_finished(), 60) == "stream_stopped"
+        actions = world.recorder.actions
+        assert any(isinstance(a, RenewSession) for a in actions)
+        assert not [a for a in actions if isinstance(a, ProblemNoted) and a.fatal]
+        said = [a for a in actions if isinstance(a, AgentTurnFinished | CallerTurnTranscribed)]
+        texts = [a.transcript if isinstance(a, AgentTurnFinished) else a.text for a in said]
+        # The new session heard the caller and, told of the greeting, went on from it.
+        assert texts == [
+            "Hello! This is Ava calling from Bright Smiles Dental.",
+            "Hello? Who is this?",
+            "Sure, I can help with that.",
+        ]
+        first, second, *_ = world.realtime.sessions
+        assert first.close_code == 1000
+        sent = [f.event for f in second.frames if f.direction == "client" and f.event]
+        assert sent[0]["type"] == "session.update"
+        assert sent[0]["session"]["instructions"] == "Book a cleaning."
+        history = [e["item"] for e in sent if e["type"] == "conversation.item.create"]
+        assert history[1] == {
+            "type": "message",
+            "role": "assistant",
+            "content": [
+                {"type": "output_text", "text": texts[0]},
+            ],
+        }
+        assert not second.violations

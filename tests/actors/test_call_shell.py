@@ -16,6 +16,8 @@ from switchboard.call_actions import (
     CallerTurnTranscribed,
     FinishCall,
     HangupRequested,
+    ProblemNoted,
+    RenewSession,
     RunTool,
 )
 from switchboard.call_policy import PolicyConfig
@@ -35,6 +37,7 @@ class MemorySocket:
         self.closed_with: tuple[int, str] | None = None
         self.paused = False
         self.sent_directly = 0
+        self.taken = 0
         self._notifying: set[asyncio.Future[None]] = set()
 
     def try_send(self, text: str) -> bool:
@@ -60,6 +63,8 @@ class MemorySocket:
         text = await self.inbox.get()
         if text is None:
             raise SocketClosed(1000, "peer closed")
+        self.taken += 1  # the shell handles it before its next await
+        self._notifying.add(asyncio.ensure_future(self._notify()))
         return text
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
@@ -86,6 +91,10 @@ class Hooks:
         self.tool_output = tool_output
         self.fail_tool = fail_tool
         self.changed = asyncio.Event()
+        self.opened: list[MemorySocket] = []  # Realtime sockets of renewed sessions
+        self.may_open = asyncio.Event()
+        self.may_open.set()
+        self.open_error: Exception | None = None
 
     async def run_tool(self, name: str, arguments: str) -> str:
         self.tool_calls.append((name, arguments))
@@ -96,6 +105,14 @@ class Hooks:
     async def end_call(self, reason: str) -> None:
         self.hangups.append(reason)
         self.changed.set()
+
+    async def open_realtime(self) -> MemorySocket:
+        await self.may_open.wait()
+        if self.open_error is not None:
+            raise self.open_error
+        self.opened.append(MemorySocket())
+        self.changed.set()
+        return self.opened[-1]
 
     def record(self, action: Action, now: float) -> None:
         self.recorded.append(action)
@@ -300,4 +317,67 @@ async def test_messages_keep_their_order_when_the_socket_stops_keeping_up() -> N
     assert (
         realtime.sent_directly >= 1 and realtime.sent[-1]["item"]["content"][0]["text"] == "note 3"
     )
+    await shell.close()
+
+
+EXPIRED = server_event(
+    "error",
+    error={
+        "type": "invalid_request_error",
+        "code": "session_expired",
+        "message": "Your session hit the maximum duration of 60 minutes.",
+    },
+)
+
+
+def media(n: int, payload: bytes) -> str:
+    return json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": str(n + 1),
+            "streamSid": STREAM,
+            "media": {
+                "track": "inbound",
+                "chunk": str(n),
+                "timestamp": str(20 * n),
+                "payload": base64.b64encode(payload).decode(),
+            },
+        }
+    )
+
+
+async def test_an_expired_session_is_replaced_and_audio_meanwhile_waits_for_it() -> None:
+    hooks = Hooks()
+    shell, old, twilio = await live_call(hooks)
+    hooks.may_open.clear()  # hold the new connection open until the audio is queued
+    old.inbox.put_nowait(EXPIRED)
+    await hooks.until(lambda: any(isinstance(a, RenewSession) for a in hooks.recorded))
+    assert old.closed_with == (1000, "session renewed")
+    twilio.inbox.put_nowait(media(1, b"\x01" * 160))
+    twilio.inbox.put_nowait(media(2, b"\x02" * 160))
+    await twilio.wait_until(lambda: twilio.taken == 3)  # `start` and both frames
+    hooks.may_open.set()
+    await hooks.until(lambda: len(hooks.opened) == 1)
+    new = hooks.opened[0]
+    await new.wait_until(lambda: len(new.of_type("input_audio_buffer.append")) == 2)
+    kinds = [m["type"] for m in new.sent]
+    # The note that the call goes on, then the greeting the old session never finished.
+    assert kinds[:3] == ["session.update", "conversation.item.create", "response.create"]
+    appends = new.of_type("input_audio_buffer.append")
+    assert [base64.b64decode(m["audio"]) for m in appends] == [b"\x01" * 160, b"\x02" * 160]
+    assert not old.of_type("input_audio_buffer.append")
+    assert hooks.hangups == [] and not shell.finished.is_set()
+    await shell.close()
+    assert new.closed_with is not None
+
+
+async def test_a_renewed_session_that_cannot_connect_ends_the_call() -> None:
+    hooks = Hooks()
+    hooks.open_error = OSError("connection refused")
+    shell, old, _ = await live_call(hooks)
+    old.inbox.put_nowait(EXPIRED)
+    await asyncio.wait_for(shell.finished.wait(), 5)
+    await hooks.until(lambda: hooks.hangups == ["realtime_closed"])
+    problems = [a for a in hooks.recorded if isinstance(a, ProblemNoted) and a.fatal]
+    assert "connection refused" in problems[0].message
     await shell.close()

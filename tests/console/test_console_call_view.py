@@ -20,7 +20,7 @@ from switchboard.call_actions import (
     UsageReported,
 )
 from switchboard.realtime_events import Usage
-from switchboard.store.transcript import heard_prefix
+from switchboard.transcript import heard_prefix
 
 Console = Any  # the `console` fixture of conftest.py
 

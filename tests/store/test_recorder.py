@@ -19,6 +19,7 @@ from switchboard.call_actions import (
     HangUp,
     PhaseChanged,
     ProblemNoted,
+    RenewSession,
     RunTool,
     ToolReturned,
     TruncateItem,
@@ -49,6 +50,7 @@ async def test_a_conversation_recorded_from_notices(store: CallStore) -> None:
         TruncateItem("item_a1", 1000),
         UsageReported("resp_1", Usage(100, 60, 40, 50, 10, 0, 30, 10)),
         ProblemNoted("twilio", "mark_unknown", "a mark we never sent"),
+        RenewSession("the Realtime session nears its 60-minute limit"),
         HangUp("caller asked"),
         FinishCall("twilio stream stopped"),
     ]
@@ -66,6 +68,7 @@ async def test_a_conversation_recorded_from_notices(store: CallStore) -> None:
         "tool_result",
         "interruption",
         "problem",
+        "session_renewed",
         "hangup",
         "finished",
     ]

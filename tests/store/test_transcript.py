@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from switchboard.store.transcript import Placed, heard_prefix, order_turns
+from switchboard.transcript import Placed, heard_prefix, order_turns
 
 
 def ids(placed: list[Placed]) -> list[str]:

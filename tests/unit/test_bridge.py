@@ -25,11 +25,13 @@ from switchboard.call_actions import (
     HangupRequested,
     PhaseChanged,
     ProblemNoted,
+    RenewSession,
     RunTool,
     ToolFinished,
 )
 from switchboard.call_policy import CallPhase, PolicyConfig
 from switchboard.codec import FRAME_BYTES
+from switchboard.realtime_session import RealtimeSession
 from switchboard.session_config import ServerVad, SessionConfig, ToolSpec
 
 CLIENT = pydantic.TypeAdapter(RealtimeClientEvent)
@@ -387,3 +389,59 @@ def test_deadlines_run_through_the_bridge() -> None:
     (nudge,) = sent_to_model(bridge)
     assert nudge["type"] == "response.create"
     assert "still there" in nudge["response"]["instructions"]
+
+
+def test_renewal_starts_a_new_session_with_the_call_so_far() -> None:
+    bridge, phone, model = answered(
+        session_max_s=100.0, session_renew_margin_s=10.0, caller_silence_s=1000.0
+    )
+    created = model.event(
+        "session.created",
+        session={
+            "type": "realtime",
+            "id": "sess_1",
+            "object": "realtime.session",
+            "model": "gpt-realtime",
+        },
+    )
+    bridge.receive_realtime(created, 1.2)
+    bridge.receive_realtime(model.response("in_progress"), 1.3)
+    bridge.receive_realtime(model.item_added("item_G"), 1.3)
+    bridge.receive_realtime(model.audio("item_G", b"\x01" * FRAME_BYTES), 1.3)
+    done = model.event(
+        "response.output_audio_transcript.done",
+        response_id="resp_1",
+        item_id="item_G",
+        output_index=0,
+        content_index=0,
+        transcript="Hello, this is Ava.",
+    )
+    bridge.receive_realtime(done, 1.4)
+    bridge.receive_realtime(model.response("completed"), 1.5)
+    phone.take(bridge.twilio_data_to_send())
+    old_core = bridge.realtime
+    for echo in phone.play(FRAME_BYTES):
+        bridge.receive_twilio(echo, 2.0)
+    assert bridge.phase is CallPhase.IDLE
+    assert bridge.realtime is old_core
+    actions = bridge.tick(91.2)  # 100 s cap, renewed 10 s before it
+    assert [type(a) for a in actions] == [RenewSession]
+    assert bridge.realtime is not old_core
+    update, note, greeting = sent_to_model(bridge)  # all of it for the new socket
+    assert update["type"] == "session.update"
+    assert update["session"] == json.loads(old_core_update(bridge))["session"]
+    assert note["item"]["role"] == "system"
+    assert greeting["item"]["role"] == "assistant"
+    assert greeting["item"]["content"] == [{"type": "output_text", "text": "Hello, this is Ava."}]
+    bridge.receive_twilio(phone.media(), 91.3)
+    (audio,) = sent_to_model(bridge)
+    assert audio["type"] == "input_audio_buffer.append"
+
+
+def old_core_update(bridge: CallBridge) -> str:
+    """The session.update a fresh core sends for this call's configuration."""
+    core = RealtimeSession()
+    core.configure(bridge.policy.config.session)
+    update = json.loads(core.data_to_send()[0])
+    update.pop("event_id")
+    return json.dumps(update)

@@ -38,6 +38,7 @@ from switchboard.call_actions import (
     RealtimeClosed,
     RenewSession,
     RunTool,
+    SeedConversation,
     SendFunctionOutput,
     ToolFinished,
     ToolReturned,
@@ -45,7 +46,14 @@ from switchboard.call_actions import (
     TwilioClosed,
     UsageReported,
 )
-from switchboard.call_policy import HANDLERS, CallPhase, CallPolicy, PolicyConfig, PolicyEvent
+from switchboard.call_policy import (
+    HANDLERS,
+    RENEWED_NOTE,
+    CallPhase,
+    CallPolicy,
+    PolicyConfig,
+    PolicyEvent,
+)
 from switchboard.codec import FRAME_BYTES, MULAW_SILENCE
 from switchboard.errors import RealtimeProtocolError, TwilioProtocolError
 from switchboard.realtime_events import (
@@ -581,13 +589,101 @@ def test_no_silence_deadline_while_the_agent_speaks() -> None:
     assert policy.tick(50.0) == []
 
 
-def test_session_is_renewed_before_its_60_minute_cap() -> None:
-    policy = idle(caller_silence_s=10_000.0, max_call_s=10_000.0)
+def renewal_due(**kw: object) -> tuple[CallPolicy, float]:
+    """An idle call whose session was created at t=100; returns it and the renewal time."""
+    policy = idle(caller_silence_s=10_000.0, max_call_s=10_000.0, **kw)
     feed(policy, [SessionCreated("sess_9", "gpt-realtime", None)], now=100.0)
-    due = 100.0 + 3600.0 - policy.config.session_renew_margin_s
+    return policy, 100.0 + 3600.0 - policy.config.session_renew_margin_s
+
+
+def renewal(actions: list[Action]) -> list[Action]:
+    """The renewal commands in a batch: RenewSession and everything after it."""
+    at = next((i for i, a in enumerate(actions) if isinstance(a, RenewSession)), len(actions))
+    return actions[at:]
+
+
+def test_an_idle_call_moves_to_a_new_session_before_the_cap() -> None:
+    policy, due = renewal_due()
     assert policy.next_deadline == pytest.approx(due)
     assert policy.tick(due - 1) == []
-    assert policy.tick(due) == [RenewSession("realtime session nears its 60-minute limit")]
+    actions = policy.tick(due)
+    assert kinds(actions) == [RenewSession, ConfigureSession, SeedConversation]
+    assert actions[1] == ConfigureSession(policy.config.session)
+    seed = actions[2]
+    assert isinstance(seed, SeedConversation)
+    assert seed.note == RENEWED_NOTE
+    # The new session's `session.created` sets the next renewal from its own start.
+    feed(policy, [SessionCreated("sess_10", "gpt-realtime", None), UPDATED], now=due + 0.5)
+    assert policy.next_deadline == pytest.approx(due + 0.5 + 3540.0)
+    assert policy.tick(due + 1) == []  # no second renewal of the same session
+    assert kinds(feed(policy, [SAMPLES["media"]])) == [ForwardCallerAudio]  # audio flows on
+
+
+def test_renewal_waits_until_the_reply_has_played_and_carries_the_conversation() -> None:
+    policy, due = renewal_due()
+    feed(policy, [SpeechStarted("item_U", 100)], now=200.0)
+    assert renewal(policy.tick(due)) == []  # the caller is speaking
+    feed(policy, [SpeechStopped("item_U", 900)], now=due + 1)
+    assert policy.phase is CallPhase.IDLE
+    assert renewal(feed(policy, [InputCommitted("item_U", None)], now=due + 1)) == []
+    # Answered but not yet transcribed: the new session must be told what was said.
+    feed(policy, [ResponseStarted("resp_3"), OutputItemAdded("resp_3", "item_B", "message")])
+    feed(policy, [AudioDelta("resp_3", "item_B", b64(b"\x01" * 800))], now=due + 2)
+    feed(policy, [TranscriptDone("resp_3", "item_B", "It is nine o'clock.")], now=due + 2)
+    feed(policy, [ResponseDone("resp_3", "completed", None, None), AudioDone("resp_3", "item_B")])
+    assert policy.phase is CallPhase.SPEAKING
+    played = PlaybackAcknowledged("item_B", 800, buffer_empty=True)
+    assert renewal(policy.handle(played, due + 3)) == []  # idle, transcript outstanding
+    actions = policy.handle(InputTranscriptCompleted("item_U", "What time is it?"), due + 4)
+    assert kinds(renewal(actions)) == [RenewSession, ConfigureSession, SeedConversation]
+    seed = renewal(actions)[2]
+    assert isinstance(seed, SeedConversation)
+    assert seed.turns == (("user", "What time is it?"), ("assistant", "It is nine o'clock."))
+
+
+def test_an_expired_session_is_replaced_at_once_and_the_cut_reply_asked_again() -> None:
+    policy = speaking()
+    error = RealtimeErrorReported("invalid_request_error", "session_expired", "expired")
+    actions = policy.handle(error, 2.0)
+    assert kinds(actions) == [
+        ProblemNoted,
+        RenewSession,
+        ConfigureSession,
+        SeedConversation,
+        CreateResponse,
+    ]
+    assert not any(isinstance(a, HangUp | FinishCall) for a in actions)
+    # A barge-in on the old reply still playing clears the phone but truncates nothing:
+    # its item is not in the new session.
+    cut = policy.handle(SpeechStarted("item_V", 10), 3.0)
+    assert kinds(cut) == [CallerTurnStarted, ClearPlayback, AgentTurnInterrupted]
+
+
+def test_the_history_keeps_what_the_caller_heard_within_a_budget() -> None:
+    policy, due = renewal_due(history_chars=40)
+    feed(policy, [OutputItemAdded("resp_1", "item_G", "message")])
+    feed(policy, [TranscriptDone("resp_1", "item_G", "Hello, this is Ava from the clinic.")])
+    feed(policy, [SpeechStarted("item_U", 1), SpeechStopped("item_U", 9)], now=110.0)
+    feed(policy, [InputTranscriptCompleted("item_U", "Hi")], now=111.0)
+    feed(policy, [ResponseStarted("resp_2"), OutputItemAdded("resp_2", "item_B", "message")])
+    feed(policy, [TranscriptDelta("resp_2", "item_B", "We have Tuesday at four or Friday at ten.")])
+    feed(policy, [AudioDelta("resp_2", "item_B", b64(b"\x01" * 8000))], now=112.0)
+    playback = policy._playback
+    assert isinstance(playback, FakePlayback)
+    playback.played["item_B"] = 4000  # half of the reply was heard
+    feed(policy, [SpeechStarted("item_W", 50)], now=113.0)  # barge-in
+    feed(policy, [ResponseDone("resp_2", "cancelled", None, None)], now=113.0)
+    feed(policy, [SpeechStopped("item_W", 90), ResponseStarted("resp_4")], now=114.0)
+    feed(policy, [InputTranscriptCompleted("item_W", "Friday.")], now=114.0)
+    feed(policy, [ResponseDone("resp_4", "completed", None, None)], now=115.0)
+    seed = renewal(policy.tick(due))[2]
+    assert isinstance(seed, SeedConversation)
+    # The oldest turn does not fit in 40 characters; the cut reply keeps what was heard.
+    assert seed.turns == (
+        ("user", "Hi"),
+        ("assistant", "We have Tuesday at"),
+        ("user", "Friday."),
+    )
 
 
 def test_awaiting_answer_has_no_call_deadline() -> None:
@@ -600,7 +696,7 @@ def test_awaiting_answer_has_no_call_deadline() -> None:
 
 def test_fatal_realtime_error_ends_the_call() -> None:
     policy = idle()
-    error = RealtimeErrorReported("invalid_request_error", "session_expired", "expired")
+    error = RealtimeErrorReported("invalid_request_error", "invalid_api_key", "bad key")
     assert kinds(policy.handle(error, 2.0)) == [ProblemNoted, HangUp, FinishCall]
     assert policy.phase is CallPhase.ENDED
 
@@ -623,6 +719,8 @@ def test_stream_stop_finishes_without_a_rest_hangup() -> None:
 def test_fatal_error_after_the_end_does_not_hang_up_twice() -> None:
     policy = ended()
     error = RealtimeErrorReported("invalid_request_error", "session_expired", "expired")
+    assert kinds(policy.handle(error, 2.0)) == [ProblemNoted]
+    error = RealtimeErrorReported("invalid_request_error", "invalid_api_key", "bad key")
     assert kinds(policy.handle(error, 2.0)) == [ProblemNoted]
 
 

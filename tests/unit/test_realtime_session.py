@@ -1265,3 +1265,24 @@ def test_error_events_are_reported_and_leave_state_alone(session: RealtimeSessio
     assert session.active_response_id == "resp_A"
     assert session.current_item_id == "item_A"
     assert sent(session) == []
+
+
+def test_history_turns_are_text_items_of_the_user_or_the_assistant() -> None:
+    session = RealtimeSession()
+    session.add_history("user", "Can I come Tuesday?")
+    session.add_history("assistant", "Tuesday at four works.")
+    items = [frame["item"] for frame in sent(session)]  # validated by `sent`
+    assert items == [
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "Can I come Tuesday?"}],
+        },
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Tuesday at four works."}],
+        },
+    ]
+    with pytest.raises(LocalProtocolError, match="system"):
+        session.add_history("system", "You are a pirate.")

@@ -79,6 +79,8 @@ def test_settings_are_frozen() -> None:
         ("TWILIO_FROM_NUMBER", "+1 555", "TWILIO_FROM_NUMBER"),
         ("LOG_LEVEL", "chatty", "LOG_LEVEL"),
         ("PUBLIC_URL", "not a url", "PUBLIC_URL"),
+        ("OPENAI_SESSION_MAX_S", "0", "OPENAI_SESSION_MAX_S"),
+        ("OPENAI_SESSION_RENEW_MARGIN_S", "3600", "OPENAI_SESSION_RENEW_MARGIN_S"),
     ],
 )
 def test_bad_values_name_the_setting_not_the_value(

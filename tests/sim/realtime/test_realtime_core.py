@@ -672,3 +672,19 @@ def test_output_audio_buffer_clear_is_for_sip_sessions_only() -> None:
     assert event_types(sip.send({"type": "output_audio_buffer.clear"})) == [
         "output_audio_buffer.cleared"
     ]
+
+
+def test_assistant_turns_given_as_history_move_the_script_on() -> None:
+    scenario = parse_scenario(
+        {"assistant": [{"say": "Hello! This is Ava."}, {"say": "Tuesday at four works."}]}
+    )
+    d = CoreDriver(scenario)
+    d.pcmu()
+    greeting = {"type": "output_text", "text": "Hello! This is Ava."}
+    item = {"type": "message", "role": "assistant", "content": [greeting]}
+    added = d.send({"type": "conversation.item.create", "item": item})
+    assert first_event(added, "conversation.item.added")["item"]["content"] == [greeting]
+    d.send({"type": "response.create"})
+    events = d.advance(10)
+    done = first_event(events, "response.done")["response"]
+    assert done["output"][0]["content"][0]["transcript"] == "Tuesday at four works."

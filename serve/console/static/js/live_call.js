@@ -39,6 +39,7 @@ const TIMELINE_KIND = {
   "call.hanging_up": "hangup",
   "call.hangup_requested": "hangup_requested",
   "call.ended": "finished",
+  "session.renewed": "session_renewed",
   latency: "latency",
 };
 const NOT_DATA = new Set(["call_id", "type", "at"]);

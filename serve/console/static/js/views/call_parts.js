@@ -90,6 +90,8 @@ export function timelineLabel(item) {
       return `Hang-up requested${data.by ? ` (by ${data.by})` : ""}`;
     case "finished":
       return `Call finished: ${data.reason ?? ""}`;
+    case "session_renewed":
+      return `Model session renewed: ${data.reason ?? ""}`;
     case "latency":
       return data.kind === "answer"
         ? `Latency: first agent audio ${millis(data.ms)} after the answer`

@@ -1,0 +1,55 @@
+"""What a renewed session is told of the call so far."""
+
+from __future__ import annotations
+
+from switchboard.call_actions import (
+    AddUserText,
+    AgentTranscriptGrew,
+    AgentTurnFinished,
+    AgentTurnInterrupted,
+    AgentTurnStarted,
+    CallerTurnStarted,
+    CallerTurnTranscribed,
+    PhaseChanged,
+)
+from switchboard.conversation_memory import MAX_TURNS, ConversationMemory
+
+
+def test_a_late_caller_transcript_keeps_the_place_its_speech_began() -> None:
+    memory = ConversationMemory()
+    for action in [
+        AgentTurnFinished("item_G", "Hello, Bright Smiles here."),
+        CallerTurnStarted("item_U"),
+        AgentTurnStarted("item_R"),
+        AgentTranscriptGrew("item_R", "Sure, "),
+        AgentTranscriptGrew("item_R", "Tuesday works."),
+        CallerTurnTranscribed("item_U", "Can I come Tuesday?"),  # after the reply began
+        PhaseChanged("speaking", "idle"),
+        AddUserText("[The caller pressed these keys on the phone: 1]"),
+    ]:
+        memory.note(action)
+    assert memory.recent(1000) == (
+        ("assistant", "Hello, Bright Smiles here."),
+        ("user", "Can I come Tuesday?"),
+        ("assistant", "Sure, Tuesday works."),
+        ("user", "[The caller pressed these keys on the phone: 1]"),
+    )
+
+
+def test_unheard_and_empty_turns_are_left_out() -> None:
+    memory = ConversationMemory()
+    memory.note(CallerTurnStarted("item_U"))  # never transcribed
+    memory.note(AgentTranscriptGrew("item_R", "Let me check that for you."))
+    memory.note(AgentTurnInterrupted("item_R", 0, 2000))  # cut before a word was heard
+    assert memory.recent(1000) == ()
+    assert memory.recent(0) == ()
+
+
+def test_memory_stays_bounded_on_a_long_call() -> None:
+    memory = ConversationMemory()
+    for n in range(MAX_TURNS + 50):
+        memory.note(AgentTurnFinished(f"item_{n}", f"turn {n}"))
+    turns = memory.recent(10**9)
+    assert len(turns) == MAX_TURNS
+    assert turns[-1] == ("assistant", f"turn {MAX_TURNS + 49}")
+    assert turns[0] == ("assistant", "turn 50")
