@@ -10,6 +10,7 @@ event to a bounded, sequence-numbered log that ingress replicas read with
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from actors.call_metrics import NO_METRICS, RecorderMetrics
 from switchboard.call_actions import Action, FinishCall
 from switchboard.live_events import live_event
-from switchboard.store import CallStore, record
+from switchboard.store import CallStore, record_batch
 
 __all__ = ["CallRecorder", "EventLog"]
 
@@ -35,9 +36,15 @@ class EventLog:
         return self._last
 
     async def append(self, event: dict[str, object]) -> None:
+        await self.extend([event])
+
+    async def extend(self, events: list[dict[str, object]]) -> None:
+        if not events:
+            return
         async with self._changed:
-            self._last += 1
-            self._events.append((self._last, event))
+            for event in events:
+                self._last += 1
+                self._events.append((self._last, event))
             self._changed.notify_all()
 
     async def after(
@@ -53,7 +60,10 @@ class EventLog:
                     )
                 except TimeoutError:
                     return [], seq
-            found = [(n, event) for n, event in self._events if n > seq][:limit]
+            # Numbers are consecutive, so the wanted events are the newest ones: read from
+            # the right, not a scan of the whole log (every replica polls every 50 ms).
+            wanted = min(self._last - seq, len(self._events))
+            found = list(itertools.islice(reversed(self._events), wanted))[::-1][:limit]
             return [event for _, event in found], found[-1][0] if found else seq
 
 
@@ -83,11 +93,10 @@ class CallRecorder:
         await self.open()
         assert self.store is not None
         async with self._calls.setdefault(call_id, asyncio.Lock()):
-            for action, at in batch:
-                await record(self.store, call_id, action, datetime.fromtimestamp(at, UTC))
-                event = live_event(call_id, action, at)
-                if event is not None:
-                    await self.events.append(event)
+            timed = [(action, datetime.fromtimestamp(at, UTC)) for action, at in batch]
+            await record_batch(self.store, call_id, timed)
+            events = [live_event(call_id, action, at) for action, at in batch]
+            await self.events.extend([event for event in events if event is not None])
         if any(isinstance(action, FinishCall) for action, _ in batch):
             self._calls.pop(call_id, None)
 

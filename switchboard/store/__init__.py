@@ -2,9 +2,9 @@
 
 ``await CallStore.open(url)`` with ``sqlite:///file.db`` (embedded, WAL) or a
 PostgreSQL URL (``DATABASE_URL``); the schema is migrated to head on open.
-:func:`record` writes the call policy's notices. See ``repository`` for the API,
-``switchboard.transcript`` for turn ordering and the heard-text estimate, ``pricing`` for
-the cost estimate.
+:func:`record` and :func:`record_batch` write the call policy's notices. See
+``repository`` for the API, ``switchboard.transcript`` for turn ordering and the
+heard-text estimate, ``pricing`` for the cost estimate.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from switchboard.store.database import EngineOptions
 from switchboard.store.migrations import upgrade_to_head
 from switchboard.store.pricing import GPT_REALTIME, PRICES, PriceTable, estimate_cost
-from switchboard.store.recorder import record
+from switchboard.store.recorder import record, record_batch
 from switchboard.store.records import (
     CallDetail,
     CallPage,
@@ -37,5 +37,6 @@ __all__ = [
     "Turn",
     "estimate_cost",
     "record",
+    "record_batch",
     "upgrade_to_head",
 ]

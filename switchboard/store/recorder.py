@@ -1,18 +1,25 @@
 """Record what the call policy says in the store.
 
-The call shell hands every action the policy returns to :func:`record`; audio
-and protocol commands are not part of a call's record and are ignored. Each
-notice maps to one store write:
+The call shell hands every action the policy returns to :func:`record` (one)
+or :func:`record_batch` (a call actor's report); audio and protocol commands
+are not part of a call's record and are ignored. Each notice maps to a store
+write:
 
 - transcript notices -> turns (``CallerTurnStarted`` reserves the caller's place);
 - ``AgentTurnInterrupted`` -> the cut, plus an ``interruption`` timeline event;
 - ``UsageReported`` -> usage; ``CallStatusChanged`` -> the call's status;
 - ``PhaseChanged`` / ``ProblemNoted`` / ``RunTool`` / ``ToolReturned`` /
-  ``HangUp`` / ``FinishCall`` -> timeline events.
+  ``LatencyMeasured`` / ``HangUp`` / ``RenewSession`` / ``FinishCall`` ->
+  timeline events.
+
+A batch writes its timeline events in one transaction, after its other writes:
+the timeline is read in time order, and one transaction per phase change was
+most of the recorder's work.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from switchboard.call_actions import (
@@ -36,13 +43,36 @@ from switchboard.call_actions import (
 )
 from switchboard.store.repository import CallStore
 
-__all__ = ["Recordable", "record"]
+__all__ = ["Recordable", "record", "record_batch"]
 
 Recordable = Action
+TimelineEntry = tuple[str, datetime, dict[str, object]]
 
 
 async def record(store: CallStore, call_id: str, message: Recordable, at: datetime) -> None:
     """Write ``message`` of call ``call_id``, which happened at ``at``, to ``store``."""
+    await record_batch(store, call_id, [(message, at)])
+
+
+async def record_batch(
+    store: CallStore, call_id: str, batch: Sequence[tuple[Recordable, datetime]]
+) -> None:
+    """Write a call's messages, in the order they happened."""
+    timeline: list[TimelineEntry] = []
+    for message, at in batch:
+        entry = await _write_apart(store, call_id, message, at)
+        if entry is not None:
+            timeline.append((entry[0], at, entry[1]))
+    if timeline:
+        await store.append_events(call_id, timeline)
+    if any(type(message) is FinishCall for message, _ in batch):
+        await store.flush()
+
+
+async def _write_apart(
+    store: CallStore, call_id: str, message: Recordable, at: datetime
+) -> tuple[str, dict[str, object]] | None:
+    """Write what is not a timeline event; return the timeline event, if any."""
     match message:
         case CallerTurnStarted(item_id=item_id):
             await store.reserve_caller_turn(call_id, item_id, at)
@@ -56,35 +86,34 @@ async def record(store: CallStore, call_id: str, message: Recordable, at: dateti
             await store.finish_agent_turn(call_id, item_id, transcript)
         case AgentTurnInterrupted(item_id=item_id, heard_ms=heard, generated_ms=generated):
             await store.cut_agent_turn(call_id, item_id, heard, generated)
-            data: dict[str, object] = {
-                "item_id": item_id,
-                "heard_ms": heard,
-                "generated_ms": generated,
-            }
-            await store.append_event(call_id, "interruption", at, data)
+            cut = {"item_id": item_id, "heard_ms": heard, "generated_ms": generated}
+            return "interruption", cut
         case UsageReported(response_id=response_id, usage=usage):
             await store.add_usage(call_id, response_id, usage)
-        case PhaseChanged(old=old, new=new):
-            await store.append_event(call_id, "phase", at, {"old": old, "new": new})
-        case ProblemNoted(source=source, reason=reason, message=text, fatal=fatal):
-            problem: dict[str, object] = {"source": source, "reason": reason, "message": text}
-            await store.append_event(call_id, "problem", at, problem | {"fatal": fatal})
-        case RunTool(call_id=tool_call, name=name, arguments=arguments):
-            tool: dict[str, object] = {"tool_call_id": tool_call, "name": name}
-            await store.append_event(call_id, "tool_call", at, tool | {"arguments": arguments})
-        case ToolReturned(call_id=tool_call, output=output):
-            result: dict[str, object] = {"tool_call_id": tool_call, "output": output}
-            await store.append_event(call_id, "tool_result", at, result)
-        case LatencyMeasured(kind=kind, ms=ms):
-            await store.append_event(call_id, "latency", at, {"kind": kind, "ms": ms})
         case CallStatusChanged(status=status):
             await store.update_status(call_id, status, at, {"by": "switchboard"})
-        case HangUp(reason=reason):
-            await store.append_event(call_id, "hangup", at, {"reason": reason})
-        case RenewSession(reason=reason):
-            await store.append_event(call_id, "session_renewed", at, {"reason": reason})
-        case FinishCall(reason=reason):
-            await store.append_event(call_id, "finished", at, {"reason": reason})
-            await store.flush()
         case _:
-            pass  # audio and protocol commands are not part of the record
+            return _timeline_event(message)
+    return None
+
+
+def _timeline_event(message: Recordable) -> tuple[str, dict[str, object]] | None:
+    match message:
+        case PhaseChanged(old=old, new=new):
+            return "phase", {"old": old, "new": new}
+        case ProblemNoted(source=source, reason=reason, message=text, fatal=fatal):
+            return "problem", {"source": source, "reason": reason, "message": text, "fatal": fatal}
+        case RunTool(call_id=tool_call, name=name, arguments=arguments):
+            return "tool_call", {"tool_call_id": tool_call, "name": name, "arguments": arguments}
+        case ToolReturned(call_id=tool_call, output=output):
+            return "tool_result", {"tool_call_id": tool_call, "output": output}
+        case LatencyMeasured(kind=kind, ms=ms):
+            return "latency", {"kind": kind, "ms": ms}
+        case HangUp(reason=reason):
+            return "hangup", {"reason": reason}
+        case RenewSession(reason=reason):
+            return "session_renewed", {"reason": reason}
+        case FinishCall(reason=reason):
+            return "finished", {"reason": reason}
+        case _:
+            return None  # audio and protocol commands are not part of the record

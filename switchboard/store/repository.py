@@ -16,7 +16,7 @@ for a URL it cannot use.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import get_args
@@ -188,18 +188,27 @@ class CallStore:
         self, call_id: str, kind: str, at: datetime, data: dict[str, object]
     ) -> None:
         """Add to the timeline: phase changes, interruptions, tool calls, problems, latency."""
-        row = CallEventRow(
-            call_id=call_id,
-            kind=check.short_text("kind", kind, 32),
-            at=check.aware("at", at),
-            data=check.json_object("data", data),
-        )
+        await self.append_events(call_id, [(kind, at, data)])
+
+    async def append_events(
+        self, call_id: str, events: Sequence[tuple[str, datetime, dict[str, object]]]
+    ) -> None:
+        """Add ``(kind, at, data)`` events to the timeline in one transaction."""
+        rows = [
+            CallEventRow(
+                call_id=call_id,
+                kind=check.short_text("kind", kind, 32),
+                at=check.aware("at", at),
+                data=check.json_object("data", data),
+            )
+            for kind, at, data in events
+        ]
 
         def work(session: Session) -> None:
             require_call(session, call_id)
-            session.add(row)
+            session.add_all(rows)
 
-        await self._db.write("appending a call event", work)
+        await self._db.write("appending call events", work)
 
     # -- transcript ------------------------------------------------------------
 

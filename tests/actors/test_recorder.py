@@ -27,6 +27,10 @@ async def test_event_log_numbers_events_and_long_polls() -> None:
     assert events == [{"n": 3}, {"n": 4}, {"n": 5}]  # 2 fell out of the log
     assert cursor == 5
     assert (await log.after(3, timeout_s=0, limit=1)) == ([{"n": 4}], 4)
+    waiter = asyncio.ensure_future(log.after(5, timeout_s=5))
+    await log.extend([{"n": 6}, {"n": 7}])  # one wake-up for a whole report
+    assert await waiter == ([{"n": 6}, {"n": 7}], 7)
+    assert await log.after(7, timeout_s=0) == ([], 7)
 
 
 async def test_reports_are_stored_and_published(tmp_path: Path) -> None:

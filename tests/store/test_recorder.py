@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from switchboard.call_actions import (
     ClearPlayback,
     FinishCall,
     HangUp,
+    LatencyMeasured,
     PhaseChanged,
     ProblemNoted,
     RenewSession,
@@ -27,7 +29,7 @@ from switchboard.call_actions import (
 )
 from switchboard.errors import StoreError
 from switchboard.realtime_events import Usage
-from switchboard.store import CallStore, NewCall, record
+from switchboard.store import CallStore, NewCall, record, record_batch
 from switchboard.store.recorder import Recordable
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -97,3 +99,36 @@ async def test_a_web_call_status_moves_forward_through_the_recorder(store: CallS
 async def test_an_unknown_direction_is_refused_naming_the_choices(store: CallStore) -> None:
     with pytest.raises(StoreError, match="outbound, inbound, web, got 'sideways'"):
         await store.create_call(NewCall("sideways", "a", "b"))  # type: ignore[arg-type]
+
+
+async def test_a_batch_writes_its_timeline_in_one_transaction_in_time_order(
+    store: CallStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    call = (await store.create_call(NewCall("outbound", "+15559990000", "+15551230001"))).id
+    batch: list[tuple[Recordable, datetime]] = [
+        (PhaseChanged("awaiting_answer", "thinking"), T0),
+        (AgentTurnStarted("item_a1"), T0 + timedelta(seconds=1)),
+        (PhaseChanged("thinking", "speaking"), T0 + timedelta(seconds=1)),
+        (LatencyMeasured("answer", 312.5), T0 + timedelta(seconds=1)),
+        (AgentTurnFinished("item_a1", "Hello!"), T0 + timedelta(seconds=2)),
+        (PhaseChanged("speaking", "idle"), T0 + timedelta(seconds=3)),
+    ]
+    writes: list[str] = []
+    write = store._db.write
+
+    async def counted(doing: str, work: Any) -> Any:
+        writes.append(doing)
+        return await write(doing, work)
+
+    monkeypatch.setattr(store._db, "write", counted)
+    await record_batch(store, call, batch)
+    assert writes.count("appending call events") == 1
+    detail = await store.get_call(call)
+    assert detail is not None
+    assert [(e.kind, e.data.get("new", e.data.get("kind"))) for e in detail.timeline] == [
+        ("phase", "thinking"),
+        ("phase", "speaking"),
+        ("latency", "answer"),
+        ("phase", "idle"),
+    ]
+    assert [t.text for t in detail.transcript] == ["Hello!"]
