@@ -23,7 +23,8 @@ inputs (``call_actions.ShellEvent``) and the time, and answers with
   moves to a fresh session at its first quiet moment (idle, and the caller's
   last turn answered and transcribed): ``RenewSession``, the same
   configuration, then the conversation so far as text
-  (``ConversationMemory``). If the session expires first, the move happens at
+  (``ConversationMemory``). If the session expires first, or its socket is
+  lost (up to ``max_realtime_reconnects`` times a call), the move happens at
   once and an interrupted reply is asked for again.
 
 The phase (``CallPhase``) is derived from that state; ``HANDLERS`` maps each
@@ -156,6 +157,8 @@ class PolicyConfig:
     session_max_s: float = 3600.0
     session_renew_margin_s: float = 60.0
     history_chars: int = 12_000  # of earlier turns given to a renewed session (~3k tokens)
+    # A Realtime socket lost mid-call is replaced this many times before the call gives up.
+    max_realtime_reconnects: int = 2
     max_peer_errors: int = 50
     # The one-time <Parameter name="token"> the stream must present in `start`.
     stream_token: str | None = None
@@ -198,6 +201,7 @@ class CallPolicy:
         self._caller_turn_open = False  # speech started, the reply to it has not
         self._untranscribed: set[str] = set()
         self._memory = ConversationMemory()
+        self._reconnects = 0
         self._expected_call_sid: str | None = None
         self._waiting_since: tuple[str, float] | None = None  # for LatencyMeasured
 
@@ -511,6 +515,14 @@ class CallPolicy:
         if self._ended:
             return []
         message = f"the Realtime socket closed ({event.code}: {event.reason})"
+        if self._reconnects < self.config.max_realtime_reconnects:
+            # A dropped connection, not a refusal (those end the call at their error):
+            # go on in a new session, told of the call so far.
+            self._reconnects += 1
+            return [
+                ProblemNoted("realtime", "closed", f"{message}; reconnecting"),
+                *self._renew("the Realtime socket was lost"),
+            ]
         return [
             ProblemNoted("realtime", "closed", message, fatal=True),
             *self._hang_up("realtime_closed"),

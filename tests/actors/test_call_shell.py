@@ -255,12 +255,28 @@ async def test_hangup_request_goes_to_the_rest_hook_and_finishes() -> None:
     await shell.close()
 
 
-async def test_model_socket_loss_hangs_up() -> None:
+async def test_a_lost_model_socket_is_replaced_and_the_call_goes_on() -> None:
     hooks = Hooks()
     shell, realtime, twilio = await live_call(hooks)
-    realtime.inbox.put_nowait(None)  # the service went away
+    realtime.inbox.put_nowait(None)  # the connection dropped
+    await hooks.until(lambda: len(hooks.opened) == 1)
+    new = hooks.opened[0]
+    await new.wait_for("type", "session.update")
+    twilio.inbox.put_nowait(media(1, b"\x01" * 160))
+    await new.wait_for("type", "input_audio_buffer.append")
+    assert not shell.finished.is_set() and hooks.hangups == []
+    await shell.close()
+
+
+async def test_model_socket_loss_hangs_up_when_no_new_one_opens() -> None:
+    hooks = Hooks()
+    hooks.open_error = OSError("network unreachable")
+    shell, realtime, twilio = await live_call(hooks)
+    realtime.inbox.put_nowait(None)  # the service went away, and stays away
     await asyncio.wait_for(shell.finished.wait(), 5)
     await hooks.until(lambda: hooks.hangups == ["realtime_closed"])
+    renewals = [a for a in hooks.recorded if isinstance(a, RenewSession)]
+    assert len(renewals) == 2  # PolicyConfig.max_realtime_reconnects
     await shell.close()
     assert twilio.closed_with is not None
 

@@ -252,6 +252,8 @@ P = CallPhase
 LIVE = (P.IDLE, P.THINKING, P.SPEAKING, P.TOOL_WAIT)
 ALL = (P.AWAITING_ANSWER, *LIVE)
 
+RENEWAL = [RenewSession, ConfigureSession, SeedConversation]
+
 # event -> (phases where the expected actions apply, expected action types);
 # every (phase, event) pair not listed expects no action at all.
 EXPECTED: dict[str, list[tuple[tuple[CallPhase, ...], list[type]]]] = {
@@ -281,7 +283,11 @@ EXPECTED: dict[str, list[tuple[tuple[CallPhase, ...], list[type]]]] = {
     "tool_finished": [((P.TOOL_WAIT,), [SendFunctionOutput, ToolReturned, CreateResponse])],
     "hangup": [(ALL, [HangUp, FinishCall])],
     "call_ended": [(ALL, [FinishCall])],
-    "realtime_closed": [(ALL, [ProblemNoted, HangUp, FinishCall])],
+    # a lost Realtime socket is replaced; a reply it was busy with is asked for again
+    "realtime_closed": [
+        ((P.AWAITING_ANSWER, P.IDLE), [ProblemNoted, *RENEWAL]),
+        ((P.THINKING, P.SPEAKING, P.TOOL_WAIT), [ProblemNoted, *RENEWAL, CreateResponse]),
+    ],
     "twilio_closed": [(ALL, [FinishCall])],
 }
 
@@ -794,3 +800,18 @@ def test_the_agents_level_is_news_once_100_ms_of_caller_audio_are_metered() -> N
     seen = [[type(a) for a in policy.handle(frame, 5.0 + n * 0.02)] for n in range(5)]
     assert seen[:4] == [[ForwardCallerAudio]] * 4
     assert seen[4] == [ForwardCallerAudio, LevelsMeasured]  # the agent's audio is playing
+
+
+def test_a_lost_realtime_socket_is_replaced_twice_then_the_call_ends() -> None:
+    policy = idle()
+    lost = RealtimeClosed(1006, "connection reset")
+    for attempt in (1, 2):
+        actions = policy.handle(lost, float(attempt))
+        assert kinds(actions) == [ProblemNoted, RenewSession, ConfigureSession, SeedConversation]
+        problem = actions[0]
+        assert isinstance(problem, ProblemNoted)
+        assert not problem.fatal and problem.message.endswith("reconnecting")
+        feed(policy, [SessionCreated(f"sess_{attempt}", "gpt-realtime", None), UPDATED])
+    final = policy.handle(lost, 3.0)
+    assert kinds(final) == [ProblemNoted, HangUp, FinishCall]
+    assert HangUp("realtime_closed") in final
