@@ -184,7 +184,7 @@ class CallShell:
         self._realtime, self._realtime_tasks = None, []
         for task in tasks:
             task.cancel()  # the old session's reader must not report its close
-        del self._unsent[id(self._to_realtime)]
+        # The old queue's count stays: its writer, cancelled mid-send, still settles it.
         self._to_realtime = asyncio.Queue()
         self._unsent[id(self._to_realtime)] = 0
         self._spawn(self._reopen_realtime(old, self._to_realtime))

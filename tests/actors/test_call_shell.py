@@ -38,6 +38,8 @@ class MemorySocket:
         self.paused = False
         self.sent_directly = 0
         self.taken = 0
+        self.sendable = asyncio.Event()  # clear it to hold a send mid-way
+        self.sendable.set()
         self._notifying: set[asyncio.Future[None]] = set()
 
     def try_send(self, text: str) -> bool:
@@ -53,6 +55,7 @@ class MemorySocket:
             self.arrived.notify_all()
 
     async def send(self, text: str) -> None:
+        await self.sendable.wait()
         if self.closed_with is not None:
             raise SocketClosed(*self.closed_with)
         async with self.arrived:
@@ -397,3 +400,20 @@ async def test_a_renewed_session_that_cannot_connect_ends_the_call() -> None:
     problems = [a for a in hooks.recorded if isinstance(a, ProblemNoted) and a.fatal]
     assert "connection refused" in problems[0].message
     await shell.close()
+
+
+async def test_renewal_while_a_send_to_the_old_session_is_under_way(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hooks = Hooks()
+    shell, old, twilio = await live_call(hooks)
+    old.paused, old.sendable = True, asyncio.Event()  # the writer task holds a send
+    twilio.inbox.put_nowait(media(1, b"\x01" * 160))
+    await twilio.wait_until(lambda: twilio.taken == 2)
+    old.inbox.put_nowait(EXPIRED)
+    await hooks.until(lambda: len(hooks.opened) == 1)
+    new = hooks.opened[0]
+    twilio.inbox.put_nowait(media(2, b"\x02" * 160))
+    await new.wait_until(lambda: len(new.of_type("input_audio_buffer.append")) == 1)
+    await shell.close()
+    assert "call task failed" not in caplog.text
