@@ -36,6 +36,7 @@ from switchboard.call_actions import (
     FinishCall,
     LatencyMeasured,
     ProblemNoted,
+    RenewSession,
     RunTool,
     UsageReported,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "RECORDER_BATCH_SIZE",
     "RECORDER_LAG",
     "RESPONSES",
+    "SESSION_RENEWALS",
     "TOKENS",
     "TOOL_CALLS",
     "CallMetrics",
@@ -124,6 +126,13 @@ PROBLEMS = MetricSpec(
     "Problems noted by the call policy, by source, reason and fatality.",
     ("source", "reason", "fatal"),
 )
+SESSION_RENEWALS = MetricSpec(
+    "switchboard_session_renewals",
+    _C,
+    "Calls moved to a new Realtime session, by reason: session_cap, session_expired, "
+    "realtime_lost.",
+    ("reason",),
+)
 RESPONSES = MetricSpec("switchboard_responses", _C, "Realtime responses that reported usage.")
 TOKENS = MetricSpec(
     "switchboard_tokens",
@@ -156,6 +165,7 @@ METRICS: tuple[MetricSpec, ...] = (
     INTERRUPTIONS,
     TOOL_CALLS,
     PROBLEMS,
+    SESSION_RENEWALS,
     RESPONSES,
     TOKENS,
     RECORDER_BATCH_SIZE,
@@ -288,6 +298,9 @@ class CallMetrics:
                     "fatal": "true" if fatal else "false",
                 }
                 self.sink.inc(PROBLEMS, 1, tags)
+            case RenewSession(reason=reason):
+                reason = self._label(SESSION_RENEWALS, "reason", reason)
+                self.sink.inc(SESSION_RENEWALS, 1, {"reason": reason})
             case UsageReported(usage=usage):
                 self.sink.inc(RESPONSES, 1, {})
                 for field, kind in _TOKEN_KINDS:

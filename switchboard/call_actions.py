@@ -185,7 +185,7 @@ class RenewSession:
     swaps sockets before it sends any of them.
     """
 
-    reason: str
+    reason: str  # session_cap (renewed in time), session_expired, or realtime_lost
 
 
 Command = (

@@ -266,7 +266,7 @@ class CallPolicy:
         for action in actions:
             self._memory.note(action)
         if self._renew_wanted and after is CallPhase.IDLE and self._caller_turns_settled:
-            actions += self._renew("the Realtime session nears its 60-minute limit")
+            actions += self._renew("session_cap")
         return actions
 
     def _measure_levels(self, payload: str, now: float) -> LevelsMeasured | None:
@@ -476,7 +476,7 @@ class CallPolicy:
             # Renewal at a quiet moment did not come in time: move now.
             return [
                 ProblemNoted("realtime", code, event.message),
-                *self._renew("the Realtime session expired"),
+                *self._renew("session_expired"),
             ]
         if code in FATAL_REALTIME_CODES:
             return [
@@ -521,7 +521,7 @@ class CallPolicy:
             self._reconnects += 1
             return [
                 ProblemNoted("realtime", "closed", f"{message}; reconnecting"),
-                *self._renew("the Realtime socket was lost"),
+                *self._renew("realtime_lost"),
             ]
         return [
             ProblemNoted("realtime", "closed", message, fatal=True),

@@ -52,7 +52,7 @@ async def test_a_conversation_recorded_from_notices(store: CallStore) -> None:
         TruncateItem("item_a1", 1000),
         UsageReported("resp_1", Usage(100, 60, 40, 50, 10, 0, 30, 10)),
         ProblemNoted("twilio", "mark_unknown", "a mark we never sent"),
-        RenewSession("the Realtime session nears its 60-minute limit"),
+        RenewSession("session_cap"),
         HangUp("caller asked"),
         FinishCall("twilio stream stopped"),
     ]

@@ -28,6 +28,7 @@ from switchboard.call_actions import (
     LatencyMeasured,
     PhaseChanged,
     ProblemNoted,
+    RenewSession,
     RunTool,
     UsageReported,
 )
@@ -103,6 +104,7 @@ def test_a_whole_call_becomes_counts_latencies_and_a_duration(sink: RegistrySink
             (RunTool("tc_1", "book_slot", "{}"), T0 + 5),
             (RunTool("tc_2", "book_slot", "{}"), T0 + 6),
             (ProblemNoted("realtime", "rate_limited", "slow down"), T0 + 7),
+            (RenewSession("session_cap"), T0 + 7.5),
             (
                 UsageReported("resp_1", usage(input_audio_tokens=120, output_audio_tokens=80)),
                 T0 + 8,
@@ -133,6 +135,7 @@ def test_a_whole_call_becomes_counts_latencies_and_a_duration(sink: RegistrySink
     problem = {"source": "realtime", "reason": "rate_limited", "fatal": "false"}
     assert sink.value("switchboard_problems_total", **problem) == 1
     assert sink.value("switchboard_responses_total") == 2
+    assert sink.value("switchboard_session_renewals_total", reason="session_cap") == 1
     tokens = {
         kind: sink.value("switchboard_tokens_total", kind=kind)
         for kind in ("input_audio", "output_audio", "input_text", "input_cached", "output_text")

@@ -54,11 +54,11 @@ def test_tool_runs_and_endings_are_events_too() -> None:
     hangup = live_event("c1", HangUp("api"), 0.0)
     assert hangup is not None
     assert hangup["type"] == "call.hanging_up"
-    renewed = live_event("c1", RenewSession("the Realtime session expired"), 0.0)
+    renewed = live_event("c1", RenewSession("session_expired"), 0.0)
     assert renewed is not None
     assert (renewed["type"], renewed["reason"]) == (
         "session.renewed",
-        "the Realtime session expired",
+        "session_expired",
     )
 
 
