@@ -15,6 +15,7 @@ from switchboard.call_actions import (
     FinishCall,
     LatencyMeasured,
     PhaseChanged,
+    RenewSession,
     RunTool,
     ToolReturned,
     UsageReported,
@@ -79,6 +80,7 @@ async def test_a_conversation_streams_in_order_with_the_cut_and_a_tool(console: 
         RunTool("t1", "check_calendar", '{"day": "Monday"}'),
         ToolReturned("t1", '{"free": true}'),
     )
+    await console.act(call.id, RenewSession("session_cap"))
     await console.act(call.id, AgentTurnStarted("a3"), AgentTranscriptGrew("a3", "Monday is free."))
     await console.act(call.id, AgentTurnFinished("a3", "Monday is free."))
 
@@ -111,6 +113,7 @@ async def test_a_conversation_streams_in_order_with_the_cut_and_a_tool(console: 
     assert "Status: Ringing" in timeline and "Status: In progress" in timeline
     assert "Caller interrupted the agent (heard 2.3 s of 6.1 s)" in timeline
     assert "Tool called: check_calendar" in timeline and "Tool returned" in timeline
+    assert "Model session renewed: the old one neared its 60-minute limit" in timeline
     await page.uncheck("#show-phases")
     assert await page.locator("#timeline li.phase").first.is_hidden()
 

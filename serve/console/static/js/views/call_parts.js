@@ -69,6 +69,12 @@ export function renderTool(entry, startIso) {
   );
 }
 
+const RENEWAL_REASONS = {
+  session_cap: "the old one neared its 60-minute limit",
+  session_expired: "the old one expired",
+  realtime_lost: "the connection to the model dropped",
+};
+
 export function timelineLabel(item) {
   const data = item.data ?? {};
   switch (item.kind) {
@@ -91,7 +97,7 @@ export function timelineLabel(item) {
     case "finished":
       return `Call finished: ${data.reason ?? ""}`;
     case "session_renewed":
-      return `Model session renewed: ${data.reason ?? ""}`;
+      return `Model session renewed: ${RENEWAL_REASONS[data.reason] ?? data.reason ?? ""}`;
     case "latency":
       return data.kind === "answer"
         ? `Latency: first agent audio ${millis(data.ms)} after the answer`
