@@ -58,7 +58,9 @@ class ConversationMemory:
             case AgentTurnStarted(item_id=item_id):
                 self._turn(item_id, "assistant")
             case AgentTranscriptGrew(item_id=item_id, delta=delta):
-                self._turn(item_id, "assistant").text += delta
+                turn = self._turn(item_id, "assistant")
+                if turn.cut is None:  # text after the cut was never played (as in the store)
+                    turn.text += delta
             case AgentTurnFinished(item_id=item_id, transcript=transcript):
                 self._turn(item_id, "assistant").text = transcript
             case AgentTurnInterrupted(item_id=item_id, heard_ms=heard, generated_ms=generated):

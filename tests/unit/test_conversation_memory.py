@@ -53,3 +53,11 @@ def test_memory_stays_bounded_on_a_long_call() -> None:
     assert len(turns) == MAX_TURNS
     assert turns[-1] == ("assistant", f"turn {MAX_TURNS + 49}")
     assert turns[0] == ("assistant", "turn 50")
+
+
+def test_text_after_a_cut_does_not_move_the_heard_estimate() -> None:
+    memory = ConversationMemory()
+    memory.note(AgentTranscriptGrew("item_R", "We have Tuesday at four or Friday at ten."))
+    memory.note(AgentTurnInterrupted("item_R", 1000, 2000))
+    memory.note(AgentTranscriptGrew("item_R", " Or Saturday, if that suits you better."))
+    assert memory.recent(1000) == (("assistant", "We have Tuesday at"),)
