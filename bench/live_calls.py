@@ -11,9 +11,10 @@ One more run places calls with no warm actor, to show what the pool hides.
     python -m bench --only live-calls --max-calls 40
     python -m bench.live_calls --steps 10 20 --cold-calls 0     # prints JSON
 
-Targets (``TARGETS``): relay p99 <= 10 ms both ways, no gap over 40 ms inside a
-reply as received, setup p99 <= 300 ms (the system's part: the emulated model's
-time to first audio is taken off), barge-in p99 <= 50 ms, PSS <= 80 MB per call.
+Targets (``TARGETS``): relay p99 <= 10 ms both ways, no gap over 40 ms in the audio
+of a reply as the phone plays it (``call_metrics.underruns_ms``), setup p99 <= 300 ms
+(the system's part: the emulated model's time to first audio is taken off), barge-in
+p99 <= 50 ms, PSS <= 80 MB per call.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ def broken_targets(result: Result, targets: Targets = TARGETS) -> list[str]:
         "placed": result.get("placed") == calls and result.get("measured_calls") == calls,
         "relay": max(_p99(result, "caller_to_model_ms"), _p99(result, "model_to_caller_ms"))
         <= targets.relay_p99_ms,
-        "gap": result.get("max_gap_ms", float("inf")) <= targets.gap_ms
-        and result.get("underruns", 1) == 0,
+        # A gap in the audio is a silence the caller hears: the replies arrive faster
+        # than real time, so a late frame is only heard once the phone's buffer ran dry.
+        "gap": result.get("max_underrun_ms", float("inf")) <= targets.gap_ms,
         "setup": _p99(result, "setup_system_ms") <= targets.setup_p99_ms,
         "barge-in": _p99(result, "barge_in_ms") <= targets.barge_in_p99_ms
         and result.get("barge_in_ms", {}).get("count", 0) >= calls,

@@ -31,8 +31,9 @@ def _latency_row(r: Result) -> str:
         f"| {r['calls']} | {r.get('placed', 0)} / {r.get('measured_calls', 0)} "
         f"| {_pair(r.get('setup_ms'))} | {_pair(r.get('setup_system_ms'))} "
         f"| {_pair(r.get('caller_to_model_ms'))} | {_pair(r.get('model_to_caller_ms'))} "
+        f"| {r.get('max_underrun_ms', 0):.1f} ({r.get('underruns', 0)}) "
         f"| {r.get('max_gap_ms', 0):.1f} ({r.get('max_sent_gap_ms', 0):.1f}) "
-        f"| {r.get('underruns', 0)} | {_pair(r.get('barge_in_ms'))} "
+        f"| {_pair(r.get('barge_in_ms'))} "
         f"| {', '.join(r.get('broken', [])) or 'all met'} |"
     )
 
@@ -112,7 +113,8 @@ def render_live_calls(results: Result) -> str:
         "",
         "| N | placed / measured | setup p50 / p99 ms | system part p50 / p99 ms "
         "| caller->model p50 / p99 ms | model->caller p50 / p99 ms "
-        "| longest gap in a reply ms (as sent) | underruns | barge-in p50 / p99 ms "
+        "| longest silence heard ms (underruns) | longest arrival gap ms (as sent) "
+        "| barge-in p50 / p99 ms "
         "| targets missed |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         *(_latency_row(r) for r in rows),
@@ -125,8 +127,9 @@ def render_live_calls(results: Result) -> str:
         "",
         f"**Largest N holding every target: {results['largest_n'] or 'none'}; every target "
         f"but PSS: {results.get('largest_n_but_pss') or 'none'}** (relay p99 <= "
-        f"{t['relay_p99_ms']:.0f} ms both ways, no gap over {t['gap_ms']:.0f} ms and no underrun "
-        f"in received replies, setup p99 <= {t['setup_p99_ms']:.0f} ms for the system's part, "
+        f"{t['relay_p99_ms']:.0f} ms both ways, no gap over {t['gap_ms']:.0f} ms in the audio "
+        f"of a reply as the phone plays it, setup p99 <= {t['setup_p99_ms']:.0f} ms for the "
+        "system's part, "
         f"barge-in p99 <= {t['barge_in_p99_ms']:.0f} ms, PSS <= {t['pss_mb']:.0f} MB per call).",
     ]
     if measured:

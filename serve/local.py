@@ -74,28 +74,32 @@ async def local_stack(
             "a local stack must stay on loopback: set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
             "in the environment before Ray is imported"
         )
-    serve_port = serve_port or free_port()
-    context = ray.init(
-        namespace=NAMESPACE,
-        _node_ip_address="127.0.0.1",  # keep every Ray socket on loopback
-        resources={CALL_SLOT: call_slots},
-        num_cpus=num_cpus,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        log_to_driver=False,
-    )
+    # The public port is bound before Ray starts, and Serve's port chosen just before
+    # Serve binds it: Ray's processes open listeners on ports of their own choosing, and
+    # one could take a port that was only chosen, not held.
+    listener = socket.create_server(("127.0.0.1", public_port))
     edge: MediaEdge | None = None
     pool: Handle | None = None
     recorder: Handle | None = None
     try:
+        context = ray.init(
+            namespace=NAMESPACE,
+            _node_ip_address="127.0.0.1",  # keep every Ray socket on loopback
+            resources={CALL_SLOT: call_slots},
+            num_cpus=num_cpus,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
+        )
         os.environ.setdefault("SWITCHBOARD_MEDIA_HOST", "127.0.0.1")
         recorder, pool = await ensure_call_actors(
             os.environ.get("DATABASE_URL", "sqlite:///switchboard.db"), warm_actors
         )
+        serve_port = serve_port or free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
         serve.run(app, name="switchboard", route_prefix="/")
         edge = MediaEdge(PoolResolver(pool), ("127.0.0.1", serve_port))
-        await edge.start("127.0.0.1", public_port)
+        await edge.start(sock=listener)
         dashboard = getattr(context, "dashboard_url", None)
         yield LocalStack(
             public_url=f"http://127.0.0.1:{public_port}",
@@ -106,13 +110,16 @@ async def local_stack(
             dashboard_url=f"http://{dashboard}" if dashboard else None,
         )
     finally:
-        if edge is not None:
-            await edge.stop()
-        with contextlib.suppress(Exception):
-            serve.shutdown()  # type: ignore[no-untyped-call]
-        for handle, closing in ((pool, "close"), (recorder, "close")):
-            if handle is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(getattr(handle, closing).remote(), timeout=10)
-                ray.kill(handle, no_restart=True)
-        ray.shutdown()
+        if edge is not None and edge.started:
+            await edge.stop()  # closes the listener too
+        else:
+            listener.close()
+        if ray.is_initialized():
+            with contextlib.suppress(Exception):
+                serve.shutdown()  # type: ignore[no-untyped-call]
+            for handle, closing in ((pool, "close"), (recorder, "close")):
+                if handle is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(getattr(handle, closing).remote(), timeout=10)
+                    ray.kill(handle, no_restart=True)
+            ray.shutdown()

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import socket
 from collections import Counter
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
@@ -110,9 +111,19 @@ class MediaEdge:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None
+    ) -> None:
+        """Listen on (host, port), or on ``sock``, a listening socket bound earlier."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Front(self), host, port)
+        if sock is not None:
+            self._server = await loop.create_server(lambda: _Front(self), sock=sock)
+        else:
+            self._server = await loop.create_server(lambda: _Front(self), host, port)
+
+    @property
+    def started(self) -> bool:
+        return self._server is not None
 
     @property
     def port(self) -> int:

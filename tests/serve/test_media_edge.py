@@ -536,8 +536,23 @@ def test_media_prefix_must_be_a_directory() -> None:
 
 
 def test_port_before_start_is_an_error() -> None:
+    edge = MediaEdge(Resolver(), closed_port())
+    assert not edge.started
     with pytest.raises(RuntimeError):
-        _ = MediaEdge(Resolver(), closed_port()).port
+        _ = edge.port
+
+
+async def test_a_listener_bound_before_start_is_served_and_closed_at_stop() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    edge = MediaEdge(Resolver(), closed_port())
+    await edge.start(sock=listener)
+    assert edge.port == port
+    answer = await exchange(port, b"GET /media/CAnone HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert isinstance(answer, bytes) and answer.startswith(b"HTTP/1.1 502 ")  # no upstream
+    await edge.stop()
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)  # nothing listens any more
 
 
 def test_runs_on_uvloop() -> None:
@@ -547,7 +562,9 @@ def test_runs_on_uvloop() -> None:
         async with serve(Actor().handler, "127.0.0.1", 0) as server:
             address = ("127.0.0.1", next(iter(server.sockets)).getsockname()[1])
             edge = MediaEdge(Resolver({CALL: address}), closed_port())
-            await edge.start("127.0.0.1", 0)
+            listener = socket.create_server(("127.0.0.1", 0))  # bound early, as local_stack does
+            await edge.start(sock=listener)
+            assert edge.started and edge.port == listener.getsockname()[1]
             try:
                 async with connect(f"ws://127.0.0.1:{edge.port}/media/{CALL}") as ws:
                     got: list[object] = [await ws.recv()]
