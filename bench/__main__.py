@@ -24,6 +24,7 @@ from bench.live_calls import run_live_calls_bench
 from bench.live_report import render_live_calls
 from bench.machine import describe_machine
 from bench.ray_floor import WINDOW_S, run_ray_floor
+from bench.recorder_load import REPORTS, ROUNDS, run_recorder_load
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 FRAME_TARGET_US = 30.0
@@ -83,10 +84,27 @@ def ray_floor_section(args: argparse.Namespace) -> str:
     ])  # fmt: skip
 
 
+def recorder_section(args: argparse.Namespace) -> str:
+    rows = run_recorder_load()
+    return "\n".join([
+        f"Measured {dt.date.today().isoformat()} on {describe_machine()}: {REPORTS} reports "
+        f"per row, the median of {ROUNDS} rounds, SQLite (code: `bench/recorder_load.py`).",
+        "",
+        "| calls reporting at once | reports / s | CPU per report, ms | commits per report |",
+        "|---:|---:|---:|---:|",
+        *(
+            f"| {r.calls} | {r.reports_per_s:.0f} | {r.cpu_ms_per_report:.2f} "
+            f"| {r.commits_per_report:.2f} |"
+            for r in rows
+        ),
+    ])  # fmt: skip
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], str]] = {
     "frame-path": frame_path_section,
     "live-calls": live_calls_section,
     "ray-floor": ray_floor_section,
+    "recorder": recorder_section,
 }
 
 

@@ -23,6 +23,7 @@ from switchboard.transcript import Placed, order_turns
 
 __all__ = [
     "call_filters",
+    "check_call",
     "decode_cursor",
     "encode_cursor",
     "page_query",
@@ -41,6 +42,12 @@ def require_call(session: Session, call_id: str, *, lock: bool = False) -> CallR
     if row is None:
         raise StoreError(f"unknown call id {call_id!r}")
     return row
+
+
+def check_call(session: Session, call_id: str) -> None:
+    """:class:`StoreError` if there is no such call (reads its id only, not the row)."""
+    if session.scalar(select(CallRow.id).where(CallRow.id == call_id)) is None:
+        raise StoreError(f"unknown call id {call_id!r}")
 
 
 def to_record(row: CallRow) -> CallRecord:

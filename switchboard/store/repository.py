@@ -21,7 +21,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import get_args
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from switchboard.errors import StoreError
@@ -34,6 +34,7 @@ from switchboard.store.models import CallEventRow, CallRow, TurnRow, UsageRow
 from switchboard.store.pricing import GPT_REALTIME, PriceTable, estimate_cost
 from switchboard.store.queries import (
     call_filters,
+    check_call,
     encode_cursor,
     page_query,
     require_call,
@@ -79,6 +80,11 @@ class CallStore:
             database, interval_s=flush_interval_s, now=now, monotonic=monotonic
         )
         self._closed = False
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for instrumentation (a benchmark counts commits)."""
+        return self._db.engine
 
     @classmethod
     async def open(
@@ -205,7 +211,7 @@ class CallStore:
         ]
 
         def work(session: Session) -> None:
-            require_call(session, call_id)
+            check_call(session, call_id)
             session.add_all(rows)
 
         await self._db.write("appending call events", work)
@@ -261,7 +267,7 @@ class CallStore:
         counts = {name: check.count(name, getattr(usage, name)) for name in _USAGE_FIELDS}
 
         def work(session: Session) -> None:
-            require_call(session, call_id)
+            check_call(session, call_id)
             seen = session.execute(
                 select(UsageRow.id).where(
                     UsageRow.call_id == call_id, UsageRow.response_id == response_id

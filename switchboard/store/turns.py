@@ -30,7 +30,7 @@ from switchboard.errors import StoreError
 from switchboard.store.buffer import TranscriptBuffer, TurnKey
 from switchboard.store.database import Database
 from switchboard.store.models import TurnRow
-from switchboard.store.queries import require_call
+from switchboard.store.queries import check_call
 from switchboard.transcript import heard_prefix
 
 __all__ = ["TurnWriter"]
@@ -64,7 +64,7 @@ class TurnWriter:
         def work(session: Session) -> None:
             if _turn(session, call_id, item_id, "caller") is not None:
                 return  # the place is already taken
-            require_call(session, call_id)
+            check_call(session, call_id)
             session.add(
                 TurnRow(
                     call_id=call_id,
@@ -82,7 +82,7 @@ class TurnWriter:
         def work(session: Session) -> None:
             row = _turn(session, call_id, item_id, "caller")
             if row is None:
-                require_call(session, call_id)
+                check_call(session, call_id)
                 row = TurnRow(call_id=call_id, item_id=item_id, role="caller", started_at=at)
                 session.add(row)
             row.text, row.state, row.ended_at = text, "transcribed", at
@@ -97,7 +97,7 @@ class TurnWriter:
         def work(session: Session) -> bool:
             if _turn(session, call_id, item_id, "agent") is not None:
                 return False  # a repeated start; a later delta reopens it if needed
-            require_call(session, call_id)
+            check_call(session, call_id)
             session.add(
                 TurnRow(
                     call_id=call_id,
@@ -199,7 +199,7 @@ class TurnWriter:
         def work(session: Session) -> tuple[str, str]:
             row = _turn(session, call_id, item_id, "agent")
             if row is None:
-                require_call(session, call_id)
+                check_call(session, call_id)
                 row = TurnRow(
                     call_id=call_id,
                     item_id=item_id,
@@ -226,7 +226,7 @@ class TurnWriter:
         call_id, item_id = key
         row = _turn(session, call_id, item_id, "agent")
         if row is None:  # finished or cut without a start: keep the text anyway
-            require_call(session, call_id)
+            check_call(session, call_id)
             row = TurnRow(
                 call_id=call_id,
                 item_id=item_id,

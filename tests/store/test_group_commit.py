@@ -1,0 +1,148 @@
+"""Writes waiting together commit together, and each one still succeeds or fails alone.
+
+The recorder is the one writer for every live call, so the store queues writes and
+commits those that wait together in one transaction, each in a savepoint of its own
+(``switchboard.store.database``). These tests hold it to what a caller of ``write``
+was promised before: its write is committed when it returns, a write that fails
+rolls back alone with its own error, and nothing is reported done that was not kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from switchboard.errors import StoreError
+from switchboard.store import CallStore, NewCall
+from switchboard.store.database import Database, create_engine
+
+AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+WRITES = 40
+
+
+@pytest_asyncio.fixture
+async def database(db_url: str) -> AsyncIterator[Database]:
+    database = Database(create_engine(db_url), threads=2)
+
+    def create(connection: Connection) -> None:
+        connection.exec_driver_sql("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+
+    await database.run("creating a table", create)
+    yield database
+    await database.aclose()
+
+
+def insert(n: int) -> Callable[[Session], int]:
+    def work(session: Session) -> int:
+        session.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+        return n
+
+    return work
+
+
+async def stored(database: Database) -> list[int]:
+    def work(session: Session) -> list[int]:
+        return [row[0] for row in session.execute(text("SELECT n FROM t ORDER BY n"))]
+
+    return await database.read("reading the table", work)
+
+
+def count_commits(database: Database) -> list[int]:
+    commits = [0]
+
+    def counted(_connection: object) -> None:
+        commits[0] += 1
+
+    event.listen(database.engine, "commit", counted)
+    return commits
+
+
+async def test_concurrent_writes_share_commits_and_all_land(database: Database) -> None:
+    commits = count_commits(database)
+    results = await asyncio.gather(*(database.write("inserting", insert(n)) for n in range(WRITES)))
+    assert results == list(range(WRITES))  # each caller gets its own work's result
+    assert commits[0] <= WRITES // 2
+    assert await stored(database) == list(range(WRITES))
+
+
+async def test_a_lone_write_commits_alone(database: Database) -> None:
+    commits = count_commits(database)
+    for n in range(3):
+        assert await database.write("inserting", insert(n)) == n
+    assert commits[0] == 3
+    assert await stored(database) == [0, 1, 2]
+
+
+async def test_a_write_that_fails_in_a_group_fails_alone(database: Database) -> None:
+    def bug(session: Session) -> None:
+        insert(100)(session)
+        raise ValueError("a bug in a write")
+
+    results = await asyncio.gather(
+        *(database.write("inserting", insert(n)) for n in range(5)),
+        database.write("inserting a duplicate", insert(3)),
+        database.write("writing with a bug", bug),
+        *(database.write("inserting", insert(n)) for n in range(5, 10)),
+        return_exceptions=True,
+    )
+    duplicate, bug_error = results[5], results[6]
+    assert isinstance(duplicate, StoreError)
+    assert str(duplicate).startswith("inserting a duplicate failed: ")
+    assert "IntegrityError" in str(duplicate) or "UniqueViolation" in str(duplicate)
+    assert isinstance(bug_error, ValueError)  # not a database error: passed on as it is
+    assert [r for i, r in enumerate(results) if i not in (5, 6)] == list(range(10))
+    assert await stored(database) == list(range(10))  # the failed writes left nothing
+
+
+async def test_a_failed_commit_fails_every_write_of_its_group(database: Database) -> None:
+    def refuse(_connection: object) -> None:
+        raise OSError("disk full")
+
+    event.listen(database.engine, "commit", refuse)
+    results = await asyncio.gather(
+        *(database.write("inserting", insert(n)) for n in range(WRITES)),
+        return_exceptions=True,
+    )
+    event.remove(database.engine, "commit", refuse)
+    assert all(isinstance(r, StoreError) for r in results), results
+    assert all(str(r).startswith("inserting failed: ") and "disk full" in str(r) for r in results)
+    assert await stored(database) == []  # nothing reported done was kept
+    assert await database.write("inserting", insert(1)) == 1  # and the store goes on
+    assert await stored(database) == [1]
+
+
+async def test_a_cancelled_caller_still_gets_its_write_committed(database: Database) -> None:
+    task = asyncio.create_task(database.write("inserting", insert(1)))
+    await asyncio.sleep(0)  # let it queue its write
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await database.write("inserting", insert(2))
+    assert await stored(database) == [1, 2]
+
+
+async def test_a_write_after_close_is_a_store_error(db_url: str) -> None:
+    database = Database(create_engine(db_url), threads=1)
+    await database.aclose()
+    with pytest.raises(StoreError, match=r"^inserting failed: "):
+        await database.write("inserting", insert(1))
+
+
+async def test_a_calls_timeline_keeps_the_order_its_events_were_written_in(
+    store: CallStore,
+) -> None:
+    call_id = (await store.create_call(NewCall("outbound", "+15551230001", "+15550000000"))).id
+    await asyncio.gather(
+        *(store.append_event(call_id, "latency", AT, {"n": n}) for n in range(WRITES))
+    )
+    detail = await store.get_call(call_id)
+    assert detail is not None
+    # One timestamp for all: the timeline falls back to the order they were written in.
+    assert [e.data["n"] for e in detail.timeline] == list(range(WRITES))
