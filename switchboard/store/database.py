@@ -24,10 +24,10 @@ Writes are group-committed. Each ``write`` is queued; one drain on the writer
 lane takes every write waiting (up to ``MAX_GROUP``) and runs them in one
 transaction, each in a savepoint of its own and with a session of its own: a
 write that raises is rolled back alone and its caller gets its error, the others
-commit together, and each caller is answered only after the commit. A lone write
-costs one savepoint more than before; under load (the recorder, one writer for
-every live call) the commit, the lock and the thread hop are paid once per group
-(``python -m bench --only recorder``).
+commit together, and each caller is answered only after the commit. A write
+found alone has a transaction to itself, as before; under load (the recorder, one
+writer for every live call) the commit, the lock and the thread hop are paid once
+per group (``python -m bench --only recorder``).
 
 Why a synchronous engine on worker threads rather than SQLAlchemy's asyncio
 extension: measured on this project's 2-core machine (1500 small write
@@ -201,10 +201,8 @@ class Database:
         self.engine = engine
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="switchboard-store")
         self._reader = sessionmaker(engine, expire_on_commit=False)
-        self._writer = sessionmaker(
-            engine.execution_options(**{WRITE: True}), expire_on_commit=False
-        )
         self._write_engine = engine.execution_options(**{WRITE: True})
+        self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
         self._queue: list[_Write] = []
         self._queue_lock = threading.Lock()
         self._draining = False
