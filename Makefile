@@ -51,8 +51,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy switchboard
 
-bench: $(STAMP)
-	$(PY) -m bench
+bench: $(STAMP) $(APT_STAMP)
+	PATH="$(PG_BIN):$$PATH" $(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,7 @@
 
 Ray imports the module that defines an actor class in every process that
 runs it, and also in every process that holds a handle to it: a call actor's
-``ray.get_actor(RECORDER_NAME)`` loads this class to learn its methods. So
+``ray.get_actor(recorder_name(shard))`` loads this class to learn its methods. So
 this module imports neither ``actors.recorder`` nor the store (SQLAlchemy,
 Alembic, the database drivers: ~29 MB of every call actor's memory); the
 recorder's process imports them when the actor is constructed.

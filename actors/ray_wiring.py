@@ -10,6 +10,10 @@ share is small and real (``CALL_CPUS``), as measured in docs/media-path.md.
 Secrets never travel through Ray: every actor reads its settings from its
 own process environment (the raylet's, inherited from ``ray start`` or the
 pod spec).
+
+The recorder may be several actors (``RECORDER_SHARDS``): each call's reports go
+to the one its id maps to (``shard_of``), so one call's record stays in order
+while the writing spreads over processes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import uuid
+import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import ray
@@ -34,15 +40,18 @@ __all__ = [
     "CALL_SLOT",
     "NAMESPACE",
     "POOL_NAME",
-    "RECORDER_NAME",
+    "HandleReporter",
     "RayCallActor",
     "RayCallPool",
+    "recorder_handles",
+    "recorder_name",
+    "shard_of",
     "twilio_client",
 ]
 
 NAMESPACE = "switchboard"
 POOL_NAME = "switchboard-pool"
-RECORDER_NAME = "switchboard-recorder"
+RECORDER_PREFIX = "switchboard-recorder"
 CALL_SLOT = "call_slot"
 CALL_CPUS = 0.02  # a placement budget; measured in a call here: 2-3% of a core (benchmarks.md)
 CALL_MEMORY = 80 * 1024 * 1024  # the per-call PSS budget of the benchmark
@@ -72,20 +81,42 @@ def rest_hang_up(settings: Settings) -> HangUpVia:
     return hang_up
 
 
+def recorder_name(shard: int) -> str:
+    return f"{RECORDER_PREFIX}-{shard}"
+
+
+def shard_of(call_id: str, shards: int) -> int:
+    """The recorder shard of call ``call_id``, the same in every process (``hash()`` of
+    a string is salted per process; CRC-32 is not)."""
+    if shards < 1:
+        raise ValueError(f"a recorder needs at least one shard, not {shards}")
+    return zlib.crc32(call_id.encode()) % shards
+
+
+def recorder_handles(shards: int) -> list[Handle]:
+    """The running recorder shards, found by name."""
+    return [ray.get_actor(recorder_name(i), namespace=NAMESPACE) for i in range(shards)]
+
+
 class HandleReporter:
-    def __init__(self, recorder: Handle) -> None:
-        self.recorder = recorder
+    """Sends each call's reports to its recorder shard."""
+
+    def __init__(self, recorders: Sequence[Handle]) -> None:
+        if not recorders:
+            raise ValueError("a reporter needs at least one recorder")
+        self.recorders = tuple(recorders)
 
     async def report(self, call_id: str, batch: list[tuple[Action, float]]) -> None:
-        await self.recorder.report.remote(call_id, batch)
+        shard = self.recorders[shard_of(call_id, len(self.recorders))]
+        await shard.report.remote(call_id, batch)
 
 
 @ray.remote
 class RayCallActor(CallActor):
     def __init__(self, slot: str) -> None:
         settings = load_settings(None)
-        recorder = ray.get_actor(RECORDER_NAME, namespace=NAMESPACE)
-        super().__init__(slot, settings, HandleReporter(recorder), rest_hang_up(settings))
+        reporter = HandleReporter(recorder_handles(settings.recorder_shards))
+        super().__init__(slot, settings, reporter, rest_hang_up(settings))
         # Everything imported so far lives as long as the process: keep it out of
         # every later collection (Ray also asks workers for full ones).
         gc.freeze()

@@ -24,7 +24,7 @@ from bench.live_calls import run_live_calls_bench
 from bench.live_report import render_live_calls
 from bench.machine import describe_machine
 from bench.ray_floor import WINDOW_S, run_ray_floor
-from bench.recorder_load import REPORTS, ROUNDS, run_recorder_load
+from bench.recorder_load import REPORTS, ROUNDS, SHARDED_CALLS, run_recorder_load, run_sharded_load
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 FRAME_TARGET_US = 30.0
@@ -96,6 +96,20 @@ def recorder_section(args: argparse.Namespace) -> str:
             f"| {r.calls} | {r.reports_per_s:.0f} | {r.cpu_ms_per_report:.2f} "
             f"| {r.commits_per_report:.2f} |"
             for r in rows
+        ),
+        "",
+        f"Shards: {SHARDED_CALLS} calls over S recorders, one process each; the PostgreSQL "
+        "server is local, on a Unix socket, fsync on.",
+        "",
+        "| store | recorders | reports / s | recorders' CPU per report, ms "
+        "| PostgreSQL's CPU per report, ms |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {r.backend} | {r.shards} | {r.reports_per_s:.0f} "
+            f"| {r.recorder_cpu_ms_per_report:.2f} | "
+            + ("-" if r.server_cpu_ms_per_report is None else f"{r.server_cpu_ms_per_report:.2f}")
+            + " |"
+            for r in run_sharded_load()
         ),
     ])  # fmt: skip
 

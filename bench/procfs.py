@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["Sample", "Sampler", "Usage", "process_label", "pss_mb"]
+__all__ = ["Sample", "Sampler", "Usage", "process_label", "pss_mb", "tree_cpu_s"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CALL_ACTOR = "call actors"
@@ -79,6 +79,19 @@ def _descendants(root: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds of process ``root`` and all its descendants, the ended ones too (a
+    reaped child's CPU is in its parent's ``cutime``/``cstime``)."""
+    total = 0.0
+    for pid in [root, *_descendants(root)]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:  # gone since the scan: its parent has its CPU now
+            continue
+        total += sum(int(f) for f in fields[11:15]) / CLK_TCK
+    return total
 
 
 def _cpu_pressure_s() -> float:

@@ -116,7 +116,7 @@ def ray_groups(count: int) -> dict[str, list[int]]:
 
     import ray
 
-    from actors.ray_wiring import CALL_SLOT, NAMESPACE, RECORDER_NAME, RayCallActor
+    from actors.ray_wiring import CALL_SLOT, NAMESPACE, RayCallActor, recorder_name
 
     os.environ.update(
         TWILIO_AUTH_TOKEN="0" * 32,
@@ -149,7 +149,7 @@ def ray_groups(count: int) -> dict[str, list[int]]:
         async def report(self, *_: object) -> None:
             return None
 
-    recorder = NoRecorder.options(name=RECORDER_NAME).remote()  # type: ignore[attr-defined]
+    recorder = NoRecorder.options(name=recorder_name(0)).remote()  # type: ignore[attr-defined]
     sync = [SyncIdle.remote() for _ in range(count)]  # type: ignore[attr-defined]
     concurrent = [AsyncIdle.remote() for _ in range(count)]  # type: ignore[attr-defined]
     calls = [

@@ -2,7 +2,7 @@
 
 The replica builds its dependencies at start (the store, the Ray call
 control, the live event feed) and hands them to ``build_app``. Live events
-come from the recorder actor through one long poll per replica
+come from the recorder actors through one long poll per shard and replica
 (``RecorderFeed``), then fan out in-process to every WebSocket viewer.
 """
 
@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import ray
 from fastapi import FastAPI
@@ -22,9 +22,10 @@ from actors.ray_recorder import RayCallRecorder
 from actors.ray_wiring import (
     NAMESPACE,
     POOL_NAME,
-    RECORDER_NAME,
     Handle,
     RayCallPool,
+    recorder_name,
+    shard_of,
     twilio_client,
 )
 from serve.api import build_app
@@ -46,36 +47,51 @@ GATHER_S = 0.05
 
 
 class RecorderFeed:
-    """``EventFeed`` over the recorder actor's event log."""
+    """``EventFeed`` over the recorder shards' event logs.
 
-    def __init__(self, recorder: Handle, hub: EventHub | None = None) -> None:
-        self.recorder = recorder
+    One pump per shard. A call's events all come from its own shard, so they stay in
+    the order its shard logged them; events of different calls interleave as they come.
+    """
+
+    def __init__(self, recorders: Sequence[Handle], hub: EventHub | None = None) -> None:
+        if not recorders:
+            raise ValueError("a feed needs at least one recorder")
+        self.recorders = tuple(recorders)
         self.hub = hub or EventHub()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
-    def start(self, after: int = 0) -> None:
-        self._task = asyncio.ensure_future(self._pump(after))
+    def start(self, after: Sequence[int] | None = None) -> None:
+        """Pump every shard, each from its number in ``after`` (all from 0 if None)."""
+        after = list(after) if after is not None else [0] * len(self.recorders)
+        if len(after) != len(self.recorders):
+            raise ValueError(f"{len(after)} starting points for {len(self.recorders)} shards")
+        self._tasks = [
+            asyncio.ensure_future(self._pump(recorder, seq))
+            for recorder, seq in zip(self.recorders, after, strict=True)
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        self._tasks = []
 
     def subscribe(self, call_id: str | None) -> AsyncIterator[dict[str, object]]:
         return self.hub.subscribe(call_id)
 
     def publish(self, call_id: str, event: dict[str, object]) -> None:
-        # Through the recorder, so every replica's viewers see it, in order.
+        # Through the call's shard, so every replica's viewers see it, in its call's order.
         message = {"call_id": call_id, **event}
         if "at" not in message:
             message["at"] = self.hub.now().isoformat()
-        self.recorder.publish.remote(message)
+        self.recorders[shard_of(call_id, len(self.recorders))].publish.remote(message)
 
-    async def _pump(self, after: int) -> None:
+    async def _pump(self, recorder: Handle, after: int) -> None:
         while True:
             try:
-                events, after = await self.recorder.poll.remote(after, POLL_TIMEOUT_S)
+                events, after = await recorder.poll.remote(after, POLL_TIMEOUT_S)
             except Exception:  # the recorder restarts: keep the viewers, try again
                 log.exception("polling live events failed")
                 await asyncio.sleep(1.0)  # back off before the next try
@@ -86,16 +102,21 @@ class RecorderFeed:
                 await asyncio.sleep(GATHER_S)  # a batching period, not synchronisation
 
 
-async def ensure_call_actors(database_url: str, warm_actors: int = 2) -> tuple[Handle, Handle]:
-    """The recorder and the pool: found by name, or started (detached) if missing."""
-    recorder = RayCallRecorder.options(  # type: ignore[attr-defined]
-        name=RECORDER_NAME,
-        namespace=NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-        num_cpus=0.1,
-    ).remote(database_url)
-    await recorder.open.remote()
+async def ensure_call_actors(
+    database_url: str, warm_actors: int = 2, recorder_shards: int = 1
+) -> tuple[list[Handle], Handle]:
+    """The recorder shards and the pool: found by name, or started (detached) if missing."""
+    recorders = [
+        RayCallRecorder.options(  # type: ignore[attr-defined]
+            name=recorder_name(shard),
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            num_cpus=0.1,
+        ).remote(database_url)
+        for shard in range(recorder_shards)
+    ]
+    await asyncio.gather(*(recorder.open.remote() for recorder in recorders))
     pool = RayCallPool.options(  # type: ignore[attr-defined]
         name=POOL_NAME,
         namespace=NAMESPACE,
@@ -104,7 +125,7 @@ async def ensure_call_actors(database_url: str, warm_actors: int = 2) -> tuple[H
         num_cpus=0.1,
     ).remote(warm_actors, media_host())
     await pool.fill.remote()
-    return recorder, pool
+    return recorders, pool
 
 
 def media_host() -> str:
@@ -122,9 +143,11 @@ class SwitchboardIngress:
         if settings.switchboard_api_token is None:
             raise ConfigError("SWITCHBOARD_API_TOKEN must be set for the call API")
         self.store = await CallStore.open(settings.database_url)
-        recorder, pool = await ensure_call_actors(settings.database_url)
-        self.feed = RecorderFeed(recorder)
-        self.feed.start(after=await recorder.last_seq.remote())
+        recorders, pool = await ensure_call_actors(
+            settings.database_url, recorder_shards=settings.recorder_shards
+        )
+        self.feed = RecorderFeed(recorders)
+        self.feed.start(after=await asyncio.gather(*(r.last_seq.remote() for r in recorders)))
         control = RayCallControl(settings, self.store, pool, twilio_client(settings))
         tokens = tuple(
             t.strip() for t in settings.switchboard_api_token.get_secret_value().split(",") if t

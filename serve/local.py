@@ -3,7 +3,7 @@
 ``async with local_stack(settings) as stack:`` starts, in order:
 
 1. a local Ray cluster on loopback with ``call_slot`` resources;
-2. the recorder and the warm call pool (detached actors in the app's namespace);
+2. the recorder shards and the warm call pool (detached actors in the app's namespace);
 3. the Serve ingress (the HTTP API and Twilio webhooks) on ``serve_port``;
 4. the media edge on the public port, in this process's event loop: media
    upgrades go to the call actors, everything else to Serve.
@@ -31,6 +31,7 @@ from serve.deployment import app, ensure_call_actors
 from serve.edge_command import PoolResolver
 from serve.media_edge import MediaEdge
 from switchboard.errors import ConfigError
+from switchboard.settings import load_settings
 
 __all__ = ["LocalStack", "free_port", "local_stack"]
 
@@ -49,7 +50,7 @@ class LocalStack:
     serve_port: int
     edge: MediaEdge
     pool: Handle
-    recorder: Handle
+    recorders: list[Handle]
     dashboard_url: str | None
 
 
@@ -80,7 +81,8 @@ async def local_stack(
     listener = socket.create_server(("127.0.0.1", public_port))
     edge: MediaEdge | None = None
     pool: Handle | None = None
-    recorder: Handle | None = None
+    recorders: list[Handle] = []
+    settings = load_settings(None)  # what the Ray workers will read: the same environment
     try:
         context = ray.init(
             namespace=NAMESPACE,
@@ -92,8 +94,8 @@ async def local_stack(
             log_to_driver=False,
         )
         os.environ.setdefault("SWITCHBOARD_MEDIA_HOST", "127.0.0.1")
-        recorder, pool = await ensure_call_actors(
-            os.environ.get("DATABASE_URL", "sqlite:///switchboard.db"), warm_actors
+        recorders, pool = await ensure_call_actors(
+            settings.database_url, warm_actors, settings.recorder_shards
         )
         serve_port = serve_port or free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
@@ -106,7 +108,7 @@ async def local_stack(
             serve_port=serve_port,
             edge=edge,
             pool=pool,
-            recorder=recorder,
+            recorders=recorders,
             dashboard_url=f"http://{dashboard}" if dashboard else None,
         )
     finally:
@@ -117,9 +119,9 @@ async def local_stack(
         if ray.is_initialized():
             with contextlib.suppress(Exception):
                 serve.shutdown()  # type: ignore[no-untyped-call]
-            for handle, closing in ((pool, "close"), (recorder, "close")):
+            for handle in [pool, *recorders]:
                 if handle is not None:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(getattr(handle, closing).remote(), timeout=10)
+                        await asyncio.wait_for(handle.close.remote(), timeout=10)
                     ray.kill(handle, no_restart=True)
             ray.shutdown()

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TextIO
 
+from dotenv import dotenv_values
+
 from serve.local import export_settings, local_stack
 from switchboard.errors import ConfigError
 from switchboard.settings import Settings
 
-__all__ = ["run_server"]
+__all__ = ["dotenv_settings", "run_server"]
 
 DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "sim" / "scenarios" / "demo.yaml"
 DEMO_ACCOUNT = "AC" + "d" * 32
@@ -64,6 +67,20 @@ async def demo_services() -> AsyncIterator[dict[str, str]]:
         }
 
 
+def dotenv_settings(env_file: Path) -> dict[str, str]:
+    """What ``env_file`` sets and the environment does not (the environment wins, as in
+    ``load_settings``). Ray workers read settings from their environment alone, so what
+    came from ``.env`` must reach them through it."""
+    if not env_file.is_file():
+        return {}
+    present = {name.upper() for name in os.environ}
+    return {
+        name: value
+        for name, value in dotenv_values(env_file).items()
+        if value is not None and name.upper() not in present
+    }
+
+
 async def run_server(settings: Settings, out: TextIO, env_file: Path = Path(".env")) -> int:
     token = ensure_api_token(settings, env_file, out)
     demo = not (settings.has_twilio_credentials and settings.has_openai_credentials)
@@ -71,7 +88,7 @@ async def run_server(settings: Settings, out: TextIO, env_file: Path = Path(".en
         raise ConfigError("PUBLIC_URL must be the https URL Twilio can reach this machine at")
     public = f"http://127.0.0.1:{settings.port}"
     async with contextlib.AsyncExitStack() as stack:
-        values = {
+        values = dotenv_settings(env_file) | {
             "SWITCHBOARD_API_TOKEN": token,
             "DATABASE_URL": settings.database_url,
             "PUBLIC_URL": public if demo else str(settings.public_url),

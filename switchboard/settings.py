@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     switchboard_api_token: SecretStr | None = None
     # repr=False: a PostgreSQL URL can carry a password.
     database_url: str = Field(default="sqlite:///switchboard.db", repr=False)
+    # Recorder actors; each call's reports go to one, chosen by its id. More than one
+    # pays off with PostgreSQL (SQLite takes one writer at a time, whoever asks).
+    recorder_shards: int = Field(default=1, ge=1, le=64)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -107,6 +107,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             "PUBLIC_URL": f"http://127.0.0.1:{public_port}",
             "SWITCHBOARD_API_TOKEN": api_token,
             "DATABASE_URL": f"sqlite:///{database}",
+            "RECORDER_SHARDS": "2",  # every live test crosses shards; one is the same code
         }
         # The Ray workers inherit these; the rest of the suite must not see them.
         patch = pytest.MonkeyPatch()

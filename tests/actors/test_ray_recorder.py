@@ -1,7 +1,7 @@
 """The recorder's Ray actor class stays cheap to load.
 
 Ray imports an actor class's module in every process holding a handle to it:
-each call actor's ``ray.get_actor(RECORDER_NAME)`` loads ``actors.ray_recorder``.
+each call actor's ``ray.get_actor(recorder_name(shard))`` loads ``actors.ray_recorder``.
 Were the store imported there, every call actor would carry it (~28 MB).
 """
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import websockets
 
+from actors.ray_wiring import shard_of
 from serve.client import ApiError
 
 World = Any  # the `world` fixture of conftest.py
@@ -180,6 +181,42 @@ async def test_ten_concurrent_calls_keep_separate_correct_transcripts(world: Wor
         assert turns[-1] == ("agent", "Perfect, you are booked for Monday at four. Goodbye!")
     sids = {d["twilio_sid"] for d in details}
     assert len(sids) == len(calls)
+
+
+async def logged_events(recorder: Any, after: int) -> list[dict[str, Any]]:
+    """Every event a recorder shard logged after number ``after``."""
+    events: list[dict[str, Any]] = []
+    while True:
+        batch, after = await recorder.poll.remote(after, 0.0)
+        if not batch:
+            return events
+        events += batch
+
+
+async def test_each_call_is_recorded_by_its_own_recorder_shard(world: World) -> None:
+    recorders = world.stack.recorders
+    assert len(recorders) == 2  # conftest runs two
+    start = await asyncio.gather(*(r.last_seq.remote() for r in recorders))
+    calls: list[str] = []
+    async with world.client() as client:
+        # Busy calls end at once; place them until both shards have had one (a call
+        # id's shard is a coin toss: 20 tosses all alike is a one-in-500,000 chance).
+        while len({shard_of(c, 2) for c in calls}) < 2:
+            assert len(calls) < 20, "every call id mapped to one shard"
+            call = await client.place_call(world.outcomes["busy"], INSTRUCTION)
+            await ended(world, call.id)
+            calls.append(call.id)
+    logs = await asyncio.gather(
+        *(logged_events(r, s) for r, s in zip(recorders, start, strict=True))
+    )
+    for call_id in calls:
+        home = shard_of(call_id, 2)
+        for index, events in enumerate(logs):
+            kinds = {e["type"] for e in events if e["call_id"] == call_id}
+            if index == home:  # the ingress's events and the call actor's, together
+                assert {"call.created", "call.status", "call.ended"} <= kinds
+            else:
+                assert kinds == set()
 
 
 async def test_a_finished_calls_actor_serves_a_later_call(world: World) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from serve.call_command import describe
-from serve.runner import ensure_api_token
+from serve.runner import dotenv_settings, ensure_api_token
 from switchboard.cli import main
-from switchboard.settings import Settings
+from switchboard.settings import Settings, load_settings
 
 
 @pytest.mark.parametrize("service", ["twilio", "realtime"])
@@ -34,6 +34,29 @@ def test_a_new_api_token_is_kept_in_a_private_env_file(
     assert token not in out.getvalue()  # the file is named, the secret is not printed
     again = Settings(_env_file=env)  # type: ignore[call-arg]
     assert ensure_api_token(again, env, out) == token
+
+
+def test_settings_from_the_env_file_reach_the_ray_workers_through_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        f"TWILIO_ACCOUNT_SID=AC{'5' * 32}\nTWILIO_AUTH_TOKEN=from-the-file\n"
+        "RECORDER_SHARDS=3\nMAX_CALL_DURATION_S=60\n"
+    )
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "RECORDER_SHARDS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MAX_CALL_DURATION_S", "90")  # the environment wins, as in load_settings
+    exported = dotenv_settings(env)
+    assert set(exported) == {"TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "RECORDER_SHARDS"}
+    for name, value in exported.items():
+        monkeypatch.setenv(name, value)
+    worker, driver = load_settings(None), load_settings(env)  # a Ray worker reads no file
+    assert worker == driver
+    assert worker.twilio_auth_token is not None
+    assert worker.twilio_auth_token.get_secret_value() == "from-the-file"
+    assert (worker.recorder_shards, worker.max_call_duration_s) == (3, 90.0)
+    assert dotenv_settings(tmp_path / "missing.env") == {}
 
 
 @pytest.mark.parametrize(
