@@ -5,6 +5,13 @@ Ray call per frame). It writes each action to the store as it happens, so a
 dead call actor loses nothing it already reported, and appends the live
 event to a bounded, sequence-numbered log that ingress replicas read with
 ``poll`` (a long poll: one pending Ray call per replica, not per viewer).
+
+Ray restarts a recorder that dies (``max_restarts=-1``). Its log then starts
+empty, numbered on from the microseconds since the epoch: above any number the
+one before it gave out (that would take a million events a second), so a replica
+polling after the last number it had gets everything the new log holds. A batch a
+call actor sent as the recorder died is sent again (the call actor keeps it until
+a report succeeds), so a batch may be recorded twice, never not at all.
 """
 
 from __future__ import annotations
@@ -24,11 +31,12 @@ __all__ = ["CallRecorder", "EventLog"]
 
 
 class EventLog:
-    """The last ``capacity`` live events, numbered from 1, with waiting readers."""
+    """The last ``capacity`` live events, numbered consecutively, with waiting readers."""
 
-    def __init__(self, capacity: int = 10_000) -> None:
+    def __init__(self, capacity: int = 10_000, first: int = 0) -> None:
+        """Events are numbered from ``first + 1``."""
         self._events: deque[tuple[int, dict[str, object]]] = deque(maxlen=capacity)
-        self._last = 0
+        self._last = first
         self._changed = asyncio.Condition()
 
     @property
@@ -72,7 +80,7 @@ class CallRecorder:
         self.database_url = database_url
         self.metrics = metrics
         self.store: CallStore | None = None
-        self.events = EventLog()
+        self.events = EventLog(first=time.time_ns() // 1000)  # see the module docstring
         self._opening = asyncio.Lock()
         # Ray runs an async actor's calls interleaved: one lock per call keeps its
         # batches in the order they were sent (a later batch may end the turn an

@@ -113,6 +113,7 @@ async def ensure_call_actors(
             lifetime="detached",
             get_if_exists=True,
             num_cpus=0.1,
+            max_restarts=-1,  # a dead recorder comes back; call actors resend (recorder.py)
         ).remote(database_url)
         for shard in range(recorder_shards)
     ]

@@ -33,6 +33,25 @@ async def test_event_log_numbers_events_and_long_polls() -> None:
     assert await log.after(7, timeout_s=0) == ([], 7)
 
 
+async def test_a_new_log_numbers_on_from_where_it_is_told() -> None:
+    log = EventLog(first=1000)
+    assert log.last == 1000
+    await log.extend([{"n": 1}, {"n": 2}])
+    assert await log.after(0, timeout_s=0) == ([{"n": 1}, {"n": 2}], 1002)
+    assert await log.after(1001, timeout_s=0) == ([{"n": 2}], 1002)
+
+
+async def test_a_restarted_recorder_numbers_above_the_one_before(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    before = CallRecorder(url)
+    await before.publish({"call_id": "c", "type": "call.status"})
+    _, cursor = await before.poll(0, timeout_s=0)
+    after = CallRecorder(url)  # what Ray makes when it restarts a dead recorder
+    await after.publish({"call_id": "c", "type": "call.ended"})
+    events, _ = await after.poll(cursor, timeout_s=0)  # a replica polling on
+    assert [e["type"] for e in events] == ["call.ended"]
+
+
 async def test_reports_are_stored_and_published(tmp_path: Path) -> None:
     recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
     await recorder.open()
@@ -51,7 +70,7 @@ async def test_reports_are_stored_and_published(tmp_path: Path) -> None:
     )
     events, cursor = await recorder.poll(0, timeout_s=0)
     assert [e["type"] for e in events] == ["transcript.caller", "call.ended"]
-    assert cursor == 2
+    assert cursor == recorder.events.last
     detail = await recorder.store.get_call(call.id)
     assert detail is not None
     assert [turn.text for turn in detail.transcript] == ["Hello?"]

@@ -11,9 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+import ray
 import websockets
+from ray.util.state import list_actors
 
-from actors.ray_wiring import shard_of
+from actors.ray_wiring import recorder_name, shard_of
 from serve.client import ApiError
 
 World = Any  # the `world` fixture of conftest.py
@@ -217,6 +219,47 @@ async def test_each_call_is_recorded_by_its_own_recorder_shard(world: World) -> 
                 assert {"call.created", "call.status", "call.ended"} <= kinds
             else:
                 assert kinds == set()
+
+
+async def recorder_restarts(shard: int) -> int:
+    """How often Ray has restarted the recorder shard (its state API, in a thread)."""
+    name = recorder_name(shard)
+    (actor,) = await asyncio.to_thread(
+        list_actors, filters=[("name", "=", name), ("state", "=", "ALIVE")], detail=True
+    )
+    return int(actor.num_restarts)
+
+
+async def test_a_recorder_killed_mid_call_comes_back_and_the_record_is_whole(
+    world: World,
+) -> None:
+    turn_ends = {"transcript.caller", "transcript.agent_done", "transcript.agent_interrupted"}
+    async with world.client() as client:
+        call = await client.place_call("+15551230400", INSTRUCTION)
+        shard = shard_of(call.id, len(world.stack.recorders))
+        restarts = await recorder_restarts(shard)
+        seen: list[dict[str, Any]] = []
+
+        async def watch() -> None:  # one viewer from before the crash to the end
+            async for event in client.stream_events(call.id):
+                seen.append(event)
+                if event["type"] == "transcript.agent_done" and restarts_left:
+                    restarts_left.pop()
+                    ray.kill(world.stack.recorders[shard], no_restart=False)  # a crash
+                if event["type"] == "call.ended":
+                    return
+
+        restarts_left = [1]  # crash once, after the greeting was recorded
+        await asyncio.wait_for(watch(), CALL_TIMEOUT_S)
+        detail = (await client.get_call(call.id)).model_dump()
+    assert await recorder_restarts(shard) == restarts + 1
+    turns = said(detail)
+    assert turns[0] == ("agent", "Hello! This is Ava calling from Bright Smiles Dental.")
+    assert ("caller", "Yes, four o'clock works for me.") in turns
+    assert turns[-1] == ("agent", "Perfect, you are booked for Monday at four. Goodbye!")
+    # The viewer missed nothing: every turn's end reached it, those after the crash too.
+    ended_live = {e["item_id"] for e in seen if e["type"] in turn_ends}
+    assert ended_live == {t["item_id"] for t in detail["transcript"]}
 
 
 async def test_a_finished_calls_actor_serves_a_later_call(world: World) -> None:
