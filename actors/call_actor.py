@@ -106,6 +106,7 @@ class CallActor:
         self._prepared = asyncio.Event()
         self._connected = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
+        self._wrapping_up: asyncio.Task[str] | None = None
 
     # -- lifecycle, called by the pool and the call control ----------------
 
@@ -177,15 +178,28 @@ class CallActor:
     def _serves(self, call_id: str) -> bool:
         return self.plan is not None and self.plan.call_id == call_id
 
+    async def describe(self) -> tuple[str | None, tuple[str, int] | None]:
+        """For a pool started again after a crash: the call this actor serves (None when
+        it is ready for one) and its media address (None before ``start``)."""
+        address = None if self._server is None else self._server.address
+        return (None if self.plan is None else self.plan.call_id), address
+
     async def wait_finished(self) -> str:
-        """Wait for the call to end, release everything, and report the last of it."""
+        """Wait for the call to end, release everything, and report the last of it. A
+        second caller (a pool started again after a crash) waits for the same wrap-up."""
+        if self._wrapping_up is None:
+            self._wrapping_up = asyncio.ensure_future(self._wrap_up())
+        return await asyncio.shield(self._wrapping_up)
+
+    async def _wrap_up(self) -> str:
         await self._prepared.wait()
         assert self.shell is not None
         await self.shell.finished.wait()
         await self.shell.close()
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            server, self._server = self._server, None  # no address until the next start
+            server.close()
+            await server.wait_closed()
         for task in (self._flusher, self._watchdog):
             if task is not None:
                 task.cancel()

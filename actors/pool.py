@@ -19,6 +19,10 @@ looks again every ``recheck_s`` (slots are released a little after an actor
 is killed, and nodes may join); when a creation fails it waits ``backoff``
 seconds, doubling up to ``backoff_max``, before trying again.
 
+A pool started again after a crash ``adopt``s the call actors the one before it
+left: the ready ones join the ready, and each live call is watched again (its
+actor's ``finished`` answers every caller), so it is recycled or retired as usual.
+
 The pool is an ordinary class over a ``SlotFactory`` port: the Ray wiring
 (``actors/ray_wiring.py``) makes it a singleton detached actor and the slots
 Ray actors; tests use plain objects and a fake ``sleep``.
@@ -30,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -131,6 +135,14 @@ class CallPool(Generic[H]):
         self._spawn(self._watch(call_id, slot), self._watchers)
         self._spawn(self._refill())
         return slot
+
+    def adopt(self, ready: Iterable[Slot[H]], live: Mapping[str, Slot[H]]) -> None:
+        """Take over actors a pool before this one started: ``ready`` ones, and ``live``
+        ones by call id, watched from now on like any call this pool handed out."""
+        self._ready.extend(ready)
+        for call_id, slot in live.items():
+            self._live[call_id] = slot
+            self._spawn(self._watch(call_id, slot), self._watchers)
 
     def ready_names(self) -> list[str]:
         """The ready actors, next to be handed out first."""

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import time
 import uuid
 import zlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import ray
 from ray.actor import ActorHandle
+from ray.exceptions import ActorUnavailableError
 from twilio.rest import Client
 
 from actors.call_actor import CallActor, HangUpVia
@@ -46,6 +49,7 @@ __all__ = [
     "recorder_handles",
     "recorder_name",
     "shard_of",
+    "through_restarts",
     "twilio_client",
 ]
 
@@ -53,12 +57,33 @@ NAMESPACE = "switchboard"
 POOL_NAME = "switchboard-pool"
 RECORDER_PREFIX = "switchboard-recorder"
 CALL_SLOT = "call_slot"
+CALL_ACTOR_PREFIX = "call-"  # every call actor's name: how a restarted pool finds them
+DESCRIBE_S = 10.0  # a call actor that does not say what it does by then is left alone
 CALL_CPUS = 0.02  # a placement budget; measured in a call here: 2-3% of a core (benchmarks.md)
 CALL_MEMORY = 80 * 1024 * 1024  # the per-call PSS budget of the benchmark
 # A call actor serves up to this many calls, one at a time, before it is retired: starting
 # one costs about a second of CPU here, a call's leftovers (allocator fragmentation) stay.
 CALLS_PER_ACTOR = 20
+RESTART_WAIT_S = 10.0  # how long a caller waits for a restarting pool or recorder
 Handle = ActorHandle[Any]
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+async def through_restarts(call: Callable[[], Awaitable[T]], wait_s: float = RESTART_WAIT_S) -> T:
+    """``call()``, made again while the actor it calls is being restarted (Ray answers
+    ``ActorUnavailableError`` meanwhile) for up to ``wait_s``. Only for calls that are
+    safe to repeat: the first may or may not have run."""
+    give_up = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        try:
+            return await call()
+        except ActorUnavailableError:
+            if time.monotonic() + delay > give_up:
+                raise
+            await asyncio.sleep(delay)  # a back-off while Ray restarts the actor
+            delay = min(2 * delay, 1.0)
 
 
 def twilio_client(settings: Settings) -> Client:
@@ -141,7 +166,7 @@ class RaySlotFactory:
         self.needs: dict[str, float] = {k: float(v) for k, v in needs.items() if v}
 
     async def create(self) -> Slot[Handle]:
-        name = f"call-{uuid.uuid4().hex}"
+        name = f"{CALL_ACTOR_PREFIX}{uuid.uuid4().hex}"
         handle = RayCallActor.options(name=name, **self.options).remote(name)  # type: ignore[attr-defined]
         try:
             address = await handle.start.remote(self.media_host)
@@ -161,6 +186,43 @@ class RaySlotFactory:
         free = await asyncio.to_thread(ray.available_resources)
         return min(int(free.get(name, 0.0) / need + 1e-9) for name, need in self.needs.items())
 
+    async def existing(self) -> tuple[list[Slot[Handle]], dict[str, Slot[Handle]]]:
+        """The call actors already running (a pool before this one started them): the
+        ready ones and the live ones by call id (a call being wrapped up has no media
+        address any more: it needs none). One with neither a call nor an address (it was
+        starting when its pool died) is retired."""
+        named = await asyncio.to_thread(ray.util.list_named_actors, all_namespaces=True)
+        names = [
+            n["name"]
+            for n in named
+            if n["namespace"] == NAMESPACE and n["name"].startswith(CALL_ACTOR_PREFIX)
+        ]
+        found = await asyncio.gather(*(self._describe(name) for name in names))
+        ready: list[Slot[Handle]] = []
+        live: dict[str, Slot[Handle]] = {}
+        for name, handle, call_id, address in found:
+            if handle is None:
+                continue
+            if call_id is not None:
+                live[call_id] = Slot(name, handle, tuple(address or ("", 0)))
+            elif address is not None:
+                ready.append(Slot(name, handle, tuple(address)))
+            else:
+                await self.retire(Slot(name, handle, ("", 0)))
+        return ready, live
+
+    @staticmethod
+    async def _describe(name: str) -> tuple[str, Handle | None, str | None, Any]:
+        try:
+            handle = ray.get_actor(name, namespace=NAMESPACE)
+            answer: tuple[str | None, Any] = await asyncio.wait_for(
+                handle.describe.remote(), DESCRIBE_S
+            )
+        except Exception as exc:  # gone since listed, or not answering: not adopted
+            log.warning("call actor %s was not adopted: %s", name, exc)
+            return name, None, None, None
+        return name, handle, *answer
+
     def finished(self, slot: Slot[Handle]) -> Any:
         return slot.handle.wait_finished.remote()
 
@@ -174,34 +236,61 @@ class RaySlotFactory:
 
 @ray.remote
 class RayCallPool:
-    """The singleton pool actor: hands out call actors, answers where a call lives."""
+    """The singleton pool actor: hands out call actors, answers where a call lives.
+
+    Ray restarts it if it dies (``max_restarts=-1``); the new one first adopts the
+    call actors already running (``RaySlotFactory.existing``), on the first call it
+    gets: it needs the actor's event loop, which ``__init__`` does not run in.
+    """
 
     def __init__(self, size: int, media_host: str, options: dict[str, Any] | None = None) -> None:
-        self.pool: CallPool[Handle] = CallPool(RaySlotFactory(media_host, options), size)
+        self.factory = RaySlotFactory(media_host, options)
+        self.pool: CallPool[Handle] = CallPool(self.factory, size)
         self._gauges: asyncio.Task[None] | None = None
+        self._adopting: asyncio.Task[None] | None = None
+
+    async def _adopted(self) -> None:
+        if self._adopting is None:
+            self._adopting = asyncio.ensure_future(self._adopt())
+        await asyncio.shield(self._adopting)
+
+    async def _adopt(self) -> None:
+        try:
+            ready, live = await self.factory.existing()
+        except Exception:  # the pool works without: actors it cannot see stay unused
+            log.exception("adopting running call actors failed")
+            ready, live = [], {}
+        self.pool.adopt(ready, live)
+        if ready or live:
+            log.warning("adopted %d ready call actors and %d live calls", len(ready), len(live))
+        self._gauges = asyncio.ensure_future(watch_pool(self.pool, ray_pool_metrics()))
 
     async def fill(self) -> int:
-        if self._gauges is None:  # here, not in __init__: it needs the actor's event loop
-            self._gauges = asyncio.ensure_future(watch_pool(self.pool, ray_pool_metrics()))
+        await self._adopted()
         await self.pool.fill()
         return self.pool.ready
 
     async def acquire(self, call_id: str) -> tuple[str, tuple[str, int]]:
+        await self._adopted()
         slot = await self.pool.acquire(call_id)
         return slot.name, slot.media_address
 
     async def locate(self, call_id: str) -> tuple[str, int] | None:
+        await self._adopted()
         return self.pool.locate(call_id)
 
     async def actor_name(self, call_id: str) -> str | None:
+        await self._adopted()
         slot = self.pool.slot(call_id)
         return None if slot is None else slot.name
 
     async def ready_names(self) -> list[str]:
         """The ready actors' names, next to be handed out first."""
+        await self._adopted()
         return self.pool.ready_names()
 
     async def stats(self) -> dict[str, int]:
+        await self._adopted()
         pool = self.pool
         return {
             "ready": pool.ready,

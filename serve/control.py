@@ -21,7 +21,7 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from actors.call_actor import CallPlan
-from actors.ray_wiring import NAMESPACE, Handle
+from actors.ray_wiring import NAMESPACE, Handle, through_restarts
 from serve.ports import WebCallTicket
 from serve.twilio_webhooks import status_callback_url
 from switchboard.errors import ConfigError, ServiceError, TwilioServiceError
@@ -102,7 +102,7 @@ class RayCallControl:
         return None  # recorded by the ingress; voicemail handling is the agent's (later) job
 
     async def ready(self) -> bool:
-        stats: dict[str, int] = await self.pool.stats.remote()
+        stats: dict[str, int] = await through_restarts(lambda: self.pool.stats.remote())
         return stats["ready"] > 0
 
     async def _prepare(
@@ -110,7 +110,12 @@ class RayCallControl:
     ) -> tuple[Any, str]:
         token = secrets.token_urlsafe(24)
         try:
-            name, _ = await self.pool.acquire.remote(call.id)
+            # Safe to repeat: a pool that died mid-acquire left the actor unprepared,
+            # and the restarted one adopts it as ready.
+            acquired: tuple[str, Any] = await through_restarts(
+                lambda: self.pool.acquire.remote(call.id)
+            )
+            name = acquired[0]
             actor = ray.get_actor(name, namespace=NAMESPACE)
             await actor.prepare.remote(
                 CallPlan(
@@ -131,5 +136,5 @@ class RayCallControl:
         return actor, token
 
     async def _actor(self, call_id: str) -> Any:
-        name = await self.pool.actor_name.remote(call_id)
+        name: str | None = await through_restarts(lambda: self.pool.actor_name.remote(call_id))
         return None if name is None else ray.get_actor(name, namespace=NAMESPACE)

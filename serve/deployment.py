@@ -124,6 +124,7 @@ async def ensure_call_actors(
         lifetime="detached",
         get_if_exists=True,
         num_cpus=0.1,
+        max_restarts=-1,  # a dead pool comes back and adopts the running call actors
     ).remote(warm_actors, media_host())
     await pool.fill.remote()
     return recorders, pool

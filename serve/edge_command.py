@@ -12,7 +12,7 @@ import signal
 
 import ray
 
-from actors.ray_wiring import NAMESPACE, POOL_NAME, Handle
+from actors.ray_wiring import NAMESPACE, POOL_NAME, Handle, through_restarts
 from serve.media_edge import MediaEdge
 
 __all__ = ["PoolResolver", "run_edge"]
@@ -25,7 +25,9 @@ class PoolResolver:
         self.pool = pool
 
     async def resolve(self, call_id: str) -> tuple[str, int] | None:
-        address = await self.pool.locate.remote(call_id)
+        address: tuple[str, int] | None = await through_restarts(
+            lambda: self.pool.locate.remote(call_id)
+        )
         return None if address is None else (str(address[0]), int(address[1]))
 
 

@@ -181,6 +181,24 @@ async def test_a_recycled_actor_serves_a_second_call_and_forgets_the_first(
     assert await actor.recycle(max_calls=2) is None  # served its two calls: retire it
 
 
+async def test_an_actor_says_what_it_does_and_wraps_a_call_up_once(world: World) -> None:
+    actor = make_actor(world)
+    assert await actor.describe() == (None, None)  # not started
+    address = await actor.start()
+    assert await actor.describe() == (None, address)  # ready for a call
+    token = secrets.token_urlsafe(16)
+    await actor.prepare(CallPlan("call-1", "Book a cleaning.", stream_token=token))
+    assert await actor.describe() == ("call-1", address)
+    await dial(world, actor, token)
+    # The pool that died and the one that took over both wait for the call's end.
+    endings = asyncio.gather(actor.wait_finished(), actor.wait_finished())
+    assert await asyncio.wait_for(endings, 60) == ["stream_stopped", "stream_stopped"]
+    assert await actor.wait_finished() == "stream_stopped"  # asked again afterwards
+    assert actor.calls_served == 1
+    assert sum(isinstance(a, FinishCall) for a in world.recorder.actions) == 1
+    assert await actor.describe() == ("call-1", None)  # wrapped up: no address until recycled
+
+
 async def test_recycling_needs_a_finished_call(world: World) -> None:
     actor = make_actor(world)
     await actor.start()

@@ -380,3 +380,26 @@ async def test_calls_ending_together_recycle_no_more_than_twice_the_size() -> No
     await settle(pool)
     assert pool.ready == 2 and pool.recycled == 1
     await pool.close()
+
+
+async def test_a_new_pool_adopts_what_the_crashed_one_left_and_finishes_its_calls() -> None:
+    factory = FakeFactory(capacity=3)
+    factory.recyclable = True
+    crashed = CallPool(factory, size=1)
+    await crashed.fill()
+    live = await crashed.acquire("call-1")
+    await settle(crashed)
+    ready = [crashed._ready[0]]  # what the actors would tell a new pool about themselves
+    crashed._closed = True  # gone without closing: its actors live on
+    pool = CallPool(factory, size=1)
+    pool.adopt(ready, {"call-1": live})
+    assert (pool.ready, pool.live, pool.locate("call-1")) == (1, 1, live.media_address)
+    second = await pool.acquire("call-2")
+    assert second == ready[0]  # no new actor: the adopted one served
+    await settle(pool)
+    factory.endings[live.name].set_result("completed")  # the adopted call ends
+    await until(lambda: pool.locate("call-1") is None)
+    assert pool.ended["call-1"] == "completed"
+    assert live.name in factory.recycled  # watched and recycled like its own
+    assert factory.created == 3  # the crashed pool's two and this one's refill
+    await pool.close()

@@ -15,7 +15,7 @@ import ray
 import websockets
 from ray.util.state import list_actors
 
-from actors.ray_wiring import recorder_name, shard_of
+from actors.ray_wiring import POOL_NAME, recorder_name, shard_of, through_restarts
 from serve.client import ApiError
 
 World = Any  # the `world` fixture of conftest.py
@@ -49,6 +49,17 @@ async def final_status(world: World, call_id: str, status: str) -> dict[str, Any
             raise AssertionError("event stream ended")
 
         return await asyncio.wait_for(until(), CALL_TIMEOUT_S)
+
+
+async def greeted(client: Any, call_id: str) -> None:
+    """Wait until the agent's greeting has been said in full."""
+
+    async def until() -> None:
+        async for event in client.stream_events(call_id):
+            if event["type"] == "transcript.agent_done":
+                return
+
+    await asyncio.wait_for(until(), CALL_TIMEOUT_S)
 
 
 def said(detail: dict[str, Any]) -> list[tuple[str, str]]:
@@ -109,13 +120,7 @@ async def test_calls_that_do_not_connect_are_recorded_as_such(world: World, stat
 async def test_hangup_through_the_api_ends_the_call_at_twilio(world: World) -> None:
     async with world.client() as client:
         call = await client.place_call("+15551230002", INSTRUCTION)
-
-        async def greeted() -> None:
-            async for event in client.stream_events(call.id):
-                if event["type"] == "transcript.agent_done":
-                    return
-
-        await asyncio.wait_for(greeted(), CALL_TIMEOUT_S)
+        await greeted(client, call.id)
         assert (await client.hang_up(call.id)).model_dump()
     detail = await ended(world, call.id)
     sid = detail["twilio_sid"]
@@ -221,13 +226,13 @@ async def test_each_call_is_recorded_by_its_own_recorder_shard(world: World) -> 
                 assert kinds == set()
 
 
-async def recorder_restarts(shard: int) -> int:
-    """How often Ray has restarted the recorder shard (its state API, in a thread)."""
-    name = recorder_name(shard)
-    (actor,) = await asyncio.to_thread(
+async def restarts(name: str) -> int | None:
+    """How often Ray has restarted the named actor (its state API, in a thread); None
+    while it is not alive."""
+    alive = await asyncio.to_thread(
         list_actors, filters=[("name", "=", name), ("state", "=", "ALIVE")], detail=True
     )
-    return int(actor.num_restarts)
+    return int(alive[0].num_restarts) if alive else None
 
 
 async def test_a_recorder_killed_mid_call_comes_back_and_the_record_is_whole(
@@ -237,7 +242,8 @@ async def test_a_recorder_killed_mid_call_comes_back_and_the_record_is_whole(
     async with world.client() as client:
         call = await client.place_call("+15551230400", INSTRUCTION)
         shard = shard_of(call.id, len(world.stack.recorders))
-        restarts = await recorder_restarts(shard)
+        before = await restarts(recorder_name(shard))
+        assert before is not None
         seen: list[dict[str, Any]] = []
 
         async def watch() -> None:  # one viewer from before the crash to the end
@@ -252,7 +258,7 @@ async def test_a_recorder_killed_mid_call_comes_back_and_the_record_is_whole(
         restarts_left = [1]  # crash once, after the greeting was recorded
         await asyncio.wait_for(watch(), CALL_TIMEOUT_S)
         detail = (await client.get_call(call.id)).model_dump()
-    assert await recorder_restarts(shard) == restarts + 1
+    assert await restarts(recorder_name(shard)) == before + 1
     turns = said(detail)
     assert turns[0] == ("agent", "Hello! This is Ava calling from Bright Smiles Dental.")
     assert ("caller", "Yes, four o'clock works for me.") in turns
@@ -260,6 +266,36 @@ async def test_a_recorder_killed_mid_call_comes_back_and_the_record_is_whole(
     # The viewer missed nothing: every turn's end reached it, those after the crash too.
     ended_live = {e["item_id"] for e in seen if e["type"] in turn_ends}
     assert ended_live == {t["item_id"] for t in detail["transcript"]}
+
+
+async def test_a_pool_killed_mid_call_comes_back_and_takes_over_the_live_call(
+    world: World,
+) -> None:
+    pool = world.stack.pool
+    async with world.client() as client:
+        call = await client.place_call("+15551230500", INSTRUCTION)
+        await greeted(client, call.id)
+        actor = await pool.actor_name.remote(call.id)
+        ready = set(await pool.ready_names.remote())
+        before = await restarts(POOL_NAME)
+        assert before is not None
+        ray.kill(pool, no_restart=False)  # a crash: Ray restarts it
+        while await restarts(POOL_NAME) != before + 1:  # the state API: the new pool is up
+            await asyncio.sleep(0.05)  # polling Ray's state, bounded by the test's timeout
+        # The new pool found the call's actor, and the ready ones, before answering.
+        assert await through_restarts(lambda: pool.actor_name.remote(call.id)) == actor
+        assert ready <= set(await pool.ready_names.remote())
+    detail = await ended(world, call.id)
+    assert said(detail)[-1] == ("agent", "Perfect, you are booked for Monday at four. Goodbye!")
+
+    async def recycled() -> None:  # the new pool watched the call end and took it back
+        while actor not in await pool.ready_names.remote():
+            await asyncio.sleep(0.05)  # polling the pool, bounded below
+
+    await asyncio.wait_for(recycled(), CALL_TIMEOUT_S)
+    async with world.client() as client:  # and it places calls as before
+        later = await client.place_call(world.outcomes["busy"], INSTRUCTION)
+    assert (await ended(world, later.id))["to"] == world.outcomes["busy"]
 
 
 async def test_a_finished_calls_actor_serves_a_later_call(world: World) -> None:
