@@ -70,8 +70,12 @@ class CallPlan:
 
 
 class Reporter(Protocol):
-    async def report(self, call_id: str, batch: list[tuple[Action, float]]) -> None:
-        """Store and publish ``(action, unix time)`` pairs, in order."""
+    async def report(
+        self, call_id: str, batch: list[tuple[Action, float]], first: bool = True
+    ) -> None:
+        """Store and publish ``(action, unix time)`` pairs, in order. ``first`` is False
+        once an earlier report of the call was taken: a recorder restarted since then
+        takes the call over rather than counting it as started again."""
 
 
 HangUpVia = Callable[[str], Awaitable[None]]  # Twilio REST: end the call with this CallSid
@@ -101,6 +105,7 @@ class CallActor:
         self.call_sid: str | None = None
         self.shell: CallShell | None = None
         self._attached = False
+        self._reported_any = False  # a report of this call was taken
         self._flusher: asyncio.Task[None] | None = None
         self._wall_offset = time.time() - time.monotonic()
         self._prepared = asyncio.Event()
@@ -292,7 +297,8 @@ class CallActor:
                 return
             batch, self._pending = self._pending, []
             try:
-                await self.reporter.report(self.plan.call_id, batch)
+                await self.reporter.report(self.plan.call_id, batch, not self._reported_any)
+                self._reported_any = True
             except Exception:  # the recorder is down: keep the batch for the next try
                 log.exception("report failed", extra={"call_id": self.plan.call_id})
                 self._pending[:0] = batch

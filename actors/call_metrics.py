@@ -200,14 +200,19 @@ class MetricsSink(Protocol):
 class RecorderMetrics(Protocol):
     """What the recorder calls with every batch it receives."""
 
-    def reported(self, call_id: str, batch: Sequence[tuple[Action, float]], now: float) -> None:
-        """A call actor reported ``batch``; ``now`` is the recorder's unix time."""
+    def reported(
+        self, call_id: str, batch: Sequence[tuple[Action, float]], now: float, first: bool = True
+    ) -> None:
+        """A call actor reported ``batch``; ``now`` is the recorder's unix time. ``first``
+        is False when the call reported before (to a recorder that has since restarted)."""
 
 
 class NoMetrics:
     """The recorder's default: metrics off."""
 
-    def reported(self, call_id: str, batch: Sequence[tuple[Action, float]], now: float) -> None:
+    def reported(
+        self, call_id: str, batch: Sequence[tuple[Action, float]], now: float, first: bool = True
+    ) -> None:
         pass
 
 
@@ -236,7 +241,7 @@ class LabelValues:
 
 @dataclass(slots=True)
 class _Live:
-    started_at: float  # the first action's time
+    started_at: float | None  # the first action's time; None for a call taken over
     heard_at: float  # when the recorder last got a batch for it
 
 
@@ -270,9 +275,11 @@ class CallMetrics:
     def live(self) -> int:
         return len(self._live)
 
-    def reported(self, call_id: str, batch: Sequence[tuple[Action, float]], now: float) -> None:
+    def reported(
+        self, call_id: str, batch: Sequence[tuple[Action, float]], now: float, first: bool = True
+    ) -> None:
         try:
-            self._reported(call_id, batch, now)
+            self._reported(call_id, batch, now, first)
         except Exception:
             self.failures += 1
             if self.failures == 1:  # once: a broken sink would otherwise log every batch
@@ -312,15 +319,20 @@ class CallMetrics:
 
     # -- internals ---------------------------------------------------------
 
-    def _reported(self, call_id: str, batch: Sequence[tuple[Action, float]], now: float) -> None:
+    def _reported(
+        self, call_id: str, batch: Sequence[tuple[Action, float]], now: float, first: bool
+    ) -> None:
         if not batch:
             return
         oldest = min(at for _, at in batch)
         self.sink.observe(RECORDER_BATCH_SIZE, len(batch), {})
         self.sink.observe(RECORDER_LAG, max(0.0, (now - oldest) * 1000.0), {})
         if call_id not in self._live and call_id not in self._ended:
-            self._live[call_id] = _Live(started_at=oldest, heard_at=now)
-            self.sink.inc(CALLS_STARTED, 1, {})
+            # Not `first`: started under a recorder that has since restarted, which counted
+            # it; this one takes it over, not knowing when it began.
+            self._live[call_id] = _Live(started_at=oldest if first else None, heard_at=now)
+            if first:
+                self.sink.inc(CALLS_STARTED, 1, {})
         elif call_id in self._live:
             self._live[call_id].heard_at = now
         for action, at in batch:
@@ -334,7 +346,8 @@ class CallMetrics:
             return
         self._ended[call_id] = at
         self.sink.inc(CALLS_ENDED, 1, {"reason": self._label(CALLS_ENDED, "reason", reason)})
-        self.sink.observe(CALL_DURATION, max(0.0, at - call.started_at), {})
+        if call.started_at is not None:
+            self.sink.observe(CALL_DURATION, max(0.0, at - call.started_at), {})
 
     def _sweep(self, now: float) -> None:
         """Give up on calls not heard from for ``stale_after_s``; forget old endings."""

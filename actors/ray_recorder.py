@@ -38,8 +38,10 @@ class RayCallRecorder:
     async def close(self) -> None:
         await self.recorder.close()
 
-    async def report(self, call_id: str, batch: list[tuple[Action, float]]) -> None:
-        await self.recorder.report(call_id, batch)
+    async def report(
+        self, call_id: str, batch: list[tuple[Action, float]], first: bool = True
+    ) -> None:
+        await self.recorder.report(call_id, batch, first)
 
     async def publish(self, event: dict[str, object]) -> None:
         await self.recorder.publish(event)

@@ -131,9 +131,11 @@ class HandleReporter:
             raise ValueError("a reporter needs at least one recorder")
         self.recorders = tuple(recorders)
 
-    async def report(self, call_id: str, batch: list[tuple[Action, float]]) -> None:
+    async def report(
+        self, call_id: str, batch: list[tuple[Action, float]], first: bool = True
+    ) -> None:
         shard = self.recorders[shard_of(call_id, len(self.recorders))]
-        await shard.report.remote(call_id, batch)
+        await shard.report.remote(call_id, batch, first)
 
 
 @ray.remote

@@ -96,8 +96,10 @@ class CallRecorder:
         if self.store is not None:
             await self.store.close()
 
-    async def report(self, call_id: str, batch: list[tuple[Action, float]]) -> None:
-        self.metrics.reported(call_id, batch, time.time())
+    async def report(
+        self, call_id: str, batch: list[tuple[Action, float]], first: bool = True
+    ) -> None:
+        self.metrics.reported(call_id, batch, time.time(), first)
         await self.open()
         assert self.store is not None
         async with self._calls.setdefault(call_id, asyncio.Lock()):

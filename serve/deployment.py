@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 import ray
 from fastapi import FastAPI
 from ray import serve
+from ray.exceptions import RayActorError
 
 from actors.ray_recorder import RayCallRecorder
 from actors.ray_wiring import (
@@ -44,6 +45,7 @@ POLL_TIMEOUT_S = 15.0
 # recorder logs hundreds of events a second, and one Ray call per handful of them cost
 # the replica more CPU than the viewers' fan-out. Viewers see events up to 50 ms later.
 GATHER_S = 0.05
+OUTBOX_LIMIT = 10_000  # events the ingress publishes while a shard restarts (rare: webhooks)
 
 
 class RecorderFeed:
@@ -51,6 +53,10 @@ class RecorderFeed:
 
     One pump per shard. A call's events all come from its own shard, so they stay in
     the order its shard logged them; events of different calls interleave as they come.
+
+    What the ingress publishes goes out through one sender per shard, in order, and waits
+    out a shard's restart (Ray refuses calls meanwhile): an event is sent again until the
+    shard takes it, so a live viewer may see it twice, never not at all.
     """
 
     def __init__(self, recorders: Sequence[Handle], hub: EventHub | None = None) -> None:
@@ -58,6 +64,9 @@ class RecorderFeed:
             raise ValueError("a feed needs at least one recorder")
         self.recorders = tuple(recorders)
         self.hub = hub or EventHub()
+        self._outboxes: list[asyncio.Queue[dict[str, object]]] = [
+            asyncio.Queue(OUTBOX_LIMIT) for _ in self.recorders
+        ]
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self, after: Sequence[int] | None = None) -> None:
@@ -68,6 +77,9 @@ class RecorderFeed:
         self._tasks = [
             asyncio.ensure_future(self._pump(recorder, seq))
             for recorder, seq in zip(self.recorders, after, strict=True)
+        ] + [
+            asyncio.ensure_future(self._send(recorder, outbox))
+            for recorder, outbox in zip(self.recorders, self._outboxes, strict=True)
         ]
 
     async def stop(self) -> None:
@@ -86,7 +98,27 @@ class RecorderFeed:
         message = {"call_id": call_id, **event}
         if "at" not in message:
             message["at"] = self.hub.now().isoformat()
-        self.recorders[shard_of(call_id, len(self.recorders))].publish.remote(message)
+        try:
+            self._outboxes[shard_of(call_id, len(self.recorders))].put_nowait(message)
+        except asyncio.QueueFull:  # the shard has been gone for long: the store has it
+            log.warning("live event dropped: its recorder shard is not taking events")
+
+    async def _send(self, recorder: Handle, outbox: asyncio.Queue[dict[str, object]]) -> None:
+        while True:
+            message = await outbox.get()
+            delay = 0.05
+            while True:
+                try:
+                    await recorder.publish.remote(message)
+                    break
+                except RayActorError:  # restarting, or died with it: it comes back
+                    if delay == 0.05:
+                        log.warning("a recorder shard is restarting; live events wait for it")
+                    await asyncio.sleep(delay)  # a back-off while Ray restarts the shard
+                    delay = min(2 * delay, 1.0)
+                except Exception:  # not the shard's state: sending again would not help
+                    log.exception("publishing a live event failed")
+                    break
 
     async def _pump(self, recorder: Handle, after: int) -> None:
         while True:

@@ -51,10 +51,18 @@ SCENARIO = parse_scenario(
 class Recorder:
     batches: list[list[tuple[Action, float]]] = field(default_factory=list)
     call_ids: list[str] = field(default_factory=list)
+    firsts: list[bool] = field(default_factory=list)
+    refusals: int = 0  # reports to refuse, as a restarting recorder does
 
-    async def report(self, call_id: str, batch: list[tuple[Action, float]]) -> None:
+    async def report(
+        self, call_id: str, batch: list[tuple[Action, float]], first: bool = True
+    ) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise ConnectionError("the recorder is restarting")
         self.batches.append(batch)
         self.call_ids.append(call_id)
+        self.firsts.append(first)
 
     @property
     def actions(self) -> list[Action]:
@@ -156,6 +164,7 @@ async def test_a_recycled_actor_serves_a_second_call_and_forgets_the_first(
     actor = make_actor(world)
     first_address = await actor.start()
     token = secrets.token_urlsafe(16)
+    world.recorder.refusals = 1  # the first report is refused: it is sent again, still first
     await actor.prepare(CallPlan("call-1", "Book a cleaning.", stream_token=token))
     await dial(world, actor, token)
     assert await asyncio.wait_for(actor.wait_finished(), 60) == "stream_stopped"
@@ -178,6 +187,12 @@ async def test_a_recycled_actor_serves_a_second_call_and_forgets_the_first(
     assert [a.text for a in said] == ["Hello? Who is this?"]
     assert set(world.recorder.call_ids[first_batches:]) == {"call-2"}
     assert set(world.recorder.call_ids[:first_batches]) == {"call-1"}
+    # Each call's first report taken says so (a restarted recorder counts no call twice).
+    second_batches = len(world.recorder.batches) - first_batches
+    assert world.recorder.refusals == 0
+    assert world.recorder.firsts == (
+        [True] + [False] * (first_batches - 1) + [True] + [False] * (second_batches - 1)
+    )
     assert await actor.recycle(max_calls=2) is None  # served its two calls: retire it
 
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from ray.exceptions import ActorUnavailableError
 
 from actors.ray_wiring import HandleReporter, shard_of
 from actors.recorder import EventLog
@@ -48,8 +49,9 @@ class FakeRecorder:
         self.log = EventLog()
         self.reports: list[str] = []
         self.failing_polls = 0
+        self.refused_publishes = 0
         self.poll = Method(self._poll)
-        self.publish = Method(self.log.append)
+        self.publish = Method(self._publish)
         self.report = Method(self._report)
 
     async def _poll(self, after: int, timeout_s: float) -> tuple[list[dict[str, object]], int]:
@@ -57,6 +59,12 @@ class FakeRecorder:
             self.failing_polls -= 1
             raise ConnectionError("recorder restarting")
         return await self.log.after(after, timeout_s)
+
+    async def _publish(self, event: dict[str, object]) -> None:
+        if self.refused_publishes:
+            self.refused_publishes -= 1
+            raise ActorUnavailableError("The actor is temporarily unavailable: restarting", None)
+        await self.log.append(event)
 
     async def _report(self, call_id: str, batch: list[tuple[Action, float]]) -> None:
         self.reports.append(call_id)
@@ -180,6 +188,27 @@ async def test_the_feed_starts_each_shard_where_it_is_told() -> None:
             feed.publish(call_id, {"type": "new"})
         await wait_for(seen, 2)
         assert sorted(e["type"] for e in seen) == ["new", "new"]
+    finally:
+        reader.cancel()
+        await feed.stop()
+
+
+async def test_what_the_ingress_publishes_while_a_shard_restarts_arrives_in_order() -> None:
+    shards = [FakeRecorder(), FakeRecorder()]
+    shards[0].refused_publishes = 3  # Ray refuses calls while it restarts the shard
+    feed = RecorderFeed(shards)
+    feed.start()
+    seen: list[dict[str, object]] = []
+    reader = asyncio.ensure_future(collect(feed, seen))
+    try:
+        waiting, other = ids_on(0, 2, 1)[0], ids_on(1, 2, 1)[0]
+        for n in range(5):
+            feed.publish(waiting, {"type": "call.status", "n": n})
+        feed.publish(other, {"type": "call.status", "n": 0})
+        await wait_for(seen, 6)
+        assert shards[0].refused_publishes == 0
+        assert [e["n"] for e in seen if e["call_id"] == waiting] == list(range(5))
+        assert [e["n"] for e in seen if e["call_id"] == other] == [0]
     finally:
         reader.cancel()
         await feed.stop()

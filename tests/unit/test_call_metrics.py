@@ -256,12 +256,28 @@ def test_every_metric_is_listed_and_valid_for_ray_and_prometheus() -> None:
         sink._series(spec, {tag: "x" for tag in spec.tags})
 
 
+def test_a_call_taken_over_after_a_recorder_restart_is_not_started_twice(
+    sink: RegistrySink,
+) -> None:
+    # The recorder that counted the call's start died; this one hears it mid-call.
+    metrics = CallMetrics(sink)
+    metrics.reported("call-1", [(AgentTurnStarted("a"), T0 + 30)], now=T0 + 30.1, first=False)
+    assert sink.value("switchboard_calls_started_total") == 0
+    assert sink.value("switchboard_live_calls") == 1
+    metrics.reported("call-1", [(FinishCall("completed"), T0 + 60)], now=T0 + 60.1, first=False)
+    assert sink.value("switchboard_calls_ended_total", reason="completed") == 1
+    assert sink.value("switchboard_live_calls") == 0
+    assert sink.value("switchboard_call_duration_s_count") == 0  # its start is not known here
+
+
 async def test_the_recorder_hands_every_batch_to_its_metrics(tmp_path: Path) -> None:
-    seen: list[tuple[str, int, float]] = []
+    seen: list[tuple[str, int, float, bool]] = []
 
     class Spy:
-        def reported(self, call_id: str, batch: Sequence[tuple[Action, float]], now: float) -> None:
-            seen.append((call_id, len(batch), now))
+        def reported(
+            self, call_id: str, batch: Sequence[tuple[Action, float]], now: float, first: bool
+        ) -> None:
+            seen.append((call_id, len(batch), now, first))
 
     recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}", Spy())
     await recorder.open()
@@ -270,10 +286,13 @@ async def test_the_recorder_hands_every_batch_to_its_metrics(tmp_path: Path) -> 
         NewCall(direction="outbound", to="+15551234567", from_="+15005550006")
     )
     before = time.time()
-    await recorder.report(call.id, [(AgentTurnStarted("a"), T0), (FinishCall("done"), T0 + 1)])
+    await recorder.report(call.id, [(AgentTurnStarted("a"), T0)])
+    await recorder.report(
+        call.id, [(AgentTurnStarted("b"), T0), (FinishCall("done"), T0 + 1)], False
+    )
     after = time.time()
     await recorder.close()
-    assert [(c, n) for c, n, _ in seen] == [(call.id, 2)]
+    assert [(c, n, first) for c, n, _, first in seen] == [(call.id, 1, True), (call.id, 2, False)]
     assert before <= seen[0][2] <= after  # the recorder's own clock, not the actions' times
 
 
