@@ -27,6 +27,9 @@ import numpy as np
 __all__ = ["FRAME_S", "EmulatorStats", "FrameClock", "Ticker"]
 
 FRAME_S = 0.020
+# After a stall, how long the readers get before the phones catch up: a few loop passes
+# (socket -> websocket frames -> each stream's reader), not a wait for more audio.
+READ_AFTER_STALL_S = 0.005
 _SAMPLES = 200_000  # jitter samples kept (a ring): 100 calls x 40 s
 
 
@@ -145,7 +148,13 @@ class FrameClock:
             now = loop.time()
             self._stats.tick_lateness_ms.add((now - target) * 1000)
             if now - target > self.period_s:
-                # Stalled: skip the missed slots (phones catch up from their own schedules).
+                # Stalled: this process was not running (descheduled, a collection), but
+                # the network went on delivering. Let the readers take what waits in the
+                # socket buffers before the phones catch up, or they would play as silence
+                # audio that reached a real phone in time. Then skip the missed slots
+                # (phones catch up from their own schedules).
+                await asyncio.sleep(READ_AFTER_STALL_S)
+                now = loop.time()
                 n = int((now - t0) / self.period_s)
             with self._stats.measure():
                 for ticker in list(self._subscribers.values()):

@@ -233,7 +233,10 @@ class Phone:
         stream_sid = getattr(parsed, "stream_sid", None)
         if stream_sid is not None and stream_sid != self.writer.stream_sid:
             self.record.rejected.append((call_ms, "stream_sid_mismatch", stream_sid))
-        stream_ms = self._stream_ms(now)
+        # Playout moves on the clock's slots. After a stall of this process (the clock is
+        # behind) what is read now arrived while it was not running: it joins the buffer
+        # where the clock stopped, and the clock's catch-up plays it (clock.py).
+        stream_ms = self._stream_ms(min(now, self._next_slot) if self._next_slot else now)
         match parsed:
             case AudioReceived(payload=payload):
                 if self.record_frames:

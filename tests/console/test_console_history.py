@@ -85,6 +85,7 @@ async def test_search_filters_and_pages(console: Console) -> None:
     await page.fill("#history-search", "")
     await page.select_option("#history-status", "")
     await page.select_option("#history-direction", "")
+    await page.locator(".summary", has_text="50+ calls").wait_for()  # the filters are off
     tomorrow = await page.evaluate(
         "(() => { const d = new Date(); d.setDate(d.getDate() + 1);"
         " return d.toLocaleDateString('en-CA'); })()"

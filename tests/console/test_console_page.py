@@ -76,7 +76,8 @@ async def test_every_view_fits_a_phone_screen(console: Console) -> None:
     )
     page = await console.open()
     overflow = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-    await page.locator(".call-card").first.wait_for()
+    # The card with its long last line (it comes with the live replay, after the list).
+    await page.locator(".call-card .last-line", has_text="Averyveryverylong").wait_for()
     assert await page.evaluate(overflow) <= 0, "the board scrolls sideways"
     await page.goto(f"{console.base_url}/#/calls/{call.id}")
     await page.locator(".turn.interrupted").wait_for()

@@ -48,6 +48,7 @@ class FakeRecorder:
     def __init__(self) -> None:
         self.log = EventLog()
         self.reports: list[str] = []
+        self.firsts: list[bool] = []
         self.failing_polls = 0
         self.refused_publishes = 0
         self.poll = Method(self._poll)
@@ -66,8 +67,9 @@ class FakeRecorder:
             raise ActorUnavailableError("The actor is temporarily unavailable: restarting", None)
         await self.log.append(event)
 
-    async def _report(self, call_id: str, batch: list[tuple[Action, float]]) -> None:
+    async def _report(self, call_id: str, batch: list[tuple[Action, float]], first: bool) -> None:
         self.reports.append(call_id)
+        self.firsts.append(first)
 
 
 def ids_on(shard: int, shards: int, count: int) -> list[str]:
@@ -113,10 +115,11 @@ async def test_the_reporter_sends_each_call_to_its_shard() -> None:
     shards = [FakeRecorder(), FakeRecorder(), FakeRecorder()]
     reporter = HandleReporter(shards)
     calls = CALL_IDS[:30]
-    for call_id in calls:
-        await reporter.report(call_id, [(FinishCall("completed"), 0.0)])
+    for n, call_id in enumerate(calls):
+        await reporter.report(call_id, [(FinishCall("completed"), 0.0)], first=n % 2 == 0)
     for index, shard in enumerate(shards):
         assert shard.reports == [c for c in calls if shard_of(c, 3) == index]
+        assert shard.firsts == [n % 2 == 0 for n, c in enumerate(calls) if shard_of(c, 3) == index]
 
 
 async def wait_for(events: list[dict[str, object]], count: int) -> None:
