@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 import uuid
 import zlib
@@ -148,12 +149,21 @@ class RayCallActor(CallActor):
         # every later collection (Ray also asks workers for full ones).
         gc.freeze()
 
+    async def start(self, host: str | None = None) -> tuple[str, int]:
+        """Listen on this actor's own node (Ray may place it on any), unless told where."""
+        return await super().start(host or own_media_host())
+
+
+def own_media_host() -> str:
+    """Where this process's call actors listen for the edges: ``SWITCHBOARD_MEDIA_HOST``
+    if its node sets one, else the node's address (reachable from the other nodes)."""
+    return os.environ.get("SWITCHBOARD_MEDIA_HOST") or ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+
 
 class RaySlotFactory:
     """Starts call actors as named, detached Ray actors."""
 
-    def __init__(self, media_host: str, options: dict[str, Any] | None = None) -> None:
-        self.media_host = media_host
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = {
             "namespace": NAMESPACE,
             "lifetime": "detached",
@@ -171,7 +181,7 @@ class RaySlotFactory:
         name = f"{CALL_ACTOR_PREFIX}{uuid.uuid4().hex}"
         handle = RayCallActor.options(name=name, **self.options).remote(name)  # type: ignore[attr-defined]
         try:
-            address = await handle.start.remote(self.media_host)
+            address = await handle.start.remote()  # on its own node's address
         except BaseException:  # failed or cancelled: a detached actor would keep its slot
             ray.kill(handle, no_restart=True)
             raise
@@ -245,8 +255,8 @@ class RayCallPool:
     gets: it needs the actor's event loop, which ``__init__`` does not run in.
     """
 
-    def __init__(self, size: int, media_host: str, options: dict[str, Any] | None = None) -> None:
-        self.factory = RaySlotFactory(media_host, options)
+    def __init__(self, size: int, options: dict[str, Any] | None = None) -> None:
+        self.factory = RaySlotFactory(options)
         self.pool: CallPool[Handle] = CallPool(self.factory, size)
         self._gauges: asyncio.Task[None] | None = None
         self._adopting: asyncio.Task[None] | None = None

@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Sequence
 
-import ray
 from fastapi import FastAPI
 from ray import serve
 from ray.exceptions import RayActorError
@@ -157,14 +155,9 @@ async def ensure_call_actors(
         get_if_exists=True,
         num_cpus=0.1,
         max_restarts=-1,  # a dead pool comes back and adopts the running call actors
-    ).remote(warm_actors, media_host())
+    ).remote(warm_actors)
     await pool.fill.remote()
     return recorders, pool
-
-
-def media_host() -> str:
-    """The address call actors listen on: this node's, or loopback on one machine."""
-    return os.environ.get("SWITCHBOARD_MEDIA_HOST") or ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
 
 
 @serve.deployment(max_ongoing_requests=1000, graceful_shutdown_timeout_s=5)

@@ -83,6 +83,8 @@ async def local_stack(
     pool: Handle | None = None
     recorders: list[Handle] = []
     settings = load_settings(None)  # what the Ray workers will read: the same environment
+    # Before the cluster starts, so its call actors inherit it: they listen on loopback.
+    os.environ.setdefault("SWITCHBOARD_MEDIA_HOST", "127.0.0.1")
     try:
         context = ray.init(
             namespace=NAMESPACE,
@@ -93,7 +95,6 @@ async def local_stack(
             dashboard_host="127.0.0.1",
             log_to_driver=False,
         )
-        os.environ.setdefault("SWITCHBOARD_MEDIA_HOST", "127.0.0.1")
         recorders, pool = await ensure_call_actors(
             settings.database_url, warm_actors, settings.recorder_shards
         )

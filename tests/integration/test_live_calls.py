@@ -15,7 +15,14 @@ import ray
 import websockets
 from ray.util.state import list_actors
 
-from actors.ray_wiring import POOL_NAME, recorder_name, shard_of, through_restarts
+from actors.ray_wiring import (
+    NAMESPACE,
+    POOL_NAME,
+    RaySlotFactory,
+    recorder_name,
+    shard_of,
+    through_restarts,
+)
 from serve.client import ApiError
 
 World = Any  # the `world` fixture of conftest.py
@@ -296,6 +303,28 @@ async def test_a_pool_killed_mid_call_comes_back_and_takes_over_the_live_call(
     async with world.client() as client:  # and it places calls as before
         later = await client.place_call(world.outcomes["busy"], INSTRUCTION)
     assert (await ended(world, later.id))["to"] == world.outcomes["busy"]
+
+
+async def test_a_call_actor_listens_on_its_own_nodes_address(world: World) -> None:
+    # Ray may place a call actor on any node: it must listen where its own node is reached,
+    # not where the pool or the ingress runs. Another node is simulated by the address its
+    # environment gives (all of 127.0.0.0/8 is this machine's).
+    other_node = {"env_vars": {"SWITCHBOARD_MEDIA_HOST": "127.0.0.3"}}
+    factory = RaySlotFactory({"runtime_env": other_node})
+    slot = await factory.create()
+    try:
+        assert slot.media_address[0] == "127.0.0.3"
+        _, writer = await asyncio.open_connection(*slot.media_address)  # and listens there
+        writer.close()
+    finally:
+        await factory.retire(slot)
+    # The pool's actors, on this node, listen on its address.
+    ready = await world.stack.pool.ready_names.remote()
+    assert ready
+    addresses = {
+        (await ray.get_actor(name, namespace=NAMESPACE).describe.remote())[1][0] for name in ready
+    }
+    assert addresses == {"127.0.0.1"}
 
 
 async def test_a_finished_calls_actor_serves_a_later_call(world: World) -> None:
