@@ -53,8 +53,10 @@ class RecorderFeed:
     the order its shard logged them; events of different calls interleave as they come.
 
     What the ingress publishes goes out through one sender per shard, in order, and waits
-    out a shard's restart (Ray refuses calls meanwhile): an event is sent again until the
-    shard takes it, so a live viewer may see it twice, never not at all.
+    out a shard's restart (a call in flight when it died fails, and so may one made
+    while it comes back): an event is sent again until the shard takes it, so a live viewer
+    may see it twice. Up to ``OUTBOX_LIMIT`` events wait; past that they are dropped with a
+    warning (the store has them all).
     """
 
     def __init__(self, recorders: Sequence[Handle], hub: EventHub | None = None) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -26,10 +27,13 @@ import numpy as np
 
 __all__ = ["FRAME_S", "EmulatorStats", "FrameClock", "Ticker"]
 
+log = logging.getLogger(__name__)
+
 FRAME_S = 0.020
-# After a stall, how long the readers get before the phones catch up: a few loop passes
-# (socket -> websocket frames -> each stream's reader), not a wait for more audio.
-READ_AFTER_STALL_S = 0.005
+# After a stall, the loop passes the readers get before the phones catch up: enough for
+# bytes relayed in this process (a media edge) to reach a phone's reader (socket ->
+# websocket frames -> the stream's reader task, each a pass), not a wait for more audio.
+READ_PASSES_AFTER_STALL = 8
 _SAMPLES = 200_000  # jitter samples kept (a ring): 100 calls x 40 s
 
 
@@ -153,9 +157,14 @@ class FrameClock:
                 # socket buffers before the phones catch up, or they would play as silence
                 # audio that reached a real phone in time. Then skip the missed slots
                 # (phones catch up from their own schedules).
-                await asyncio.sleep(READ_AFTER_STALL_S)
+                for _ in range(READ_PASSES_AFTER_STALL):
+                    await asyncio.sleep(0)  # one pass of the loop: its sockets, its tasks
                 now = loop.time()
                 n = int((now - t0) / self.period_s)
             with self._stats.measure():
                 for ticker in list(self._subscribers.values()):
-                    ticker.on_tick(now)
+                    try:
+                        ticker.on_tick(now)
+                    except Exception:  # one broken phone must not stop every other's clock
+                        log.exception("a phone failed on its clock tick; it gets no more")
+                        self.remove(ticker)

@@ -233,10 +233,13 @@ class Phone:
         stream_sid = getattr(parsed, "stream_sid", None)
         if stream_sid is not None and stream_sid != self.writer.stream_sid:
             self.record.rejected.append((call_ms, "stream_sid_mismatch", stream_sid))
-        # Playout moves on the clock's slots. After a stall of this process (the clock is
-        # behind) what is read now arrived while it was not running: it joins the buffer
-        # where the clock stopped, and the clock's catch-up plays it (clock.py).
-        stream_ms = self._stream_ms(min(now, self._next_slot) if self._next_slot else now)
+        # After a stall of this process (the clock a slot or more behind), what is read now
+        # arrived while it was not running, when is unknown: it joins the buffer where the
+        # clock stopped and the clock's catch-up plays it (clock.py). This errs early (a gap
+        # in the app's audio during the stall is not heard), where reading at `now` made
+        # silence of audio that was delivered in time.
+        stalled = self._next_slot and now > self._next_slot + FRAME_S
+        stream_ms = self._stream_ms(self._next_slot if stalled else now)
         match parsed:
             case AudioReceived(payload=payload):
                 if self.record_frames:

@@ -1,4 +1,5 @@
-"""A stall of the emulator's own process must not become silence its phone heard.
+"""The emulator's clock: a stall of its own process must not become silence its phone
+heard, and one phone's bug must not stop the others.
 
 The emulator stands for Twilio, which runs elsewhere: while this process is not
 running (descheduled, a garbage collection), the network still delivers the app's
@@ -23,13 +24,14 @@ from websockets.sync.server import ServerConnection, serve
 
 from sim.scenario import CLIPS_DIR
 from sim.testing_twilio import TwilioEmulator
+from sim.twilio.clock import EmulatorStats, FrameClock
 from sim.twilio.probe_app import stream_twiml
 from tests.sim.twilio.test_twilio_media import dial
 
 FRAME = 160  # 20 ms of mu-law
 AUDIO = (CLIPS_DIR / "agent_reply_long.ulaw").read_bytes()[: 75 * FRAME]  # 1.5 s
-LEAD_FRAMES = 10  # sent at once, as a model's faster-than-real-time audio arrives
-STALL_S = 0.3  # longer than the lead left when it starts: without reading first, a gap
+LEAD_FRAMES = 15  # sent at once, as a model's faster-than-real-time audio arrives
+STALL_S = 0.6  # twice the lead kept when it starts: without reading first, a gap
 WAIT_S = 10.0  # a wait this long means the mark is not coming
 
 
@@ -130,3 +132,29 @@ async def stall_mid_reply(emu: TwilioEmulator, app: PacedApp, url: str) -> None:
     (item,) = emu.call(sid).heard.items  # one stretch: no silence in the middle
     assert item.ended_by == "mark:done"
     assert item.end_ms - item.start_ms == pytest.approx(len(AUDIO) / 8, abs=1)
+
+
+async def test_a_phone_that_fails_on_a_tick_does_not_stop_the_others() -> None:
+    clock = FrameClock(EmulatorStats())
+
+    class Phone:
+        def __init__(self, broken: bool) -> None:
+            self.broken = broken
+            self.ticks = 0
+            self.enough = asyncio.Event()
+
+        def on_tick(self, now: float) -> None:
+            self.ticks += 1
+            if self.broken:
+                raise RuntimeError("a bug in one phone")
+            if self.ticks >= 5:
+                self.enough.set()
+
+    broken, working = Phone(broken=True), Phone(broken=False)
+    clock.add(broken)
+    clock.add(working)
+    try:
+        await asyncio.wait_for(working.enough.wait(), WAIT_S)
+        assert broken.ticks == 1  # taken off the clock after it failed
+    finally:
+        await clock.close()
