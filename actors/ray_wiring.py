@@ -170,6 +170,9 @@ class RaySlotFactory:
             "num_cpus": CALL_CPUS,
             "memory": CALL_MEMORY,
             "resources": {CALL_SLOT: 1},
+            # Over the nodes, not packed onto the pool's: Ray's default fills the caller's
+            # node to half its call slots first, and a call's real cost is CPU.
+            "scheduling_strategy": "SPREAD",
             "max_restarts": 0,
             **(options or {}),
         }
