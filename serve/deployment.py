@@ -67,6 +67,7 @@ class RecorderFeed:
         self._outboxes: list[asyncio.Queue[dict[str, object]]] = [
             asyncio.Queue(OUTBOX_LIMIT) for _ in self.recorders
         ]
+        self.dropped = 0  # live events published while their shard's outbox was full
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self, after: Sequence[int] | None = None) -> None:
@@ -101,7 +102,11 @@ class RecorderFeed:
         try:
             self._outboxes[shard_of(call_id, len(self.recorders))].put_nowait(message)
         except asyncio.QueueFull:  # the shard has been gone for long: the store has it
-            log.warning("live event dropped: its recorder shard is not taking events")
+            self.dropped += 1
+            if self.dropped & (self.dropped - 1) == 0:  # the 1st, 2nd, 4th...: no log flood
+                log.warning(
+                    "%d live events dropped: a recorder shard is not taking events", self.dropped
+                )
 
     async def _send(self, recorder: Handle, outbox: asyncio.Queue[dict[str, object]]) -> None:
         while True:

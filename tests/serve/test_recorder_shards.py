@@ -8,6 +8,7 @@ are driven here with in-process recorders that keep a real ``EventLog``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from ray.exceptions import ActorUnavailableError
 
 from actors.ray_wiring import HandleReporter, shard_of
 from actors.recorder import EventLog
-from serve.deployment import RecorderFeed
+from serve.deployment import OUTBOX_LIMIT, RecorderFeed
 from switchboard.call_actions import Action, FinishCall
 
 CALL_IDS = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"call-{n}")) for n in range(2000)]
@@ -214,4 +215,25 @@ async def test_what_the_ingress_publishes_while_a_shard_restarts_arrives_in_orde
         assert [e["n"] for e in seen if e["call_id"] == other] == [0]
     finally:
         reader.cancel()
+        await feed.stop()
+
+
+async def test_a_shard_gone_for_long_costs_live_events_not_memory_or_a_log_flood(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    shards = [FakeRecorder()]
+    shards[0].refused_publishes = 1_000_000  # never back during this test
+    feed = RecorderFeed(shards)
+    feed.start()
+    try:
+        call_id = CALL_IDS[0]
+        extra = 1000
+        with caplog.at_level(logging.WARNING, logger="switchboard.serve"):
+            # Nothing is awaited from start() to here: the sender has taken none yet.
+            for n in range(OUTBOX_LIMIT + extra):
+                feed.publish(call_id, {"type": "call.status", "n": n})
+        assert feed.dropped == extra
+        dropped_logs = [r for r in caplog.records if "live events dropped" in r.getMessage()]
+        assert len(dropped_logs) == 10  # at 1, 2, 4 ... 512 of the 1,000
+    finally:
         await feed.stop()
