@@ -2,7 +2,7 @@
 
 Clocks. The Twilio emulator stamps a stream's messages in ms since the callee
 answered (the *call clock*); the Realtime emulator stamps frames with its loop's
-``time()``. Each emulator runs in a process of its own (``bench.emulators``), and
+``time()``. Each emulator runs in a process of its own (``sim.processes``), and
 both loops' ``time()`` is ``time.monotonic()``, one clock for every process of the
 machine; the call clock's zero is the ``answered`` transition's loop time, so every
 stamp converts exactly: ``answered_at + t_ms / 1000``. What each stamp means:

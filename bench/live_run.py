@@ -2,7 +2,7 @@
 
 ``python -m bench.live_run N WARM`` (what ``bench.live_calls`` runs, one fresh
 process per N) brings the stack up as the integration tests do: both emulators
-(each in a child process of its own, ``bench.emulators``), the settings exported
+(each in a child process of its own, ``sim.processes``), the settings exported
 before Ray starts, ``local_stack`` with a warm pool of WARM call actors and N call
 slots. It places N calls through the API (spread over ``SPREAD_S``), samples the CPU of every
 process and thread once a second (``bench.procfs``), reads each call actor's
@@ -30,12 +30,12 @@ from typing import get_args
 import numpy as np
 import uvloop
 
-from bench.emulators import DEFAULT_LOOP, EmulatorProcesses, LoopName
 from bench.live_calls import RESULT_PREFIX, SCENARIO
 from bench.live_summary import INSTRUCTION, analyse, number, stats
 from bench.procfs import CALL_ACTOR, Sampler, pss_mb
 from serve.client import SwitchboardClient
 from serve.local import export_settings, free_port, local_stack
+from sim.processes import DEFAULT_LOOP, EmulatorProcesses, LoopName
 from sim.scenario import load_scenario
 from sim.twilio.calls import CallStatus
 
@@ -58,7 +58,7 @@ def no_gc_pauses() -> Iterator[None]:
     """No cyclic GC in this process while calls run, nor while the records arrive.
 
     The records (every frame both ways, millions of small objects at 100 calls) live in
-    the emulators' processes, which never collect (``bench.emulators``); this process
+    the emulators' processes, which never collect (``sim.processes``); this process
     unpickles them at the end, which collections over them would slow down. While the
     calls run, it keeps the edge's conditions as they were when the emulators shared
     this process. The Ray workers are not affected.

@@ -8,6 +8,7 @@ stream) where each call's actor listens. ``switchboard run`` runs its own edge.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 
 import ray
@@ -37,6 +38,7 @@ async def run_edge(host: str, port: int, serve_port: int, ray_address: str = "au
         PoolResolver(ray.get_actor(POOL_NAME, namespace=NAMESPACE)), ("127.0.0.1", serve_port)
     )
     await edge.start(host, port)
+    gc.freeze()  # as local_stack: start-up's objects are never scanned by a collection
     print(f"media edge on {host}:{edge.port}, other traffic to 127.0.0.1:{serve_port}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

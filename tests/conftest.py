@@ -3,7 +3,8 @@
 Imported before any test module, so before Ray is imported: a local Ray cluster
 stays on loopback. The ``world`` fixture is the whole stack on a real local Ray
 cluster (the Serve ingress, the recorder, the pool, the media edge) against both
-emulators, once per session, for ``tests/integration`` and ``tests/console``.
+emulators, each in a child process of its own (``sim/processes.py``), once per
+session, for ``tests/integration`` and ``tests/console``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from twilio.rest import Client
 
 from serve.client import SwitchboardClient
 from serve.local import LocalStack, free_port, local_stack
+from sim.processes import EmulatorProcesses
 from sim.scenario import Scenario, parse_scenario
-from sim.testing_realtime import RunningRealtimeEmulator, run_realtime_emulator
-from sim.testing_twilio import TwilioEmulator, run_twilio_emulator
 
 ACCOUNT = "AC" + "7" * 32
 BUSY, NO_ANSWER, FAILED = "+15550000002", "+15550000003", "+15550000004"
@@ -73,8 +73,7 @@ SCENARIO: Scenario = parse_scenario(
 @dataclass
 class World:
     stack: LocalStack
-    twilio: TwilioEmulator
-    realtime: RunningRealtimeEmulator
+    emulators: EmulatorProcesses  # each in a process of its own, as the real services are
     api_token: str
     auth_token: str
     outcomes: dict[str, str]  # status -> a number that ends that way
@@ -84,7 +83,7 @@ class World:
 
     def twilio_rest(self) -> Client:
         client = Client(ACCOUNT, self.auth_token, environment={})
-        client.api.base_url = self.twilio.base_url
+        client.api.base_url = self.emulators.twilio_url
         return client
 
 
@@ -92,18 +91,21 @@ class World:
 async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     auth_token, api_token = secrets.token_hex(16), secrets.token_hex(16)
     database = Path(tmp_path_factory.mktemp("db")) / "calls.db"
-    async with (
-        run_twilio_emulator(account_sid=ACCOUNT, auth_token=auth_token, scenario=SCENARIO) as tw,
-        run_realtime_emulator(scenario=SCENARIO, api_key="sk-integration") as rt,
-    ):
+    async with EmulatorProcesses(
+        SCENARIO,
+        account_sid=ACCOUNT,
+        auth_token=auth_token,
+        api_key="sk-integration",
+        validate=True,
+    ) as emulators:
         public_port = free_port()
         settings = {
             "TWILIO_ACCOUNT_SID": ACCOUNT,
             "TWILIO_AUTH_TOKEN": auth_token,
-            "TWILIO_API_BASE_URL": tw.base_url,
+            "TWILIO_API_BASE_URL": emulators.twilio_url,
             "TWILIO_FROM_NUMBER": "+15005550006",
             "OPENAI_API_KEY": "sk-integration",
-            "OPENAI_BASE_URL": rt.base_url,
+            "OPENAI_BASE_URL": emulators.realtime_url,
             "PUBLIC_URL": f"http://127.0.0.1:{public_port}",
             "SWITCHBOARD_API_TOKEN": api_token,
             "DATABASE_URL": f"sqlite:///{database}",
@@ -116,6 +118,6 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         async with local_stack(public_port=public_port, warm_actors=4) as stack:
             outcomes = {"busy": BUSY, "no-answer": NO_ANSWER, "failed": FAILED}
             try:
-                yield World(stack, tw, rt, api_token, auth_token, outcomes)
+                yield World(stack, emulators, api_token, auth_token, outcomes)
             finally:
                 patch.undo()

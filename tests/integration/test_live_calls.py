@@ -78,7 +78,7 @@ async def test_a_call_from_greeting_to_goodbye_with_a_barge_in(world: World) -> 
         call = await client.place_call("+15551230001", INSTRUCTION)
     detail = await ended(world, call.id)
     sid = detail["twilio_sid"]
-    twilio_call = await world.twilio.wait_for_call_status(sid, "completed", CALL_TIMEOUT_S)
+    twilio_call = await world.emulators.wait_for_call_status(sid, "completed", CALL_TIMEOUT_S)
 
     turns = said(detail)
     assert turns[0] == ("agent", "Hello! This is Ava calling from Bright Smiles Dental.")
@@ -96,7 +96,7 @@ async def test_a_call_from_greeting_to_goodbye_with_a_barge_in(world: World) -> 
     assert len(cutting) == 1
     session = next(
         s
-        for s in world.realtime.sessions
+        for s in await world.emulators.sessions()
         if any(t.accepted for t in s.truncations) and s.truncations[0].item_id == cut[0]["item_id"]
     )
     (truncation,) = session.truncations
@@ -131,7 +131,7 @@ async def test_hangup_through_the_api_ends_the_call_at_twilio(world: World) -> N
         assert (await client.hang_up(call.id)).model_dump()
     detail = await ended(world, call.id)
     sid = detail["twilio_sid"]
-    await world.twilio.wait_for_call_status(sid, "completed", CALL_TIMEOUT_S)
+    await world.emulators.wait_for_call_status(sid, "completed", CALL_TIMEOUT_S)
     assert any(e["kind"] == "hangup" for e in detail["timeline"])
 
 
@@ -172,7 +172,7 @@ async def test_an_inbound_call_is_answered_through_the_twiml_webhook(world: Worl
     created = await asyncio.to_thread(
         client.calls.create, to="+15551230004", from_="+15005550006", url=voice
     )
-    call = await world.twilio.wait_for_call_status(created.sid, "completed", CALL_TIMEOUT_S)
+    call = await world.emulators.wait_for_call_status(created.sid, "completed", CALL_TIMEOUT_S)
     assert call.streams, "the call never streamed"
     async with world.client() as api:
         page = await api.list_calls(direction="inbound")

@@ -1,10 +1,14 @@
 """Both emulators in child processes of their own, one emulator each.
 
-Real Twilio and OpenAI do not share the media edge's process, so the benchmark
-does not either: the Twilio emulator and the Realtime emulator each run in a child
-process (``python -m bench.emulators``) with its own event loop and its own GIL.
-Neither emulator's work then delays the edge (in the bench's main thread, where
-``local_stack`` puts it) or the other emulator, and their CPU is read per process.
+Real Twilio and OpenAI do not share the media edge's process, so neither the
+benchmark nor the integration suite's world does: the Twilio emulator and the
+Realtime emulator each run in a child process (``python -m sim.processes``) with
+its own event loop and its own GIL. Neither emulator's work (or a garbage
+collection) then delays the edge (in the main process, where ``local_stack`` puts
+it), the tests, or the other emulator, and their CPU is read per process. In one
+process, a stall of the shared loop held back the Realtime emulator's audio and
+the phone's clock alike, and the phone heard the silence (a test's caller then
+spoke over the greeting).
 
 Loop. uvloop (``DEFAULT_LOOP``; ``loop="asyncio"`` for the default loop): at 20
 calls it took about 10% less emulator CPU (0.36 cores against 0.38-0.42; the
@@ -19,13 +23,16 @@ milliseconds (libuv's ``uv_now``): too coarse for relay latencies of 1-3 ms.
 
 Protocol. Each child gets one end of a socket pair; over it (pickles, length-prefixed)
 the parent sends the emulator's settings, the child answers ``("ready", base_url)``,
-then serves requests one at a time (``REQUESTS``): waits that run inside the child
-(``wait_streaming``, ``wait_ended`` on the Twilio emulator) and ``records`` (the
-records and ``stats()`` to hand to ``bench.live_summary.analyse``). Closing the
-socket stops the child. A child also dies with the parent: ``PR_SET_PDEATHSIG`` and
-the socket's end of file, and it ignores SIGINT (a Ctrl-C stops the parent, which
-stops it). A child never runs the cyclic GC: it keeps every frame both ways, and a
-full collection over millions of records would stall its loop for 0.1-0.5 s.
+then serves requests (``REQUESTS``), each in a task of its own, so a long wait does
+not hold up another: ``(id, name, args)`` in, ``(id, "ok" | "error", value)`` out.
+They are waits that run inside the child (``wait_streaming``, ``wait_ended``,
+``wait_for_call_status`` on the Twilio emulator) and reads of the records
+(``records``: the records and ``stats()`` to hand to ``bench.live_summary.analyse``;
+``sessions`` on the Realtime emulator). Closing the socket stops the child. A child
+also dies with the parent: ``PR_SET_PDEATHSIG`` and the socket's end of file, and it
+ignores SIGINT (a Ctrl-C stops the parent, which stops it). A child never runs the
+cyclic GC: it keeps every frame both ways, and a full collection over millions of
+records would stall its loop for 0.1-0.5 s.
 
 Both emulators serve every connection with ``TCP_NODELAY`` (``sim/listener.py``).
 
@@ -34,6 +41,7 @@ Both emulators serve every connection with ``TCP_NODELAY`` (``sim/listener.py``)
     async with EmulatorProcesses(scenario, account_sid=SID, auth_token=TOKEN, api_key=KEY) as emus:
         emus.twilio_url, emus.realtime_url, emus.pids
         await emus.wait_streaming(10, timeout=90)
+        call = await emus.wait_for_call_status(sid, "completed", timeout=90)
         records = await emus.records()
 """
 
@@ -44,6 +52,7 @@ import contextlib
 import contextvars
 import ctypes
 import gc
+import itertools
 import math
 import os
 import pickle
@@ -89,6 +98,7 @@ class Settings:
     account_sid: str
     auth_token: str
     api_key: str
+    validate: bool  # the Realtime emulator checks its frames against the SDK's models
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,13 +167,24 @@ async def realtime_records(
     return realtime.sessions, realtime.stats()
 
 
+async def wait_for_call_status(
+    twilio: TwilioEmulator, sid: str, status: str, timeout: float
+) -> CallRecord:
+    return await twilio.wait_for_call_status(sid, status, timeout)
+
+
+async def sessions(realtime: RunningRealtimeEmulator) -> list[SessionRecord]:
+    return realtime.sessions
+
+
 REQUESTS: dict[Kind, dict[str, Callable[..., Awaitable[object]]]] = {
     "twilio": {
         "wait_streaming": wait_streaming,
         "wait_ended": wait_ended,
+        "wait_for_call_status": wait_for_call_status,
         "records": twilio_records,
     },
-    "realtime": {"records": realtime_records},
+    "realtime": {"records": realtime_records, "sessions": sessions},
 }
 
 
@@ -178,9 +199,8 @@ async def _emulator(settings: Settings) -> AsyncIterator[tuple[Any, str]]:
         ) as twilio:
             yield twilio, twilio.base_url
     else:
-        # Frame validation is a test aid that costs CPU; the timings need the records.
         async with run_realtime_emulator(
-            scenario=settings.scenario, api_key=settings.api_key, validate=False
+            scenario=settings.scenario, api_key=settings.api_key, validate=settings.validate
         ) as realtime:
             yield realtime, realtime.base_url
 
@@ -188,21 +208,32 @@ async def _emulator(settings: Settings) -> AsyncIterator[tuple[Any, str]]:
 async def _serve(sock: socket.socket) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     settings: Settings = await receive(reader)
+    handlers = REQUESTS[settings.kind]
+    sending = asyncio.Lock()
+    running: set[asyncio.Task[None]] = set()
+
+    async def answer(emulator: Any, rid: int, name: str, args: tuple[object, ...]) -> None:
+        try:
+            reply: tuple[int, str, object] = (rid, "ok", await handlers[name](emulator, *args))
+        except Exception as exc:  # the parent raises it
+            reply = (rid, "error", f"{type(exc).__name__}: {exc}")
+        async with sending:
+            await send(writer, reply)
+
     async with _emulator(settings) as (emulator, base_url):
         gc.freeze()  # what start-up made is never scanned; nothing else is either
         gc.disable()
         await send(writer, ("ready", base_url))
-        handlers = REQUESTS[settings.kind]
         while True:
             try:
-                name, args = await receive(reader)
+                rid, name, args = await receive(reader)
             except asyncio.IncompleteReadError:  # the parent closed its end, or died
                 break
-            try:
-                reply: tuple[str, object] = ("ok", await handlers[name](emulator, *args))
-            except Exception as exc:  # the parent raises it
-                reply = ("error", f"{type(exc).__name__}: {exc}")
-            await send(writer, reply)
+            task = asyncio.create_task(answer(emulator, rid, name, args))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        for task in running:
+            task.cancel()
     writer.close()
 
 
@@ -252,7 +283,7 @@ LOOPS: dict[LoopName, Callable[[], asyncio.AbstractEventLoop]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m bench.emulators FD PARENT_PID LOOP``: serve one emulator over FD."""
+    """``python -m sim.processes FD PARENT_PID LOOP``: serve one emulator over FD."""
     fd, parent, loop = argv if argv is not None else sys.argv[1:]
     _die_with_parent(int(parent))
     sock = socket.socket(fileno=int(fd))
@@ -273,7 +304,10 @@ class EmulatorProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader: asyncio.StreamReader | None = None
-        self._lock = asyncio.Lock()
+        self._sending = asyncio.Lock()
+        self._replies: asyncio.Task[None] | None = None
+        self._waiting: dict[int, asyncio.Future[tuple[str, object]]] = {}
+        self._ids = itertools.count()
         self.base_url = ""
 
     @property
@@ -287,7 +321,7 @@ class EmulatorProcess:
             # From this (the main) thread: PR_SET_PDEATHSIG fires when the thread that
             # started the child ends. stdout stays the parent's result channel.
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "bench.emulators", str(theirs.fileno()),
+                [sys.executable, "-m", "sim.processes", str(theirs.fileno()),
                  str(os.getpid()), self._loop],
                 pass_fds=[theirs.fileno()],
                 cwd=REPO,
@@ -303,16 +337,36 @@ class EmulatorProcess:
 
     async def request(self, name: str, *args: object) -> Any:
         assert self._reader is not None and self._writer is not None
-        async with self._lock:
-            await send(self._writer, (name, args))
-            status, value = await receive(self._reader)
+        if self._replies is None:
+            self._replies = asyncio.create_task(self._read_replies(self._reader))
+        rid = next(self._ids)
+        waiting = self._waiting[rid] = asyncio.get_running_loop().create_future()
+        try:
+            async with self._sending:
+                await send(self._writer, (rid, name, args))
+            status, value = await waiting
+        finally:
+            del self._waiting[rid]
         if status != "ok":
             raise RuntimeError(f"{self.kind} emulator, {name}: {value}")
         return value
 
+    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                rid, status, value = await receive(reader)
+                if (waiting := self._waiting.get(rid)) is not None and not waiting.done():
+                    waiting.set_result((status, value))
+        except asyncio.IncompleteReadError:  # the child died: nothing will answer
+            for waiting in self._waiting.values():
+                if not waiting.done():
+                    waiting.set_result(("error", "the emulator's process ended"))
+
     async def stop(self) -> None:
         if self._writer is not None:
             self._writer.close()  # the child's end of file: it stops its emulator and exits
+        if self._replies is not None:
+            self._replies.cancel()
         if self._process is None:
             return
         try:
@@ -333,9 +387,13 @@ class EmulatorProcesses:
         auth_token: str,
         api_key: str,
         loop: LoopName = DEFAULT_LOOP,
+        validate: bool = False,
     ) -> None:
+        """``validate``: the Realtime emulator checks every frame it sends against the
+        SDK's models (``SessionRecord.violations``), a test aid that costs CPU."""
+
         def settings(kind: Kind) -> Settings:
-            return Settings(kind, scenario, account_sid, auth_token, api_key)
+            return Settings(kind, scenario, account_sid, auth_token, api_key, validate)
 
         self.twilio = EmulatorProcess(settings("twilio"), loop)
         self.realtime = EmulatorProcess(settings("realtime"), loop)
@@ -378,6 +436,16 @@ class EmulatorProcesses:
     async def wait_ended(self, timeout: float) -> bool:
         """True once every call has ended."""
         return bool(await self.twilio.request("wait_ended", timeout))
+
+    async def wait_for_call_status(self, sid: str, status: str, timeout: float) -> CallRecord:
+        """The call's record once it has ``status``; raises if it ends in another."""
+        record: CallRecord = await self.twilio.request("wait_for_call_status", sid, status, timeout)
+        return record
+
+    async def sessions(self) -> list[SessionRecord]:
+        """Every Realtime session's record so far."""
+        found: list[SessionRecord] = await self.realtime.request("sessions")
+        return found
 
     async def records(self) -> Records:
         (calls, twilio_stats), (sessions, realtime_stats) = await asyncio.gather(

@@ -1,0 +1,31 @@
+"""Both emulators in child processes (``sim.processes``): requests, waits and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from sim.processes import EmulatorProcesses
+from sim.scenario import parse_scenario
+
+ACCOUNT = "AC" + "5" * 32
+
+
+async def test_a_long_wait_does_not_hold_up_another_request_and_errors_come_back() -> None:
+    async with EmulatorProcesses(
+        parse_scenario({}), account_sid=ACCOUNT, auth_token="t" * 32, api_key="sk-x"
+    ) as emus:
+        assert emus.twilio_url.startswith("http://127.0.0.1:")
+        assert emus.realtime_url.startswith("http://127.0.0.1:")
+        assert len(set(emus.pids)) == 2 and os.getpid() not in emus.pids
+        # No call will ever stream: this waits its whole time-out inside the child.
+        waiting = asyncio.create_task(emus.wait_streaming(1, timeout=2))
+        quick = asyncio.create_task(emus.sessions())
+        done, _ = await asyncio.wait({waiting, quick}, return_when=asyncio.FIRST_COMPLETED)
+        assert done == {quick}
+        assert quick.result() == []
+        assert await waiting is False
+        with pytest.raises(RuntimeError, match="twilio emulator, wait_for_call_status: KeyError"):
+            await emus.wait_for_call_status("CA" + "0" * 32, "completed", 1)
