@@ -114,14 +114,19 @@ class Records:
 # -- framing: one pickle per message, its length first ------------------------------
 
 
-async def send(writer: asyncio.StreamWriter, message: object) -> None:
+def encode(message: object) -> bytes:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    writer.write(len(data).to_bytes(8, "big") + data)
+    return len(data).to_bytes(8, "big") + data
+
+
+async def send(writer: asyncio.StreamWriter, message: object) -> None:
+    writer.write(encode(message))
     await writer.drain()
 
 
 async def receive(reader: asyncio.StreamReader) -> Any:
-    """The next message; ``asyncio.IncompleteReadError`` once the other end closed."""
+    """The next message; ``asyncio.IncompleteReadError`` once the other end closed,
+    ``ConnectionResetError`` if it died with a message of ours unread."""
     size = int.from_bytes(await reader.readexactly(8), "big")
     return pickle.loads(await reader.readexactly(size))
 
@@ -213,12 +218,13 @@ async def _serve(sock: socket.socket) -> None:
     running: set[asyncio.Task[None]] = set()
 
     async def answer(emulator: Any, rid: int, name: str, args: tuple[object, ...]) -> None:
-        try:
-            reply: tuple[int, str, object] = (rid, "ok", await handlers[name](emulator, *args))
+        try:  # encoded here: a value that does not pickle is an error the parent sees too
+            reply = encode((rid, "ok", await handlers[name](emulator, *args)))
         except Exception as exc:  # the parent raises it
-            reply = (rid, "error", f"{type(exc).__name__}: {exc}")
+            reply = encode((rid, "error", f"{type(exc).__name__}: {exc}"))
         async with sending:
-            await send(writer, reply)
+            writer.write(reply)
+            await writer.drain()
 
     async with _emulator(settings) as (emulator, base_url):
         gc.freeze()  # what start-up made is never scanned; nothing else is either
@@ -227,7 +233,7 @@ async def _serve(sock: socket.socket) -> None:
         while True:
             try:
                 rid, name, args = await receive(reader)
-            except asyncio.IncompleteReadError:  # the parent closed its end, or died
+            except (asyncio.IncompleteReadError, ConnectionError):  # the parent closed or died
                 break
             task = asyncio.create_task(answer(emulator, rid, name, args))
             running.add(task)
@@ -339,6 +345,8 @@ class EmulatorProcess:
         assert self._reader is not None and self._writer is not None
         if self._replies is None:
             self._replies = asyncio.create_task(self._read_replies(self._reader))
+        elif self._replies.done():
+            raise RuntimeError(f"the {self.kind} emulator's process has ended")
         rid = next(self._ids)
         waiting = self._waiting[rid] = asyncio.get_running_loop().create_future()
         try:
@@ -357,7 +365,7 @@ class EmulatorProcess:
                 rid, status, value = await receive(reader)
                 if (waiting := self._waiting.get(rid)) is not None and not waiting.done():
                     waiting.set_result((status, value))
-        except asyncio.IncompleteReadError:  # the child died: nothing will answer
+        except (asyncio.IncompleteReadError, ConnectionError):  # the child died: no answers
             for waiting in self._waiting.values():
                 if not waiting.done():
                     waiting.set_result(("error", "the emulator's process ended"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
 import pytest
 
@@ -29,3 +30,17 @@ async def test_a_long_wait_does_not_hold_up_another_request_and_errors_come_back
         assert await waiting is False
         with pytest.raises(RuntimeError, match="twilio emulator, wait_for_call_status: KeyError"):
             await emus.wait_for_call_status("CA" + "0" * 32, "completed", 1)
+
+
+async def test_requests_fail_rather_than_hang_once_an_emulators_process_has_died() -> None:
+    async with EmulatorProcesses(
+        parse_scenario({}), account_sid=ACCOUNT, auth_token="t" * 32, api_key="sk-x"
+    ) as emus:
+        waiting = asyncio.create_task(emus.wait_streaming(1, timeout=60))
+        assert await emus.sessions() == []  # both children answer
+        os.kill(emus.twilio.pid, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match="process ended"):
+            await asyncio.wait_for(waiting, 30)
+        with pytest.raises(RuntimeError, match="process has ended"):
+            await emus.wait_ended(timeout=1)
+        assert await emus.sessions() == []  # the other one is unaffected
