@@ -44,26 +44,23 @@ def ensure_api_token(settings: Settings, env_file: Path, out: TextIO) -> str:
 
 @contextlib.asynccontextmanager
 async def demo_services() -> AsyncIterator[dict[str, str]]:
-    """Both emulators, and the settings that point Switchboard at them."""
+    """Both emulators, each in a process of its own (as the real services are not in the
+    media edge's), and the settings that point Switchboard at them."""
+    from sim.processes import EmulatorProcesses
     from sim.scenario import load_scenario
-    from sim.testing_realtime import run_realtime_emulator
-    from sim.testing_twilio import run_twilio_emulator
 
     scenario = load_scenario(DEMO_SCENARIO)
     auth_token, api_key = secrets.token_hex(16), "sk-demo-" + secrets.token_hex(8)
-    async with (
-        run_twilio_emulator(
-            account_sid=DEMO_ACCOUNT, auth_token=auth_token, scenario=scenario
-        ) as tw,
-        run_realtime_emulator(scenario=scenario, api_key=api_key) as rt,
-    ):
+    async with EmulatorProcesses(
+        scenario, account_sid=DEMO_ACCOUNT, auth_token=auth_token, api_key=api_key
+    ) as emulators:
         yield {
             "TWILIO_ACCOUNT_SID": DEMO_ACCOUNT,
             "TWILIO_AUTH_TOKEN": auth_token,
-            "TWILIO_API_BASE_URL": tw.base_url,
+            "TWILIO_API_BASE_URL": emulators.twilio_url,
             "TWILIO_FROM_NUMBER": DEMO_FROM,
             "OPENAI_API_KEY": api_key,
-            "OPENAI_BASE_URL": rt.base_url,
+            "OPENAI_BASE_URL": emulators.realtime_url,
         }
 
 

@@ -1,14 +1,14 @@
 """Both emulators in child processes of their own, one emulator each.
 
 Real Twilio and OpenAI do not share the media edge's process, so neither the
-benchmark nor the integration suite's world does: the Twilio emulator and the
-Realtime emulator each run in a child process (``python -m sim.processes``) with
-its own event loop and its own GIL. Neither emulator's work (or a garbage
-collection) then delays the edge (in the main process, where ``local_stack`` puts
-it), the tests, or the other emulator, and their CPU is read per process. In one
-process, a stall of the shared loop held back the Realtime emulator's audio and
-the phone's clock alike, and the phone heard the silence (a test's caller then
-spoke over the greeting).
+benchmark, the integration suite's world nor ``make run``'s demo does: the Twilio
+emulator and the Realtime emulator each run in a child process (``python -m
+sim.processes``) with its own event loop and its own GIL. Neither emulator's work
+(or a garbage collection) then delays the edge (in the main process, where
+``local_stack`` puts it), the tests, or the other emulator, and their CPU is read
+per process. In one process, a stall of the shared loop held back the Realtime
+emulator's audio and the phone's clock alike, and the phone heard the silence (a
+test's caller then spoke over the greeting).
 
 Loop. uvloop (``DEFAULT_LOOP``; ``loop="asyncio"`` for the default loop): at 20
 calls it took about 10% less emulator CPU (0.36 cores against 0.38-0.42; the
@@ -32,7 +32,8 @@ They are waits that run inside the child (``wait_streaming``, ``wait_ended``,
 also dies with the parent: ``PR_SET_PDEATHSIG`` and the socket's end of file, and it
 ignores SIGINT (a Ctrl-C stops the parent, which stops it). A child never runs the
 cyclic GC: it keeps every frame both ways, and a full collection over millions of
-records would stall its loop for 0.1-0.5 s.
+records would stall its loop for 0.1-0.5 s (so its memory grows with the calls it
+carries, as the records do anyway: a demo of some hours, not a service of months).
 
 Both emulators serve every connection with ``TCP_NODELAY`` (``sim/listener.py``).
 
