@@ -2,7 +2,8 @@
 
 ``async with local_stack(settings) as stack:`` starts, in order:
 
-1. a local Ray cluster on loopback with ``call_slot`` resources;
+1. a local Ray cluster on loopback with ``call_slot`` resources (or, given
+   ``ray_address``, it joins a running one: the suite's has two nodes);
 2. the recorder shards and the warm call pool (detached actors in the app's namespace);
 3. the Serve ingress (the HTTP API and Twilio webhooks) on ``serve_port``;
 4. the media edge on the public port, in this process's event loop: media
@@ -68,7 +69,11 @@ async def local_stack(
     call_slots: int = 100,
     warm_actors: int = 2,
     num_cpus: int | None = None,
+    ray_address: str | None = None,
 ) -> AsyncIterator[LocalStack]:
+    """The whole system in this process, on a local Ray cluster it starts, or on the
+    running cluster at ``ray_address`` (the caller's: its nodes bring their own call
+    slots, and their workers' environment is theirs)."""
     from ray._private import ray_constants
 
     if ray_constants.ENABLE_RAY_CLUSTER:
@@ -84,23 +89,31 @@ async def local_stack(
     pool: Handle | None = None
     recorders: list[Handle] = []
     settings = load_settings(None)  # what the Ray workers will read: the same environment
-    # Before the cluster starts, so its call actors inherit it: they listen on loopback.
-    os.environ.setdefault("SWITCHBOARD_MEDIA_HOST", "127.0.0.1")
+    if ray_address is None:
+        # Before the cluster starts, so its call actors inherit it: they listen on loopback.
+        os.environ.setdefault("SWITCHBOARD_MEDIA_HOST", "127.0.0.1")
     try:
-        context = ray.init(
-            namespace=NAMESPACE,
-            _node_ip_address="127.0.0.1",  # keep every Ray socket on loopback
-            resources={CALL_SLOT: call_slots},
-            num_cpus=num_cpus,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            log_to_driver=False,
-        )
+        if ray_address is None:
+            context = ray.init(
+                namespace=NAMESPACE,
+                _node_ip_address="127.0.0.1",  # keep every Ray socket on loopback
+                resources={CALL_SLOT: call_slots},
+                num_cpus=num_cpus,
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                log_to_driver=False,
+            )
+        else:
+            context = ray.init(address=ray_address, namespace=NAMESPACE, log_to_driver=False)
         recorders, pool = await ensure_call_actors(
             settings.database_url, warm_actors, settings.recorder_shards
         )
         serve_port = serve_port or free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
+        # One proxy, on the head: the edge here sends it the API's traffic (the default,
+        # one per node, would have every node of a one-machine cluster bind this port).
+        serve.start(
+            proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": serve_port}
+        )
         serve.run(app, name="switchboard", route_prefix="/")
         edge = MediaEdge(PoolResolver(pool), ("127.0.0.1", serve_port))
         await edge.start(sock=listener)

@@ -21,14 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ray.cluster_utils import Cluster
 from twilio.rest import Client
 
+from actors.ray_wiring import CALL_SLOT
 from serve.client import SwitchboardClient
 from serve.local import LocalStack, free_port, local_stack
 from sim.processes import EmulatorProcesses
 from sim.scenario import Scenario, parse_scenario
 
 ACCOUNT = "AC" + "7" * 32
+SECOND_NODE = "127.0.0.2"  # the world's second Ray node (all of 127.0.0.0/8 is this machine)
 BUSY, NO_ANSWER, FAILED = "+15550000002", "+15550000003", "+15550000004"
 
 SCENARIO: Scenario = parse_scenario(
@@ -77,6 +80,7 @@ class World:
     api_token: str
     auth_token: str
     outcomes: dict[str, str]  # status -> a number that ends that way
+    nodes: tuple[str, ...] = ("127.0.0.1", SECOND_NODE)  # the Ray nodes' addresses
 
     def client(self, token: str | None = None) -> SwitchboardClient:
         return SwitchboardClient(self.stack.public_url, token or self.api_token, timeout=60.0)
@@ -115,9 +119,36 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         patch = pytest.MonkeyPatch()
         for name, value in settings.items():
             patch.setenv(name, value)
-        async with local_stack(public_port=public_port, warm_actors=4) as stack:
-            outcomes = {"busy": BUSY, "no-answer": NO_ANSWER, "failed": FAILED}
-            try:
+        cluster = two_node_cluster()
+        try:
+            async with local_stack(
+                public_port=public_port, warm_actors=4, ray_address=cluster.address
+            ) as stack:
+                outcomes = {"busy": BUSY, "no-answer": NO_ANSWER, "failed": FAILED}
                 yield World(stack, emulators, api_token, auth_token, outcomes)
-            finally:
-                patch.undo()
+        finally:
+            cluster.shutdown()
+            patch.undo()
+
+
+def two_node_cluster() -> Cluster:
+    """A Ray cluster of two nodes on this machine, at 127.0.0.1 (the head) and 127.0.0.2,
+    each with call slots: Ray may place a call on either, as in a real cluster, and each
+    node's call actors must listen on its own address. The workers inherit this
+    process's environment as it is now."""
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "node_ip_address": "127.0.0.1",
+            "num_cpus": 2,
+            "resources": {CALL_SLOT: 50},
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+        },
+    )
+    try:
+        cluster.add_node(node_ip_address=SECOND_NODE, num_cpus=1, resources={CALL_SLOT: 50})
+    except BaseException:
+        cluster.shutdown()
+        raise
+    return cluster

@@ -19,6 +19,7 @@ import httpx
 import ray
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from ray.util.state import get_actor
 
 from actors.ray_metrics import ray_call_metrics
 from actors.ray_wiring import NAMESPACE
@@ -81,8 +82,11 @@ async def test_a_reported_batch_reaches_the_nodes_metrics_endpoint(
                 (FinishCall(tag), now + 1),
             ],
         )
+        # The endpoint of the node the recorder runs on (the world's cluster has two).
+        here = await asyncio.to_thread(get_actor, recorder._actor_id.hex())
+        assert here is not None
         nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
-        (node,) = [n for n in nodes if n["Alive"]]
+        (node,) = [n for n in nodes if n["Alive"] and n["NodeID"] == here.node_id]
         endpoint = f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
 
         def exported(samples: list[Sample]) -> bool:
