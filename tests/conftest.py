@@ -1,8 +1,9 @@
 """Suite-wide setup and the one Ray cluster of the session.
 
 Imported before any test module, so before Ray is imported: a local Ray cluster
-stays on loopback. The ``world`` fixture is the whole stack on a real local Ray
-cluster (the Serve ingress, the recorder, the pool, the media edge) against both
+stays on loopback. The ``world`` fixture is the whole stack on a real Ray cluster
+of two nodes on this machine (the Serve ingress, the recorder, the pool, the media
+edge; calls on both nodes) against both
 emulators, each in a child process of its own (``sim/processes.py``), once per
 session, for ``tests/integration`` and ``tests/console``.
 """
