@@ -137,8 +137,11 @@ async def local_stack(
         else:
             listener.close()
         if ray.is_initialized():
-            with contextlib.suppress(Exception):
-                serve.shutdown()  # type: ignore[no-untyped-call]
+            if ray_address is not None:  # a cluster of our own goes, Serve with it
+                # (there serve.shutdown() only adds Ray's error line "graceful_shutdown
+                # failed ... will be retried": the controller kills itself mid-call)
+                with contextlib.suppress(Exception):
+                    serve.shutdown()  # type: ignore[no-untyped-call]
             for handle in [pool, *recorders]:
                 if handle is not None:
                     with contextlib.suppress(Exception):

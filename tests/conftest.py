@@ -74,6 +74,12 @@ SCENARIO: Scenario = parse_scenario(
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests with a Ray cluster of their own (``make run``'s) go first, before ``world``
+    starts the session's: two clusters on one machine would share ports."""
+    items.sort(key=lambda item: item.get_closest_marker("own_cluster") is None)
+
+
 @dataclass
 class World:
     stack: LocalStack
