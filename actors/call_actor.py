@@ -31,7 +31,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Protocol
 
@@ -52,7 +52,9 @@ __all__ = ["CallActor", "CallPlan", "Reporter"]
 log = logging.getLogger(__name__)
 REPORT_INTERVAL_S = 0.5  # a Ray call costs ~1.2 ms of CPU: 2 a second per call, not 5
 WEB_CONNECT_TIMEOUT_S = 30.0  # a web call whose browser never connects ends as no-answer
-TERMINAL_BEFORE_ANSWER = frozenset({"busy", "no-answer", "failed", "canceled"})
+# Every final status: "completed" too, for a call answered whose stream never came (a
+# refused handshake, the callee gone first): nothing else would end it.
+FINAL_STATUSES = frozenset({"busy", "no-answer", "failed", "canceled", "completed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +140,19 @@ class CallActor:
 
     async def prepare(self, plan: CallPlan) -> None:
         """Open and configure the Realtime session while the phone rings."""
+        if self.plan is not None and self.plan.call_id == plan.call_id:
+            await self._prepared.wait()
+            self._renew_token(plan.stream_token)
+            return
         if self.plan is not None:
             raise LocalProtocolError(f"slot {self.slot} already serves call {self.plan.call_id}")
         self.plan = plan
         config = PolicyConfig(
-            session=SessionConfig(instructions=plan.instruction, voice=plan.voice),
+            session=SessionConfig(
+                instructions=plan.instruction,
+                voice=plan.voice,
+                model=self.settings.openai_realtime_model,  # the URL's: it cannot change
+            ),
             greeting=plan.greeting,
             max_call_s=plan.max_duration_s,
             caller_silence_s=plan.caller_silence_s,
@@ -157,6 +167,15 @@ class CallActor:
             self._watchdog = asyncio.ensure_future(self._await_browser())
         self._prepared.set()
 
+    def _renew_token(self, token: str) -> None:
+        """Twilio retried the call's webhook: the stream will present the new answer's
+        token. Too late once the stream has joined (Twilio acted on the first answer)."""
+        assert self.plan is not None and self.shell is not None
+        if self._attached or self.shell.finished.is_set():
+            raise LocalProtocolError(f"call {self.plan.call_id} already has its stream")
+        self.plan = replace(self.plan, stream_token=token)
+        self.shell.bridge.policy.expect_stream_token(token)
+
     # Each names its call: an actor is recycled, so a late word about its last call (a
     # hang-up racing the call's end, a repeated status callback) must not reach the next.
 
@@ -168,10 +187,10 @@ class CallActor:
                 self.shell.bridge.policy.expect_call_sid(call_sid)
 
     async def twilio_status(self, call_id: str, status: str) -> None:
-        """A status callback: a call that ends before it is answered ends here."""
+        """A status callback: a call that ends before its stream joined ends here."""
         if not self._serves(call_id) or self.shell is None:
             return
-        if status in TERMINAL_BEFORE_ANSWER and not self._attached:
+        if status in FINAL_STATUSES and not self._attached:
             self.shell.feed(CallEnded(status))
 
     async def hang_up(self, call_id: str, reason: str = "api") -> bool:

@@ -122,7 +122,11 @@ class CallPool(Generic[H]):
                 raise error
 
     async def acquire(self, call_id: str) -> Slot[H]:
-        """A ready actor for ``call_id`` (started now if the pool ran dry)."""
+        """A ready actor for ``call_id`` (started now if the pool ran dry); the one it has
+        if asked again (a retried webhook), so a call never holds two."""
+        held = self._live.get(call_id)
+        if held is not None:
+            return held
         slot = self._ready.popleft() if self._ready else None
         if slot is None:
             self._on_demand += 1

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorUnavailableError
+from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from actors.call_actor import CallActor, HangUpVia
@@ -66,6 +67,7 @@ CALL_MEMORY = 80 * 1024 * 1024  # the per-call PSS budget of the benchmark
 # one costs about a second of CPU here, a call's leftovers (allocator fragmentation) stay.
 CALLS_PER_ACTOR = 20
 RESTART_WAIT_S = 10.0  # how long a caller waits for a restarting pool or recorder
+TWILIO_TIMEOUT_S = 15.0  # one REST request; Twilio answers in well under a second
 Handle = ActorHandle[Any]
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -91,7 +93,11 @@ def twilio_client(settings: Settings) -> Client:
     if settings.twilio_account_sid is None or settings.twilio_auth_token is None:
         raise ConfigError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are needed to place calls")
     client = Client(
-        settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(), environment={}
+        settings.twilio_account_sid,
+        settings.twilio_auth_token.get_secret_value(),
+        environment={},
+        # Without one, a Twilio that never answers holds POST /calls (and its thread) forever.
+        http_client=TwilioHttpClient(timeout=TWILIO_TIMEOUT_S),
     )
     if settings.twilio_api_base_url is not None:
         client.api.base_url = str(settings.twilio_api_base_url).rstrip("/")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from datetime import UTC
 from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, WebSocket, status
@@ -188,6 +189,14 @@ def _calls_router(deps: AppDeps) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
     ) -> CallPageOut:
+        for name, value in (("created_after", created_after), ("created_before", created_before)):
+            if value is not None:
+                try:
+                    value.astimezone(UTC)
+                except OverflowError:
+                    raise validation_error(
+                        "query", name, "is out of range once in UTC", value.isoformat()
+                    ) from None
         if cursor is not None:
             try:
                 decode_cursor(cursor)

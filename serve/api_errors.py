@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.call_journal import error_code
 from switchboard.errors import ServiceError, StoreError
+from switchboard.store.validation import text_problem
 
 __all__ = ["BodyLimit", "install_error_handlers", "validation_error"]
 
@@ -45,11 +46,11 @@ def _is_json(content_type: str | None) -> bool:
 
 
 def _echoable(value: object) -> bool:
-    """Whether an invalid input is worth echoing: short, and representable in JSON."""
+    """Whether an invalid input is worth echoing: short, and representable in JSON text."""
     if isinstance(value, float):
         return math.isfinite(value)
-    if isinstance(value, str):
-        return len(value) <= _MAX_ECHO
+    if isinstance(value, str):  # and encodable: a lone surrogate would fail the answer
+        return len(value) <= _MAX_ECHO and text_problem(value) is None
     return value is None or isinstance(value, bool | int)
 
 

@@ -11,12 +11,15 @@ the browser gets the media URL, a CallSid and the token instead of Twilio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Mapping
 from typing import Any
 
 import ray
-from twilio.base.exceptions import TwilioRestException
+from ray.exceptions import RayError
+from requests import RequestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
@@ -70,21 +73,26 @@ class RayCallControl:
                 time_limit=call.max_duration_s,
             )
         except TwilioRestException as exc:
-            await actor.twilio_status.remote(call.id, "failed")
+            await _tell_failed(actor, call.id)
             raise TwilioServiceError(f"Twilio refused the call: {exc.msg}", code=exc.code) from exc
+        except (TwilioException, RequestException) as exc:
+            # Not reached, or no answer in time: the actor lets its slot go. (After a
+            # timeout Twilio may still dial; that stream then finds no call to join.)
+            await _tell_failed(actor, call.id)
+            raise TwilioServiceError(f"Twilio could not be reached: {exc}") from exc
         await self.store.set_twilio_sid(call.id, str(created.sid))
-        await actor.dialed.remote(call.id, str(created.sid))
+        await _dialed(actor, call.id, str(created.sid))
 
     async def answer_inbound(self, call: CallRecord, call_sid: str) -> str:
         actor, token = await self._prepare(call, call.instruction or INBOUND_INSTRUCTION)
-        await actor.dialed.remote(call.id, call_sid)
+        await _dialed(actor, call.id, call_sid)
         return stream_twiml(media_url(self.public_url, call.id), token)
 
     async def start_web(self, call: CallRecord) -> WebCallTicket:
         # A CallSid of Twilio's shape, so the stream's `start` reads like a phone's.
         call_sid = "CA" + secrets.token_hex(16)
         actor, token = await self._prepare(call, call.instruction, web=True)
-        await actor.dialed.remote(call.id, call_sid)
+        await _dialed(actor, call.id, call_sid)
         return WebCallTicket(media_url(self.public_url, call.id), call_sid, token)
 
     async def hang_up(self, call_id: str) -> bool:
@@ -138,3 +146,16 @@ class RayCallControl:
     async def _actor(self, call_id: str) -> Any:
         name: str | None = await through_restarts(lambda: self.pool.actor_name.remote(call_id))
         return None if name is None else ray.get_actor(name, namespace=NAMESPACE)
+
+
+async def _tell_failed(actor: Any, call_id: str) -> None:
+    """The call was never dialed: its actor ends it and goes back to the pool."""
+    with contextlib.suppress(RayError):  # a dead actor has let its slot go already
+        await actor.twilio_status.remote(call_id, "failed")
+
+
+async def _dialed(actor: Any, call_id: str, call_sid: str) -> None:
+    try:
+        await actor.dialed.remote(call_id, call_sid)
+    except RayError as exc:
+        raise ServiceError(f"the call's actor was lost before its stream: {exc}") from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import signal
@@ -93,6 +94,8 @@ async def run_server(settings: Settings, out: TextIO, env_file: Path = Path(".en
         if demo:
             values |= await stack.enter_async_context(demo_services())
         export_settings(values)
+        # Serve's own start-up lines name its internal port, not the one to use (below).
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
         running = await stack.enter_async_context(local_stack(public_port=settings.port))
         mode = "demo: Twilio and OpenAI are emulated" if demo else "live Twilio and OpenAI"
         print(

@@ -28,6 +28,7 @@ from pydantic_core import PydanticCustomError
 from switchboard.session_config import VOICES
 from switchboard.store import CallDetail, CallPage, CallRecord, TimelineEvent, Turn
 from switchboard.store.records import Direction
+from switchboard.store.validation import text_problem
 
 __all__ = [
     "MAX_DURATION_S",
@@ -97,10 +98,43 @@ def _check_phone(value: str | None, info: ValidationInfo) -> str | None:
     return None if value is None else e164(value, "from" if name == "from_" else name)
 
 
+def _valid_text(value: object) -> object:
+    """Text that could not be stored, or answered, is refused before anything reads it."""
+    problem = text_problem(value) if isinstance(value, str) else None
+    if problem is not None:
+        raise PydanticCustomError("text", "text {problem}", {"problem": problem})
+    return value
+
+
 Phone = Annotated[str, Field(max_length=32)]
 
 
+def _text_problems(value: JsonValue, path: str) -> str | None:
+    """The first string (key or value) in ``value`` that is not storable text, described."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return None if problem is None else f"{path} {problem}"
+    if isinstance(value, list):
+        items: list[tuple[str, JsonValue]] = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    elif isinstance(value, dict):
+        for key in value:
+            problem = text_problem(key)
+            if problem is not None:
+                return f"a key in {path} {problem}"
+        items = [(f"{path}.{key}", v) for key, v in value.items()]
+    else:
+        return None
+    for where, item in items:
+        found = _text_problems(item, where)
+        if found is not None:
+            return found
+    return None
+
+
 def _bounded_metadata(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    problem = _text_problems(value, "metadata")
+    if problem is not None:
+        raise PydanticCustomError("metadata", "{problem}", {"problem": problem})
     try:
         encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except ValueError:
@@ -153,8 +187,12 @@ class CallCreate(BaseModel):
     metadata: Annotated[dict[str, JsonValue], AfterValidator(_bounded_metadata)] = Field(
         default_factory=dict, description=f"Any JSON object, at most {MAX_METADATA_BYTES} bytes"
     )
-    max_duration_s: int | None = Field(default=None, ge=1, le=MAX_DURATION_S)
+    # Strict: JSON's true is not 1 s, nor "600" a number.
+    max_duration_s: int | None = Field(default=None, ge=1, le=MAX_DURATION_S, strict=True)
 
+    _text = field_validator("to", "from_", "instruction", "voice", "greeting", mode="before")(
+        _valid_text
+    )
     _phones = field_validator("to", "from_")(_check_phone)
     _instruction = field_validator("instruction")(_not_blank)
     _voice = field_validator("voice")(_known_voice)
@@ -168,7 +206,9 @@ class CreateCallAlias(BaseModel):
     userPhone: Phone  # the original UI's field name
     instruction: str = Field(min_length=1, max_length=MAX_INSTRUCTION_CHARS)
 
+    _text = field_validator("userPhone", "instruction", mode="before")(_valid_text)
     _phones = field_validator("userPhone")(_check_phone)
+    _instruction = field_validator("instruction")(_not_blank)
 
     def to_call(self) -> CallCreate:
         return CallCreate(to=self.userPhone, instruction=self.instruction)
@@ -185,8 +225,10 @@ class WebCallCreate(BaseModel):
     metadata: Annotated[dict[str, JsonValue], AfterValidator(_bounded_metadata)] = Field(
         default_factory=dict, description=f"Any JSON object, at most {MAX_METADATA_BYTES} bytes"
     )
-    max_duration_s: int | None = Field(default=None, ge=1, le=MAX_DURATION_S)
+    # Strict: JSON's true is not 1 s, nor "600" a number.
+    max_duration_s: int | None = Field(default=None, ge=1, le=MAX_DURATION_S, strict=True)
 
+    _text = field_validator("instruction", "voice", "greeting", mode="before")(_valid_text)
     _instruction = field_validator("instruction")(_not_blank)
     _voice = field_validator("voice")(_known_voice)
 

@@ -20,7 +20,6 @@ signature. Build the callback URLs handed to Twilio with
 from __future__ import annotations
 
 import email.utils
-from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
@@ -35,7 +34,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from serve.call_journal import publish_created, record_failure, utc_now
 from serve.ports import AppDeps
-from switchboard.errors import ServiceError
+from switchboard.errors import ServiceError, StoreError
 from switchboard.store import CallRecord, NewCall
 from switchboard.store.status import STATUSES, StatusState, apply_status
 
@@ -178,15 +177,22 @@ class _Webhooks:
         for name, value in (("CallSid", call_sid), ("From", caller), ("To", called)):
             _check_length(name, value)
         store = self.deps.store
+        # A retried webhook finds the call it created the first time; of two at once, the
+        # second's insert fails on the unique CallSid and it finds the first's.
         call = await store.find_by_twilio_sid(call_sid)
-        if call is None:  # a retried webhook finds the call it created the first time
-            call = await store.create_call(NewCall(direction="inbound", to=called, from_=caller))
-            await store.set_twilio_sid(call.id, call_sid)
-            call = replace(call, twilio_sid=call_sid)
-            publish_created(self.deps, call)
-            reported = params.get("CallStatus")
-            if reported in STATUSES:
-                await store.update_status(call.id, reported, utc_now(), {"call_sid": call_sid})
+        if call is None:
+            new = NewCall(direction="inbound", to=called, from_=caller, twilio_sid=call_sid)
+            try:
+                call = await store.create_call(new)
+            except StoreError:
+                call = await store.find_by_twilio_sid(call_sid)
+                if call is None:  # not the race: the store itself failed
+                    raise
+            else:
+                publish_created(self.deps, call)
+                reported = params.get("CallStatus")
+                if reported in STATUSES:
+                    await store.update_status(call.id, reported, utc_now(), {"call_sid": call_sid})
         try:
             twiml = await self.deps.control.answer_inbound(call, call_sid)
         except ServiceError as exc:

@@ -203,6 +203,7 @@ class CallPolicy:
         self._memory = ConversationMemory()
         self._reconnects = 0
         self._expected_call_sid: str | None = None
+        self._stream_token = config.stream_token
         self._waiting_since: tuple[str, float] | None = None  # for LatencyMeasured
 
     # -- state -------------------------------------------------------------
@@ -316,6 +317,10 @@ class CallPolicy:
         """Bind the stream to the call Twilio created: its `start` must name this CallSid."""
         self._expected_call_sid = call_sid
 
+    def expect_stream_token(self, token: str) -> None:
+        """A new one-time token replaces the last (Twilio retried the webhook that gave it)."""
+        self._stream_token = token
+
     def _on_stream_started(self, event: StreamStarted, now: float) -> list[Action]:
         if self._stream_live or self._ended:
             return [ProblemNoted("twilio", "duplicate_start", "a second `start` was ignored")]
@@ -333,7 +338,7 @@ class CallPolicy:
         return self._greet_if_ready()
 
     def _stream_credentials_problem(self, event: StreamStarted) -> str | None:
-        token = self.config.stream_token
+        token = self._stream_token
         if token is not None and not hmac.compare_digest(
             event.custom_parameters.get("token", "").encode(), token.encode()
         ):

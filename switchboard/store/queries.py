@@ -10,7 +10,7 @@ from __future__ import annotations
 import binascii
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
@@ -100,7 +100,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, call_id = raw.split("|", 1)
         created_at = datetime.fromisoformat(stamp)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        if created_at.tzinfo is not None:
+            created_at.astimezone(UTC)  # one near year 1 or 9999 may not be in UTC's range
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
         raise StoreError(f"invalid list cursor {cursor!r}") from exc
     if created_at.tzinfo is None or not call_id:
         raise StoreError(f"invalid list cursor {cursor!r}")

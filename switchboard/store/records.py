@@ -41,6 +41,8 @@ class NewCall:
     greeting: str | None = None
     metadata: JSONObject = field(default_factory=dict)
     max_duration_s: int | None = None
+    twilio_sid: str | None = None  # known at once for an inbound call: unique, so a
+    # second delivery of its webhook cannot create a second record
 
 
 @dataclass(frozen=True, slots=True)

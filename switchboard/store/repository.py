@@ -141,11 +141,14 @@ class CallStore:
             direction=call.direction,
             to_number=check.short_text("to", call.to, 64),
             from_number=check.short_text("from_", call.from_, 64),
-            instruction=call.instruction,
+            instruction=check.storable(call.instruction),
             voice=None if call.voice is None else check.short_text("voice", call.voice, 64),
-            greeting=call.greeting,
+            greeting=None if call.greeting is None else check.storable(call.greeting),
             meta=check.json_object("metadata", call.metadata),
             max_duration_s=call.max_duration_s,
+            twilio_sid=None
+            if call.twilio_sid is None
+            else check.short_text("twilio_sid", call.twilio_sid, 64),
             status="queued",
             created_at=now,
             updated_at=now,
@@ -227,7 +230,9 @@ class CallStore:
 
     async def record_caller_turn(self, call_id: str, item_id: str, text: str, at: datetime) -> None:
         check.short_text("item_id", item_id, 64)
-        await self._turns.record_caller(call_id, item_id, text, check.aware("at", at))
+        await self._turns.record_caller(
+            call_id, item_id, check.storable(text), check.aware("at", at)
+        )
 
     async def start_agent_turn(
         self, call_id: str, item_id: str, at: datetime, previous_item_id: str | None = None
@@ -237,11 +242,11 @@ class CallStore:
 
     async def grow_agent_turn(self, call_id: str, item_id: str, delta: str) -> None:
         """Buffer a transcript delta; written within ``flush_interval_s``."""
-        await self._turns.grow_agent(call_id, item_id, delta)
+        await self._turns.grow_agent(call_id, item_id, check.storable(delta))
 
     async def finish_agent_turn(self, call_id: str, item_id: str, transcript: str) -> None:
         """Write the turn's final transcript; it is on disk when this returns."""
-        await self._turns.finish_agent(call_id, item_id, transcript)
+        await self._turns.finish_agent(call_id, item_id, check.storable(transcript))
 
     async def cut_agent_turn(
         self, call_id: str, item_id: str, heard_ms: int, generated_ms: int
@@ -333,8 +338,8 @@ class CallStore:
         clauses = call_filters(
             status=status,
             direction=direction,
-            to=to,
-            search=search,
+            to=None if to is None else check.storable(to),
+            search=None if search is None else check.storable(search),
             created_after=after,
             created_before=before,
         )

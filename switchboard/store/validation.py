@@ -7,12 +7,40 @@ does not enforce lengths) and PostgreSQL (which does).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from switchboard.errors import StoreError
 
-__all__ = ["aware", "count", "json_object", "short_text"]
+__all__ = ["aware", "count", "json_object", "short_text", "storable", "text_problem"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as it is, or ``None``: PostgreSQL refuses NUL in
+    text and JSON, and a lone UTF-16 surrogate (a string cut inside an emoji) is not
+    Unicode text at all: it would be stored, then fail every response that holds it."""
+    if "\x00" in value:
+        return f"contains a NUL character at position {value.index(chr(0))}"
+    if not value.isascii():
+        found = _SURROGATE.search(value)
+        if found is not None:
+            return (
+                f"contains a lone UTF-16 surrogate (U+{ord(found.group()):04X}) at position "
+                f"{found.start()}: not valid Unicode"
+            )
+    return None
+
+
+def storable(value: str) -> str:
+    """``value`` with what no backend can hold (NUL, lone surrogates) replaced by U+FFFD,
+    for text from the services (a transcript): kept, not refused."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    return value if value.isascii() else _SURROGATE.sub("\ufffd", value)
 
 
 def aware(name: str, value: datetime) -> datetime:
@@ -47,4 +75,14 @@ def json_object(name: str, value: Mapping[str, object] | None) -> dict[str, obje
         raise StoreError(f"{name} is not JSON-serializable: {exc}") from exc
     if not isinstance(copied, dict):  # pragma: no cover - dict in, dict out
         raise StoreError(f"{name} must be a JSON object")
-    return copied
+    return {storable(key): _storable_json(item) for key, item in copied.items()}
+
+
+def _storable_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, list):
+        return [_storable_json(item) for item in value]
+    if isinstance(value, dict):
+        return {storable(key): _storable_json(item) for key, item in value.items()}
+    return value

@@ -81,7 +81,10 @@ class World:
 
 @contextlib.asynccontextmanager
 async def make_world(
-    scenario: Scenario = SCENARIO, session_max_s: float = 3600.0, renew_margin_s: float = 60.0
+    scenario: Scenario = SCENARIO,
+    session_max_s: float = 3600.0,
+    renew_margin_s: float = 60.0,
+    model: str = "gpt-realtime",
 ) -> AsyncIterator[World]:
     async with (
         run_twilio_emulator(account_sid=ACCOUNT, auth_token=TOKEN, scenario=scenario) as tw,
@@ -101,6 +104,7 @@ async def make_world(
             public_url=None,
             openai_session_max_s=session_max_s,
             openai_session_renew_margin_s=renew_margin_s,
+            openai_realtime_model=model,
         )
         yield World(client, tw, rt, settings, Recorder(), [])
 
@@ -140,14 +144,19 @@ async def dial(world: World, actor: CallActor, token: str, to: str = "+155512345
     return str(call.sid)
 
 
-async def test_a_call_runs_from_greeting_to_the_callers_hangup(world: World) -> None:
-    actor = make_actor(world)
-    await actor.start()
-    token = secrets.token_urlsafe(16)
-    await actor.prepare(CallPlan("call-1", "Book a cleaning.", stream_token=token))
-    await dial(world, actor, token)
-    assert await asyncio.wait_for(actor.wait_finished(), 60) == "stream_stopped"
+@pytest.mark.parametrize("model", ["gpt-realtime", "gpt-realtime-mini"])
+async def test_a_call_runs_from_greeting_to_the_callers_hangup(model: str) -> None:
+    # Any OPENAI_REALTIME_MODEL: the session is configured for the model it was opened
+    # with (Realtime refuses a session.update that names another).
+    async with make_world(model=model) as world:
+        actor = make_actor(world)
+        await actor.start()
+        token = secrets.token_urlsafe(16)
+        await actor.prepare(CallPlan("call-1", "Book a cleaning.", stream_token=token))
+        await dial(world, actor, token)
+        assert await asyncio.wait_for(actor.wait_finished(), 60) == "stream_stopped"
     actions = world.recorder.actions
+    assert not [a for a in actions if isinstance(a, ProblemNoted)]
     said = [a for a in actions if isinstance(a, AgentTurnFinished | CallerTurnTranscribed)]
     assert said[0] == AgentTurnFinished(
         said[0].item_id, "Hello! This is Ava calling from Bright Smiles Dental."
@@ -260,6 +269,34 @@ async def test_a_busy_line_ends_the_call_before_any_stream(world: World) -> None
     await actor.twilio_status("call-other", "busy")  # not its call: ignored
     await actor.twilio_status("call-4", "busy")
     assert await asyncio.wait_for(actor.wait_finished(), 10) == "busy"
+
+
+async def test_a_retried_webhook_gives_the_same_call_a_new_token(world: World) -> None:
+    # Twilio retried the inbound webhook: the actor is prepared again for its call (not
+    # refused, not a second session), and the stream presents the second answer's token.
+    actor = make_actor(world)
+    await actor.start()
+    await actor.prepare(CallPlan("call-6", "Book a cleaning.", stream_token="first"))
+    session = actor.shell
+    token = secrets.token_urlsafe(16)
+    await actor.prepare(CallPlan("call-6", "Book a cleaning.", stream_token=token))
+    assert actor.shell is session
+    await dial(world, actor, token)
+    assert await asyncio.wait_for(actor.wait_finished(), 60) == "stream_stopped"
+    assert not [a for a in world.recorder.actions if isinstance(a, ProblemNoted)]
+    with pytest.raises(LocalProtocolError):  # its stream came and went: too late now
+        await actor.prepare(CallPlan("call-6", "Book a cleaning.", stream_token="third"))
+
+
+async def test_an_answered_call_whose_stream_never_joined_ends_at_completed(world: World) -> None:
+    # Answered, then the handshake was refused (or the callee hung up first): Twilio ends
+    # the call with `completed`, and nothing else would free the actor and its session.
+    actor = make_actor(world)
+    await actor.start()
+    await actor.prepare(CallPlan("call-5", "Test.", stream_token="t"))
+    await actor.twilio_status("call-5", "in-progress")
+    await actor.twilio_status("call-5", "completed")
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "completed"
 
 
 async def test_a_call_outlasting_its_realtime_session_moves_to_a_new_one() -> None:

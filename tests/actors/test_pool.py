@@ -144,6 +144,17 @@ async def test_fill_then_acquire_uses_a_warm_actor_and_refills() -> None:
     assert sorted(factory.retired) == ["slot-1", "slot-2", "slot-3"]
 
 
+async def test_a_call_asking_again_keeps_the_actor_it_has() -> None:
+    # A retried inbound webhook acquires for the same call: no second actor is taken.
+    factory = FakeFactory()
+    pool = CallPool(factory, size=2)
+    await pool.fill()
+    first = await pool.acquire("call-a")
+    assert await pool.acquire("call-a") == first
+    assert (pool.ready, pool.live) == (1, 1)
+    await pool.close()
+
+
 async def test_an_empty_pool_starts_an_actor_on_demand() -> None:
     factory = FakeFactory()
     pool = CallPool(factory, size=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -172,7 +173,11 @@ async def test_make_run_places_a_call_and_stops_cleanly_on_ctrl_c(tmp_path: Path
         assert "demo: Twilio and OpenAI are emulated" in run.output()
         assert run.line_with("API and webhooks").split()[3] == public
         assert f"{public}/docs" in run.line_with("API and webhooks")
-        assert run.line_with("Ray dashboard").split()[2].startswith("http://127.0.0.1:")
+        dashboard = run.line_with("Ray dashboard").split()[2]
+        assert dashboard.startswith("http://127.0.0.1:")
+        # A newcomer is shown only the URLs to use, not Serve's internal one.
+        urls = set(re.findall(r"http://127\.0\.0\.1:\d+", run.output()))
+        assert urls == {public, dashboard}, run.output()
         env_file = tmp_path / ".env"
         assert "SWITCHBOARD_API_TOKEN=" in env_file.read_text()
         assert env_file.stat().st_mode & 0o777 == 0o600

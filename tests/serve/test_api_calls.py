@@ -204,6 +204,12 @@ async def test_from_must_be_e164_too(client: httpx.AsyncClient) -> None:
         ({"max_duration_s": 1801}, "max_duration_s", "at most 1800 s (MAX_CALL_DURATION_S)"),
         ({"greeting": ""}, "greeting", "at least 1 character"),
         ({"surprise": 1}, "surprise", "Extra inputs are not permitted"),
+        ({"max_duration_s": True}, "max_duration_s", "valid integer"),  # not 1 s
+        ({"max_duration_s": "600"}, "max_duration_s", "valid integer"),
+        ({"instruction": "a\u0000b"}, "instruction", "NUL character at position 1"),
+        ({"greeting": "hi\u0000"}, "greeting", "NUL character at position 2"),
+        ({"metadata": {"note": ["ok", "\u0000"]}}, "metadata", "metadata.note[1] contains a NUL"),
+        ({"metadata": {"\u0000": 1}}, "metadata", "a key in metadata contains a NUL"),
     ],
 )
 async def test_bad_fields_are_422_naming_the_field(
@@ -217,6 +223,37 @@ async def test_bad_fields_are_422_naming_the_field(
     r = await client.post("/calls", json=body, headers=AUTH)
     assert expected in messages(r)[field]
     assert control.placed == []
+
+
+async def test_a_lone_surrogate_is_refused_not_stored_nor_echoed(
+    client: httpx.AsyncClient, control: FakeCallControl, store: CallStore
+) -> None:
+    # A client cut a string inside an emoji: valid JSON, not Unicode text. Stored, it
+    # would fail every later response holding it (and a retry would dial again).
+    for raw, field, expected in (
+        (b'"metadata": {"note": "\\ud83d"}', "metadata", "metadata.note contains a lone"),
+        (b'"greeting": "hi \\ud83d"', "greeting", "lone UTF-16 surrogate (U+D83D) at"),
+        (b'"voice": "\\udfff"', "voice", "lone UTF-16 surrogate (U+DFFF)"),
+    ):
+        body = b'{"to": "+15551234567", "instruction": "hi", ' + raw + b"}"
+        r = await client.post(
+            "/calls", content=body, headers=AUTH | {"Content-Type": "application/json"}
+        )
+        assert expected in messages(r)[field]
+    assert control.placed == []
+    assert (await store.list_calls()).calls == ()
+    assert (await client.get("/calls", headers=AUTH)).status_code == 200
+
+
+async def test_dates_out_of_range_in_utc_are_422(client: httpx.AsyncClient) -> None:
+    for query in (
+        "created_after=9999-12-31T23:59:59-23:59",
+        "created_before=0001-01-01T00:00:00%2B01:00",
+        "cursor=MDAwMS0wMS0wMVQwMDowMDowMCsxNDowMHx4",  # "0001-01-01T00:00:00+14:00|x"
+    ):
+        r = await client.get(f"/calls?{query}", headers=AUTH)
+        assert r.status_code == 422, (query, r.text)
+        assert query.split("=")[0] in messages(r)
 
 
 async def test_nan_in_metadata_is_refused(client: httpx.AsyncClient) -> None:
@@ -236,6 +273,10 @@ async def test_create_call_alias_keeps_the_original_contract(
     assert r.status_code == 201, r.text
     assert (r.json()["to"], r.json()["from"]) == (TO, FROM)
     assert control.placed[0].instruction == "rap battle"
+    blank = await client.post(
+        "/create-call", json={"userPhone": TO, "instruction": "  "}, headers=AUTH
+    )
+    assert "instruction must not be blank" in messages(blank)["instruction"]
     bad = await client.post(
         "/create-call", json={"userPhone": "555", "instruction": "x"}, headers=AUTH
     )

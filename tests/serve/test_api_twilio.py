@@ -6,6 +6,7 @@ test compares the whole store (calls and their timelines) before and after.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -523,6 +524,20 @@ async def test_a_retried_inbound_webhook_does_not_create_a_second_call(
     page = await h.store.list_calls()
     assert len(page.calls) == 1
     assert [c.id for c, _ in h.control.answered] == [page.calls[0].id] * 2
+
+
+async def test_inbound_webhooks_delivered_at_once_create_one_call(
+    client: httpx.AsyncClient, h: Harness
+) -> None:
+    # Both find no call; the second insert fails on the unique CallSid and joins the first.
+    answers = await asyncio.gather(
+        *(post_signed(client, "/twilio/voice", voice_form()) for _ in range(3))
+    )
+    assert [r.status_code for r in answers] == [200] * 3
+    assert all("<Connect>" in r.text for r in answers)
+    page = await h.store.list_calls()
+    assert [(c.direction, c.twilio_sid) for c in page.calls] == [("inbound", SID)]
+    assert {c.id for c, _ in h.control.answered} == {page.calls[0].id}
 
 
 async def test_inbound_answer_failure_rejects_and_records_the_call_failed(

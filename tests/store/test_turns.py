@@ -200,3 +200,35 @@ async def test_every_delta_is_written_with_a_zero_interval(
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_text_no_backend_can_hold_is_kept_with_a_replacement_character(
+    store: CallStore, reader: CallStore
+) -> None:
+    # PostgreSQL refuses NUL, and a lone surrogate is not Unicode: a model's transcript
+    # (or a tool's arguments) holding one is kept, not lost with the write that carried it.
+    call_id = (
+        await store.create_call(
+            NewCall(
+                "outbound",
+                "+15551230001",
+                "+15559990000",
+                instruction="be\x00brief",
+                metadata={"k\x00": ["\ud83d"]},
+            )
+        )
+    ).id
+    await store.record_caller_turn(call_id, "item_c", "hi\x00 there \ud83d", t(1))
+    await store.start_agent_turn(call_id, "item_a", t(2))
+    await store.grow_agent_turn(call_id, "item_a", "he\x00")
+    await store.finish_agent_turn(call_id, "item_a", "hello \udfff")
+    await store.append_event(call_id, "tool_called", t(3), {"arguments": "\x00\ud800"})
+    await store.flush()
+    detail = await reader.get_call(call_id)
+    assert detail is not None
+    assert detail.call.instruction == "be\ufffdbrief"
+    assert detail.call.metadata == {"k\ufffd": ["\ufffd"]}
+    assert [turn.text for turn in detail.transcript] == ["hi\ufffd there \ufffd", "hello \ufffd"]
+    assert detail.timeline[-1].data == {"arguments": "\ufffd\ufffd"}
+    # A search for one finds what it became, on both backends, rather than failing.
+    assert [c.id for c in (await reader.list_calls(search="\x00")).calls] == [call_id]

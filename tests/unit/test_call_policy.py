@@ -776,6 +776,16 @@ def test_stream_must_present_its_token_and_call_sid(
         assert feed(policy, [SAMPLES["media"]]) == []  # no audio ever flows
 
 
+@pytest.mark.parametrize(("token", "accepted"), [("second", True), ("s3cret", False)])
+def test_a_renewed_stream_token_replaces_the_first(token: str, accepted: bool) -> None:
+    # Twilio retried the inbound webhook: the TwiML it acts on carries the second token.
+    policy = awaiting(stream_token="s3cret")
+    policy.expect_stream_token("second")
+    feed(policy, [UPDATED])
+    actions = policy.handle(started_with(token, "CA1"), 1.0)
+    assert (FinishCall("stream_refused", close_code=1008) not in actions) is accepted
+
+
 def test_latency_marks_time_the_callers_wait() -> None:
     policy = awaiting()
     feed(policy, [UPDATED], now=0.5)
