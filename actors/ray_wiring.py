@@ -37,6 +37,7 @@ from twilio.rest import Client
 from actors.call_actor import CallActor, HangUpVia
 from actors.pool import CallPool, Slot
 from actors.ray_metrics import ray_pool_metrics, watch_pool
+from actors.twilio_rest import twilio_call
 from switchboard.call_actions import Action
 from switchboard.errors import ConfigError
 from switchboard.settings import Settings, load_settings
@@ -108,7 +109,7 @@ def rest_hang_up(settings: Settings) -> HangUpVia:
     client = twilio_client(settings)
 
     async def hang_up(call_sid: str) -> None:
-        await asyncio.to_thread(client.calls(call_sid).update, status="completed")
+        await twilio_call(client.calls(call_sid).update, status="completed")
 
     return hang_up
 

@@ -10,7 +10,6 @@ the browser gets the media URL, a CallSid and the token instead of Twilio.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from actors.call_actor import CallPlan
 from actors.ray_wiring import NAMESPACE, Handle, through_restarts
+from actors.twilio_rest import twilio_call
 from serve.ports import WebCallTicket
 from serve.twilio_webhooks import status_callback_url
 from switchboard.errors import ConfigError, ServiceError, TwilioServiceError
@@ -63,7 +63,7 @@ class RayCallControl:
     async def place(self, call: CallRecord) -> None:
         actor, token = await self._prepare(call, call.instruction)
         try:
-            created = await asyncio.to_thread(
+            created = await twilio_call(
                 self.twilio.calls.create,
                 to=call.to,
                 from_=call.from_,

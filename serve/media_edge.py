@@ -8,12 +8,15 @@ of accepting, however slowly it trickles in), parses it with
 - a WebSocket upgrade under ``media_prefix`` (Twilio's ``wss://HOST/media/{call_id}``)
   is resolved to the address of the actor that owns the call and spliced to it,
   the head forwarded unchanged but for appended ``X-Forwarded-*`` headers;
-- anything else is spliced, head included, to ``default_upstream`` (Serve's proxy);
+- anything else is spliced, head included, to ``default_upstream`` (Serve's proxy),
+  asked to close the connection after its answer unless it is an upgrade;
 - a media upgrade the edge cannot serve is answered 400/404/431/502 and closed.
 
 After the head the edge is a byte pipe (``serve.splice``): no per-frame work, no
-Ray call, no WebSocket parsing. One connection only ever goes to one upstream, so
-a keep-alive connection whose first request went to Serve stays with Serve.
+Ray call, no WebSocket parsing. One connection only ever goes to one upstream, so a
+request to Serve ends its connection (``Connection: close``): a tunnel that keeps its
+connections to the edge open could otherwise send a media upgrade on one that Serve
+holds.
 
 Run it in any asyncio loop (a Ray actor's, a test's): no threads. The call
 lookup is the ``CallResolver`` port; Ray's is plugged in at the composition root.
@@ -33,7 +36,14 @@ from types import MappingProxyType
 from typing import Protocol
 
 from serve.http_head import RequestHeadError, find_head_end, parse_request_head
-from serve.media_route import Refuse, ToDefault, ToMedia, forwarded_head, refusal_response
+from serve.media_route import (
+    Refuse,
+    ToDefault,
+    ToMedia,
+    closing_head,
+    forwarded_head,
+    refusal_response,
+)
 from serve.media_route import route_request as _route_request
 from serve.splice import Leg, link
 
@@ -275,7 +285,8 @@ class _Front(Leg):
                 self._refuse(refusal)
             case ToDefault():
                 self._edge._counts["default"] += 1
-                self._begin_routing(self._splice_to(self._edge.default_upstream, raw, None))
+                data = closing_head(raw, head)
+                self._begin_routing(self._splice_to(self._edge.default_upstream, data, None))
             case ToMedia(call_id=call_id):
                 self._edge._counts["media"] += 1
                 data = forwarded_head(

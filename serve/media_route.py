@@ -113,6 +113,25 @@ def forwarded_head(raw: bytes, head: RequestHead, *, client_ip: str | None, prot
     return raw[:-2] + "".join(added).encode("latin-1") + b"\r\n"
 
 
+def closing_head(raw: bytes, head: RequestHead) -> bytes:
+    """``raw`` asking the default upstream to close the connection after its answer,
+    unless it is an upgrade (a WebSocket to Serve keeps the connection for itself).
+
+    The edge routes a connection once, by its first head. A tunnel or balancer that keeps
+    connections to the edge open could send a media upgrade on one that went to Serve,
+    which has no media route: closed after each answer, every request starts afresh.
+    """
+    if head.get("Upgrade") is not None:
+        return raw
+    lines = raw[:-4].split(b"\r\n")  # the parser guarantees CRLF lines, no folding
+    kept = [lines[0]] + [
+        line
+        for line in lines[1:]
+        if line.split(b":", 1)[0].strip().lower() not in (b"connection", b"keep-alive")
+    ]
+    return b"\r\n".join([*kept, b"Connection: close"]) + b"\r\n\r\n"
+
+
 def refusal_response(status: int) -> bytes:
     """A complete ``Connection: close`` response with a one-line text body."""
     phrase = _REASON_PHRASES.get(status, "Error")

@@ -94,6 +94,9 @@ def _first(value: str | None) -> str | None:
     return head or None
 
 
+DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
 def public_request_url(request: Request, public_url: str | None) -> str:
     """The URL Twilio requested, as it signed it."""
     raw_path = request.scope.get("raw_path")
@@ -105,6 +108,10 @@ def public_request_url(request: Request, public_url: str | None) -> str:
         headers = request.headers
         proto = _first(headers.get("x-forwarded-proto")) or request.url.scheme
         host = _first(headers.get("x-forwarded-host")) or headers.get("host") or request.url.netloc
+        port = _first(headers.get("x-forwarded-port"))
+        # Some balancers (AWS's) send the public port apart and a Host without it.
+        if port and ":" not in host.rpartition("]")[2] and port != DEFAULT_PORTS.get(proto):
+            host = f"{host}:{port}"
         base = f"{proto}://{host}"
     return f"{base}{path}?{query}" if query else f"{base}{path}"
 

@@ -80,6 +80,7 @@ from switchboard.call_levels import CallLevels
 from switchboard.codec import BYTES_PER_MS
 from switchboard.conversation_memory import ConversationMemory
 from switchboard.realtime_events import (
+    ALREADY_ACTIVE,
     AudioDelta,
     AudioDone,
     FunctionCallRequested,
@@ -488,6 +489,23 @@ class CallPolicy:
                 ProblemNoted("realtime", code, event.message, fatal=True),
                 *self._hang_up(f"realtime_{code}"),
             ]
+        if event.refused_update and not self._configured and not self._ended:
+            # Never configured, the session keeps pcm16 at 24 kHz: noise on the phone line.
+            return [
+                ProblemNoted(
+                    "realtime",
+                    code,
+                    f"the session could not be configured: {event.message}",
+                    fatal=True,
+                ),
+                *self._hang_up("realtime_session_refused"),
+            ]
+        if code == ALREADY_ACTIVE and not self._ended:
+            # Our response.create lost to one the server started first (its VAD, say),
+            # which began before what we asked about (a tool's output, a key pressed):
+            # ask again once it is done, or that is never answered.
+            self._response_requested = False
+            self._response_wanted = True
         return [ProblemNoted("realtime", code, event.message)]
 
     def _on_realtime_rejected(self, event: RealtimeMessageRejected, now: float) -> list[Action]:

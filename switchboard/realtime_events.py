@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from switchboard.errors import RealtimeProtocolError
 
 __all__ = [
+    "ALREADY_ACTIVE",
     "AudioDelta",
     "AudioDone",
     "FunctionCallRequested",
@@ -37,6 +38,9 @@ __all__ = [
     "TranscriptDone",
     "Usage",
 ]
+
+# The error code of a response.create refused because a response is already active.
+ALREADY_ACTIVE = "conversation_already_has_active_response"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +191,7 @@ class RealtimeErrorReported:
     message: str
     param: str | None = None
     event_id: str | None = None
+    refused_update: bool = False  # it names a session.update of ours (set by the session)
 
 
 @dataclass(frozen=True, slots=True)

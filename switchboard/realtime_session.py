@@ -32,13 +32,14 @@ bridge reads are type-checked; anything wrong becomes
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import fields, replace
 from types import MappingProxyType
 
 import orjson
 
 from switchboard.errors import LocalProtocolError
 from switchboard.realtime_events import (
+    ALREADY_ACTIVE,
     AudioDelta,
     FunctionCallRequested,
     OutputItemAdded,
@@ -60,7 +61,6 @@ __all__ = ["MAX_MESSAGE_SIZE", "PCMU_BYTES_PER_MS", "RealtimeSession", "decoded_
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 # audio/pcmu is 8 kHz, one byte per sample.
 PCMU_BYTES_PER_MS = 8
-_ALREADY_ACTIVE = "conversation_already_has_active_response"
 _ZERO_USAGE = Usage(total_tokens=0, input_tokens=0, output_tokens=0)
 
 
@@ -272,19 +272,23 @@ class RealtimeSession:
                 if usage is not None:
                     self._usage = _add_usage(self._usage, usage)
             case RealtimeErrorReported():
-                self._on_error(event)
+                if self._on_error(event):
+                    event = replace(event, refused_update=True)
             case _:
                 pass
         return [event]
 
-    def _on_error(self, error: RealtimeErrorReported) -> None:
+    def _on_error(self, error: RealtimeErrorReported) -> bool:
+        """Clear what the error refused; whether that was one of our session updates."""
         refused = error.event_id
-        if refused is not None and refused in self._pending_updates:
+        refused_update = refused is not None and refused in self._pending_updates
+        if refused is not None and refused_update:
             # A refused update is never acknowledged; ``configured`` stays False
             # until a later update is accepted.
             self._pending_updates.remove(refused)
         if self._response_request_id is not None and (
-            refused == self._response_request_id or error.code == _ALREADY_ACTIVE
+            refused == self._response_request_id or error.code == ALREADY_ACTIVE
         ):
             # Our response.create was refused; no response.done will clear it.
             self._response_request_id = None
+        return refused_update

@@ -305,10 +305,18 @@ async def test_signature_over_the_proxy_url_when_public_url_is_unset(h: Harness)
             client, path, form, signed_url="http://edge.example.net:8443" + path, extra=host_only
         )
         assert r.status_code == 204
+        # The public port apart, as some balancers send it (a default port is implied).
+        apart = proxied | {"X-Forwarded-Port": "8443"}
+        r = await post_signed(
+            client, path, form, signed_url="https://calls.example.com:8443" + path, extra=apart
+        )
+        assert r.status_code == 204, r.text
+        default = proxied | {"X-Forwarded-Port": "443"}
+        assert (await post_signed(client, path, form, extra=default)).status_code == 204
         # Signed for the public URL but sent without the headers that say so: refused.
         r = await post_signed(client, path, form)
         assert r.status_code == 403 and "http://internal:8000" in r.json()["detail"]
-    assert len(h.control.statuses) == 4
+    assert len(h.control.statuses) == 6
 
 
 async def test_public_url_wins_over_forwarding_headers(

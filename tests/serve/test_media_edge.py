@@ -112,7 +112,8 @@ class Actor:
 
 
 async def http_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A keep-alive HTTP/1.1 server answering each request with what it saw."""
+    """An HTTP/1.1 server answering each request with what it saw; keep-alive unless
+    the request says ``Connection: close`` (then it says so too and closes, as uvicorn)."""
     conn = id(writer)
     try:
         while True:
@@ -121,15 +122,25 @@ async def http_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
             method, target, _ = lines[0].split(" ")
             headers = dict(line.lower().split(": ", 1) for line in lines[1:] if line)
             body = await reader.readexactly(int(headers.get("content-length", "0")))
+            closing = headers.get("connection") == "close"
             payload = json.dumps(
-                {"method": method, "target": target, "body_len": len(body), "conn": conn}
+                {
+                    "method": method,
+                    "target": target,
+                    "body_len": len(body),
+                    "conn": conn,
+                    "connection": [line for line in lines if line.lower().startswith("conn")],
+                }
             ).encode()
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + (b"Connection: close\r\n" if closing else b"")
                 + f"Content-Length: {len(payload)}\r\n\r\n".encode()
                 + payload
             )
             await writer.drain()
+            if closing:
+                break
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:
@@ -404,23 +415,43 @@ async def test_logs_name_the_call_but_never_the_query_or_headers(
 # -- default path (the Serve proxy) ---------------------------------------------
 
 
-async def test_plain_http_with_keep_alive_and_a_body_reaches_the_default(
+async def test_plain_http_with_a_body_reaches_the_default_one_request_a_connection(
     make_edge: EdgeFactory, serve_proxy: Address
 ) -> None:
     resolver = Resolver()
     edge = await make_edge(resolver, serve_proxy)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.port}") as client:
-        first = (await client.get("/calls?page=2")).json()
+        first = await client.get("/calls?page=2", headers={"Connection": "keep-alive"})
         body = b"x" * 300_000
         second = (await client.post("/webhooks/status", content=body)).json()
         third = (await client.get(f"/media/{CALL}")).json()  # not an upgrade: Serve's
-    assert (first["method"], first["target"]) == ("GET", "/calls?page=2")
+    assert first.headers["connection"] == "close"  # the client opens a new one next
+    seen = first.json()
+    assert (seen["method"], seen["target"]) == ("GET", "/calls?page=2")
+    assert seen["connection"] == ["Connection: close"]  # its own keep-alive replaced
     assert (second["method"], second["body_len"]) == ("POST", len(body))
     assert third["target"] == f"/media/{CALL}"
-    assert first["conn"] == second["conn"] == third["conn"]  # one kept-alive connection
+    assert len({seen["conn"], second["conn"], third["conn"]}) == 3
     stats = edge.stats()
-    assert (stats.connections_total, stats.default_total, stats.media_total) == (1, 1, 0)
+    assert (stats.connections_total, stats.default_total, stats.media_total) == (3, 3, 0)
     assert resolver.asked == []
+
+
+async def test_a_media_upgrade_after_an_api_request_reaches_the_actor(
+    make_edge: EdgeFactory, serve_proxy: Address, actor: Actor
+) -> None:
+    # A tunnel pools its connections to the edge: a webhook first, then the call's
+    # stream. The first connection ended with the webhook's answer, so the stream
+    # comes on a new one and is routed by its own head.
+    edge = await make_edge(Resolver({CALL: actor.address}), serve_proxy)
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(b"POST /twilio/status/x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 10)  # to EOF: the edge closed it
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in answer
+    writer.close()
+    async with connect(f"ws://127.0.0.1:{edge.port}/media/{CALL}") as ws:
+        assert await ws.recv() == "hello from actor"
+    assert (edge.stats().default_total, edge.stats().media_total) == (1, 1)
 
 
 async def test_other_websockets_reach_the_default(make_edge: EdgeFactory, actor: Actor) -> None:

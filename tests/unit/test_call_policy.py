@@ -498,6 +498,28 @@ def test_interruption_during_a_function_call() -> None:
     ]
 
 
+def test_a_response_request_refused_for_an_active_one_is_made_again_after_it() -> None:
+    policy = idle()
+    feed(
+        policy,
+        [
+            ResponseStarted("r1"),
+            FunctionCallRequested("r1", "f1", "call_1", "lookup", "{}"),
+            ResponseDone("r1", "completed", None, None),
+        ],
+    )
+    assert kinds(policy.handle(ToolFinished("call_1", "{}"), 2.0))[-1] is CreateResponse
+    # The server's VAD started a response first, without the tool's output: ours is refused.
+    feed(policy, [ResponseStarted("r_auto")])
+    refused = RealtimeErrorReported(
+        "invalid_request_error", "conversation_already_has_active_response", "active: r_auto"
+    )
+    assert kinds(policy.handle(refused, 2.1)) == [ProblemNoted]
+    assert kinds(policy.handle(ResponseDone("r_auto", "completed", None, None), 3.0)) == [
+        CreateResponse
+    ]
+
+
 def test_parallel_tool_calls_answer_once_all_outputs_are_in() -> None:
     policy = idle()
     feed(
@@ -705,6 +727,18 @@ def test_fatal_realtime_error_ends_the_call() -> None:
     error = RealtimeErrorReported("invalid_request_error", "invalid_api_key", "bad key")
     assert kinds(policy.handle(error, 2.0)) == [ProblemNoted, HangUp, FinishCall]
     assert policy.phase is CallPhase.ENDED
+
+
+def test_a_refused_session_configuration_ends_the_call() -> None:
+    # Still ringing: the session would stay pcm16 at 24 kHz, noise on a mu-law phone line.
+    policy = awaiting()
+    error = RealtimeErrorReported(
+        "invalid_request_error", "invalid_value", "no such voice", refused_update=True
+    )
+    actions = policy.handle(error, 1.0)
+    assert kinds(actions) == [ProblemNoted, HangUp, FinishCall]
+    assert HangUp("realtime_session_refused") in actions
+    assert "could not be configured: no such voice" in actions[0].message  # type: ignore[attr-defined]
 
 
 def test_persistent_peer_errors_end_the_call_cleanly() -> None:

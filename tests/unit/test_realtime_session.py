@@ -947,8 +947,11 @@ def test_configured_tracks_the_latest_update() -> None:
     rt.configure(SessionConfig(instructions="c"))
     [third] = sent(rt)
     assert not rt.configured
-    feed(rt, error_event("invalid_value", event_id=str(third["event_id"])))
+    refusal = feed(rt, error_event("invalid_value", event_id=str(third["event_id"])))
+    assert isinstance(refusal, RealtimeErrorReported) and refusal.refused_update
     assert not rt.configured  # refused: still not configured as asked
+    other = feed(rt, error_event("invalid_value", event_id="evt_not_an_update"))
+    assert isinstance(other, RealtimeErrorReported) and not other.refused_update
     rt.configure(SessionConfig(instructions="d"))
     rt.configure(SessionConfig(instructions="e"))
     fourth, _fifth = sent(rt)

@@ -1,0 +1,41 @@
+"""Twilio's REST API from async code: the sync SDK in a worker thread, throttling retried.
+
+A 429 (error 20429, too many concurrent requests) "is never processed and is always
+safe to retry", and the SDK's sync client does not retry it (protocols.md 2.7, 2.8):
+so placing or ending a call under load would fail where waiting a moment succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from twilio.base.exceptions import TwilioRestException
+
+__all__ = ["ATTEMPTS", "twilio_call"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+ATTEMPTS = 5  # the last wait is about 2 s; the whole, at most about 4 s
+FIRST_WAIT_S = 0.25
+
+
+def _throttled(exc: BaseException) -> bool:
+    return isinstance(exc, TwilioRestException) and exc.status == 429
+
+
+async def twilio_call(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn(*args, **kwargs)`` in a thread; on a 429 again, up to ``ATTEMPTS`` tries with
+    jittered exponential waits (many calls throttled at once do not retry in step)."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(_throttled),
+        wait=wait_random_exponential(multiplier=FIRST_WAIT_S, max=4.0),
+        stop=stop_after_attempt(ATTEMPTS),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+    raise AssertionError("tenacity ends with a result or the last error")  # pragma: no cover
