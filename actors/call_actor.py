@@ -13,8 +13,9 @@ opens it (``actors/realtime_connect.py``) without importing the SDK, which
 would cost every call actor ~29 MB.
 
 A web call (``CallPlan.web``) is the same call with a browser as the phone:
-its socket carries no Twilio signature (the one-time token in ``start`` is
-the credential), it ends by closing that socket rather than through
+its socket carries no Twilio signature: the browser offers the one-time token as
+the subprotocol ``token.<token>`` (checked before the socket is the call's) and
+again in ``start``. It ends by closing that socket rather than through
 Twilio's REST API, and, since no Twilio status callback reports it, the
 actor records its status itself (``in-progress`` on connect, then
 ``completed``, ``no-answer`` after ``WEB_CONNECT_TIMEOUT_S``, or ``failed``).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import time
@@ -51,6 +53,7 @@ __all__ = ["CallActor", "CallPlan", "Reporter"]
 
 log = logging.getLogger(__name__)
 REPORT_INTERVAL_S = 0.5  # a Ray call costs ~1.2 ms of CPU: 2 a second per call, not 5
+WEB_TOKEN_PROTOCOL = "token."  # a web call's socket offers subprotocol token.<stream token>
 WEB_CONNECT_TIMEOUT_S = 30.0  # a web call whose browser never connects ends as no-answer
 # Every final status: "completed" too, for a call answered whose stream never came (a
 # refused handshake, the callee gone first): nothing else would end it.
@@ -260,14 +263,29 @@ class CallActor:
 
     # -- media server ------------------------------------------------------
 
-    def _check_handshake(self, path: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+    def _check_web_token(
+        self, plan: CallPlan, headers: Mapping[str, str]
+    ) -> tuple[int, str] | dict[str, str]:
+        """A browser cannot sign, but it can offer its one-time token as a subprotocol:
+        checked here, before the socket is the call's, so a stranger who knows the call
+        id can neither hold the call's place nor end it with a wrong token."""
+        wanted = (WEB_TOKEN_PROTOCOL + plan.stream_token).encode()
+        offered = headers.get("Sec-WebSocket-Protocol", "").split(",")
+        if not any(hmac.compare_digest(item.strip().encode(), wanted) for item in offered):
+            log.warning("web call handshake refused: no token", extra={"call_id": plan.call_id})
+            return HTTPStatus.FORBIDDEN, "offer the call's token as subprotocol token.<token>\n"
+        return {"Sec-WebSocket-Protocol": wanted.decode()}
+
+    def _check_handshake(
+        self, path: str, headers: Mapping[str, str]
+    ) -> tuple[int, str] | dict[str, str] | None:
         plan = self.plan
         if plan is None or path != f"/media/{plan.call_id}":
             return HTTPStatus.NOT_FOUND, "no such call here\n"
         if self._attached:
             return HTTPStatus.CONFLICT, "this call's stream is connected\n"
         if plan.web:
-            return None  # the one-time token in `start` is a web call's credential
+            return self._check_web_token(plan, headers)
         signature = headers.get("X-Twilio-Signature", "")
         if not self._validator.validate(self._public_url(path, headers), {}, signature):
             log.warning("media handshake refused: bad signature", extra={"call_id": plan.call_id})

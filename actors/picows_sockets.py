@@ -311,7 +311,9 @@ def _text(frame: WSFrame) -> str:
 
 # -- the media server -------------------------------------------------------
 
-Check = Callable[[str, Mapping[str, str]], tuple[int, str] | None]
+# None or a dict of response headers to accept (a chosen Sec-WebSocket-Protocol, say);
+# (status, body) to refuse.
+Check = Callable[[str, Mapping[str, str]], tuple[int, str] | dict[str, str] | None]
 OnSocket = Callable[[PicowsSocket], Awaitable[None]]
 
 
@@ -361,10 +363,11 @@ async def serve_media(
     ``check(path, headers)`` runs on each upgrade request before it is accepted:
     ``path`` is the request target as sent (``/media/CA...?x=1``, query string
     included, not percent-decoded), ``headers`` a case-insensitive mapping. It
-    returns None to accept, or ``(status, body)`` with a status of 400 or more
-    to refuse. ``on_socket(socket)`` runs as a task per accepted connection.
-    After ``keepalive_s`` without data a socket is pinged; with no pong within
-    ``keepalive_s`` more it is closed (1001) and ``recv`` raises.
+    returns None to accept, a dict of headers to accept with, or ``(status, body)``
+    with a status of 400 or more to refuse. ``on_socket(socket)`` runs as a task
+    per accepted connection. After ``keepalive_s`` without data a socket is
+    pinged; with no pong within ``keepalive_s`` more it is closed (1001) and
+    ``recv`` raises.
 
     The sockets use the event loop's own transports (uvloop's in a Ray actor):
     picows would default to aiofastnet's, which measured no cheaper here
@@ -385,6 +388,9 @@ async def serve_media(
             refusal = (HTTPStatus.INTERNAL_SERVER_ERROR, "internal error\n")
         if refusal is None:
             return PicowsSocket(max_message, opened)
+        if isinstance(refusal, dict):
+            accepted = WSUpgradeResponse.create_101_response(extra_headers=refusal)
+            return WSUpgradeResponseWithListener(accepted, PicowsSocket(max_message, opened))
         status, body = refusal
         if status < 400:
             log.error("media handshake check answered %s; refusing with 500", status)

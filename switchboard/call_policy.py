@@ -505,7 +505,7 @@ class CallPolicy:
             # which began before what we asked about (a tool's output, a key pressed):
             # ask again once it is done, or that is never answered.
             self._response_requested = False
-            self._response_wanted = True
+            return [ProblemNoted("realtime", code, event.message), *self._respond(None)]
         return [ProblemNoted("realtime", code, event.message)]
 
     def _on_realtime_rejected(self, event: RealtimeMessageRejected, now: float) -> list[Action]:

@@ -12,6 +12,7 @@ import pytest
 import websockets
 from twilio.rest import Client
 from twilio.twiml.voice_response import Connect, VoiceResponse
+from websockets.typing import Subprotocol
 
 from actors.call_actor import CallActor, CallPlan
 from sim.scenario import Scenario, parse_scenario
@@ -228,6 +229,24 @@ async def test_recycling_needs_a_finished_call(world: World) -> None:
     await actor.start()
     with pytest.raises(LocalProtocolError):
         await actor.recycle(max_calls=5)
+
+
+async def test_a_web_calls_socket_must_offer_its_token_at_the_handshake(world: World) -> None:
+    actor = make_actor(world)
+    _, port = await actor.start()
+    await actor.prepare(CallPlan("call-w", "Test.", stream_token="tok", web=True))
+    url = f"ws://127.0.0.1:{port}/media/call-w"
+    for offered in ([], ["token.wrong"], ["bearer.tok"]):
+        with pytest.raises(websockets.InvalidStatus) as info:
+            await websockets.connect(url, subprotocols=[Subprotocol(p) for p in offered])
+        assert info.value.response.status_code == 403
+    # Refused strangers neither took the call's place nor ended it: its own page can.
+    async with websockets.connect(
+        url, subprotocols=[Subprotocol("other"), Subprotocol("token.tok")]
+    ) as ws:
+        assert ws.subprotocol == "token.tok"
+        assert await actor.hang_up("call-w") is True
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
 
 
 async def test_a_bad_signature_is_refused_before_any_audio(world: World) -> None:

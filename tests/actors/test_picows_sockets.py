@@ -14,6 +14,7 @@ import websockets
 from picows import WSTransport
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from actors import picows_sockets
 from actors.picows_sockets import WRITE_HIGH_WATER, MediaServer, PicowsSocket, serve_media
@@ -31,7 +32,7 @@ class Media:
 
     server: MediaServer | None = None
     servers: list[MediaServer] = field(default_factory=list)
-    refusal: tuple[int, str] | None = None
+    refusal: tuple[int, str] | dict[str, str] | None = None
     seen: list[tuple[str, Mapping[str, str]]] = field(default_factory=list)
     accepted: asyncio.Queue[PicowsSocket] = field(default_factory=asyncio.Queue)
 
@@ -41,7 +42,9 @@ class Media:
         self.servers.append(self.server)
         return self.server
 
-    def check(self, path: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+    def check(
+        self, path: str, headers: Mapping[str, str]
+    ) -> tuple[int, str] | dict[str, str] | None:
         self.seen.append((path, headers))
         return self.refusal
 
@@ -96,6 +99,15 @@ async def test_a_refused_upgrade_gets_the_checks_status_and_body(
     assert refused.value.response.status_code == status
     assert refused.value.response.body == body.encode()
     assert media.accepted.empty()
+
+
+async def test_a_check_can_accept_with_headers_of_its_choosing(media: Media) -> None:
+    media.refusal = {"Sec-WebSocket-Protocol": "token.abc"}  # the one offered it accepts
+    client, socket = await media.connect(subprotocols=[Subprotocol("token.abc")])
+    assert client.subprotocol == "token.abc"
+    await client.send("hi")
+    assert await asyncio.wait_for(socket.recv(), TIMEOUT) == "hi"
+    await client.close()
 
 
 async def test_check_sees_the_raw_target_and_headers_in_any_case(media: Media) -> None:

@@ -59,7 +59,8 @@ export class WebCall {
     this.node.port.onmessage = (event) => this.#fromAudio(event.data);
     await this.context.resume();
 
-    const socket = new WebSocket(this.mediaUrl);
+    // The one-time token is checked at the handshake too: a browser cannot sign it.
+    const socket = new WebSocket(this.mediaUrl, [`token.${this.streamToken}`]);
     this.socket = socket;
     this.protocol = new MediaStreamsClient({
       callSid: this.callSid,
