@@ -187,6 +187,9 @@ class CallPolicy:
         self._response_wanted = False
         self._pending_tools: set[str] = set()
         self._cut_items: set[str] = set()
+        # The response we cancelled at a barge-in (the server does not, interrupt_response
+        # False), until its `response.done`: audio it still sends was never heard.
+        self._cancelled: str | None = None
         self._generated: dict[str, int] = {}
         self._playing_item: str | None = None
         self._dtmf_digits = ""
@@ -407,8 +410,17 @@ class CallPolicy:
                 actions.append(TruncateItem(item, heard_ms))
             actions.append(AgentTurnInterrupted(item, heard_ms, generated_ms))
         if self._active_response is not None and not self._server_interrupts:
+            self._cancelled = self._active_response
             actions.append(CancelResponse())
         return actions
+
+    def _drop_cancelled(self, item_id: str) -> list[Action]:
+        """An item of the response cancelled at a barge-in that no one heard: its late
+        audio is not played, and the model and the transcript learn it went unheard."""
+        self._cut_items.add(item_id)
+        generated_ms = self._generated.get(item_id, 0) // BYTES_PER_MS
+        heard: list[Action] = [TruncateItem(item_id, 0)] if item_id in self._generated else []
+        return [*heard, AgentTurnInterrupted(item_id, 0, generated_ms)]
 
     def _on_speech_stopped(self, event: SpeechStopped, now: float) -> list[Action]:
         self._caller_active(now)
@@ -444,6 +456,8 @@ class CallPolicy:
         except binascii.Error:
             return self._peer_error("realtime", "invalid_base64", "audio delta is not base64")
         self._generated[event.item_id] = self._generated.get(event.item_id, 0) + len(audio)
+        if event.response_id == self._cancelled:
+            return self._drop_cancelled(event.item_id)
         return self._play(event.item_id, self.audio.frame_outbound(event.item_id, audio), now)
 
     def _on_audio_done(self, event: AudioDone, now: float) -> list[Action]:
@@ -458,6 +472,8 @@ class CallPolicy:
     def _on_transcript_done(self, event: TranscriptDone, now: float) -> list[Action]:
         if event.item_id in self._cut_items:
             return []  # the interruption notice already told what was heard
+        if event.response_id == self._cancelled:
+            return self._drop_cancelled(event.item_id)  # cancelled before a sound of it
         return [AgentTurnFinished(event.item_id, event.transcript)]
 
     def _on_function_call(self, event: FunctionCallRequested, now: float) -> list[Action]:
@@ -469,6 +485,8 @@ class CallPolicy:
     def _on_response_done(self, event: ResponseDone, now: float) -> list[Action]:
         self._response_requested = False
         self._active_response = None
+        if event.response_id == self._cancelled:
+            self._cancelled = None
         actions: list[Action] = []
         if event.usage is not None:
             actions.append(UsageReported(event.response_id, event.usage))
@@ -597,7 +615,7 @@ class CallPolicy:
         self._configured = self._caller_turn_open = False
         self._untranscribed.clear()
         self._response_requested = self._response_wanted = False
-        self._active_response = None
+        self._active_response = self._cancelled = None
         self._pending_tools.clear()  # their outputs belong to the old session
         self._generated.clear()  # its items cannot be truncated in the new one
         actions: list[Action] = [

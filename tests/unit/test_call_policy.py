@@ -437,6 +437,28 @@ def test_cancel_only_if_active_and_the_server_does_not_cancel_itself() -> None:
     ]
 
 
+def test_audio_of_a_response_we_cancelled_before_a_sound_is_never_played() -> None:
+    # interrupt_response off: the caller spoke before the reply's first audio; until the
+    # server acts on our cancel, what it still generates must not play over the caller.
+    policy = thinking(interrupt_response=False)
+    feed(policy, [ResponseStarted("r"), OutputItemAdded("r", "item_L", "message")])
+    assert CancelResponse() in policy.handle(SpeechStarted("u", 1), 2.0)
+    late = policy.handle(AudioDelta("r", "item_L", b64(b"\x01" * 800)), 2.05)
+    assert late == [TruncateItem("item_L", 0), AgentTurnInterrupted("item_L", 0, 100)]
+    assert policy.handle(AudioDelta("r", "item_L", b64(b"\x01" * 800)), 2.06) == []
+    assert policy.handle(TranscriptDone("r", "item_L", "Never heard"), 2.07) == []
+    # An item of it with no audio yet: unheard too, not a finished turn.
+    feed(policy, [OutputItemAdded("r", "item_M", "message")])
+    assert policy.handle(TranscriptDone("r", "item_M", "Nor this"), 2.08) == [
+        AgentTurnInterrupted("item_M", 0, 0)
+    ]
+    # Once it is done, the next reply plays.
+    feed(policy, [ResponseDone("r", "cancelled", "client_cancelled", None)])
+    feed(policy, [ResponseStarted("r2"), OutputItemAdded("r2", "item_N", "message")])
+    reply = policy.handle(AudioDelta("r2", "item_N", b64(b"\x02" * 160)), 3.0)
+    assert PlayAgentAudio in kinds(reply)
+
+
 def test_clear_is_not_sent_with_nothing_buffered() -> None:
     for build in (idle, thinking, tool_wait, awaiting):
         actions = build().handle(SpeechStarted("u", 1), 2.0)
