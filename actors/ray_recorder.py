@@ -16,6 +16,8 @@ import ray
 
 from actors.ray_metrics import ray_call_metrics
 from switchboard.call_actions import Action
+from switchboard.logs import configure_logging
+from switchboard.settings import load_settings
 
 if TYPE_CHECKING:
     from actors.recorder import CallRecorder
@@ -30,6 +32,7 @@ class RayCallRecorder:
     def __init__(self, database_url: str) -> None:
         from actors.recorder import CallRecorder  # deferred: see the module docstring
 
+        configure_logging(load_settings(None).log_level)
         self.recorder: CallRecorder = CallRecorder(database_url, ray_call_metrics())
 
     async def open(self) -> None:

@@ -40,6 +40,7 @@ from actors.ray_metrics import ray_pool_metrics, watch_pool
 from actors.twilio_rest import twilio_call
 from switchboard.call_actions import Action
 from switchboard.errors import ConfigError
+from switchboard.logs import configure_logging
 from switchboard.settings import Settings, load_settings
 
 __all__ = [
@@ -150,6 +151,7 @@ class HandleReporter:
 class RayCallActor(CallActor):
     def __init__(self, slot: str) -> None:
         settings = load_settings(None)
+        configure_logging(settings.log_level)
         reporter = HandleReporter(recorder_handles(settings.recorder_shards))
         super().__init__(slot, settings, reporter, rest_hang_up(settings))
         # Everything imported so far lives as long as the process: keep it out of
@@ -266,6 +268,7 @@ class RayCallPool:
     """
 
     def __init__(self, size: int, options: dict[str, Any] | None = None) -> None:
+        configure_logging(load_settings(None).log_level)
         self.factory = RaySlotFactory(options)
         self.pool: CallPool[Handle] = CallPool(self.factory, size)
         self._gauges: asyncio.Task[None] | None = None

@@ -28,10 +28,12 @@ from actors.ray_wiring import (
     twilio_client,
 )
 from serve.api import build_app
+from serve.auth import tokens_from_settings
 from serve.control import RayCallControl
 from serve.events import EventHub
 from serve.ports import AppDeps
 from switchboard.errors import ConfigError
+from switchboard.logs import configure_logging
 from switchboard.settings import load_settings
 from switchboard.store import CallStore
 
@@ -174,6 +176,7 @@ class SwitchboardIngress:
 
     async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits it
         settings = load_settings(None)
+        configure_logging(settings.log_level)
         if settings.switchboard_api_token is None:
             raise ConfigError("SWITCHBOARD_API_TOKEN must be set for the call API")
         self.store = await CallStore.open(settings.database_url)
@@ -183,10 +186,9 @@ class SwitchboardIngress:
         self.feed = RecorderFeed(recorders)
         self.feed.start(after=await asyncio.gather(*(r.last_seq.remote() for r in recorders)))
         control = RayCallControl(settings, self.store, pool, twilio_client(settings))
-        tokens = tuple(
-            t.strip() for t in settings.switchboard_api_token.get_secret_value().split(",") if t
+        self.deps = AppDeps(
+            settings, self.store, control, self.feed, tokens_from_settings(settings)
         )
-        self.deps = AppDeps(settings, self.store, control, self.feed, tokens)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_app(self.deps)

@@ -20,23 +20,37 @@ __all__ = ["PoolResolver", "run_edge"]
 
 
 class PoolResolver:
-    """The edge's question, answered by the pool actor (one Ray call per stream)."""
+    """The edge's question, answered by the pool actor (one Ray call per stream).
 
-    def __init__(self, pool: Handle) -> None:
+    Without a handle the pool is found by name at a stream, until it exists: an edge
+    starts before Serve's ingress has made the pool (on Kubernetes its readiness gates
+    the head pod's, which gates Serve's deployment), and no pool means no live call.
+    """
+
+    def __init__(self, pool: Handle | None = None, name: str = POOL_NAME) -> None:
         self.pool = pool
+        self.name = name
 
     async def resolve(self, call_id: str) -> tuple[str, int] | None:
+        pool = self.pool or await self._find_pool()
+        if pool is None:
+            return None
         address: tuple[str, int] | None = await through_restarts(
-            lambda: self.pool.locate.remote(call_id)
+            lambda: pool.locate.remote(call_id)
         )
         return None if address is None else (str(address[0]), int(address[1]))
+
+    async def _find_pool(self) -> Handle | None:
+        try:  # a GCS lookup: off the loop that relays the audio
+            self.pool = await asyncio.to_thread(ray.get_actor, self.name, namespace=NAMESPACE)
+        except ValueError:  # not made yet
+            return None
+        return self.pool
 
 
 async def run_edge(host: str, port: int, serve_port: int, ray_address: str = "auto") -> int:
     ray.init(address=ray_address, namespace=NAMESPACE, log_to_driver=False)
-    edge = MediaEdge(
-        PoolResolver(ray.get_actor(POOL_NAME, namespace=NAMESPACE)), ("127.0.0.1", serve_port)
-    )
+    edge = MediaEdge(PoolResolver(), ("127.0.0.1", serve_port))  # listening at once
     await edge.start(host, port)
     gc.freeze()  # as local_stack: start-up's objects are never scanned by a collection
     print(f"media edge on {host}:{edge.port}, other traffic to 127.0.0.1:{serve_port}", flush=True)

@@ -35,7 +35,7 @@ from serve.media_edge import MediaEdge
 from switchboard.errors import ConfigError
 from switchboard.settings import load_settings
 
-__all__ = ["LocalStack", "free_port", "local_stack"]
+__all__ = ["LocalStack", "free_port", "local_stack", "local_url"]
 
 log = logging.getLogger("switchboard.local")
 
@@ -56,6 +56,12 @@ class LocalStack:
     dashboard_url: str | None
 
 
+def local_url(host: str, port: int) -> str:
+    """Where this machine reaches a listener on ``host``: loopback for a wildcard."""
+    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
+
+
 def export_settings(values: Mapping[str, str]) -> None:
     """Put settings in this process's environment, for the Ray workers to inherit."""
     os.environ.update(values)
@@ -65,6 +71,7 @@ def export_settings(values: Mapping[str, str]) -> None:
 async def local_stack(
     *,
     public_port: int,
+    public_host: str = "127.0.0.1",
     serve_port: int | None = None,
     call_slots: int = 100,
     warm_actors: int = 2,
@@ -84,7 +91,8 @@ async def local_stack(
     # The public port is bound before Ray starts, and Serve's port chosen just before
     # Serve binds it: Ray's processes open listeners on ports of their own choosing, and
     # one could take a port that was only chosen, not held.
-    listener = socket.create_server(("127.0.0.1", public_port))
+    family = socket.AF_INET6 if ":" in public_host else socket.AF_INET
+    listener = socket.create_server((public_host, public_port), family=family)
     edge: MediaEdge | None = None
     pool: Handle | None = None
     recorders: list[Handle] = []
@@ -124,7 +132,7 @@ async def local_stack(
         gc.freeze()
         dashboard = getattr(context, "dashboard_url", None)
         yield LocalStack(
-            public_url=f"http://127.0.0.1:{public_port}",
+            public_url=local_url(public_host, public_port),
             serve_port=serve_port,
             edge=edge,
             pool=pool,

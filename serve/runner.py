@@ -20,7 +20,8 @@ from typing import TextIO
 
 from dotenv import dotenv_values
 
-from serve.local import export_settings, local_stack
+from serve.auth import tokens_from_settings
+from serve.local import export_settings, local_stack, local_url
 from switchboard.errors import ConfigError
 from switchboard.settings import Settings
 
@@ -33,8 +34,11 @@ DEMO_FROM = "+15005550006"
 
 def ensure_api_token(settings: Settings, env_file: Path, out: TextIO) -> str:
     """The API token: from the settings, or made once and kept in ``.env`` (mode 600)."""
+    tokens = tokens_from_settings(settings)
+    if tokens:
+        return tokens[0]
     if settings.switchboard_api_token is not None:
-        return settings.switchboard_api_token.get_secret_value().split(",")[0].strip()
+        raise ConfigError("SWITCHBOARD_API_TOKEN is set but holds no token, only commas")
     token = secrets.token_urlsafe(24)
     with env_file.open("a", encoding="utf-8") as env:
         env.write(f"SWITCHBOARD_API_TOKEN={token}\n")
@@ -84,7 +88,7 @@ async def run_server(settings: Settings, out: TextIO, env_file: Path = Path(".en
     demo = not (settings.has_twilio_credentials and settings.has_openai_credentials)
     if not demo and settings.public_url is None:
         raise ConfigError("PUBLIC_URL must be the https URL Twilio can reach this machine at")
-    public = f"http://127.0.0.1:{settings.port}"
+    public = local_url(settings.host, settings.port)
     async with contextlib.AsyncExitStack() as stack:
         values = dotenv_settings(env_file) | {
             "SWITCHBOARD_API_TOKEN": token,
@@ -96,7 +100,9 @@ async def run_server(settings: Settings, out: TextIO, env_file: Path = Path(".en
         export_settings(values)
         # Serve's own start-up lines name its internal port, not the one to use (below).
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
-        running = await stack.enter_async_context(local_stack(public_port=settings.port))
+        running = await stack.enter_async_context(
+            local_stack(public_port=settings.port, public_host=settings.host)
+        )
         mode = "demo: Twilio and OpenAI are emulated" if demo else "live Twilio and OpenAI"
         print(
             f"\nSwitchboard is running ({mode}).\n"

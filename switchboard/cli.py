@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from switchboard import __version__
 from switchboard.errors import ConfigError, SwitchboardError
+from switchboard.logs import configure_logging
 from switchboard.settings import load_settings
 
 __all__ = ["main"]
@@ -91,7 +92,9 @@ def _run(ns: argparse.Namespace) -> int:
 
     from serve.runner import run_server
 
-    return uvloop.run(run_server(load_settings(), sys.stdout))  # the edge: measured cheaper
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return uvloop.run(run_server(settings, sys.stdout))  # the edge: measured cheaper
 
 
 def _edge(ns: argparse.Namespace) -> int:
@@ -99,6 +102,7 @@ def _edge(ns: argparse.Namespace) -> int:
 
     from serve.edge_command import run_edge
 
+    configure_logging(load_settings().log_level)
     return uvloop.run(run_edge(ns.host, ns.port, ns.serve_port, ns.ray_address))
 
 
@@ -112,13 +116,15 @@ def _demo(ns: argparse.Namespace) -> int:
 
 
 def _call(ns: argparse.Namespace) -> int:
+    from serve.auth import tokens_from_settings
     from serve.call_command import follow_call
 
     settings = load_settings()
-    if settings.switchboard_api_token is None:
+    tokens = tokens_from_settings(settings)
+    if not tokens:
         raise ConfigError("SWITCHBOARD_API_TOKEN is not set (switchboard run writes it to .env)")
     url = ns.url or f"http://127.0.0.1:{settings.port}"
-    token = settings.switchboard_api_token.get_secret_value().split(",")[0].strip()
+    token = tokens[0]
     return asyncio.run(
         follow_call(url, token, ns.to, ns.instruction, voice=ns.voice, greeting=ns.greeting)
     )

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from serve.auth import TokenChecker
+
 Console = Any  # the `console` fixture of conftest.py
 
 
@@ -68,5 +72,20 @@ async def test_a_token_revoked_while_signed_in_sends_the_user_back_to_sign_in(
     console.expect_error(r"401|WebSocket")
     await page.evaluate("localStorage.setItem('switchboard.token', 'revoked')")
     await page.reload()
+    await page.locator("#token-error", has_text="refused the API token").wait_for()
+    assert await page.evaluate("localStorage.length") == 0
+
+
+async def test_a_token_revoked_while_a_live_stream_reconnects_signs_the_user_out(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The board's stream is live; the server restarts with other tokens. The stream's
+    # reconnect is refused at the handshake (403), which the browser only sees as 1006:
+    # the page asks over HTTP, hears 401, and signs out rather than retrying forever.
+    page = await console.open()
+    await page.locator("#nav").wait_for(state="visible")
+    console.expect_error(r"401|WebSocket")
+    monkeypatch.setattr(TokenChecker, "accepts", lambda self, presented: False)
+    console.hub.close()  # every live stream ends (a restart)
     await page.locator("#token-error", has_text="refused the API token").wait_for()
     assert await page.evaluate("localStorage.length") == 0

@@ -24,6 +24,7 @@ from actors.ray_wiring import (
     through_restarts,
 )
 from serve.client import ApiError
+from serve.edge_command import PoolResolver
 
 World = Any  # the `world` fixture of conftest.py
 
@@ -345,6 +346,24 @@ async def test_a_node_can_name_the_address_its_call_actors_listen_on(world: Worl
         writer.close()
     finally:
         await factory.retire(slot)
+
+
+async def test_an_edge_started_before_the_pool_finds_it_by_name_once_it_exists(
+    world: World,
+) -> None:
+    # `switchboard edge` listens at once (its readiness gates the head pod's on Kubernetes,
+    # and so Serve's deployment, which makes the pool): until the pool exists, no call
+    # is live; once it does, it is found.
+    missing = PoolResolver(name="switchboard-pool-not-made-yet")
+    assert await missing.resolve("01ABC") is None
+    assert missing.pool is None  # asked again at the next stream
+    resolver = PoolResolver()
+    async with world.client() as client:
+        call = await client.place_call("+15551230301", INSTRUCTION)
+        assert await resolver.resolve(call.id) is not None
+        assert await resolver.resolve("01NOSUCHCALL") is None
+        await client.hang_up(call.id)
+    await ended(world, call.id)
 
 
 async def test_a_finished_calls_actor_serves_a_later_call(world: World) -> None:

@@ -9,6 +9,7 @@ import pytest
 from serve.call_command import describe
 from serve.runner import dotenv_settings, ensure_api_token
 from switchboard.cli import main
+from switchboard.errors import ConfigError
 from switchboard.settings import Settings, load_settings
 
 
@@ -34,6 +35,19 @@ def test_a_new_api_token_is_kept_in_a_private_env_file(
     assert token not in out.getvalue()  # the file is named, the secret is not printed
     again = Settings(_env_file=env)  # type: ignore[call-arg]
     assert ensure_api_token(again, env, out) == token
+
+
+def test_the_first_of_several_api_tokens_is_used_and_blank_ones_are_not_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env, out = tmp_path / ".env", StringIO()
+    for raw, first in ((" , tokA, tokB", "tokA"), ("tokA, ", "tokA")):
+        monkeypatch.setenv("SWITCHBOARD_API_TOKEN", raw)
+        assert ensure_api_token(Settings(_env_file=None), env, out) == first  # type: ignore[call-arg]
+    monkeypatch.setenv("SWITCHBOARD_API_TOKEN", " , ")
+    with pytest.raises(ConfigError, match="holds no token"):
+        ensure_api_token(Settings(_env_file=None), env, out)  # type: ignore[call-arg]
+    assert not env.exists()  # nothing made up behind the setting's back
 
 
 def test_settings_from_the_env_file_reach_the_ray_workers_through_the_environment(

@@ -155,7 +155,9 @@ class LiveStream {
       return;
     }
     this.socket = socket;
+    let opened = false;
     socket.addEventListener("open", () => {
+      opened = true;
       if (this.stopped) return;
       this.backoff = 500;
       this.onState("live", { resumed: this.opened > 0 });
@@ -185,10 +187,29 @@ class LiveStream {
         this.onState("gone", { reason: "unknown call" });
         return;
       }
-      this.onState("reconnecting", {});
-      this.timer = setTimeout(() => this.connect(), this.backoff);
-      this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+      if (!opened) {
+        // A refused token never shows here as 1008: the server refuses the handshake
+        // (403), which a browser reports as 1006. HTTP says 401, and signs out.
+        this.api.request("GET", "/calls?limit=1").then(
+          () => this.#retry(),
+          (failure) => {
+            if (failure instanceof ApiError && failure.status === 401) {
+              this.stopped = true;
+              this.onState("gone", { reason: "token refused" });
+            } else this.#retry();
+          },
+        );
+        return;
+      }
+      this.#retry();
     });
+  }
+
+  #retry() {
+    if (this.stopped) return;
+    this.onState("reconnecting", {});
+    this.timer = setTimeout(() => this.connect(), this.backoff);
+    this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
   }
 
   stop() {

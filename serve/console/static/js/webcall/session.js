@@ -9,6 +9,16 @@ import { MediaStreamsClient } from "./protocol.js";
 
 const WORKLET_URL = new URL("./worklet.js", import.meta.url);
 
+/**
+ * The media URL on this page's own origin. The console is served through the same
+ * edge as the media path, and its CSP allows connections to 'self' only, whatever
+ * host PUBLIC_URL names (a tunnel's, while the page was opened at 127.0.0.1).
+ */
+function onThisOrigin(mediaUrl) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}${new URL(mediaUrl).pathname}`;
+}
+
 export class WebCall {
   /**
    * @param {{mediaUrl: string, callSid: string, streamToken: string,
@@ -44,23 +54,59 @@ export class WebCall {
       return;
     }
     try {
-      this.context = new AudioContext({ sampleRate: 8000, latencyHint: "interactive" });
-    } catch {
-      this.context = new AudioContext({ latencyHint: "interactive" }); // the worklet resamples
+      if (this.#over()) return; // hung up while the browser asked for the microphone
+      await this.#connectAudio();
+      if (this.#over()) return;
+      this.#openSocket();
+    } catch (failure) {
+      this.#release();
+      this.#set("failed", `The web call could not start: ${failure.message}`);
     }
-    await this.context.audioWorklet.addModule(WORKLET_URL);
-    this.node = new AudioWorkletNode(this.context, "switchboard-media", {
-      numberOfInputs: 1,
-      numberOfOutputs: 1,
-      outputChannelCount: [1],
-    });
-    this.context.createMediaStreamSource(this.stream).connect(this.node);
-    this.node.connect(this.context.destination);
-    this.node.port.onmessage = (event) => this.#fromAudio(event.data);
-    await this.context.resume();
+  }
 
+  /** Hung up (or failed) meanwhile: let go of what was taken so far. */
+  #over() {
+    if (this.state !== "ended" && this.state !== "failed") return false;
+    this.#release();
+    return true;
+  }
+
+  async #connectAudio() {
+    // 8 kHz spares the worklet resampling; a browser that cannot mix a microphone into
+    // such a context (Firefox) gets one at its own rate, and the worklet resamples.
+    for (const options of [{ sampleRate: 8000 }, {}]) {
+      this.#releaseAudio();
+      let context;
+      try {
+        context = new AudioContext({ ...options, latencyHint: "interactive" });
+      } catch {
+        continue;
+      }
+      this.context = context;
+      try {
+        const source = context.createMediaStreamSource(this.stream);
+        await context.audioWorklet.addModule(WORKLET_URL);
+        this.node = new AudioWorkletNode(context, "switchboard-media", {
+          numberOfInputs: 1,
+          numberOfOutputs: 1,
+          outputChannelCount: [1],
+        });
+        source.connect(this.node);
+      } catch (failure) {
+        if (options.sampleRate === undefined) throw failure;
+        continue;
+      }
+      this.node.connect(context.destination);
+      this.node.port.onmessage = (event) => this.#fromAudio(event.data);
+      await context.resume();
+      return;
+    }
+    throw new Error("no audio context could take the microphone");
+  }
+
+  #openSocket() {
     // The one-time token is checked at the handshake too: a browser cannot sign it.
-    const socket = new WebSocket(this.mediaUrl, [`token.${this.streamToken}`]);
+    const socket = new WebSocket(onThisOrigin(this.mediaUrl), [`token.${this.streamToken}`]);
     this.socket = socket;
     this.protocol = new MediaStreamsClient({
       callSid: this.callSid,
@@ -133,8 +179,13 @@ export class WebCall {
 
   #release() {
     for (const track of this.stream?.getTracks() ?? []) track.stop();
+    this.#releaseAudio();
+  }
+
+  #releaseAudio() {
     this.node?.disconnect();
     if (this.context && this.context.state !== "closed") this.context.close();
     this.node = null;
+    this.context = null;
   }
 }
