@@ -54,6 +54,7 @@ __all__ = ["CallActor", "CallPlan", "Reporter"]
 log = logging.getLogger(__name__)
 REPORT_INTERVAL_S = 0.5  # a Ray call costs ~1.2 ms of CPU: 2 a second per call, not 5
 WEB_TOKEN_PROTOCOL = "token."  # a web call's socket offers subprotocol token.<stream token>
+LAST_REPORT_WAIT_S = 120.0  # a recorder restarts in seconds; a database may take longer
 WEB_CONNECT_TIMEOUT_S = 30.0  # a web call whose browser never connects ends as no-answer
 # Every final status: "completed" too, for a call answered whose stream never came (a
 # refused handshake, the callee gone first): nothing else would end it.
@@ -235,7 +236,7 @@ class CallActor:
             refused = self.shell.finish_code == 1008  # the stream failed its token check
             ended = "failed" if refused else "completed" if self._attached else "no-answer"
             self.record(CallStatusChanged(ended), time.monotonic())
-        await self._send_reports()
+        await self._send_last_reports()
         self.calls_served += 1
         return self.shell.finish_reason or "ended"
 
@@ -327,6 +328,24 @@ class CallActor:
             await asyncio.sleep(REPORT_INTERVAL_S)  # a batching period, not synchronisation
             # Shielded: stopping the flusher must not drop a batch already on its way.
             await asyncio.shield(self._send_reports())
+
+    async def _send_last_reports(self) -> None:
+        """The call's last words (its end, a web call's status): sent until the recorder
+        takes them (it may be restarting, its database briefly away), for up to
+        ``LAST_REPORT_WAIT_S``; this actor is not recycled or retired before."""
+        give_up = time.monotonic() + LAST_REPORT_WAIT_S
+        delay = 0.25
+        await self._send_reports()
+        while self._pending and time.monotonic() + delay < give_up:
+            await asyncio.sleep(delay)  # a back-off between tries, not synchronisation
+            delay = min(2 * delay, 5.0)
+            await self._send_reports()
+        if self._pending:
+            log.error(
+                "the last %d actions of the call were not recorded",
+                len(self._pending),
+                extra={"call_id": self.plan.call_id if self.plan else None},
+            )
 
     async def _send_reports(self) -> None:
         async with self._reporting:

@@ -144,7 +144,7 @@ class HandleReporter:
         self, call_id: str, batch: list[tuple[Action, float]], first: bool = True
     ) -> None:
         shard = self.recorders[shard_of(call_id, len(self.recorders))]
-        await shard.report.remote(call_id, batch, first)
+        await through_restarts(lambda: shard.report.remote(call_id, batch, first))
 
 
 @ray.remote

@@ -187,6 +187,7 @@ class CallPolicy:
         self._response_wanted = False
         self._pending_tools: set[str] = set()
         self._cut_items: set[str] = set()
+        self._open_turns: set[str] = set()  # agent messages begun, not finished nor cut
         # The response we cancelled at a barge-in (the server does not, interrupt_response
         # False), until its `response.done`: audio it still sends was never heard.
         self._cancelled: str | None = None
@@ -264,6 +265,9 @@ class CallPolicy:
 
     def _phase_change(self, before: CallPhase, actions: list[Action], now: float) -> list[Action]:
         after = self.phase
+        if after is CallPhase.ENDED and before is not CallPhase.ENDED:
+            at = next((i for i, a in enumerate(actions) if type(a) is FinishCall), len(actions))
+            actions[at:at] = self._cut_at_end(now)
         if after is not before:
             actions.append(PhaseChanged(before.value, after.value))
             if after is CallPhase.IDLE:
@@ -444,6 +448,7 @@ class CallPolicy:
     def _on_output_item(self, event: OutputItemAdded, now: float) -> list[Action]:
         if event.item_type != "message":
             return []
+        self._open_turns.add(event.item_id)
         return [AgentTurnStarted(event.item_id)]
 
     def _on_audio_delta(self, event: AudioDelta, now: float) -> list[Action]:
@@ -470,6 +475,7 @@ class CallPolicy:
         return [AgentTranscriptGrew(event.item_id, event.delta)]
 
     def _on_transcript_done(self, event: TranscriptDone, now: float) -> list[Action]:
+        self._open_turns.discard(event.item_id)
         if event.item_id in self._cut_items:
             return []  # the interruption notice already told what was heard
         if event.response_id == self._cancelled:
@@ -645,6 +651,18 @@ class CallPolicy:
         if self._peer_errors == self.config.max_peer_errors:
             actions += self._hang_up(f"{source}_protocol_errors")
         return actions
+
+    def _cut_at_end(self, now: float) -> list[Action]:
+        """Replies the call's end cut short (the caller hung up mid-sentence): recorded
+        with what was played of them, as a barge-in's are, not left open."""
+        cuts: list[Action] = []
+        for item in sorted(self._open_turns - self._cut_items):
+            generated_ms = self._generated.get(item, 0) // BYTES_PER_MS
+            heard_ms = min(self._playback.played_bytes(item, now) // BYTES_PER_MS, generated_ms)
+            self._cut_items.add(item)
+            cuts.append(AgentTurnInterrupted(item, heard_ms, generated_ms))
+        self._open_turns.clear()
+        return cuts
 
     def _hang_up(self, reason: str) -> list[Action]:
         if self._ended:

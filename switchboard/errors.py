@@ -12,6 +12,7 @@
     ├── LocalProtocolError          we asked a core for something its state forbids
     │   └── IllegalTransition       a state machine was fed an event its table forbids
     ├── StoreError                  the call store refused a request or its database failed
+    │   └── StoreInputError         a value it refuses (sending it again cannot help)
     ├── ServiceError                a remote service answered with an error
     │   ├── TwilioServiceError
     │   └── RealtimeServiceError
@@ -37,6 +38,8 @@ __all__ = [
     "ScenarioError",
     "ServiceError",
     "SocketClosed",
+    "StoreError",
+    "StoreInputError",
     "SwitchboardError",
     "TwilioProtocolError",
     "TwilioServiceError",
@@ -108,6 +111,10 @@ class IllegalTransition(LocalProtocolError):
 
 class StoreError(SwitchboardError):
     """The call store refused a request (unknown call id, bad value) or its database failed."""
+
+
+class StoreInputError(StoreError):
+    """The store refused a value (not its database failing): sending it again cannot help."""
 
 
 class ServiceError(SwitchboardError):

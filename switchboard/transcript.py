@@ -22,6 +22,7 @@ snapped back to the last whole word.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -77,7 +78,8 @@ def heard_prefix(text: str, heard_ms: int, generated_ms: int) -> str:
 
     The estimate assumes speech runs at an even rate over the reply: the prefix
     of ``len(text) * heard_ms / generated_ms`` characters, snapped back to the
-    end of the last whole word (never into the middle of a word), with trailing
+    end of the last whole word (never into the middle of a word; text in a script
+    written without spaces is cut at the estimate itself), with trailing
     whitespace dropped. ``heard_ms >= generated_ms`` means everything was heard;
     ``heard_ms <= 0`` or ``generated_ms <= 0`` means nothing was.
     """
@@ -86,8 +88,16 @@ def heard_prefix(text: str, heard_ms: int, generated_ms: int) -> str:
     if heard_ms >= generated_ms:
         return text
     cut = len(text) * heard_ms // generated_ms
-    if cut < len(text) and not text[cut].isspace():
+    if cut < len(text) and not text[cut].isspace() and not _unspaced(text):
         # The cut falls inside a word: back up to the whitespace before it.
         while cut > 0 and not text[cut - 1].isspace():
             cut -= 1
     return text[:cut].rstrip()
+
+
+def _unspaced(text: str) -> bool:
+    """Written without spaces between words (Chinese, Japanese): nothing to snap back to,
+    so the estimate stands rather than the whole reply counting as unheard."""
+    return not any(c.isspace() for c in text) and any(
+        unicodedata.east_asian_width(c) in ("W", "F") for c in text
+    )

@@ -14,7 +14,8 @@ write:
 
 A batch writes its timeline events in one transaction, after its other writes:
 the timeline is read in time order, and one transaction per phase change was
-most of the recorder's work.
+most of the recorder's work. An action with a value the store refuses is noted
+on the timeline as a ``problem`` and the rest of the batch is written.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from switchboard.call_actions import (
     ToolReturned,
     UsageReported,
 )
+from switchboard.errors import StoreInputError
 from switchboard.store.repository import CallStore
 
 __all__ = ["Recordable", "record", "record_batch"]
@@ -60,11 +62,22 @@ async def record_batch(
     """Write a call's messages, in the order they happened."""
     timeline: list[TimelineEntry] = []
     for message, at in batch:
-        entry = await _write_apart(store, call_id, message, at)
+        try:
+            entry = await _write_apart(store, call_id, message, at)
+        except StoreInputError as exc:
+            # A value the store refuses (a peer's, say) is noted, not retried: the call's
+            # actor would send the batch again forever, and nothing after it would be kept.
+            refused = f"{type(message).__name__} not recorded: {exc}"
+            entry = "problem", {"source": "store", "reason": "unrecordable", "message": refused}
         if entry is not None:
             timeline.append((entry[0], at, entry[1]))
     if timeline:
         await store.append_events(call_id, timeline)
+    # On disk before the batch is acknowledged: a recorder that died after taking it
+    # would lose what it held back (the call actor never sends a taken batch again).
+    grown = [m.item_id for m, _ in batch if type(m) is AgentTranscriptGrew]
+    if grown:
+        await store.flush_turns(call_id, grown)
     if any(type(message) is FinishCall for message, _ in batch):
         await store.flush()
 

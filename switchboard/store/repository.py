@@ -16,7 +16,7 @@ for a URL it cannot use.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import get_args
@@ -263,6 +263,10 @@ class CallStore:
     async def settle(self) -> None:
         """Wait for the background transcript writes scheduled so far."""
         await self._turns.settle()
+
+    async def flush_turns(self, call_id: str, item_ids: Iterable[str]) -> None:
+        """Write the buffered text of these agent turns of ``call_id`` now."""
+        await self._turns.flush_call(call_id, item_ids)
 
     # -- usage -----------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -164,6 +164,11 @@ class TurnWriter:
         """Write every turn's waiting text now."""
         for key in self._buffer.unwritten():
             await self._write_waiting(key)
+
+    async def flush_call(self, call_id: str, item_ids: Iterable[str]) -> None:
+        """Write the waiting text of these turns of one call now."""
+        for item_id in dict.fromkeys(item_ids):
+            await self._write_waiting((call_id, item_id))
 
     async def settle(self) -> None:
         """Wait until the background writes scheduled so far have run."""

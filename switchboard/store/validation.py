@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from switchboard.errors import StoreError
+from switchboard.errors import StoreInputError
 
 __all__ = ["aware", "count", "json_object", "short_text", "storable", "text_problem"]
 
+MAX_COUNT = 2**31 - 1  # PostgreSQL's INTEGER: the same limit on both backends
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -46,19 +47,19 @@ def storable(value: str) -> str:
 def aware(name: str, value: datetime) -> datetime:
     """``value`` in UTC; naive datetimes are refused (their zone is a guess)."""
     if not isinstance(value, datetime) or value.tzinfo is None:
-        raise StoreError(f"{name} must be a timezone-aware datetime, got {value!r}")
+        raise StoreInputError(f"{name} must be a timezone-aware datetime, got {value!r}")
     return value.astimezone(UTC)
 
 
 def short_text(name: str, value: str, limit: int) -> str:
     if not isinstance(value, str) or not value or len(value) > limit:
-        raise StoreError(f"{name} must be a non-empty string of at most {limit} characters")
+        raise StoreInputError(f"{name} must be a non-empty string of at most {limit} characters")
     return value
 
 
 def count(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise StoreError(f"{name} must be a non-negative integer, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNT:
+        raise StoreInputError(f"{name} must be an integer from 0 to {MAX_COUNT}, got {value!r}")
     return value
 
 
@@ -67,14 +68,14 @@ def json_object(name: str, value: Mapping[str, object] | None) -> dict[str, obje
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise StoreError(f"{name} must be a JSON object (a dict), got {type(value).__name__}")
+        raise StoreInputError(f"{name} must be a JSON object (a dict), got {type(value).__name__}")
     try:
         # A round trip: what the database will hold, with tuples as lists.
         copied = json.loads(json.dumps(dict(value), allow_nan=False))
     except (TypeError, ValueError) as exc:
-        raise StoreError(f"{name} is not JSON-serializable: {exc}") from exc
+        raise StoreInputError(f"{name} is not JSON-serializable: {exc}") from exc
     if not isinstance(copied, dict):  # pragma: no cover - dict in, dict out
-        raise StoreError(f"{name} must be a JSON object")
+        raise StoreInputError(f"{name} must be a JSON object")
     return {storable(key): _storable_json(item) for key, item in copied.items()}
 
 

@@ -281,6 +281,20 @@ async def test_a_wrong_token_closes_the_stream_with_1008(world: World) -> None:
     assert world.ended == [sid]
 
 
+async def test_a_calls_last_report_waits_out_a_recorder_that_is_away(world: World) -> None:
+    # The recorder restarts just as the call ends: its end is sent again until taken,
+    # and only then is the actor free for another call.
+    actor = make_actor(world)
+    await actor.start()
+    await actor.prepare(CallPlan("call-7", "Test.", stream_token="t"))
+    world.recorder.refusals = 3
+    assert await actor.hang_up("call-7") is True
+    assert await asyncio.wait_for(actor.wait_finished(), 30) == "api"
+    assert world.recorder.refusals == 0
+    assert FinishCall("api") in world.recorder.actions
+    assert await actor.recycle(max_calls=5) is not None
+
+
 async def test_a_busy_line_ends_the_call_before_any_stream(world: World) -> None:
     actor = make_actor(world)
     await actor.start()

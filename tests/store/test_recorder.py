@@ -132,3 +132,43 @@ async def test_a_batch_writes_its_timeline_in_one_transaction_in_time_order(
         ("phase", "idle"),
     ]
     assert [t.text for t in detail.transcript] == ["Hello!"]
+
+
+async def test_a_batch_is_on_disk_when_record_batch_returns(db_url: str, store: CallStore) -> None:
+    # The recorder acknowledges a report once this returns; the call actor never sends
+    # it again, so a recorder dying a moment later must not take the reply's text along.
+    call = (await store.create_call(NewCall("outbound", "+15551230001", "+15559990000"))).id
+    said = [AgentTurnStarted("item_a"), AgentTranscriptGrew("item_a", "Your appointment ")]
+    await record_batch(store, call, [(m, T0) for m in said])
+    await record_batch(store, call, [(AgentTranscriptGrew("item_a", "is on Tuesday."), T0)])
+    reader = await CallStore.open(db_url)  # another process's view: only what was written
+    try:
+        detail = await reader.get_call(call)
+    finally:
+        await reader.close()
+    assert detail is not None
+    assert [t.text for t in detail.transcript] == ["Your appointment is on Tuesday."]
+
+
+async def test_an_action_the_store_refuses_is_noted_and_the_rest_is_kept(
+    store: CallStore,
+) -> None:
+    # A peer's bad value (a negative token count, an id too long) would fail the batch
+    # on every resend, and with it everything the call said after it.
+    call = (await store.create_call(NewCall("outbound", "+15551230001", "+15559990000"))).id
+    batch: list[Recordable] = [
+        AgentTurnStarted("item_a"),
+        UsageReported("resp_1", Usage(-1, 0, 0, 0, 0, 0, 0, 0)),
+        AgentTurnStarted("x" * 65),
+        AgentTurnFinished("item_a", "Goodbye."),
+        UsageReported("resp_2", Usage(2**31, 0, 0, 0, 0, 0, 0, 0)),  # PostgreSQL's INTEGER
+        FinishCall("stream_stopped"),
+    ]
+    await record_batch(store, call, [(m, T0) for m in batch])
+    detail = await store.get_call(call)
+    assert detail is not None
+    assert [(t.item_id, t.text) for t in detail.transcript] == [("item_a", "Goodbye.")]
+    problems = [e.data for e in detail.timeline if e.kind == "problem"]
+    assert [(p["source"], p["reason"]) for p in problems] == [("store", "unrecordable")] * 3
+    assert "UsageReported not recorded" in str(problems[0]["message"])
+    assert detail.timeline[-1].kind == "finished"

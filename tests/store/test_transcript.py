@@ -101,3 +101,10 @@ def test_hearing_more_never_yields_less_text(
     text = " ".join(parts)
     low, high = sorted((a, b))
     assert len(heard_prefix(text, low, generated_ms)) <= len(heard_prefix(text, high, generated_ms))
+
+
+def test_text_written_without_spaces_is_cut_at_the_estimate() -> None:
+    # Chinese or Japanese has no spaces to snap back to: the whole would be lost.
+    text = "好的\uff0c您的预约是星期二下午三点\u3002"  # with a full-width comma, stop
+    assert heard_prefix(text, 1000, 2000) == text[: len(text) // 2]
+    assert heard_prefix("Hello there friend", 1000, 2000) == "Hello"  # words still snap

@@ -260,7 +260,8 @@ EXPECTED: dict[str, list[tuple[tuple[CallPhase, ...], list[type]]]] = {
     "start": [((*LIVE, P.ENDED), [ProblemNoted])],
     # levels are read per 100 ms of caller audio, not per frame: see the test below
     "media": [((P.AWAITING_ANSWER, *LIVE), [ForwardCallerAudio])],
-    "stop": [(ALL, [FinishCall])],
+    # a reply the call's end cuts short is recorded as cut (what was played of it)
+    "stop": [((P.SPEAKING,), [AgentTurnInterrupted, FinishCall]), (ALL, [FinishCall])],
     "twilio_rejected": [((*ALL, P.ENDED), [ProblemNoted])],
     "speech_started": [
         ((P.SPEAKING,), [CallerTurnStarted, ClearPlayback, TruncateItem, AgentTurnInterrupted]),
@@ -281,14 +282,17 @@ EXPECTED: dict[str, list[tuple[tuple[CallPhase, ...], list[type]]]] = {
     "realtime_error": [((*ALL, P.ENDED), [ProblemNoted])],
     "realtime_rejected": [((*ALL, P.ENDED), [ProblemNoted])],
     "tool_finished": [((P.TOOL_WAIT,), [SendFunctionOutput, ToolReturned, CreateResponse])],
-    "hangup": [(ALL, [HangUp, FinishCall])],
-    "call_ended": [(ALL, [FinishCall])],
+    "hangup": [
+        ((P.SPEAKING,), [HangUp, AgentTurnInterrupted, FinishCall]),
+        (ALL, [HangUp, FinishCall]),
+    ],
+    "call_ended": [((P.SPEAKING,), [AgentTurnInterrupted, FinishCall]), (ALL, [FinishCall])],
     # a lost Realtime socket is replaced; a reply it was busy with is asked for again
     "realtime_closed": [
         ((P.AWAITING_ANSWER, P.IDLE), [ProblemNoted, *RENEWAL]),
         ((P.THINKING, P.SPEAKING, P.TOOL_WAIT), [ProblemNoted, *RENEWAL, CreateResponse]),
     ],
-    "twilio_closed": [(ALL, [FinishCall])],
+    "twilio_closed": [((P.SPEAKING,), [AgentTurnInterrupted, FinishCall]), (ALL, [FinishCall])],
 }
 
 
@@ -457,6 +461,16 @@ def test_audio_of_a_response_we_cancelled_before_a_sound_is_never_played() -> No
     feed(policy, [ResponseStarted("r2"), OutputItemAdded("r2", "item_N", "message")])
     reply = policy.handle(AudioDelta("r2", "item_N", b64(b"\x02" * 160)), 3.0)
     assert PlayAgentAudio in kinds(reply)
+
+
+def test_a_reply_cut_short_by_the_callers_hang_up_keeps_what_was_played() -> None:
+    policy = speaking()  # item_A: 40 ms generated, playing
+    heard = policy.handle(StreamStopped(9, "MZ1", "AC1", "CA1"), 5.0)
+    [cut] = [a for a in heard if isinstance(a, AgentTurnInterrupted)]
+    assert cut.item_id == "item_A" and 0 <= cut.heard_ms <= cut.generated_ms
+    assert kinds(heard)[-1] is FinishCall
+    # Its transcript, arriving late, does not undo the cut.
+    assert policy.handle(TranscriptDone("resp_1", "item_A", "Full text"), 5.1) == []
 
 
 def test_clear_is_not_sent_with_nothing_buffered() -> None:
@@ -773,7 +787,10 @@ def test_persistent_peer_errors_end_the_call_cleanly() -> None:
 
 def test_stream_stop_finishes_without_a_rest_hangup() -> None:
     policy = speaking()
-    assert policy.handle(SAMPLES["stop"], 3.0)[0] == FinishCall("stream_stopped")
+    stopped = policy.handle(SAMPLES["stop"], 3.0)
+    assert FinishCall("stream_stopped") in stopped and not any(
+        isinstance(a, HangUp) for a in stopped
+    )
     assert policy.handle(TwilioClosed(1006, ""), 3.1) == []
     assert feed(policy, [SAMPLES["media"]]) == []
 
