@@ -243,6 +243,9 @@ class AgentTurnStarted:
 class AgentTranscriptGrew:
     item_id: str
     delta: str
+    # Where ``delta`` starts in the item's text: a report sent again applies it again
+    # at the same place, so the text is not doubled (None: append).
+    offset: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,6 +188,7 @@ class CallPolicy:
         self._pending_tools: set[str] = set()
         self._cut_items: set[str] = set()
         self._open_turns: set[str] = set()  # agent messages begun, not finished nor cut
+        self._transcript_chars: dict[str, int] = {}  # an open item's transcript so far
         # The response we cancelled at a barge-in (the server does not, interrupt_response
         # False), until its `response.done`: audio it still sends was never heard.
         self._cancelled: str | None = None
@@ -472,10 +473,13 @@ class CallPolicy:
         return self._play(event.item_id, [last], now)
 
     def _on_transcript_delta(self, event: TranscriptDelta, now: float) -> list[Action]:
-        return [AgentTranscriptGrew(event.item_id, event.delta)]
+        offset = self._transcript_chars.get(event.item_id, 0)
+        self._transcript_chars[event.item_id] = offset + len(event.delta)
+        return [AgentTranscriptGrew(event.item_id, event.delta, offset)]
 
     def _on_transcript_done(self, event: TranscriptDone, now: float) -> list[Action]:
         self._open_turns.discard(event.item_id)
+        self._transcript_chars.pop(event.item_id, None)
         if event.item_id in self._cut_items:
             return []  # the interruption notice already told what was heard
         if event.response_id == self._cancelled:

@@ -47,10 +47,15 @@ class TranscriptBuffer:
     def was_closed(self, key: TurnKey) -> bool:
         return key in self._closed
 
-    def grow(self, key: TurnKey, delta: str, now: float) -> bool:
-        """Append ``delta`` to an open turn; return whether a write is due now."""
+    def grow(self, key: TurnKey, delta: str, now: float, offset: int | None = None) -> bool:
+        """Put ``delta`` at ``offset`` of an open turn's text (at its end if None, or if
+        text before it is missing); return whether a write is due now. A delta sent
+        again lands where it did the first time: the text is not doubled."""
         turn = self._open[key]
-        turn.text += delta
+        if offset is None or offset >= len(turn.text):
+            turn.text += delta
+        elif turn.text[offset : offset + len(delta)] != delta:
+            turn.text = turn.text[:offset] + delta  # what followed it was not this call's
         return self.due(key, now)
 
     def due(self, key: TurnKey, now: float) -> bool:

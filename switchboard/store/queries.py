@@ -37,7 +37,11 @@ def require_call(session: Session, call_id: str, *, lock: bool = False) -> CallR
     """The call's row, locked for update if asked; :class:`StoreError` if there is none."""
     query = select(CallRow).where(CallRow.id == call_id)
     if lock:
-        query = query.with_for_update()  # SQLite ignores it: BEGIN IMMEDIATE already holds
+        # FOR NO KEY UPDATE: the key never changes, and a plain FOR UPDATE would conflict
+        # with the KEY SHARE lock every insert of a child row (an event) takes on it: two
+        # writers taking both in different orders deadlocked (PostgreSQL). SQLite ignores
+        # it: BEGIN IMMEDIATE already holds.
+        query = query.with_for_update(key_share=True)
     row = session.execute(query).scalar_one_or_none()
     if row is None:
         raise StoreError(f"unknown call id {call_id!r}")

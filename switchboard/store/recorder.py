@@ -93,8 +93,8 @@ async def _write_apart(
             await store.record_caller_turn(call_id, item_id, text, at)
         case AgentTurnStarted(item_id=item_id):
             await store.start_agent_turn(call_id, item_id, at)
-        case AgentTranscriptGrew(item_id=item_id, delta=delta):
-            await store.grow_agent_turn(call_id, item_id, delta)
+        case AgentTranscriptGrew(item_id=item_id, delta=delta, offset=offset):
+            await store.grow_agent_turn(call_id, item_id, delta, offset)
         case AgentTurnFinished(item_id=item_id, transcript=transcript):
             await store.finish_agent_turn(call_id, item_id, transcript)
         case AgentTurnInterrupted(item_id=item_id, heard_ms=heard, generated_ms=generated):

@@ -240,9 +240,12 @@ class CallStore:
         check.short_text("item_id", item_id, 64)
         await self._turns.start_agent(call_id, item_id, check.aware("at", at), previous_item_id)
 
-    async def grow_agent_turn(self, call_id: str, item_id: str, delta: str) -> None:
-        """Buffer a transcript delta; written within ``flush_interval_s``."""
-        await self._turns.grow_agent(call_id, item_id, check.storable(delta))
+    async def grow_agent_turn(
+        self, call_id: str, item_id: str, delta: str, offset: int | None = None
+    ) -> None:
+        """Buffer a transcript delta (at ``offset`` of the text, if given: a delta sent
+        again is not added twice); written within ``flush_interval_s``."""
+        await self._turns.grow_agent(call_id, item_id, check.storable(delta), offset)
 
     async def finish_agent_turn(self, call_id: str, item_id: str, transcript: str) -> None:
         """Write the turn's final transcript; it is on disk when this returns."""

@@ -114,13 +114,15 @@ class TurnWriter:
         if await self._db.write("starting an agent turn", work):
             self._track((call_id, item_id), "")
 
-    async def grow_agent(self, call_id: str, item_id: str, delta: str) -> None:
+    async def grow_agent(
+        self, call_id: str, item_id: str, delta: str, offset: int | None = None
+    ) -> None:
         key = (call_id, item_id)
         if not self._buffer.is_open(key) and (
             self._buffer.was_closed(key) or not await self._reopen(key)
         ):
             return  # finished or cut: late deltas of a cut reply were never played
-        if self._buffer.grow(key, delta, self._monotonic()):
+        if self._buffer.grow(key, delta, self._monotonic(), offset):
             await self._write_waiting(key)
         else:
             self._schedule(key)

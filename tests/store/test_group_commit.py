@@ -10,7 +10,8 @@ rolls back alone with its own error, and nothing is reported done that was not k
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -146,3 +147,38 @@ async def test_a_calls_timeline_keeps_the_order_its_events_were_written_in(
     assert detail is not None
     # One timestamp for all: the timeline falls back to the order they were written in.
     assert [e.data["n"] for e in detail.timeline] == list(range(WRITES))
+
+
+async def test_two_writers_on_the_same_calls_do_not_deadlock(db_url: str) -> None:
+    # A recorder appends timeline events while an ingress updates statuses, each
+    # group-committing writes for many calls in its own order. On PostgreSQL an event's
+    # foreign key takes KEY SHARE on its call's row: with FOR UPDATE on the status side,
+    # 290 of these 1,600 writes died as deadlock victims (measured); with FOR NO KEY
+    # UPDATE, none.
+    recorder, ingress = await CallStore.open(db_url), await CallStore.open(db_url)
+    try:
+        calls = [
+            (await ingress.create_call(NewCall("outbound", f"+1555000{n:04d}", "+15550000000"))).id
+            for n in range(20)
+        ]
+        shuffled = random.Random(7)
+
+        async def burst(work: Callable[[str], Awaitable[None]]) -> list[BaseException]:
+            order = shuffled.sample(calls, len(calls))
+            done = await asyncio.gather(*(work(c) for c in order), return_exceptions=True)
+            return [r for r in done if isinstance(r, BaseException)]
+
+        def add_event(c: str) -> Awaitable[None]:
+            return recorder.append_event(c, "phase", datetime.now(UTC), {})
+
+        def set_status(c: str) -> Awaitable[None]:
+            return ingress.update_status(c, "ringing", datetime.now(UTC))
+
+        failures: list[BaseException] = []
+        for _ in range(40):
+            for failed in await asyncio.gather(burst(add_event), burst(set_status)):
+                failures += failed
+        assert failures == []
+    finally:
+        await recorder.close()
+        await ingress.close()

@@ -172,3 +172,20 @@ async def test_an_action_the_store_refuses_is_noted_and_the_rest_is_kept(
     assert [(p["source"], p["reason"]) for p in problems] == [("store", "unrecordable")] * 3
     assert "UsageReported not recorded" in str(problems[0]["message"])
     assert detail.timeline[-1].kind == "finished"
+
+
+async def test_a_batch_sent_again_does_not_double_the_agents_text(store: CallStore) -> None:
+    # The call actor sends a batch again when a report fails, however far the recorder
+    # got with it: each delta lands where it did the first time.
+    call = (await store.create_call(NewCall("outbound", "+15551230001", "+15559990000"))).id
+    first = [AgentTurnStarted("item_a"), AgentTranscriptGrew("item_a", "One two ", 0)]
+    then = [AgentTranscriptGrew("item_a", "three.", 8)]
+    await record_batch(store, call, [(m, T0) for m in first])
+    await record_batch(store, call, [(m, T0) for m in first])  # sent again
+    await record_batch(store, call, [(m, T0) for m in then])
+    await record_batch(store, call, [(m, T0) for m in then])  # and again
+    await record_batch(store, call, [(AgentTurnInterrupted("item_a", 500, 1000), T0)])
+    detail = await store.get_call(call)
+    assert detail is not None
+    [turn] = detail.transcript
+    assert (turn.text, turn.heard_text) == ("One two three.", "One two")

@@ -473,6 +473,15 @@ def test_a_reply_cut_short_by_the_callers_hang_up_keeps_what_was_played() -> Non
     assert policy.handle(TranscriptDone("resp_1", "item_A", "Full text"), 5.1) == []
 
 
+def test_transcript_deltas_say_where_they_start_in_their_item() -> None:
+    policy = speaking()
+    grown = [
+        policy.handle(TranscriptDelta("resp_1", item, text), 2.0)[0]
+        for item, text in (("item_A", "Hello "), ("item_A", "there."), ("item_B", "Hi"))
+    ]
+    assert [(g.item_id, g.offset) for g in grown] == [("item_A", 0), ("item_A", 6), ("item_B", 0)]  # type: ignore[attr-defined]
+
+
 def test_clear_is_not_sent_with_nothing_buffered() -> None:
     for build in (idle, thinking, tool_wait, awaiting):
         actions = build().handle(SpeechStarted("u", 1), 2.0)
