@@ -77,11 +77,13 @@ class CallPlan:
 
 class Reporter(Protocol):
     async def report(
-        self, call_id: str, batch: list[tuple[Action, float]], first: bool = True
+        self, call_id: str, batch: list[tuple[Action, float]], seq: int | None = None
     ) -> None:
-        """Store and publish ``(action, unix time)`` pairs, in order. ``first`` is False
-        once an earlier report of the call was taken: a recorder restarted since then
-        takes the call over rather than counting it as started again."""
+        """Store and publish ``(action, unix time)`` pairs, in order. ``seq`` is how many
+        of the call's actions earlier reports delivered (0 for its first): a batch sent
+        again after a failure the recorder did not see (its answer lost as it restarted)
+        is recorded once. A recorder restarted since the first report takes the call
+        over rather than counting it as started again."""
 
 
 HangUpVia = Callable[[str], Awaitable[None]]  # Twilio REST: end the call with this CallSid
@@ -111,7 +113,7 @@ class CallActor:
         self.call_sid: str | None = None
         self.shell: CallShell | None = None
         self._attached = False
-        self._reported_any = False  # a report of this call was taken
+        self._delivered = 0  # actions of this call a report delivered: the next one's seq
         self._flusher: asyncio.Task[None] | None = None
         self._wall_offset = time.time() - time.monotonic()
         self._prepared = asyncio.Event()
@@ -353,8 +355,8 @@ class CallActor:
                 return
             batch, self._pending = self._pending, []
             try:
-                await self.reporter.report(self.plan.call_id, batch, not self._reported_any)
-                self._reported_any = True
+                await self.reporter.report(self.plan.call_id, batch, self._delivered)
+                self._delivered += len(batch)
             except Exception:  # the recorder is down: keep the batch for the next try
                 log.exception("report failed", extra={"call_id": self.plan.call_id})
                 self._pending[:0] = batch

@@ -42,9 +42,9 @@ class RayCallRecorder:
         await self.recorder.close()
 
     async def report(
-        self, call_id: str, batch: list[tuple[Action, float]], first: bool = True
+        self, call_id: str, batch: list[tuple[Action, float]], seq: int | None = None
     ) -> None:
-        await self.recorder.report(call_id, batch, first)
+        await self.recorder.report(call_id, batch, seq)
 
     async def publish(self, event: dict[str, object]) -> None:
         await self.recorder.publish(event)

@@ -141,10 +141,10 @@ class HandleReporter:
         self.recorders = tuple(recorders)
 
     async def report(
-        self, call_id: str, batch: list[tuple[Action, float]], first: bool = True
+        self, call_id: str, batch: list[tuple[Action, float]], seq: int | None = None
     ) -> None:
         shard = self.recorders[shard_of(call_id, len(self.recorders))]
-        await through_restarts(lambda: shard.report.remote(call_id, batch, first))
+        await through_restarts(lambda: shard.report.remote(call_id, batch, seq))
 
 
 @ray.remote

@@ -9,9 +9,17 @@ event to a bounded, sequence-numbered log that ingress replicas read with
 Ray restarts a recorder that dies (``max_restarts=-1``). Its log then starts
 empty, numbered on from the microseconds since the epoch: above any number the
 one before it gave out (that would take a million events a second), so a replica
-polling after the last number it had gets everything the new log holds. A batch a
-call actor sent as the recorder died is sent again (the call actor keeps it until
-a report succeeds), so a batch may be recorded twice, never not at all.
+polling after the last number it had gets everything the new log holds.
+
+A batch a call actor sent as the recorder died is sent again (the call actor keeps
+it until a report succeeds). Batches are numbered by their first action (``seq``,
+the count of the call's actions taken before), and the recorder skips what it has
+recorded: from memory, or after a restart from the store, which notes the count
+with each timeline write (``switchboard.store.recorder``). So a batch sent again
+adds no second timeline event or live event. What is replayed is only what was
+written since the last timeline write, all of it idempotent in the store; its live
+events may reach viewers twice, as may a status change of a batch the recorder
+died in the middle of writing.
 """
 
 from __future__ import annotations
@@ -86,6 +94,7 @@ class CallRecorder:
         # batches in the order they were sent (a later batch may end the turn an
         # earlier one is still growing).
         self._calls: dict[str, asyncio.Lock] = {}
+        self._recorded: dict[str, int] = {}  # per call: actions recorded (module docstring)
 
     async def open(self) -> None:
         async with self._opening:
@@ -97,18 +106,31 @@ class CallRecorder:
             await self.store.close()
 
     async def report(
-        self, call_id: str, batch: list[tuple[Action, float]], first: bool = True
+        self, call_id: str, batch: list[tuple[Action, float]], seq: int | None = None
     ) -> None:
-        self.metrics.reported(call_id, batch, time.time(), first)
+        """Record and publish a call's ``(action, unix time)`` pairs. ``seq`` numbers the
+        first of them (how many of the call's actions came before); ``None`` for actions
+        not numbered, which are all recorded."""
+        received = time.time()
         await self.open()
         assert self.store is not None
         async with self._calls.setdefault(call_id, asyncio.Lock()):
-            timed = [(action, datetime.fromtimestamp(at, UTC)) for action, at in batch]
-            await record_batch(self.store, call_id, timed)
-            events = [live_event(call_id, action, at) for action, at in batch]
+            fresh, end = batch, None
+            if seq is not None:
+                done = self._recorded.get(call_id)
+                if done is None:
+                    done = await self.store.actions_recorded(call_id)
+                fresh, end = batch[max(0, done - seq) :], seq + len(batch)
+            self.metrics.reported(call_id, fresh, received, not seq)
+            timed = [(action, datetime.fromtimestamp(at, UTC)) for action, at in fresh]
+            await record_batch(self.store, call_id, timed, end)
+            if end is not None:
+                self._recorded[call_id] = max(end, self._recorded.get(call_id, 0))
+            events = [live_event(call_id, action, at) for action, at in fresh]
             await self.events.extend([event for event in events if event is not None])
         if any(isinstance(action, FinishCall) for action, _ in batch):
             self._calls.pop(call_id, None)
+            self._recorded.pop(call_id, None)
 
     async def publish(self, event: dict[str, object]) -> None:
         """An event from the ingress (call created, status callback...)."""

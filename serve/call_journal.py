@@ -62,11 +62,13 @@ async def record_failure(deps: AppDeps, call_id: str, stage: str, exc: BaseExcep
         "fatal": True,
     } | ({"code": code} if code is not None else {})
     log.warning("call %s failed while %s: %s: %s", call_id, stage, cause, message)
+    applied = False  # as the store has it: a call that ended already stays as it ended
     try:
-        await deps.store.update_status(call_id, "failed", at, {"reason": cause})
+        applied = await deps.store.update_status(call_id, "failed", at, {"reason": cause})
         await deps.store.append_event(call_id, "problem", at, problem)
     except SwitchboardError as store_exc:
         log.error("call %s: could not record the failure: %s", call_id, store_exc)
     deps.events.publish(
-        call_id, {"type": "call.status", "at": at, "status": "failed", "applied": True} | problem
+        call_id,
+        {"type": "call.status", "at": at, "status": "failed", "applied": applied} | problem,
     )

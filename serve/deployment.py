@@ -45,6 +45,9 @@ POLL_TIMEOUT_S = 15.0
 # recorder logs hundreds of events a second, and one Ray call per handful of them cost
 # the replica more CPU than the viewers' fan-out. Viewers see events up to 50 ms later.
 GATHER_S = 0.05
+# With no viewer on this replica, events only fill its replay: gather them for longer
+# (a viewer that comes wakes the pumps at once), so idle replicas cost no poll a tick.
+IDLE_GATHER_S = 0.5  # a poll brings up to 500 events: 1,000 a second per shard
 OUTBOX_LIMIT = 10_000  # events the ingress publishes while a shard restarts (rare: webhooks)
 
 
@@ -61,11 +64,20 @@ class RecorderFeed:
     warning (the store has them all).
     """
 
-    def __init__(self, recorders: Sequence[Handle], hub: EventHub | None = None) -> None:
+    def __init__(
+        self,
+        recorders: Sequence[Handle],
+        hub: EventHub | None = None,
+        *,
+        gather_s: float = GATHER_S,
+        idle_gather_s: float = IDLE_GATHER_S,
+    ) -> None:
         if not recorders:
             raise ValueError("a feed needs at least one recorder")
         self.recorders = tuple(recorders)
         self.hub = hub or EventHub()
+        self.gather_s, self.idle_gather_s = gather_s, idle_gather_s
+        self._viewer_came = asyncio.Event()
         self._outboxes: list[asyncio.Queue[dict[str, object]]] = [
             asyncio.Queue(OUTBOX_LIMIT) for _ in self.recorders
         ]
@@ -94,6 +106,7 @@ class RecorderFeed:
         self._tasks = []
 
     def subscribe(self, call_id: str | None) -> AsyncIterator[dict[str, object]]:
+        self._viewer_came.set()
         return self.hub.subscribe(call_id)
 
     def publish(self, call_id: str, event: dict[str, object]) -> None:
@@ -138,7 +151,16 @@ class RecorderFeed:
             for event in events:
                 self.hub.publish(str(event["call_id"]), event)
             if events:
-                await asyncio.sleep(GATHER_S)  # a batching period, not synchronisation
+                await self._gather()
+
+    async def _gather(self) -> None:
+        """A batching period between polls, not synchronisation."""
+        if self.hub.subscribed():
+            await asyncio.sleep(self.gather_s)
+            return
+        self._viewer_came.clear()  # in the same step as the check: a viewer after it wakes us
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._viewer_came.wait(), self.idle_gather_s)
 
 
 async def ensure_call_actors(

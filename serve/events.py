@@ -158,6 +158,10 @@ class EventHub:
                 self.dropped_total += 1
                 sub._drop(f"subscriber too slow: {self._queue_size} events were waiting")
 
+    def subscribed(self) -> bool:
+        """Whether anyone is subscribed, to one call or to all."""
+        return bool(self._everything or self._by_call)
+
     def subscriber_count(self, call_id: str | None = None) -> int:
         """Subscribers of one call, or of every call for ``None``."""
         if call_id is None:

@@ -36,7 +36,7 @@ from serve.call_journal import publish_created, record_failure, utc_now
 from serve.ports import AppDeps
 from switchboard.errors import ServiceError, StoreError
 from switchboard.store import CallRecord, NewCall
-from switchboard.store.status import STATUSES, StatusState, apply_status
+from switchboard.store.status import STATUSES
 
 __all__ = [
     "amd_callback_url",
@@ -224,10 +224,7 @@ class _Webhooks:
             name: params[field] for field, name in _STATUS_DETAIL.items() if params.get(field)
         } | ({} if sequence is None else {"sequence": sequence})
         await self.adopt_sid(call, params.get("CallSid"))
-        await self.deps.store.update_status(call_id, reported, at, detail)
-        # Whether it moved the status, as far as this request can tell; the store decides.
-        state = StatusState(call.status, call.answered_at, call.ended_at)
-        _, applied = apply_status(state, reported, at)
+        applied = await self.deps.store.update_status(call_id, reported, at, detail)
         self.deps.events.publish(
             call_id,
             {"type": "call.status", "at": at, "status": reported, "applied": applied}

@@ -148,11 +148,20 @@ def _configure_sqlite(engine: Engine, options: EngineOptions) -> None:
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
+        # SQLite's own lower() folds ASCII only; ILIKE (lower() on both sides) then
+        # missed "École" for "école". PostgreSQL folds every script.
+        dbapi_connection.create_function(  # type: ignore[attr-defined]
+            "lower", 1, _fold_case, deterministic=True
+        )
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         writing = connection.get_execution_options().get(WRITE, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+def _fold_case(text: object) -> object:
+    return text.casefold() if isinstance(text, str) else text
 
 
 @contextmanager

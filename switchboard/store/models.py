@@ -111,6 +111,9 @@ class CallRow(Base):
     updated_at: Mapped[datetime]
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+    # How many of the call actor's reported actions are recorded up to the last batch
+    # that wrote to the timeline: a batch sent again skips them (actors/recorder.py).
+    actions_recorded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     __table_args__ = (Index(None, "created_at", "id"),)
 

@@ -10,6 +10,10 @@ one count, without the audio/text split the Realtime API reports in
 ``cached_tokens_details``. The estimate splits them across audio and text in
 proportion to each one's share of the input; with ``gpt-realtime`` both cached
 rates are equal, so the split does not change the price.
+
+Tokens a report counts without saying whether they were audio or text (the
+totals larger than their details, or no details at all) are priced as audio,
+the dearer kind on every Realtime model: an estimate that errs high, not $0.
 """
 
 from __future__ import annotations
@@ -60,7 +64,9 @@ def sum_usage(usages: Iterable[Usage]) -> Usage:
 
 def estimate_cost(usage: Usage, prices: PriceTable) -> Decimal:
     """Estimated USD cost of ``usage`` at ``prices``."""
-    audio_in, text_in = usage.input_audio_tokens, usage.input_text_tokens
+    text_in, text_out = usage.input_text_tokens, usage.output_text_tokens
+    audio_in = max(usage.input_audio_tokens, usage.input_tokens - text_in)
+    audio_out = max(usage.output_audio_tokens, usage.output_tokens - text_out)
     cached = min(usage.input_cached_tokens, audio_in + text_in)
     cached_audio = cached * audio_in // (audio_in + text_in) if cached else 0
     cached_text = cached - cached_audio
@@ -69,7 +75,7 @@ def estimate_cost(usage: Usage, prices: PriceTable) -> Decimal:
         + (text_in - cached_text) * prices.text_input
         + cached_audio * prices.cached_audio_input
         + cached_text * prices.cached_text_input
-        + usage.output_audio_tokens * prices.audio_output
-        + usage.output_text_tokens * prices.text_output
+        + audio_out * prices.audio_output
+        + text_out * prices.text_output
     )
     return dollars / _MILLION

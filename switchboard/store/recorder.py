@@ -12,10 +12,14 @@ write:
   ``LatencyMeasured`` / ``HangUp`` / ``RenewSession`` / ``FinishCall`` ->
   timeline events.
 
-A batch writes its timeline events in one transaction, after its other writes:
-the timeline is read in time order, and one transaction per phase change was
-most of the recorder's work. An action with a value the store refuses is noted
-on the timeline as a ``problem`` and the rest of the batch is written.
+A batch writes its timeline events in one transaction, after its other writes
+are on disk (the timeline is read in time order, and one transaction per phase
+change was most of the recorder's work). Given ``actions_recorded``, that
+transaction also notes how many of the call's actions are then recorded, so a
+batch sent again can skip them: every other write is idempotent (turns by item
+and offset, usage by response), timeline events are not. An action with a value
+the store refuses is noted on the timeline as a ``problem`` and the rest of the
+batch is written.
 """
 
 from __future__ import annotations
@@ -57,9 +61,13 @@ async def record(store: CallStore, call_id: str, message: Recordable, at: dateti
 
 
 async def record_batch(
-    store: CallStore, call_id: str, batch: Sequence[tuple[Recordable, datetime]]
+    store: CallStore,
+    call_id: str,
+    batch: Sequence[tuple[Recordable, datetime]],
+    actions_recorded: int | None = None,
 ) -> None:
-    """Write a call's messages, in the order they happened."""
+    """Write a call's messages, in the order they happened; ``actions_recorded`` is the
+    call's count of recorded actions once this batch is (noted with its timeline)."""
     timeline: list[TimelineEntry] = []
     for message, at in batch:
         try:
@@ -71,15 +79,16 @@ async def record_batch(
             entry = "problem", {"source": "store", "reason": "unrecordable", "message": refused}
         if entry is not None:
             timeline.append((entry[0], at, entry[1]))
-    if timeline:
-        await store.append_events(call_id, timeline)
     # On disk before the batch is acknowledged: a recorder that died after taking it
     # would lose what it held back (the call actor never sends a taken batch again).
+    # Before the timeline too, which may note the batch as recorded.
     grown = [m.item_id for m, _ in batch if type(m) is AgentTranscriptGrew]
     if grown:
         await store.flush_turns(call_id, grown)
     if any(type(message) is FinishCall for message, _ in batch):
         await store.flush()
+    if timeline:
+        await store.append_events(call_id, timeline, actions_recorded)
 
 
 async def _write_apart(

@@ -176,13 +176,14 @@ class CallStore:
 
     async def update_status(
         self, call_id: str, status: str, at: datetime, detail: dict[str, object] | None = None
-    ) -> None:
-        """Record a status callback; the status moves only forward (``status`` module)."""
+    ) -> bool:
+        """Record a status callback; the status moves only forward (``status`` module).
+        Whether it moved the call's status (False for a late or repeated one)."""
         at = check.aware("at", at)
         data = check.json_object("detail", detail)
         now = self._now()
 
-        def work(session: Session) -> None:
+        def work(session: Session) -> bool:
             row = require_call(session, call_id, lock=True)
             state = StatusState(row.status, row.answered_at, row.ended_at)
             new, applied = apply_status(state, status, at)
@@ -190,8 +191,9 @@ class CallStore:
             row.updated_at = now
             event = {"status": status, "applied": applied} | ({"detail": data} if data else {})
             session.add(CallEventRow(call_id=call_id, kind="status", at=at, data=event))
+            return applied
 
-        await self._db.write("updating a call's status", work)
+        return await self._db.write("updating a call's status", work)
 
     async def append_event(
         self, call_id: str, kind: str, at: datetime, data: dict[str, object]
@@ -200,9 +202,16 @@ class CallStore:
         await self.append_events(call_id, [(kind, at, data)])
 
     async def append_events(
-        self, call_id: str, events: Sequence[tuple[str, datetime, dict[str, object]]]
+        self,
+        call_id: str,
+        events: Sequence[tuple[str, datetime, dict[str, object]]],
+        actions_recorded: int | None = None,
     ) -> None:
-        """Add ``(kind, at, data)`` events to the timeline in one transaction."""
+        """Add ``(kind, at, data)`` events to the timeline in one transaction; with
+        ``actions_recorded``, note in it that the call's actions up to there are recorded
+        (:meth:`actions_recorded`): the events and the note commit together."""
+        if actions_recorded is not None:
+            check.count("actions_recorded", actions_recorded)
         rows = [
             CallEventRow(
                 call_id=call_id,
@@ -214,10 +223,24 @@ class CallStore:
         ]
 
         def work(session: Session) -> None:
-            check_call(session, call_id)
+            if actions_recorded is None:
+                check_call(session, call_id)
+            else:  # the row first: the same lock order as a status change
+                row = require_call(session, call_id, lock=True)
+                row.actions_recorded = max(row.actions_recorded, actions_recorded)
             session.add_all(rows)
 
         await self._db.write("appending call events", work)
+
+    async def actions_recorded(self, call_id: str) -> int:
+        """How many of the call actor's actions were recorded as of the last timeline
+        write that noted it (0 for a call not known)."""
+
+        def work(session: Session) -> int:
+            query = select(CallRow.actions_recorded).where(CallRow.id == call_id)
+            return session.scalar(query) or 0
+
+        return await self._db.read("reading a call's recorded actions", work)
 
     # -- transcript ------------------------------------------------------------
 

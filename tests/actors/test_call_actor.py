@@ -52,18 +52,18 @@ SCENARIO = parse_scenario(
 class Recorder:
     batches: list[list[tuple[Action, float]]] = field(default_factory=list)
     call_ids: list[str] = field(default_factory=list)
-    firsts: list[bool] = field(default_factory=list)
+    seqs: list[int | None] = field(default_factory=list)
     refusals: int = 0  # reports to refuse, as a restarting recorder does
 
     async def report(
-        self, call_id: str, batch: list[tuple[Action, float]], first: bool = True
+        self, call_id: str, batch: list[tuple[Action, float]], seq: int | None = None
     ) -> None:
         if self.refusals:
             self.refusals -= 1
             raise ConnectionError("the recorder is restarting")
         self.batches.append(batch)
         self.call_ids.append(call_id)
-        self.firsts.append(first)
+        self.seqs.append(seq)
 
     @property
     def actions(self) -> list[Action]:
@@ -197,12 +197,15 @@ async def test_a_recycled_actor_serves_a_second_call_and_forgets_the_first(
     assert [a.text for a in said] == ["Hello? Who is this?"]
     assert set(world.recorder.call_ids[first_batches:]) == {"call-2"}
     assert set(world.recorder.call_ids[:first_batches]) == {"call-1"}
-    # Each call's first report taken says so (a restarted recorder counts no call twice).
-    second_batches = len(world.recorder.batches) - first_batches
+    # Each report numbers its first action by the call's actions delivered before it:
+    # the refused one went again as 0, and each call counts from 0.
     assert world.recorder.refusals == 0
-    assert world.recorder.firsts == (
-        [True] + [False] * (first_batches - 1) + [True] + [False] * (second_batches - 1)
-    )
+    for batches, seqs in (
+        (world.recorder.batches[:first_batches], world.recorder.seqs[:first_batches]),
+        (world.recorder.batches[first_batches:], world.recorder.seqs[first_batches:]),
+    ):
+        sizes = [len(batch) for batch in batches]
+        assert seqs == [sum(sizes[:n]) for n in range(len(sizes))]
     assert await actor.recycle(max_calls=2) is None  # served its two calls: retire it
 
 

@@ -11,6 +11,8 @@ from switchboard.call_actions import (
     CallerTurnTranscribed,
     FinishCall,
     ForwardCallerAudio,
+    LatencyMeasured,
+    PhaseChanged,
 )
 from switchboard.store import NewCall
 
@@ -101,4 +103,83 @@ async def test_batches_sent_together_are_recorded_in_the_order_they_were_sent(
     assert [turn.text for turn in detail.transcript] == ["".join(words)]
     events, _ = await recorder.poll(0, timeout_s=0)
     assert [e["type"] for e in events][-1] == "call.ended"
+    await recorder.close()
+
+
+async def new_call(recorder: CallRecorder) -> str:
+    await recorder.open()
+    assert recorder.store is not None
+    call = await recorder.store.create_call(
+        NewCall(direction="outbound", to="+15551234567", from_="+15005550006")
+    )
+    return call.id
+
+
+async def timeline(recorder: CallRecorder, call_id: str) -> list[str]:
+    assert recorder.store is not None
+    detail = await recorder.store.get_call(call_id)
+    assert detail is not None
+    return [f"{e.kind}:{e.data.get('new', e.data.get('ms'))}" for e in detail.timeline]
+
+
+async def live_types(recorder: CallRecorder) -> list[str]:
+    events, _ = await recorder.poll(0, timeout_s=0)
+    return [str(e["type"]) for e in events]
+
+
+async def test_a_batch_sent_again_is_recorded_once(tmp_path: Path) -> None:
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
+    call_id = await new_call(recorder)
+    now = time.time()
+    first = [(PhaseChanged("idle", "listening"), now), (LatencyMeasured("answer", 310.0), now)]
+    await recorder.report(call_id, first, seq=0)
+    # Its answer was lost: the call actor sends it again, with what came since.
+    later = [(PhaseChanged("listening", "speaking"), now + 1)]
+    await recorder.report(call_id, first + later, seq=0)
+    await recorder.report(call_id, later, seq=2)  # and again, alone
+    assert await timeline(recorder, call_id) == [
+        "phase:listening",
+        "latency:310.0",
+        "phase:speaking",
+    ]
+    assert await live_types(recorder) == ["call.phase", "latency", "call.phase"]
+    await recorder.close()
+
+
+async def test_a_restarted_recorder_skips_what_the_one_before_recorded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    before = CallRecorder(url)
+    call_id = await new_call(before)
+    now = time.time()
+    marked = [(AgentTurnStarted("item_1"), now), (PhaseChanged("listening", "speaking"), now)]
+    unmarked = [(AgentTranscriptGrew("item_1", "Hello", 0), now)]  # no timeline event
+    await before.report(call_id, marked, seq=0)
+    await before.report(call_id, unmarked, seq=2)
+    await before.close()
+    # The recorder died before its answer to the second batch: Ray made a new one, and
+    # the call actor sends that batch again, with more.
+    after = CallRecorder(url)
+    more = [
+        (AgentTranscriptGrew("item_1", " there.", 5), now + 1),
+        (FinishCall("stream_stopped"), now + 2),
+    ]
+    await after.report(call_id, marked + unmarked + more, seq=0)
+    assert await timeline(after, call_id) == ["phase:speaking", "finished:None"]
+    assert after.store is not None
+    detail = await after.store.get_call(call_id)
+    assert detail is not None
+    assert [turn.text for turn in detail.transcript] == ["Hello there."]
+    # What the new log publishes: not the phase change the first recorder published.
+    assert await live_types(after) == ["transcript.agent_delta"] * 2 + ["call.ended"]
+    await after.close()
+
+
+async def test_unnumbered_reports_are_all_recorded(tmp_path: Path) -> None:
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
+    call_id = await new_call(recorder)
+    now = time.time()
+    batch = [(LatencyMeasured("response", 500.0), now)]
+    await recorder.report(call_id, batch)
+    await recorder.report(call_id, batch)
+    assert await timeline(recorder, call_id) == ["latency:500.0", "latency:500.0"]
     await recorder.close()

@@ -170,3 +170,47 @@ async def test_live_levels_drive_the_speaker_meters_when_the_server_sends_them(
         "el => el.style.transform === 'scaleX(0.75)'", arg=await caller.element_handle()
     )
     assert await agent.evaluate("el => el.style.transform") == "scaleX(0)"
+
+
+async def test_after_a_reconnect_only_calls_still_live_stay_on_the_live_list(
+    console: Console,
+) -> None:
+    """Calls that ended while the stream was down leave the live list, however old they are."""
+    page = await console.open()
+    await page.locator("#connection", has_text="Live").wait_for()
+    old = [await console.new_call(f"+155524{n:05d}") for n in range(3)]
+    for call in old:
+        await console.status(call.id, "in-progress")
+    # Newer than the old ones and more than the board's page of recent calls.
+    newer = [await console.new_call(f"+155525{n:05d}") for n in range(14)]
+    for call in newer:
+        await console.status(call.id, "ringing")
+    await page.locator("#board-title .count", has_text="(17)").wait_for()
+    detail_reads: list[str] = []
+    page.on(
+        "request",
+        lambda r: detail_reads.append(r.url.rsplit("/", 1)[1]) if "/calls/" in r.url else None,
+    )
+
+    # Two old calls end while the page's stream is dropped (more events at once than
+    # its queue holds): their status events go with the queue and out of the replay.
+    ended = {old[0].id: "completed", old[1].id: "busy"}
+    moment = datetime.now(UTC)
+    for call_id, status in ended.items():
+        await console.store.update_status(call_id, status, moment)
+    for call_id, status in ended.items():
+        console.publish(call_id, type="call.status", status=status, at=moment.isoformat())
+    for n in range(console.hub._queue_size + 10):
+        console.publish(old[2].id, type="noise", n=n)
+    assert console.hub.dropped_total == 1
+
+    recent = page.locator("#recent-calls")
+    await recent.locator(f'[data-call-id="{old[0].id}"] .badge', has_text="Completed").wait_for()
+    await recent.locator(f'[data-call-id="{old[1].id}"] .badge', has_text="Busy").wait_for()
+    await page.locator("#board-title .count", has_text="(15)").wait_for()
+    active = await page.locator("#active-calls .call-card").evaluate_all(
+        "cards => cards.map(c => c.dataset.callId)"
+    )
+    assert sorted(active) == sorted([old[2].id, *(c.id for c in newer)])
+    # Re-read one by one: only the cards no list of live calls confirmed.
+    assert sorted(detail_reads) == sorted(ended)

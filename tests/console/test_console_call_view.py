@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from switchboard.call_actions import (
+    Action,
     AgentTranscriptGrew,
     AgentTurnFinished,
     AgentTurnInterrupted,
@@ -20,7 +24,9 @@ from switchboard.call_actions import (
     ToolReturned,
     UsageReported,
 )
+from switchboard.live_events import live_event
 from switchboard.realtime_events import Usage
+from switchboard.store import record
 from switchboard.transcript import heard_prefix
 
 Console = Any  # the `console` fixture of conftest.py
@@ -164,6 +170,125 @@ async def test_opening_a_call_mid_reply_shows_each_word_once(console: Console) -
         )
     )
     assert usage["Total tokens"] == "1000" and usage["Output tokens"] == "400"
+
+
+async def hold_reads(page: Any, call_id: str) -> asyncio.Event:
+    """Hold the page's reads of the call (``GET /calls/{id}``) until the event returned is set."""
+    release = asyncio.Event()
+
+    async def hold(route: Any) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await page.route(f"**/calls/{call_id}", hold)
+    return release
+
+
+async def open_live_call(console: Console) -> tuple[Any, Any]:
+    """A live call, and a page on it whose stream is up."""
+    call = await live_call(console)
+    page = await console.open(f"/#/calls/{call.id}")
+    await page.locator("#connection", has_text="Live").wait_for()
+    return call, page
+
+
+async def drop_the_page_s_stream(
+    console: Console,
+    call_id: str,
+    gap: list[tuple[Action, float]],
+    after: list[tuple[Action, float]],
+) -> None:
+    """Record ``gap`` and ``after``, then publish them in one go with enough noise between
+    to drop the page's subscription: ``gap``'s events go with its queue and out of the replay,
+    which ends with ``after``'s."""
+    for action, at in gap + after:
+        await record(console.store, call_id, action, datetime.fromtimestamp(at, UTC))
+    events = [live_event(call_id, action, at) for action, at in gap]
+    events += [{"type": "noise", "n": n} for n in range(console.hub._queue_size + 10)]
+    events += [live_event(call_id, action, at) for action, at in after]
+    dropped = console.hub.dropped_total
+    for event in events:
+        assert event is not None
+        console.hub.publish(call_id, event)
+    assert console.hub.dropped_total == dropped + 1
+
+
+async def test_after_a_reconnect_the_transcript_is_in_conversation_order(
+    console: Console,
+) -> None:
+    call, page = await open_live_call(console)
+    t = time.time()
+    await console.act(call.id, AgentTurnStarted("a1"), AgentTurnFinished("a1", GREETING), at=t)
+    await page.locator('.turn[data-item-id="a1"]:not(.streaming)').wait_for()
+
+    # The page re-reads the call when its stream is back; here that answer comes
+    # after the replay (held until the replayed turn is on screen).
+    release = await hold_reads(page, call.id)
+    try:
+        gap = [
+            (CallerTurnStarted("c2"), t + 1),
+            (CallerTurnTranscribed("c2", "Hello? Who is this?"), t + 2),
+            (AgentTurnStarted("a3"), t + 3),
+            (AgentTurnFinished("a3", LONG), t + 4),
+        ]
+        after = [
+            (CallerTurnStarted("c4"), t + 5),
+            (CallerTurnTranscribed("c4", "Thursday."), t + 6),
+        ]
+        await drop_the_page_s_stream(console, call.id, gap, after)
+        await page.locator('.turn[data-item-id="c4"] .text', has_text="Thursday.").wait_for()
+    finally:
+        release.set()
+    await page.locator('.turn[data-item-id="a3"]').wait_for()
+    await page.locator('.turn[data-item-id="c2"]').wait_for()
+    assert await turns(page) == [
+        ("turn agent", GREETING),
+        ("turn caller", "Hello? Who is this?"),
+        ("turn agent", LONG),
+        ("turn caller", "Thursday."),
+    ]
+    # And the conversation goes on where it should.
+    await console.act(call.id, AgentTurnStarted("a5"), AgentTurnFinished("a5", "Five it is."))
+    await page.locator('.turn[data-item-id="a5"]:not(.streaming)').wait_for()
+    assert [text for _, text in await turns(page)] == [
+        GREETING,
+        "Hello? Who is this?",
+        LONG,
+        "Thursday.",
+        "Five it is.",
+    ]
+
+
+async def test_after_a_reconnect_a_reply_being_spoken_has_no_words_missing(
+    console: Console,
+) -> None:
+    call, page = await open_live_call(console)
+    t = time.time()
+    await console.act(call.id, AgentTurnStarted("a1"), AgentTranscriptGrew("a1", "Hello!"), at=t)
+    text = page.locator('.turn[data-item-id="a1"] .text')
+    await text.filter(has_text="Hello!").wait_for()
+
+    # " This is" is lost with the stream; " Ava." comes again in the replay, but
+    # does not follow on from what the page has: the re-read record has every word.
+    release = await hold_reads(page, call.id)
+    try:
+        gap = [(AgentTranscriptGrew("a1", " This is"), t + 1)]
+        after = [
+            (AgentTranscriptGrew("a1", " Ava."), t + 2),
+            (LatencyMeasured("answer", 420.0), t + 2),
+        ]
+        await drop_the_page_s_stream(console, call.id, gap, after)
+        await page.locator(".call-stats .latency", has_text="First words 420 ms").wait_for()
+    finally:
+        release.set()
+    await page.locator(
+        '.turn.streaming[data-item-id="a1"] .text', has_text="Hello! This is Ava."
+    ).wait_for()
+    assert await text.text_content() == "Hello! This is Ava."
+    await console.act(call.id, AgentTranscriptGrew("a1", " How can I help?"))
+    await console.act(call.id, AgentTurnFinished("a1", "Hello! This is Ava. How can I help?"))
+    await page.locator('.turn[data-item-id="a1"]:not(.streaming)').wait_for()
+    assert await text.text_content() == "Hello! This is Ava. How can I help?"
 
 
 async def test_transcript_text_is_shown_as_text_never_as_markup(console: Console) -> None:

@@ -12,10 +12,17 @@ agent hears the caller (the emulator's VAD fires on the browser's audio, the
 caller's turn is transcribed in the store) and answers, the page's call view
 shows it, the caller hangs up from the page, and the call is recorded as a
 completed web call with no protocol problem.
+
+Signing out (by the button, or because the server refused the token) hangs a
+running web call up: that one needs no stack, as the page's media socket is
+answered by Playwright in the media edge's place.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from serve.auth import TokenChecker
 from sim.testing_realtime import clip_bytes
 from switchboard.codec import mulaw_decode, mulaw_encode
 
@@ -121,6 +129,76 @@ async def test_a_web_call_reaches_the_agent_and_plays_its_reply(
         assert errors == []
     finally:
         await context.close()
+
+
+# Keeps every microphone stream the page is given, to check that it is let go.
+KEEP_MICROPHONES = """
+(() => {
+  const devices = navigator.mediaDevices;
+  const ask = devices.getUserMedia.bind(devices);
+  window.microphones = [];
+  devices.getUserMedia = async (constraints) => {
+    const stream = await ask(constraints);
+    window.microphones.push(stream);
+    return stream;
+  };
+})();
+"""
+MEDIA_WAIT_S = 15
+
+
+@pytest.mark.parametrize("how", ["sign-out button", "token refused"])
+async def test_signing_out_hangs_up_the_web_call(
+    mic_browser: Any, console_with: Any, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    async with console_with(mic_browser) as console:
+        await console.context.grant_permissions(["microphone"], origin=console.base_url)
+        await console.context.add_init_script(KEEP_MICROPHONES)
+        sent: list[dict[str, Any]] = []
+        closes: list[int | None] = []
+        started, closed = asyncio.Event(), asyncio.Event()
+
+        def media_edge(socket: Any) -> None:
+            """The page's media socket, answered here: what it sends, and when it closes."""
+
+            def on_message(text: str | bytes) -> None:
+                sent.append(json.loads(text))
+                if sent[-1]["event"] == "start":
+                    started.set()
+
+            def on_close(code: int | None, reason: str | None) -> None:
+                closes.append(code)
+                closed.set()
+
+            socket.on_message(on_message)
+            socket.on_close(on_close)
+
+        await console.page.route_web_socket(re.compile(r"/media/"), media_edge)
+        page = await console.open()
+        await page.fill("#call-instruction", "You are Ava from Bright Smiles Dental.")
+        await page.get_by_role("button", name="Talk from this browser").click()
+        bar = page.locator("#webcall")
+        await bar.locator(".webcall-state", has_text="Live").wait_for()
+        await asyncio.wait_for(started.wait(), MEDIA_WAIT_S)
+        tracks = "microphones.flatMap((s) => s.getTracks()).map((t) => t.readyState)"
+        assert await page.evaluate(tracks) == ["live"]
+
+        if how == "sign-out button":
+            await page.click("#sign-out")
+        else:  # the server restarts with other tokens: the streams' reconnect hears 401
+            console.expect_error(r"401|WebSocket")
+            monkeypatch.setattr(TokenChecker, "accepts", lambda self, presented: False)
+            console.hub.close()
+        await page.locator("#token").wait_for()
+
+        # Hung up as the bar's button does: `stop`, the socket closed, the microphone let go.
+        await asyncio.wait_for(closed.wait(), MEDIA_WAIT_S)
+        assert closes == [1000]
+        assert sent[-1]["event"] == "stop"
+        assert sent[-1]["stop"]["callSid"] == sent[1]["start"]["callSid"]
+        await page.wait_for_function(f"{tracks}.every((state) => state === 'ended')")
+        await bar.locator(".webcall-state", has_text="Ended").wait_for()
+        assert console.unexpected_errors() == []
 
 
 async def test_mu_law_tables_match_the_codec(console: Console) -> None:

@@ -13,6 +13,7 @@ import pytest_asyncio
 
 from serve.api import MAX_BODY_BYTES, build_app
 from serve.auth import tokens_from_settings
+from serve.call_journal import record_failure
 from serve.events import EventHub
 from serve.ports import AppDeps
 from serve.schemas import MAX_INSTRUCTION_CHARS, MAX_METADATA_BYTES
@@ -319,6 +320,22 @@ async def test_twilio_refusal_is_502_and_the_call_is_recorded_failed(
         "call.created",
         "call.status",
     ]
+
+
+async def test_a_failure_after_the_call_ended_says_it_changed_nothing(
+    store: CallStore, control: FakeCallControl, hub: EventHub, settings: Settings
+) -> None:
+    call = await store.create_call(NewCall("outbound", TO, "+15005550006"))
+    await store.update_status(call.id, "completed", datetime.now(UTC))
+    deps = AppDeps(settings, store, control, hub, tokens_from_settings(settings))
+    events = hub.subscribe(call.id)
+    await record_failure(deps, call.id, "hanging up", TwilioServiceError("gone"))
+    published = await anext(events)
+    detail = await store.get_call(call.id)
+    assert detail is not None and detail.call.status == "completed"
+    stored = [e.data["applied"] for e in detail.timeline if e.kind == "status"]
+    assert stored == [True, False]
+    assert (published["status"], published["applied"]) == ("failed", False)
 
 
 # -- web calls ---------------------------------------------------------------------

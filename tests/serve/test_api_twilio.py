@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
@@ -43,15 +42,6 @@ def make_settings(**overrides: object) -> Settings:
         "public_url": PUBLIC,
     }
     return Settings.model_validate(values | overrides)
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def store(tmp_path: Path) -> AsyncIterator[CallStore]:
-    opened = await CallStore.open(f"sqlite:///{tmp_path}/calls.db")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ class FakeRecorder:
     def __init__(self) -> None:
         self.log = EventLog()
         self.reports: list[str] = []
-        self.firsts: list[bool] = []
+        self.seqs: list[int | None] = []
         self.failing_polls = 0
         self.refused_publishes = 0
         self.poll = Method(self._poll)
@@ -68,9 +68,11 @@ class FakeRecorder:
             raise ActorUnavailableError("The actor is temporarily unavailable: restarting", None)
         await self.log.append(event)
 
-    async def _report(self, call_id: str, batch: list[tuple[Action, float]], first: bool) -> None:
+    async def _report(
+        self, call_id: str, batch: list[tuple[Action, float]], seq: int | None
+    ) -> None:
         self.reports.append(call_id)
-        self.firsts.append(first)
+        self.seqs.append(seq)
 
 
 def ids_on(shard: int, shards: int, count: int) -> list[str]:
@@ -117,10 +119,10 @@ async def test_the_reporter_sends_each_call_to_its_shard() -> None:
     reporter = HandleReporter(shards)
     calls = CALL_IDS[:30]
     for n, call_id in enumerate(calls):
-        await reporter.report(call_id, [(FinishCall("completed"), 0.0)], first=n % 2 == 0)
+        await reporter.report(call_id, [(FinishCall("completed"), 0.0)], seq=n)
     for index, shard in enumerate(shards):
         assert shard.reports == [c for c in calls if shard_of(c, 3) == index]
-        assert shard.firsts == [n % 2 == 0 for n, c in enumerate(calls) if shard_of(c, 3) == index]
+        assert shard.seqs == [n for n, c in enumerate(calls) if shard_of(c, 3) == index]
 
 
 async def wait_for(events: list[dict[str, object]], count: int) -> None:
@@ -235,5 +237,42 @@ async def test_a_shard_gone_for_long_costs_live_events_not_memory_or_a_log_flood
         assert feed.dropped == extra
         dropped_logs = [r for r in caplog.records if "live events dropped" in r.getMessage()]
         assert len(dropped_logs) == 10  # at 1, 2, 4 ... 512 of the 1,000
+    finally:
+        await feed.stop()
+
+
+async def test_without_viewers_the_feed_polls_rarely_and_a_viewer_wakes_it() -> None:
+    shard = FakeRecorder()
+    polls, answered = 0, 0
+    poll = shard.poll.fn
+
+    async def counted(after: int, timeout_s: float) -> tuple[list[dict[str, object]], int]:
+        nonlocal polls, answered
+        polls += 1
+        found = await poll(after, timeout_s)
+        answered += 1
+        return found
+
+    shard.poll.fn = counted
+    feed = RecorderFeed([shard], gather_s=0.0, idle_gather_s=3600.0)
+    feed.start()
+    try:
+        call_id = CALL_IDS[0]
+        await shard.log.append({"call_id": call_id, "type": "before", "at": "x"})
+
+        async def answered_once() -> None:
+            while answered < 1:
+                await asyncio.sleep(0.01)  # polling a counter, bounded below
+
+        await asyncio.wait_for(answered_once(), WAIT_S)
+        await shard.log.append({"call_id": call_id, "type": "while idle", "at": "x"})
+        for _ in range(20):  # let every ready task run: a feed gathering 0 s would poll
+            await asyncio.sleep(0)
+        assert polls == 1  # no viewer: the feed waits (an hour here) before polling again
+        seen: list[dict[str, object]] = []
+        reader = asyncio.ensure_future(collect(feed, seen))
+        await wait_for(seen, 2)  # the replay, then what the viewer woke the feed for
+        assert [e["type"] for e in seen] == ["before", "while idle"]
+        reader.cancel()
     finally:
         await feed.stop()

@@ -103,3 +103,17 @@ async def test_search_matches_numbers_instructions_and_transcripts(store: CallSt
     page = await store.list_calls(search="parcel", limit=1)
     rest = await store.list_calls(search="parcel", limit=1, cursor=page.next_cursor)
     assert [c.id for c in page.calls + rest.calls] == [by_transcript.id, by_instruction.id]
+
+
+async def test_search_folds_case_beyond_ascii(store: CallStore) -> None:
+    french = (await make(store, 1, instruction="Réserver à l'ÉCOLE de Zürich"))[0]
+    greek = (await make(store, 1))[0]
+    await store.record_caller_turn(greek.id, "item_1", "ΟΔΥΣΣΕΑΣ speaking", T0)
+
+    async def found(search: str) -> set[str]:
+        return {c.id for c in (await store.list_calls(search=search)).calls}
+
+    assert await found("école") == {french.id}
+    assert await found("ZÜRICH") == {french.id}
+    assert await found("οδυσσε") == {greek.id}
+    assert await found("ÉCOLÉ") == set()  # folded, not stripped of accents

@@ -66,3 +66,24 @@ def test_sum_usage_adds_field_by_field() -> None:
     b = Usage(20, 12, 8, 10, 2, 4, 6, 2)
     assert sum_usage([a, b]) == Usage(30, 18, 12, 15, 3, 6, 9, 3)
     assert sum_usage([]) == Usage(0, 0, 0)
+
+
+def test_tokens_without_details_are_priced_as_audio() -> None:
+    # A report with totals but no details: all of it at the (dearer) audio rates.
+    assert estimate_cost(usage(input_tokens=1_000_000), FLAT) == 1
+    assert estimate_cost(usage(output_tokens=1_000_000), FLAT) == 2
+    # Totals above their details: the remainder is audio; text stays text.
+    partial = usage(
+        input_tokens=1_000_000,
+        input_text_tokens=250_000,
+        output_tokens=500_000,
+        output_text_tokens=500_000,
+    )
+    assert estimate_cost(partial, FLAT) == Decimal("0.75") * 1 + Decimal("0.25") * 3 + 2
+    # Details that add up to more than the total are taken as they are.
+    assert estimate_cost(usage(input_tokens=5, input_audio_tokens=1_000_000), FLAT) == 1
+
+
+def test_cached_tokens_of_a_report_without_details() -> None:
+    cost = estimate_cost(usage(input_tokens=1_000_000, input_cached_tokens=400_000), FLAT)
+    assert cost == Decimal("0.6") * 1 + Decimal("0.4") * 5

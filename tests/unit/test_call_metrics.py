@@ -286,13 +286,17 @@ async def test_the_recorder_hands_every_batch_to_its_metrics(tmp_path: Path) -> 
         NewCall(direction="outbound", to="+15551234567", from_="+15005550006")
     )
     before = time.time()
-    await recorder.report(call.id, [(AgentTurnStarted("a"), T0)])
-    await recorder.report(
-        call.id, [(AgentTurnStarted("b"), T0), (FinishCall("done"), T0 + 1)], False
-    )
+    await recorder.report(call.id, [(AgentTurnStarted("a"), T0)], seq=0)
+    batch = [(AgentTurnStarted("b"), T0), (FinishCall("done"), T0 + 1)]
+    await recorder.report(call.id, batch, seq=1)
+    await recorder.report(call.id, batch, seq=1)  # sent again: nothing new to count
     after = time.time()
     await recorder.close()
-    assert [(c, n, first) for c, n, _, first in seen] == [(call.id, 1, True), (call.id, 2, False)]
+    assert [(c, n, first) for c, n, _, first in seen] == [
+        (call.id, 1, True),
+        (call.id, 2, False),
+        (call.id, 0, False),
+    ]
     assert before <= seen[0][2] <= after  # the recorder's own clock, not the actions' times
 
 

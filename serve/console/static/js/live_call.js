@@ -98,23 +98,49 @@ export class CallModel {
     this.#derive();
   }
 
+  // The record's turns are in conversation order (the store's), and the entries are
+  // rebuilt in that order: turns it does not have yet were told of by the stream
+  // after it was read, so they follow, in the order they came; tools sit by time.
   #loadDetail(detail) {
     for (const event of detail.timeline) this.#addTimeline(event.kind, event.at, event.data ?? {});
+    const ordered = [];
     for (const turn of detail.transcript) {
-      const known = this.turns.get(turn.item_id);
-      if (known) {
-        if (turn.state !== "speaking" && turn.state !== "pending") this.#fillFromStore(known, turn);
-        continue;
+      let entry = this.turns.get(turn.item_id);
+      if (!entry) {
+        entry = { kind: "turn", role: turn.role, itemId: turn.item_id, at: turn.started_at };
+        this.#fillFromStore(entry, turn);
+        this.turns.set(turn.item_id, entry);
+      } else if (turn.state !== "speaking" && turn.state !== "pending") {
+        this.#fillFromStore(entry, turn);
+      } else if (turn.state === "speaking" && this.#catchUp(entry, turn)) {
+        this.#fillFromStore(entry, turn);
       }
-      const entry = { kind: "turn", role: turn.role, itemId: turn.item_id, at: turn.started_at };
-      this.#fillFromStore(entry, turn);
-      this.turns.set(turn.item_id, entry);
-      this.#insertByTime(entry);
+      ordered.push(entry);
     }
+    const inRecord = new Set(ordered);
+    const tools = this.entries.filter((entry) => entry.kind === "tool");
+    this.entries = [...ordered, ...this.entries.filter((entry) => entry.kind === "turn" && !inRecord.has(entry))];
+    for (const tool of tools) this.#insertByTime(tool);
     for (const event of detail.timeline) {
       if (event.kind === "tool_call") this.#toolCalled(event.data, event.at);
       if (event.kind === "tool_result") this.#toolReturned(event.data, event.at);
     }
+  }
+
+  // A reply still being spoken takes the record's words only while this model is
+  // not following its deltas (their start was missed), and only if they are more.
+  #catchUp(entry, turn) {
+    if (entry.sawStart || (entry.state !== undefined && entry.state !== "speaking")) return false;
+    return (turn.text ?? "").length >= (entry.text ?? "").length;
+  }
+
+  /**
+   * The stream is back after a gap: deltas it replays may not follow on from what
+   * this model has, so a reply is only followed again from a replayed start (else
+   * it waits for the record or its final transcript), as on a page first opened.
+   */
+  resume() {
+    for (const turn of this.turns.values()) turn.sawStart = false;
   }
 
   #fillFromStore(entry, turn) {

@@ -19,6 +19,7 @@ const toasts = document.getElementById("toasts");
 const webcall = document.getElementById("webcall");
 
 let api = null;
+let webCalls = null;
 let startWebCall = null;
 let dispose = () => {};
 
@@ -67,6 +68,10 @@ function route() {
 
 function signOut(message) {
   if (!api) return;
+  // A web call runs under the token too: hang it up (its microphone and media socket with it).
+  webCalls.close("You signed out, so the web call was hung up.");
+  webCalls = null;
+  startWebCall = null;
   dispose();
   dispose = () => {};
   api = null;
@@ -76,7 +81,8 @@ function signOut(message) {
 
 function start(token) {
   api = new Api(token, { onUnauthorized: (message) => signOut(message) });
-  startWebCall = webCallBar(webcall, { api, toast });
+  webCalls = webCallBar(webcall, { api, toast });
+  startWebCall = webCalls.start;
   nav.hidden = false;
   signOutButton.hidden = false;
   route();

@@ -11,6 +11,8 @@ import { CallModel } from "../live_call.js";
 import { placeCallForm } from "./place_call.js";
 
 const RECENT_LIMIT = 12;
+const PAGE_LIMIT = 200; // the API's largest page
+const READ_AT_ONCE = 6; // re-reads of single calls in flight at a time
 
 /** Width of a level meter, 0..1, from a level in dBFS (-60 dBFS and below read empty). */
 function meterFraction(dbfs) {
@@ -250,13 +252,67 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
     if (model.apply(event)) mark(id);
   }
 
+  /** Every call in `status`, page by page (live statuses only: a bounded set). */
+  async function listAll(status) {
+    const calls = [];
+    let cursor = null;
+    do {
+      const page = await api.listCalls({ status, limit: PAGE_LIMIT, cursor });
+      calls.push(...page.calls);
+      cursor = page.next_cursor;
+    } while (cursor);
+    return calls;
+  }
+
+  /** Re-read single calls, a few at a time; returns how many could not be read. */
+  async function reread(ids) {
+    let failed = 0;
+    const queue = [...ids];
+    async function worker() {
+      while (queue.length) {
+        const id = queue.shift();
+        try {
+          upsert(await api.getCall(id));
+        } catch (failure) {
+          if (failure.status === 404) forget(id);
+          else if (failure.status !== 401) failed += 1;
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(READ_AT_ONCE, queue.length) }, worker));
+    return failed;
+  }
+
+  function forget(id) {
+    rows.get(id)?.node.remove();
+    rows.delete(id);
+    models.delete(id);
+    dirty.delete(id);
+  }
+
+  // Every live call, and the newest ones. After a reconnect the board may hold
+  // calls that ended meanwhile: a card still live that no list of live calls
+  // holds is re-read on its own, so it moves to "Recently ended" as it ended.
   async function load() {
     try {
-      const pages = await Promise.all([
-        ...ACTIVE_STATUSES.map((status) => api.listCalls({ status, limit: 200 })),
+      const [recent, ...active] = await Promise.all([
         api.listCalls({ limit: RECENT_LIMIT }),
+        ...ACTIVE_STATUSES.map(listAll),
       ]);
-      for (const page of pages) for (const call of page.calls) upsert(call);
+      const listed = new Set();
+      for (const calls of active) {
+        for (const call of calls) {
+          upsert(call);
+          listed.add(call.id);
+        }
+      }
+      for (const call of recent.calls) upsert(call);
+      const unconfirmed = [...models.values()].filter((m) => m.live && !listed.has(m.id)).map((m) => m.id);
+      const failed = await reread(unconfirmed);
+      if (failed) {
+        const calls = failed === 1 ? "1 call that may have ended" : `${failed} calls that may have ended`;
+        toast(`Could not re-read ${calls}: the board shows them as last known.`, "error");
+      }
     } catch (failure) {
       if (failure.status !== 401) toast(`Could not load calls: ${failure.message}`, "error");
     }

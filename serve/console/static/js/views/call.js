@@ -275,7 +275,10 @@ export function mountCall(container, { api, toast, setConnection }, id) {
     onEvent,
     onState: (state, info) => {
       setConnection(state);
-      if (state === "live" && info.resumed) reload().catch(() => {});
+      if (state === "live" && info.resumed) {
+        model?.resume(); // before the replay comes in
+        reload().catch(() => {});
+      }
     },
   });
   start();

@@ -16,11 +16,17 @@ function level(dbfs) {
   return Math.max(0, Math.min(1, (dbfs + 60) / 60));
 }
 
-/** Returns `start(body)`, which places a web call with the form's fields. */
+/**
+ * Returns `start(body)`, which places a web call with the form's fields, and
+ * `close(detail)`, which hangs up the running one (if any) and refuses new ones:
+ * signing out ends what was started under the token.
+ */
 export function webCallBar(bar, { api, toast }) {
   let current = null;
+  let closed = false;
 
   async function start(body) {
+    if (closed) return null;
     if (current) {
       toast("A web call is already running: hang it up first.", "error");
       return null;
@@ -32,6 +38,7 @@ export function webCallBar(bar, { api, toast }) {
       if (failure instanceof ApiError && failure.status !== 401) toast(`The web call could not start: ${failure.message}`, "error");
       return null;
     }
+    if (closed) return null; // signed out meanwhile: the microphone is not opened for it
     const call = minted.call;
     const state = h("span", { class: "webcall-state", role: "status" }, "Starting…");
     const timer = h("span", { class: "duration" });
@@ -82,7 +89,7 @@ export function webCallBar(bar, { api, toast }) {
       mute.disabled = true;
       end.disabled = true;
       setTimeout(() => {
-        if (!current) bar.hidden = true;
+        if (!current && bar.contains(end)) bar.hidden = true; // unless another call took the bar
       }, 4000);
     }
 
@@ -90,5 +97,10 @@ export function webCallBar(bar, { api, toast }) {
     return call;
   }
 
-  return start;
+  function close(detail) {
+    closed = true;
+    current?.hangUp(detail);
+  }
+
+  return { start, close };
 }

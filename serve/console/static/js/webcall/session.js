@@ -114,6 +114,10 @@ export class WebCall {
       send: (text) => socket.readyState === WebSocket.OPEN && socket.send(text),
     });
     socket.addEventListener("open", () => {
+      if (this.state === "ended" || this.state === "failed") {
+        socket.close(1000, "caller hung up"); // hung up while it connected: never start
+        return;
+      }
       this.protocol.open();
       this.#set("live");
     });
@@ -167,14 +171,18 @@ export class WebCall {
     this.muted = muted;
   }
 
-  /** Hang up from the browser: `stop`, as a phone that hangs up sends it, then close. */
-  hangUp() {
+  /**
+   * Hang up from the browser: `stop`, as a phone that hangs up sends it, then close
+   * and let go of the microphone. `detail` says why, to whoever follows the states.
+   */
+  hangUp(detail = "You hung up.") {
     if (this.socket?.readyState === WebSocket.OPEN) {
       this.protocol.stop();
       this.socket.close(1000, "caller hung up");
     }
+    // Still connecting: the open handler closes it (closing now would fail the handshake).
     this.#release();
-    this.#set("ended", "You hung up.");
+    this.#set("ended", detail);
   }
 
   #release() {
