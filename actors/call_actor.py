@@ -31,6 +31,7 @@ import contextlib
 import hmac
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -77,13 +78,17 @@ class CallPlan:
 
 class Reporter(Protocol):
     async def report(
-        self, call_id: str, batch: list[tuple[Action, float]], seq: int | None = None
+        self,
+        call_id: str,
+        batch: list[tuple[Action, float]],
+        seq: int | None = None,
+        sender: str = "",
     ) -> None:
         """Store and publish ``(action, unix time)`` pairs, in order. ``seq`` is how many
-        of the call's actions earlier reports delivered (0 for its first): a batch sent
-        again after a failure the recorder did not see (its answer lost as it restarted)
-        is recorded once. A recorder restarted since the first report takes the call
-        over rather than counting it as started again."""
+        of ``sender``'s actions for the call earlier reports delivered (0 for its first):
+        a batch sent again after a failure the recorder did not see (its answer lost as
+        it restarted) is recorded once. A recorder restarted since the first report takes
+        the call over rather than counting it as started again."""
 
 
 HangUpVia = Callable[[str], Awaitable[None]]  # Twilio REST: end the call with this CallSid
@@ -114,6 +119,7 @@ class CallActor:
         self.shell: CallShell | None = None
         self._attached = False
         self._delivered = 0  # actions of this call a report delivered: the next one's seq
+        self._sender = secrets.token_hex(8)  # this actor serving this call, to the recorder
         self._flusher: asyncio.Task[None] | None = None
         self._wall_offset = time.time() - time.monotonic()
         self._prepared = asyncio.Event()
@@ -355,7 +361,7 @@ class CallActor:
                 return
             batch, self._pending = self._pending, []
             try:
-                await self.reporter.report(self.plan.call_id, batch, self._delivered)
+                await self.reporter.report(self.plan.call_id, batch, self._delivered, self._sender)
                 self._delivered += len(batch)
             except Exception:  # the recorder is down: keep the batch for the next try
                 log.exception("report failed", extra={"call_id": self.plan.call_id})

@@ -42,9 +42,13 @@ class RayCallRecorder:
         await self.recorder.close()
 
     async def report(
-        self, call_id: str, batch: list[tuple[Action, float]], seq: int | None = None
+        self,
+        call_id: str,
+        batch: list[tuple[Action, float]],
+        seq: int | None = None,
+        sender: str = "",
     ) -> None:
-        await self.recorder.report(call_id, batch, seq)
+        await self.recorder.report(call_id, batch, seq, sender)
 
     async def publish(self, event: dict[str, object]) -> None:
         await self.recorder.publish(event)

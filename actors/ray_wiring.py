@@ -141,10 +141,14 @@ class HandleReporter:
         self.recorders = tuple(recorders)
 
     async def report(
-        self, call_id: str, batch: list[tuple[Action, float]], seq: int | None = None
+        self,
+        call_id: str,
+        batch: list[tuple[Action, float]],
+        seq: int | None = None,
+        sender: str = "",
     ) -> None:
         shard = self.recorders[shard_of(call_id, len(self.recorders))]
-        await through_restarts(lambda: shard.report.remote(call_id, batch, seq))
+        await through_restarts(lambda: shard.report.remote(call_id, batch, seq, sender))
 
 
 @ray.remote

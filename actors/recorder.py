@@ -13,13 +13,13 @@ polling after the last number it had gets everything the new log holds.
 
 A batch a call actor sent as the recorder died is sent again (the call actor keeps
 it until a report succeeds). Batches are numbered by their first action (``seq``,
-the count of the call's actions taken before), and the recorder skips what it has
-recorded: from memory, or after a restart from the store, which notes the count
-with each timeline write (``switchboard.store.recorder``). So a batch sent again
-adds no second timeline event or live event. What is replayed is only what was
-written since the last timeline write, all of it idempotent in the store; its live
-events may reach viewers twice, as may a status change of a batch the recorder
-died in the middle of writing.
+how many of the sender's actions for the call earlier reports delivered; the sender
+is one call actor serving one call), and the recorder skips what it has recorded:
+from memory, or after a restart or a failed write from the store, which notes the
+count with each timeline write (``switchboard.store.recorder``). So a batch sent
+again adds no second timeline event. What is written again is only what came since
+the last timeline write, all of it idempotent in the store; its live events may
+reach viewers twice.
 """
 
 from __future__ import annotations
@@ -31,11 +31,15 @@ from collections import deque
 from datetime import UTC, datetime
 
 from actors.call_metrics import NO_METRICS, RecorderMetrics
-from switchboard.call_actions import Action, FinishCall
+from switchboard.call_actions import Action, CallStatusChanged, FinishCall
 from switchboard.live_events import live_event
 from switchboard.store import CallStore, record_batch
+from switchboard.store.status import TERMINAL_STATUSES
 
-__all__ = ["CallRecorder", "EventLog"]
+__all__ = ["POLL_LIMIT", "CallRecorder", "EventLog"]
+
+
+POLL_LIMIT = 500  # events a poll brings at most
 
 
 class EventLog:
@@ -64,7 +68,7 @@ class EventLog:
             self._changed.notify_all()
 
     async def after(
-        self, seq: int, timeout_s: float, limit: int = 500
+        self, seq: int, timeout_s: float, limit: int = POLL_LIMIT
     ) -> tuple[list[dict[str, object]], int]:
         """Events numbered above ``seq`` (waiting up to ``timeout_s`` for one), and the
         number to ask after next. Events that fell out of the log are skipped."""
@@ -83,6 +87,16 @@ class EventLog:
             return [event for _, event in found], found[-1][0] if found else seq
 
 
+def _ends(action: Action) -> bool:
+    """Whether the call is over once ``action`` is recorded: its state here can go."""
+    match action:
+        case FinishCall():
+            return True
+        case CallStatusChanged(status=status):  # a web call's status, after its end
+            return status in TERMINAL_STATUSES
+    return False
+
+
 class CallRecorder:
     def __init__(self, database_url: str, metrics: RecorderMetrics = NO_METRICS) -> None:
         self.database_url = database_url
@@ -94,7 +108,8 @@ class CallRecorder:
         # batches in the order they were sent (a later batch may end the turn an
         # earlier one is still growing).
         self._calls: dict[str, asyncio.Lock] = {}
-        self._recorded: dict[str, int] = {}  # per call: actions recorded (module docstring)
+        # Per call and sender: how many of its actions are recorded (module docstring).
+        self._recorded: dict[tuple[str, str], int] = {}
 
     async def open(self) -> None:
         async with self._opening:
@@ -106,31 +121,41 @@ class CallRecorder:
             await self.store.close()
 
     async def report(
-        self, call_id: str, batch: list[tuple[Action, float]], seq: int | None = None
+        self,
+        call_id: str,
+        batch: list[tuple[Action, float]],
+        seq: int | None = None,
+        sender: str = "",
     ) -> None:
         """Record and publish a call's ``(action, unix time)`` pairs. ``seq`` numbers the
-        first of them (how many of the call's actions came before); ``None`` for actions
-        not numbered, which are all recorded."""
+        first of them among ``sender``'s; ``None`` for actions not numbered, which are
+        all recorded."""
         received = time.time()
         await self.open()
         assert self.store is not None
+        key = (call_id, sender)
         async with self._calls.setdefault(call_id, asyncio.Lock()):
-            fresh, end = batch, None
+            fresh, progress, done = batch, None, 0
             if seq is not None:
-                done = self._recorded.get(call_id)
-                if done is None:
-                    done = await self.store.actions_recorded(call_id)
-                fresh, end = batch[max(0, done - seq) :], seq + len(batch)
-            self.metrics.reported(call_id, fresh, received, not seq)
+                done = self._recorded.get(key, -1)
+                if done < 0:
+                    done = await self.store.actions_recorded(call_id, sender)
+                fresh, progress = batch[max(0, done - seq) :], (sender, seq + len(batch))
+            self.metrics.reported(call_id, fresh, received, not seq and not done)
             timed = [(action, datetime.fromtimestamp(at, UTC)) for action, at in fresh]
-            await record_batch(self.store, call_id, timed, end)
-            if end is not None:
-                self._recorded[call_id] = max(end, self._recorded.get(call_id, 0))
+            try:
+                await record_batch(self.store, call_id, timed, progress)
+            except BaseException:
+                # It may have committed all the same (its answer lost): ask the store next time.
+                self._recorded.pop(key, None)
+                raise
+            if progress is not None:
+                self._recorded[key] = max(progress[1], self._recorded.get(key, 0))
             events = [live_event(call_id, action, at) for action, at in fresh]
             await self.events.extend([event for event in events if event is not None])
-        if any(isinstance(action, FinishCall) for action, _ in batch):
+        if any(_ends(action) for action, _ in batch):
             self._calls.pop(call_id, None)
-            self._recorded.pop(call_id, None)
+            self._recorded.pop(key, None)
 
     async def publish(self, event: dict[str, object]) -> None:
         """An event from the ingress (call created, status callback...)."""

@@ -27,6 +27,7 @@ from actors.ray_wiring import (
     shard_of,
     twilio_client,
 )
+from actors.recorder import POLL_LIMIT
 from serve.api import build_app
 from serve.auth import tokens_from_settings
 from serve.control import RayCallControl
@@ -47,7 +48,7 @@ POLL_TIMEOUT_S = 15.0
 GATHER_S = 0.05
 # With no viewer on this replica, events only fill its replay: gather them for longer
 # (a viewer that comes wakes the pumps at once), so idle replicas cost no poll a tick.
-IDLE_GATHER_S = 0.5  # a poll brings up to 500 events: 1,000 a second per shard
+IDLE_GATHER_S = 0.5
 OUTBOX_LIMIT = 10_000  # events the ingress publishes while a shard restarts (rare: webhooks)
 
 
@@ -150,7 +151,7 @@ class RecorderFeed:
                 continue
             for event in events:
                 self.hub.publish(str(event["call_id"]), event)
-            if events:
+            if events and len(events) < POLL_LIMIT:  # a full page: more are waiting
                 await self._gather()
 
     async def _gather(self) -> None:

@@ -149,9 +149,9 @@ def _configure_sqlite(engine: Engine, options: EngineOptions) -> None:
         finally:
             cursor.close()
         # SQLite's own lower() folds ASCII only; ILIKE (lower() on both sides) then
-        # missed "École" for "école". PostgreSQL folds every script.
+        # missed "École" for "école". PostgreSQL's lowers every script, as str.lower does.
         dbapi_connection.create_function(  # type: ignore[attr-defined]
-            "lower", 1, _fold_case, deterministic=True
+            "lower", 1, _lower, deterministic=True
         )
 
     @event.listens_for(engine, "begin")
@@ -160,8 +160,8 @@ def _configure_sqlite(engine: Engine, options: EngineOptions) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
-def _fold_case(text: object) -> object:
-    return text.casefold() if isinstance(text, str) else text
+def _lower(text: object) -> object:
+    return text.lower() if isinstance(text, str) else text
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """The call store's tables, as SQLAlchemy 2 typed declarative models.
 
-Four tables, every child row deleted with its call:
+Five tables, every child row deleted with its call:
 
 - ``calls``: one row per call; status and its derived times are kept on the
   row (see :mod:`switchboard.store.status`) so listing never scans timelines.
@@ -10,6 +10,8 @@ Four tables, every child row deleted with its call:
   :func:`~switchboard.transcript.order_turns`.
 - ``usage``: one row per Realtime response (``response.done``), unique per
   call, so a replayed ``response.done`` is not counted twice.
+- ``report_progress``: how much of each call actor's reports the recorder has
+  recorded, so a report sent again is recorded once.
 
 The schema is created and changed only by the Alembic migrations in
 ``switchboard/store/migrations``; a test checks that they match these models.
@@ -42,6 +44,7 @@ __all__ = [
     "Base",
     "CallEventRow",
     "CallRow",
+    "ReportProgressRow",
     "TurnRow",
     "UTCDateTime",
     "UsageRow",
@@ -111,9 +114,6 @@ class CallRow(Base):
     updated_at: Mapped[datetime]
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
-    # How many of the call actor's reported actions are recorded up to the last batch
-    # that wrote to the timeline: a batch sent again skips them (actors/recorder.py).
-    actions_recorded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     __table_args__ = (Index(None, "created_at", "id"),)
 
@@ -165,3 +165,19 @@ class UsageRow(Base):
     output_text_tokens: Mapped[int]
 
     __table_args__ = (UniqueConstraint("call_id", "response_id"),)
+
+
+class ReportProgressRow(Base):
+    """How many of a call actor's reported actions are recorded, as of the last batch
+    that wrote to the timeline: a batch sent again skips them (``actors/recorder.py``).
+    Keyed by the sender too (a call actor, for one call): a second actor serving the
+    call numbers from 0. Only the call's recorder writes it, never the ``calls`` row,
+    whose locks the ingress takes too."""
+
+    __tablename__ = "report_progress"
+
+    call_id: Mapped[str] = mapped_column(
+        ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    sender: Mapped[str] = mapped_column(String(32), primary_key=True)
+    actions_recorded: Mapped[int] = mapped_column(BigInteger)

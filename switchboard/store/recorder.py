@@ -14,12 +14,12 @@ write:
 
 A batch writes its timeline events in one transaction, after its other writes
 are on disk (the timeline is read in time order, and one transaction per phase
-change was most of the recorder's work). Given ``actions_recorded``, that
-transaction also notes how many of the call's actions are then recorded, so a
-batch sent again can skip them: every other write is idempotent (turns by item
-and offset, usage by response), timeline events are not. An action with a value
-the store refuses is noted on the timeline as a ``problem`` and the rest of the
-batch is written.
+change was most of the recorder's work). Given ``progress`` (the sender, and how
+many of its actions are recorded once the batch is), that transaction also notes
+it, so a batch sent again can skip them: every other write is idempotent (turns
+by item and offset, usage by response, a status by its status and time), the
+timeline's events are not. An action with a value the store refuses is noted on
+the timeline as a ``problem`` and the rest of the batch is written.
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ async def record_batch(
     store: CallStore,
     call_id: str,
     batch: Sequence[tuple[Recordable, datetime]],
-    actions_recorded: int | None = None,
+    progress: tuple[str, int] | None = None,
 ) -> None:
-    """Write a call's messages, in the order they happened; ``actions_recorded`` is the
-    call's count of recorded actions once this batch is (noted with its timeline)."""
+    """Write a call's messages, in the order they happened; ``progress`` is noted with
+    their timeline events (module docstring)."""
     timeline: list[TimelineEntry] = []
     for message, at in batch:
         try:
@@ -88,7 +88,7 @@ async def record_batch(
     if any(type(message) is FinishCall for message, _ in batch):
         await store.flush()
     if timeline:
-        await store.append_events(call_id, timeline, actions_recorded)
+        await store.append_events(call_id, timeline, progress)
 
 
 async def _write_apart(

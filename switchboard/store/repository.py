@@ -30,7 +30,7 @@ from switchboard.store import validation as check
 from switchboard.store.database import Database, EngineOptions, create_engine
 from switchboard.store.ids import new_call_id
 from switchboard.store.migrations import upgrade
-from switchboard.store.models import CallEventRow, CallRow, TurnRow, UsageRow
+from switchboard.store.models import CallEventRow, CallRow, ReportProgressRow, TurnRow, UsageRow
 from switchboard.store.pricing import GPT_REALTIME, PriceTable, estimate_cost
 from switchboard.store.queries import (
     call_filters,
@@ -56,6 +56,14 @@ __all__ = ["CallStore"]
 
 _USAGE_FIELDS = tuple(f.name for f in fields(Usage))
 MAX_PAGE = 500
+
+
+def _seen_status(session: Session, call_id: str, status: str, at: datetime) -> bool:
+    """Whether the call's timeline has a ``status`` event for ``status`` at ``at``."""
+    query = select(CallEventRow.data).where(
+        CallEventRow.call_id == call_id, CallEventRow.kind == "status", CallEventRow.at == at
+    )
+    return any(data.get("status") == status for data in session.scalars(query))
 
 
 def _utc_now() -> datetime:
@@ -187,6 +195,8 @@ class CallStore:
             row = require_call(session, call_id, lock=True)
             state = StatusState(row.status, row.answered_at, row.ended_at)
             new, applied = apply_status(state, status, at)
+            if not applied and _seen_status(session, call_id, status, at):
+                return False  # the same report again (a retry, a resent batch): noted once
             row.status, row.answered_at, row.ended_at = new.status, new.answered_at, new.ended_at
             row.updated_at = now
             event = {"status": status, "applied": applied} | ({"detail": data} if data else {})
@@ -205,13 +215,14 @@ class CallStore:
         self,
         call_id: str,
         events: Sequence[tuple[str, datetime, dict[str, object]]],
-        actions_recorded: int | None = None,
+        progress: tuple[str, int] | None = None,
     ) -> None:
         """Add ``(kind, at, data)`` events to the timeline in one transaction; with
-        ``actions_recorded``, note in it that the call's actions up to there are recorded
-        (:meth:`actions_recorded`): the events and the note commit together."""
-        if actions_recorded is not None:
-            check.count("actions_recorded", actions_recorded)
+        ``progress`` (a sender, how many of its actions are then recorded), note that
+        in it too (:meth:`actions_recorded`): the events and the note commit together."""
+        if progress is not None:
+            check.short_text("sender", progress[0], 32)
+            check.count("actions_recorded", progress[1])
         rows = [
             CallEventRow(
                 call_id=call_id,
@@ -223,21 +234,28 @@ class CallStore:
         ]
 
         def work(session: Session) -> None:
-            if actions_recorded is None:
-                check_call(session, call_id)
-            else:  # the row first: the same lock order as a status change
-                row = require_call(session, call_id, lock=True)
-                row.actions_recorded = max(row.actions_recorded, actions_recorded)
+            check_call(session, call_id)
             session.add_all(rows)
+            if progress is not None:  # one writer per call and sender: its recorder
+                sender, recorded = progress
+                row = session.get(ReportProgressRow, (call_id, sender))
+                if row is None:
+                    session.add(
+                        ReportProgressRow(call_id=call_id, sender=sender, actions_recorded=recorded)
+                    )
+                else:
+                    row.actions_recorded = max(row.actions_recorded, recorded)
 
         await self._db.write("appending call events", work)
 
-    async def actions_recorded(self, call_id: str) -> int:
-        """How many of the call actor's actions were recorded as of the last timeline
-        write that noted it (0 for a call not known)."""
+    async def actions_recorded(self, call_id: str, sender: str) -> int:
+        """How many of ``sender``'s actions for the call were recorded, as of the last
+        timeline write that noted it (0 if none did)."""
 
         def work(session: Session) -> int:
-            query = select(CallRow.actions_recorded).where(CallRow.id == call_id)
+            query = select(ReportProgressRow.actions_recorded).where(
+                ReportProgressRow.call_id == call_id, ReportProgressRow.sender == sender
+            )
             return session.scalar(query) or 0
 
         return await self._db.read("reading a call's recorded actions", work)

@@ -53,10 +53,15 @@ class Recorder:
     batches: list[list[tuple[Action, float]]] = field(default_factory=list)
     call_ids: list[str] = field(default_factory=list)
     seqs: list[int | None] = field(default_factory=list)
+    senders: list[str] = field(default_factory=list)
     refusals: int = 0  # reports to refuse, as a restarting recorder does
 
     async def report(
-        self, call_id: str, batch: list[tuple[Action, float]], seq: int | None = None
+        self,
+        call_id: str,
+        batch: list[tuple[Action, float]],
+        seq: int | None = None,
+        sender: str = "",
     ) -> None:
         if self.refusals:
             self.refusals -= 1
@@ -64,6 +69,7 @@ class Recorder:
         self.batches.append(batch)
         self.call_ids.append(call_id)
         self.seqs.append(seq)
+        self.senders.append(sender)
 
     @property
     def actions(self) -> list[Action]:
@@ -206,6 +212,10 @@ async def test_a_recycled_actor_serves_a_second_call_and_forgets_the_first(
     ):
         sizes = [len(batch) for batch in batches]
         assert seqs == [sum(sizes[:n]) for n in range(len(sizes))]
+    # Each call is its own sender: the second call's numbers are not the first's.
+    first_sender, second_sender = world.recorder.senders[0], world.recorder.senders[-1]
+    assert set(world.recorder.senders) == {first_sender, second_sender}
+    assert first_sender != second_sender
     assert await actor.recycle(max_calls=2) is None  # served its two calls: retire it
 
 

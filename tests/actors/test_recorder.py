@@ -3,17 +3,22 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from actors.recorder import CallRecorder, EventLog
 from switchboard.call_actions import (
     AgentTranscriptGrew,
     AgentTurnStarted,
     CallerTurnTranscribed,
+    CallStatusChanged,
     FinishCall,
     ForwardCallerAudio,
     LatencyMeasured,
     PhaseChanged,
 )
+from switchboard.errors import StoreError
 from switchboard.store import NewCall
 
 
@@ -132,11 +137,11 @@ async def test_a_batch_sent_again_is_recorded_once(tmp_path: Path) -> None:
     call_id = await new_call(recorder)
     now = time.time()
     first = [(PhaseChanged("idle", "listening"), now), (LatencyMeasured("answer", 310.0), now)]
-    await recorder.report(call_id, first, seq=0)
+    await recorder.report(call_id, first, seq=0, sender="actor-1")
     # Its answer was lost: the call actor sends it again, with what came since.
     later = [(PhaseChanged("listening", "speaking"), now + 1)]
-    await recorder.report(call_id, first + later, seq=0)
-    await recorder.report(call_id, later, seq=2)  # and again, alone
+    await recorder.report(call_id, first + later, seq=0, sender="actor-1")
+    await recorder.report(call_id, later, seq=2, sender="actor-1")  # and again, alone
     assert await timeline(recorder, call_id) == [
         "phase:listening",
         "latency:310.0",
@@ -153,8 +158,8 @@ async def test_a_restarted_recorder_skips_what_the_one_before_recorded(tmp_path:
     now = time.time()
     marked = [(AgentTurnStarted("item_1"), now), (PhaseChanged("listening", "speaking"), now)]
     unmarked = [(AgentTranscriptGrew("item_1", "Hello", 0), now)]  # no timeline event
-    await before.report(call_id, marked, seq=0)
-    await before.report(call_id, unmarked, seq=2)
+    await before.report(call_id, marked, seq=0, sender="actor-1")
+    await before.report(call_id, unmarked, seq=2, sender="actor-1")
     await before.close()
     # The recorder died before its answer to the second batch: Ray made a new one, and
     # the call actor sends that batch again, with more.
@@ -163,7 +168,7 @@ async def test_a_restarted_recorder_skips_what_the_one_before_recorded(tmp_path:
         (AgentTranscriptGrew("item_1", " there.", 5), now + 1),
         (FinishCall("stream_stopped"), now + 2),
     ]
-    await after.report(call_id, marked + unmarked + more, seq=0)
+    await after.report(call_id, marked + unmarked + more, seq=0, sender="actor-1")
     assert await timeline(after, call_id) == ["phase:speaking", "finished:None"]
     assert after.store is not None
     detail = await after.store.get_call(call_id)
@@ -182,4 +187,58 @@ async def test_unnumbered_reports_are_all_recorded(tmp_path: Path) -> None:
     await recorder.report(call_id, batch)
     await recorder.report(call_id, batch)
     assert await timeline(recorder, call_id) == ["latency:500.0", "latency:500.0"]
+    await recorder.close()
+
+
+async def test_each_sender_is_numbered_apart(tmp_path: Path) -> None:
+    # A second call actor serving the same call (an inbound webhook retried after the
+    # first one died) numbers its actions from 0 too: none of them is skipped.
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
+    call_id = await new_call(recorder)
+    now = time.time()
+    first = [(PhaseChanged("idle", "listening"), now), (LatencyMeasured("answer", 1.0), now)]
+    second = [(PhaseChanged("idle", "speaking"), now + 1), (LatencyMeasured("answer", 2.0), now)]
+    await recorder.report(call_id, first, seq=0, sender="actor-1")
+    await recorder.report(call_id, second, seq=0, sender="actor-2")
+    assert await timeline(recorder, call_id) == [
+        "phase:listening",
+        "latency:1.0",
+        "latency:2.0",
+        "phase:speaking",
+    ]
+    await recorder.close()
+
+
+async def test_a_write_that_failed_after_it_committed_is_not_recorded_twice(
+    tmp_path: Path,
+) -> None:
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
+    call_id = await new_call(recorder)
+    assert recorder.store is not None
+    now = time.time()
+    await recorder.report(call_id, [(PhaseChanged("idle", "listening"), now)], 0, "actor-1")
+    append = recorder.store.append_events
+
+    async def committed_then_lost(*args: Any, **kwargs: Any) -> None:
+        await append(*args, **kwargs)
+        raise StoreError("the database's answer to COMMIT was lost")
+
+    recorder.store.append_events = committed_then_lost  # type: ignore[method-assign]
+    batch = [(PhaseChanged("listening", "speaking"), now + 1)]
+    with pytest.raises(StoreError):
+        await recorder.report(call_id, batch, 1, "actor-1")
+    recorder.store.append_events = append  # type: ignore[method-assign]
+    await recorder.report(call_id, batch, 1, "actor-1")  # the call actor sends it again
+    assert await timeline(recorder, call_id) == ["phase:listening", "phase:speaking"]
+    await recorder.close()
+
+
+async def test_nothing_of_an_ended_call_is_kept(tmp_path: Path) -> None:
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
+    call_id = await new_call(recorder)
+    now = time.time()
+    await recorder.report(call_id, [(FinishCall("stream_stopped"), now)], 0, "actor-1")
+    # A web call's status comes after its end, in a batch of its own.
+    await recorder.report(call_id, [(CallStatusChanged("completed"), now)], 1, "actor-1")
+    assert (recorder._calls, recorder._recorded) == ({}, {})
     await recorder.close()

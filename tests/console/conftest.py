@@ -16,6 +16,7 @@ any appeared that it did not expect.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi import FastAPI
@@ -56,6 +58,32 @@ WIDE = {"width": 1360, "height": 900}
 PHONE = {"width": 390, "height": 844}
 DEFAULT_TIMEOUT_MS = 15_000  # a wait that long means it is not coming
 
+# Every fetch a page makes, in order, in `window.fetches`: {url (as the page gave it),
+# auth (its Authorization header), settled}. `settled` turns true a task after the
+# answer's body (or the failure) reached the page: once the page's own code has reacted.
+TRACK_FETCHES = """
+(() => {
+  const fetch = window.fetch;
+  const text = Response.prototype.text;
+  const entries = new WeakMap();
+  const settle = (entry) => setTimeout(() => { entry.settled = true; });
+  window.fetches = [];
+  window.fetch = function (input, init = {}) {
+    const entry = { url: String(input), auth: init.headers?.Authorization ?? null, settled: false };
+    window.fetches.push(entry);
+    const answer = fetch.call(this, input, init);
+    answer.then((response) => entries.set(response, entry), () => settle(entry));
+    return answer;
+  };
+  Response.prototype.text = function () {
+    const body = text.call(this);
+    const entry = entries.get(this);
+    if (entry) body.then(() => settle(entry), () => settle(entry));
+    return body;
+  };
+})();
+"""
+
 
 @contextlib.asynccontextmanager
 async def launch_browser(extra_args: Sequence[str] = ()) -> AsyncIterator[Any]:
@@ -85,6 +113,50 @@ async def launch_browser(extra_args: Sequence[str] = ()) -> AsyncIterator[Any]:
 async def browser() -> AsyncIterator[Any]:
     async with launch_browser() as launched:
         yield launched
+
+
+def relative(url: str) -> str:
+    """A request's URL as the page's fetch named it: path and query."""
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}" if parts.query else parts.path
+
+
+class Held:
+    """Holds the first ``count`` requests of a page that a route matched, unanswered until
+    :meth:`release`, and lets the others through; ``seen`` lists every one it matched."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.seen: list[str] = []
+        self.routes: list[Any] = []
+        self.released = False
+        self._more = asyncio.Event()
+
+    @property
+    def urls(self) -> list[str]:
+        """The held requests' URLs, as the page's fetch named them."""
+        return [relative(route.request.url) for route in self.routes]
+
+    async def handle(self, route: Any) -> None:
+        self.seen.append(relative(route.request.url))
+        if self.released or len(self.routes) >= self.count:
+            await route.continue_()
+            return
+        self.routes.append(route)
+        self._more.set()
+
+    async def wait_held(self) -> None:
+        """Until ``count`` requests are held."""
+        async with asyncio.timeout(DEFAULT_TIMEOUT_MS / 1000):
+            while len(self.routes) < self.count:
+                self._more.clear()
+                await self._more.wait()
+
+    async def release(self) -> None:
+        """Let the held requests go on to the server, and every later one."""
+        self.released = True
+        for route in self.routes:
+            await route.continue_()
 
 
 @dataclass
@@ -162,6 +234,49 @@ class Console:
 
     def publish(self, call_id: str, **event: object) -> None:
         self.hub.publish(call_id, event)
+
+    def drop_stream(self, call_id: str) -> None:
+        """More events of ``call_id`` at once than a page's queue holds: the hub drops its
+        subscription (close 1013), and its replay then holds only these; the page
+        reconnects and catches up."""
+        dropped = self.hub.dropped_total
+        for n in range(self.hub._queue_size + 10):
+            self.publish(call_id, type="noise", n=n)
+        assert self.hub.dropped_total == dropped + 1
+
+    async def hold(self, pattern: re.Pattern[str], count: int = 1) -> Held:
+        """Hold the first ``count`` requests of the page to URLs matching ``pattern``."""
+        held = Held(count)
+        await self.page.route(pattern, held.handle)
+        return held
+
+    async def track_fetches(self) -> None:
+        """Pages opened from now on keep a log of their fetches (``TRACK_FETCHES``)."""
+        await self.context.add_init_script(TRACK_FETCHES)
+
+    async def fetches(self) -> list[dict[str, Any]]:
+        """The page's fetches so far (``track_fetches``)."""
+        entries: list[dict[str, Any]] = await self.page.evaluate(
+            "window.fetches.map((f) => ({ ...f }))"
+        )
+        return entries
+
+    async def fetch_count(self) -> int:
+        count: int = await self.page.evaluate("window.fetches.length")
+        return count
+
+    async def wait_settled(self, urls: Sequence[str], since: int = 0) -> None:
+        """Until the page has reacted to the answer (or failure) of every fetch of each of
+        ``urls`` (absolute, or as the page names them) it made from its ``since``-th fetch
+        on (at least one each)."""
+        urls = [url.removeprefix(self.base_url) for url in urls]
+        await self.page.wait_for_function(
+            """([urls, since]) => urls.every((url) => {
+                const made = window.fetches.slice(since).filter((f) => f.url === url);
+                return made.length > 0 && made.every((f) => f.settled);
+            })""",
+            arg=[urls, since],
+        )
 
 
 def settings() -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -89,3 +90,32 @@ async def test_a_token_revoked_while_a_live_stream_reconnects_signs_the_user_out
     console.hub.close()  # every live stream ends (a restart)
     await page.locator("#token-error", has_text="refused the API token").wait_for()
     assert await page.evaluate("localStorage.length") == 0
+
+
+async def test_a_late_refusal_of_a_signed_out_token_signs_no_one_out(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request made before a sign-out answers 401 after the next user signed in: the
+    page it was made for is gone, and so is its token; the new user stays signed in."""
+    await console.track_fetches()
+    page = await console.open()
+    await page.locator("#connection", has_text="Live").wait_for()
+    history = await console.hold(re.compile(r"/calls\?limit=50$"))  # its first page
+    await page.evaluate("location.hash = '#/history'")
+    await history.wait_held()
+    stale = history.routes[0].request
+
+    # The server now takes only the next user's token; the user signs out, the next signs in.
+    console.expect_error(r"401")
+    monkeypatch.setattr(TokenChecker, "accepts", lambda self, presented: presented == "token-b")
+    await page.click("#sign-out")
+    await page.locator("#token").wait_for()
+    await console.sign_in("token-b")
+    await page.locator("h1", has_text="History").wait_for()
+
+    await history.release()
+    assert (await stale.response()).status == 401
+    await console.wait_settled([stale.url])
+    assert await page.locator("#token").count() == 0
+    assert await page.locator("#nav").is_visible()
+    assert await page.evaluate("localStorage.getItem('switchboard.token')") == "token-b"

@@ -201,6 +201,29 @@ async def test_signing_out_hangs_up_the_web_call(
         assert console.unexpected_errors() == []
 
 
+async def test_a_web_call_the_server_starts_as_the_user_signs_out_is_hung_up(
+    console: Console,
+) -> None:
+    """The call is recorded and its actor reserved: with the token still good, the page
+    hangs it up rather than leave it waiting for a browser that will never come."""
+    page = await console.open()
+    talk = page.get_by_role("button", name="Talk from this browser")
+    await talk.wait_for()
+    await page.fill("#call-instruction", "You are Ava from Bright Smiles Dental.")
+    minted = await console.hold(re.compile(r"/calls/web$"))
+    await talk.click()
+    await minted.wait_held()
+    await page.click("#sign-out")
+    await page.locator("#token").wait_for()
+
+    async with page.expect_response(re.compile(r"/hangup$")) as hung_up:
+        await minted.release()
+    assert (await hung_up.value).status == 202
+    [call] = console.control.web
+    assert console.control.hung_up == [call.id]
+    assert await page.locator("#webcall").is_hidden()  # no bar: the microphone was not asked for
+
+
 async def test_mu_law_tables_match_the_codec(console: Console) -> None:
     page = await console.open()
     encode, decode = await page.evaluate(

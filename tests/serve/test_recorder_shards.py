@@ -21,7 +21,7 @@ import pytest
 from ray.exceptions import ActorUnavailableError
 
 from actors.ray_wiring import HandleReporter, shard_of
-from actors.recorder import EventLog
+from actors.recorder import POLL_LIMIT, EventLog
 from serve.deployment import OUTBOX_LIMIT, RecorderFeed
 from switchboard.call_actions import Action, FinishCall
 
@@ -69,7 +69,7 @@ class FakeRecorder:
         await self.log.append(event)
 
     async def _report(
-        self, call_id: str, batch: list[tuple[Action, float]], seq: int | None
+        self, call_id: str, batch: list[tuple[Action, float]], seq: int | None, sender: str
     ) -> None:
         self.reports.append(call_id)
         self.seqs.append(seq)
@@ -241,38 +241,59 @@ async def test_a_shard_gone_for_long_costs_live_events_not_memory_or_a_log_flood
         await feed.stop()
 
 
-async def test_without_viewers_the_feed_polls_rarely_and_a_viewer_wakes_it() -> None:
-    shard = FakeRecorder()
-    polls, answered = 0, 0
-    poll = shard.poll.fn
+class CountedPolls:
+    """Counts a fake shard's polls, started and answered."""
 
-    async def counted(after: int, timeout_s: float) -> tuple[list[dict[str, object]], int]:
-        nonlocal polls, answered
-        polls += 1
-        found = await poll(after, timeout_s)
-        answered += 1
+    def __init__(self, shard: FakeRecorder) -> None:
+        self.started = self.answered = 0
+        self._poll = shard.poll.fn
+        shard.poll.fn = self.poll
+
+    async def poll(self, after: int, timeout_s: float) -> tuple[list[dict[str, object]], int]:
+        self.started += 1
+        found = await self._poll(after, timeout_s)
+        self.answered += 1
         return found
 
-    shard.poll.fn = counted
+    async def wait_answered(self, count: int) -> None:
+        async def enough() -> None:
+            while self.answered < count:
+                await asyncio.sleep(0.01)  # polling a counter, bounded below
+
+        await asyncio.wait_for(enough(), WAIT_S)
+
+
+async def test_without_viewers_the_feed_polls_rarely_and_a_viewer_wakes_it() -> None:
+    shard = FakeRecorder()
+    polls = CountedPolls(shard)
     feed = RecorderFeed([shard], gather_s=0.0, idle_gather_s=3600.0)
     feed.start()
     try:
         call_id = CALL_IDS[0]
         await shard.log.append({"call_id": call_id, "type": "before", "at": "x"})
-
-        async def answered_once() -> None:
-            while answered < 1:
-                await asyncio.sleep(0.01)  # polling a counter, bounded below
-
-        await asyncio.wait_for(answered_once(), WAIT_S)
+        await polls.wait_answered(1)
         await shard.log.append({"call_id": call_id, "type": "while idle", "at": "x"})
         for _ in range(20):  # let every ready task run: a feed gathering 0 s would poll
             await asyncio.sleep(0)
-        assert polls == 1  # no viewer: the feed waits (an hour here) before polling again
+        assert polls.started == 1  # no viewer: the feed waits (an hour here) to poll again
         seen: list[dict[str, object]] = []
         reader = asyncio.ensure_future(collect(feed, seen))
         await wait_for(seen, 2)  # the replay, then what the viewer woke the feed for
         assert [e["type"] for e in seen] == ["before", "while idle"]
         reader.cancel()
+    finally:
+        await feed.stop()
+
+
+async def test_without_viewers_the_feed_still_takes_a_full_page_s_rest_at_once() -> None:
+    shard = FakeRecorder()
+    polls = CountedPolls(shard)
+    await shard.log.extend(
+        [{"call_id": CALL_IDS[0], "type": "delta", "n": n} for n in range(POLL_LIMIT + 1)]
+    )
+    feed = RecorderFeed([shard], gather_s=3600.0, idle_gather_s=3600.0)
+    feed.start()
+    try:
+        await polls.wait_answered(2)  # the full page, then the one left: no wait between
     finally:
         await feed.stop()

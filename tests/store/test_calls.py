@@ -99,6 +99,25 @@ async def test_status_moves_forward_and_terminal_is_final(store: CallStore) -> N
     assert detail.timeline[1].data["detail"] == {"SequenceNumber": "1"}
 
 
+async def test_the_same_status_report_again_is_noted_once(store: CallStore) -> None:
+    call = await store.create_call(outbound())
+    assert await store.update_status(call.id, "in-progress", t(5)) is True
+    assert await store.update_status(call.id, "completed", t(65)) is True
+    # A resent report (a retried callback, a recorder's batch sent again): not noted again.
+    assert await store.update_status(call.id, "completed", t(65)) is False
+    assert await store.update_status(call.id, "in-progress", t(5)) is False
+    # Not applied either, but new: kept.
+    assert await store.update_status(call.id, "completed", t(66)) is False
+    detail = await store.get_call(call.id)
+    assert detail is not None
+    statuses = [(e.data["status"], e.data["applied"], e.at) for e in detail.timeline]
+    assert statuses == [
+        ("in-progress", True, t(5)),
+        ("completed", True, t(65)),
+        ("completed", False, t(66)),
+    ]
+
+
 async def test_out_of_order_callbacks(store: CallStore) -> None:
     call = await store.create_call(outbound())
     await store.update_status(call.id, "completed", t(65))

@@ -23,7 +23,7 @@ from switchboard.store.migrations import (
 )
 from switchboard.store.models import Base
 
-TABLES = {"alembic_version", "call_events", "calls", "turns", "usage"}
+TABLES = {"alembic_version", "call_events", "calls", "report_progress", "turns", "usage"}
 
 
 def schema_diff(connection: Connection) -> list[object]:
@@ -52,6 +52,43 @@ def test_upgrade_from_empty_to_head_is_idempotent_and_matches_the_models(db_url:
             assert current_revision(connection) is None
     finally:
         engine.dispose()
+
+
+async def test_a_downgrade_keeps_every_call_s_record(db_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from switchboard.call_actions import PhaseChanged
+    from switchboard.realtime_events import Usage
+    from switchboard.store import NewCall, record_batch
+
+    store = await CallStore.open(db_url)
+    try:
+        call = (await store.create_call(NewCall("inbound", "+15550001111", "+15550002222"))).id
+        now = datetime.now(UTC)
+        await store.record_caller_turn(call, "item_1", "Hello?", now)
+        await store.add_usage(call, "resp_1", Usage(10, 6, 4))
+        await record_batch(store, call, [(PhaseChanged("idle", "listening"), now)], ("a", 1))
+    finally:
+        await store.close()
+
+    def rows(connection: Connection) -> dict[str, int]:
+        names = ("calls", "call_events", "turns", "usage")
+        count = "SELECT count(*) FROM {}"
+        return {n: connection.execute(text(count.format(n))).scalar_one() for n in names}
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            before = rows(connection)
+        assert before == {"calls": 1, "call_events": 1, "turns": 1, "usage": 1}
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0001")
+        with engine.connect() as connection:
+            assert rows(connection) == before
+            assert "report_progress" not in tables(connection)
+    finally:
+        engine.dispose()
+    upgrade_to_head(db_url)  # and up again
 
 
 async def test_open_migrates_and_reopen_keeps_data(db_url: str) -> None:

@@ -193,16 +193,19 @@ async def test_a_batch_sent_again_does_not_double_the_agents_text(store: CallSto
 
 async def test_a_batch_notes_its_recorded_actions_with_its_timeline(store: CallStore) -> None:
     call = (await store.create_call(NewCall("inbound", "+15559990000", "+15551230001"))).id
-    assert await store.actions_recorded(call) == 0
-    await record_batch(store, call, [(AgentTurnStarted("item_1"), T0)], actions_recorded=1)
-    assert await store.actions_recorded(call) == 0  # no timeline write: nothing noted
-    await record_batch(store, call, [(PhaseChanged("listening", "speaking"), T0)], 2)
-    assert await store.actions_recorded(call) == 2
-    await record_batch(store, call, [(LatencyMeasured("answer", 300.0), T0)], 1)
-    assert await store.actions_recorded(call) == 2  # never back
-    assert await store.actions_recorded("no-such-call") == 0
+    assert await store.actions_recorded(call, "a") == 0
+    await record_batch(store, call, [(AgentTurnStarted("item_1"), T0)], ("a", 1))
+    assert await store.actions_recorded(call, "a") == 0  # no timeline write: nothing noted
+    await record_batch(store, call, [(PhaseChanged("listening", "speaking"), T0)], ("a", 2))
+    assert await store.actions_recorded(call, "a") == 2
+    await record_batch(store, call, [(LatencyMeasured("answer", 300.0), T0)], ("a", 1))
+    assert await store.actions_recorded(call, "a") == 2  # never back
+    assert await store.actions_recorded(call, "b") == 0  # another sender counts apart
+    assert await store.actions_recorded("no-such-call", "a") == 0
     with pytest.raises(StoreError, match="actions_recorded"):
-        await store.append_events(call, [("phase", T0, {})], actions_recorded=-1)
+        await store.append_events(call, [("phase", T0, {})], ("a", -1))
+    with pytest.raises(StoreError, match="sender"):
+        await store.append_events(call, [("phase", T0, {})], ("x" * 33, 1))
     detail = await store.get_call(call)
     assert detail is not None
     assert [e.kind for e in detail.timeline] == ["phase", "latency"]

@@ -286,10 +286,11 @@ async def test_the_recorder_hands_every_batch_to_its_metrics(tmp_path: Path) -> 
         NewCall(direction="outbound", to="+15551234567", from_="+15005550006")
     )
     before = time.time()
-    await recorder.report(call.id, [(AgentTurnStarted("a"), T0)], seq=0)
+    await recorder.report(call.id, [(AgentTurnStarted("a"), T0)], seq=0, sender="actor-1")
     batch = [(AgentTurnStarted("b"), T0), (FinishCall("done"), T0 + 1)]
-    await recorder.report(call.id, batch, seq=1)
-    await recorder.report(call.id, batch, seq=1)  # sent again: nothing new to count
+    await recorder.report(call.id, batch, seq=1, sender="actor-1")
+    # Sent again: nothing new to count.
+    await recorder.report(call.id, batch, seq=1, sender="actor-1")
     after = time.time()
     await recorder.close()
     assert [(c, n, first) for c, n, _, first in seen] == [

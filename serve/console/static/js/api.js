@@ -49,7 +49,11 @@ export class Api {
     this.onUnauthorized = onUnauthorized;
   }
 
-  async request(method, path, body) {
+  /**
+   * `signal` (an AbortSignal) cancels the request: it then rejects with the signal's
+   * reason, and an answer it was too late to stop signs no one out.
+   */
+  async request(method, path, body, { signal } = {}) {
     const headers = { Authorization: `Bearer ${this.token}`, Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     let response;
@@ -59,11 +63,14 @@ export class Api {
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
         cache: "no-store",
+        signal,
       });
     } catch {
+      if (signal?.aborted) throw signal.reason;
       throw new ApiError(0, "Cannot reach the Switchboard server. Check your connection and try again.");
     }
     const text = await response.text();
+    signal?.throwIfAborted();
     let parsed = null;
     try {
       parsed = text ? JSON.parse(text) : null;
@@ -77,17 +84,17 @@ export class Api {
     throw error;
   }
 
-  listCalls(params = {}) {
+  listCalls(params = {}, { signal } = {}) {
     const query = new URLSearchParams();
     for (const [key, value] of Object.entries(params)) {
       if (value !== undefined && value !== null && value !== "") query.set(key, String(value));
     }
     const suffix = query.toString();
-    return this.request("GET", `/calls${suffix ? `?${suffix}` : ""}`);
+    return this.request("GET", `/calls${suffix ? `?${suffix}` : ""}`, undefined, { signal });
   }
 
-  getCall(id) {
-    return this.request("GET", `/calls/${encodeURIComponent(id)}`);
+  getCall(id, { signal } = {}) {
+    return this.request("GET", `/calls/${encodeURIComponent(id)}`, undefined, { signal });
   }
 
   placeCall(body) {

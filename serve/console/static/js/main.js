@@ -66,10 +66,15 @@ function route() {
   document.title = `${title} · Switchboard`;
 }
 
-function signOut(message) {
-  if (!api) return;
+/**
+ * Back to the sign-in form. `from` is the Api whose token the server refused (none for
+ * the button): only the current one counts, as a late answer to a request made before
+ * a sign-out must not sign out whoever signed in since.
+ */
+function signOut(message, from = null) {
+  if (!api || (from && from !== api)) return;
   // A web call runs under the token too: hang it up (its microphone and media socket with it).
-  webCalls.close("You signed out, so the web call was hung up.");
+  webCalls.close("You signed out, so the web call was hung up.", { tokenWorks: !from });
   webCalls = null;
   startWebCall = null;
   dispose();
@@ -80,7 +85,8 @@ function signOut(message) {
 }
 
 function start(token) {
-  api = new Api(token, { onUnauthorized: (message) => signOut(message) });
+  const current = new Api(token, { onUnauthorized: (message) => signOut(message, current) });
+  api = current;
   webCalls = webCallBar(webcall, { api, toast });
   startWebCall = webCalls.start;
   nav.hidden = false;

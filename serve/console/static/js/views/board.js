@@ -6,13 +6,26 @@
 // burst of events costs one layout. A once-a-second tick updates durations.
 
 import { h, replace, setText } from "../dom.js";
-import { ACTIVE_STATUSES, clock, directionLabel, median, millis, ms, party, phaseLabel, statusLabel } from "../format.js";
+import {
+  ACTIVE_STATUSES,
+  clock,
+  directionLabel,
+  isTerminal,
+  median,
+  millis,
+  ms,
+  party,
+  phaseLabel,
+  statusLabel,
+} from "../format.js";
 import { CallModel } from "../live_call.js";
 import { placeCallForm } from "./place_call.js";
 
 const RECENT_LIMIT = 12;
 const PAGE_LIMIT = 200; // the API's largest page
 const READ_AT_ONCE = 6; // re-reads of single calls in flight at a time
+// Among queued events, where the stream came back: what follows is its replay.
+const RESUMED = Object.freeze({ type: "stream.resumed" });
 
 /** Width of a level meter, 0..1, from a level in dBFS (-60 dBFS and below read empty). */
 function meterFraction(dbfs) {
@@ -103,8 +116,10 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
   const waiting = new Map(); // call id -> events that arrived while its record was read
   const dirty = new Set();
   let frame = 0;
-  let loaded = false;
-  let pending = []; // events that arrived before the first load finished
+  let loaded = false; // the lists of calls are in: live events apply as they come
+  let pending = []; // events that arrived while the lists were read
+  let loading = null; // AbortController of the load running, if any
+  const mounted = new AbortController(); // aborted when the board goes
 
   const activeList = h("ul", { class: "cards", id: "active-calls", "aria-live": "off" });
   const empty = h("p", { class: "empty" }, "No calls in progress. Place one, or wait for an inbound call.");
@@ -214,20 +229,30 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
     }
     waiting.set(id, [event]);
     try {
-      upsert(await api.getCall(id));
+      upsert(await api.getCall(id, { signal: mounted.signal }));
     } catch {
       // gone or unreachable: a later event will try again
     }
     const events = waiting.get(id);
     waiting.delete(id);
     const model = models.get(id);
-    if (!model) return;
-    for (const queued of events) if (model.apply(queued)) mark(id);
+    if (!model || mounted.signal.aborted) return;
+    for (const queued of events) {
+      if (queued === RESUMED) model.resume();
+      else if (model.apply(queued)) mark(id);
+    }
   }
 
   function onEvent(event) {
     if (!loaded) {
       pending.push(event);
+      return;
+    }
+    if (event === RESUMED) {
+      // The replay that follows may repeat what was applied: every model follows a
+      // reply again only from a replayed start (a call still being read, once read).
+      for (const model of models.values()) model.resume();
+      for (const queue of waiting.values()) queue.push(RESUMED);
       return;
     }
     const id = event.call_id;
@@ -252,28 +277,38 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
     if (model.apply(event)) mark(id);
   }
 
-  /** Every call in `status`, page by page (live statuses only: a bounded set). */
-  async function listAll(status) {
+  /**
+   * Every live call: each live status in turn, along a call's life, page by page. As a
+   * call's status only moves forward, a call that existed before the first page was read
+   * and is in none of these lists had ended by the time the last one was read.
+   */
+  async function listLive(signal) {
     const calls = [];
-    let cursor = null;
-    do {
-      const page = await api.listCalls({ status, limit: PAGE_LIMIT, cursor });
-      calls.push(...page.calls);
-      cursor = page.next_cursor;
-    } while (cursor);
+    for (const status of ACTIVE_STATUSES) {
+      let cursor = null;
+      do {
+        signal.throwIfAborted();
+        const page = await api.listCalls({ status, limit: PAGE_LIMIT, cursor }, { signal });
+        calls.push(...page.calls);
+        cursor = page.next_cursor;
+      } while (cursor);
+    }
     return calls;
   }
 
-  /** Re-read single calls, a few at a time; returns how many could not be read. */
-  async function reread(ids) {
+  /** Re-read single calls in the order given, a few at a time; returns how many could not be read. */
+  async function reread(ids, signal) {
     let failed = 0;
     const queue = [...ids];
     async function worker() {
-      while (queue.length) {
+      while (queue.length && !signal.aborted) {
         const id = queue.shift();
+        const model = models.get(id);
+        if (!model || isTerminal(model.status)) continue; // gone, or its end came live meanwhile
         try {
-          upsert(await api.getCall(id));
+          upsert(await api.getCall(id, { signal }));
         } catch (failure) {
+          if (signal.aborted) return;
           if (failure.status === 404) forget(id);
           else if (failure.status !== 401) failed += 1;
         }
@@ -290,37 +325,71 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
     dirty.delete(id);
   }
 
-  // Every live call, and the newest ones. After a reconnect the board may hold
-  // calls that ended meanwhile: a card still live that no list of live calls
-  // holds is re-read on its own, so it moves to "Recently ended" as it ended.
-  async function load() {
-    try {
-      const [recent, ...active] = await Promise.all([
-        api.listCalls({ limit: RECENT_LIMIT }),
-        ...ACTIVE_STATUSES.map(listAll),
-      ]);
-      const listed = new Set();
-      for (const calls of active) {
-        for (const call of calls) {
-          upsert(call);
-          listed.add(call.id);
-        }
-      }
-      for (const call of recent.calls) upsert(call);
-      const unconfirmed = [...models.values()].filter((m) => m.live && !listed.has(m.id)).map((m) => m.id);
-      const failed = await reread(unconfirmed);
-      if (failed) {
-        const calls = failed === 1 ? "1 call that may have ended" : `${failed} calls that may have ended`;
-        toast(`Could not re-read ${calls}: the board shows them as last known.`, "error");
-      }
-    } catch (failure) {
-      if (failure.status !== 401) toast(`Could not load calls: ${failure.message}`, "error");
-    }
+  /**
+   * Of the calls that ended unseen, those "Recently ended" will show (it keeps the newest
+   * RECENT_LIMIT ended calls), newest first, to be re-read for how they ended; the others
+   * would be trimmed from it anyway, so they go now, unread.
+   */
+  function shownOnceEnded(ended) {
+    const unseen = new Set(ended);
+    const byNewest = [...models.values()].filter((m) => !m.live || unseen.has(m.id)).sort(newestFirst);
+    const shown = [];
+    byNewest.forEach((model, index) => {
+      if (!unseen.has(model.id)) return;
+      if (index < RECENT_LIMIT) shown.push(model.id);
+      else forget(model.id);
+    });
+    return shown;
+  }
+
+  // The events held while the lists were read, then every event as it comes.
+  function applyPending() {
     loaded = true;
     const queued = pending;
     pending = [];
     for (const event of queued) onEvent(event);
+  }
+
+  // Every live call, and the newest ones. After a reconnect the board may hold calls
+  // that ended meanwhile: a card still live that was on the board before the lists
+  // were read, and that none of them holds, has ended (see listLive). Live events
+  // apply again as soon as the lists are in, while those cards are re-read: a record
+  // and events fold in any order (statuses only move forward; turns, tools and
+  // timeline entries are matched by id). A newer load, or leaving the board, cancels it.
+  async function load() {
+    loading?.abort();
+    const run = new AbortController();
+    loading = run;
+    const { signal } = run;
+    const before = new Set([...models.keys(), ...waiting.keys()]);
+    for (const event of pending) if (event.call_id) before.add(event.call_id);
+    let lists = null;
+    try {
+      lists = await Promise.all([api.listCalls({ limit: RECENT_LIMIT }, { signal }), listLive(signal)]);
+    } catch (failure) {
+      if (signal.aborted) return;
+      if (failure.status !== 401) toast(`Could not load calls: ${failure.message}`, "error");
+    }
+    const confirmed = new Set();
+    if (lists) {
+      const [recent, live] = lists;
+      for (const call of live) {
+        upsert(call);
+        confirmed.add(call.id);
+      }
+      for (const call of recent.calls) upsert(call);
+    }
+    applyPending();
+    const ended = lists ? [...before].filter((id) => !confirmed.has(id) && models.get(id)?.live) : [];
+    const toRead = shownOnceEnded(ended);
     arrange();
+    const failed = await reread(toRead, signal);
+    if (signal.aborted) return;
+    loading = null;
+    if (failed) {
+      const calls = failed === 1 ? "1 call that ended" : `${failed} calls that ended`;
+      toast(`Could not re-read ${calls} while the board was offline: it shows them as last known.`, "error");
+    }
   }
 
   const stream = api.events(null, {
@@ -328,7 +397,10 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
     onState: (state, info) => {
       setConnection(state);
       if (state === "live" && info.resumed) {
-        loaded = false; // catch up on what happened while the stream was down
+        // Catch up on what happened while the stream was down: the lists first, then
+        // the replay, which follows on from what the board has only from a replayed start.
+        loaded = false;
+        pending.push(RESUMED);
         load();
       }
     },
@@ -344,6 +416,8 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
   }, 1000);
 
   return () => {
+    mounted.abort();
+    loading?.abort();
     stream.stop();
     clearInterval(ticker);
     cancelAnimationFrame(frame);

@@ -18,12 +18,13 @@ function level(dbfs) {
 
 /**
  * Returns `start(body)`, which places a web call with the form's fields, and
- * `close(detail)`, which hangs up the running one (if any) and refuses new ones:
- * signing out ends what was started under the token.
+ * `close(detail, {tokenWorks})`, which hangs up the running one (if any) and
+ * refuses new ones: signing out ends what was started under the token.
  */
 export function webCallBar(bar, { api, toast }) {
   let current = null;
   let closed = false;
+  let tokenWorks = false; // when closed: whether the token can still hang a call up
 
   async function start(body) {
     if (closed) return null;
@@ -38,8 +39,13 @@ export function webCallBar(bar, { api, toast }) {
       if (failure instanceof ApiError && failure.status !== 401) toast(`The web call could not start: ${failure.message}`, "error");
       return null;
     }
-    if (closed) return null; // signed out meanwhile: the microphone is not opened for it
     const call = minted.call;
+    if (closed) {
+      // Signed out meanwhile: the microphone is not opened for it. The server has recorded
+      // the call and holds an actor for it, though: hang it up while the token still works.
+      if (tokenWorks) api.hangUp(call.id).catch(() => {});
+      return null;
+    }
     const state = h("span", { class: "webcall-state", role: "status" }, "Starting…");
     const timer = h("span", { class: "duration" });
     const caller = meter("You");
@@ -97,8 +103,10 @@ export function webCallBar(bar, { api, toast }) {
     return call;
   }
 
-  function close(detail) {
+  /** `tokenWorks`: signed out by the user (not refused), so a call minted late can be hung up. */
+  function close(detail, { tokenWorks: works = false } = {}) {
     closed = true;
+    tokenWorks = works;
     current?.hangUp(detail);
   }
 
