@@ -133,6 +133,8 @@ class CallRecorder:
         received = time.time()
         await self.open()
         assert self.store is not None
+        if not sender:  # numbers mean nothing without whose they are: record it all
+            seq = None
         key = (call_id, sender)
         async with self._calls.setdefault(call_id, asyncio.Lock()):
             fresh, progress, done = batch, None, 0
@@ -141,7 +143,6 @@ class CallRecorder:
                 if done < 0:
                     done = await self.store.actions_recorded(call_id, sender)
                 fresh, progress = batch[max(0, done - seq) :], (sender, seq + len(batch))
-            self.metrics.reported(call_id, fresh, received, not seq and not done)
             timed = [(action, datetime.fromtimestamp(at, UTC)) for action, at in fresh]
             try:
                 await record_batch(self.store, call_id, timed, progress)
@@ -151,11 +152,14 @@ class CallRecorder:
                 raise
             if progress is not None:
                 self._recorded[key] = max(progress[1], self._recorded.get(key, 0))
+            # Counted once recorded: a batch that failed is sent again.
+            self.metrics.reported(call_id, fresh, received, not seq and not done)
             events = [live_event(call_id, action, at) for action, at in fresh]
             await self.events.extend([event for event in events if event is not None])
         if any(_ends(action) for action, _ in batch):
             self._calls.pop(call_id, None)
-            self._recorded.pop(key, None)
+            for ended in [k for k in self._recorded if k[0] == call_id]:
+                del self._recorded[ended]
 
     async def publish(self, event: dict[str, object]) -> None:
         """An event from the ingress (call created, status callback...)."""

@@ -99,13 +99,15 @@ def turn_reports(turn: int) -> list[list[Action]]:
 
 
 async def _one_call(recorder: CallRecorder, call_id: str, turns: int) -> int:
-    sent = 0
-    for turn in range(turns):
-        for actions in turn_reports(turn):
-            await recorder.report(call_id, [(action, time.time()) for action in actions])
-            sent += 1
-    await recorder.report(call_id, [(FinishCall("completed"), time.time())])
-    return sent + 1
+    """A call actor's reports, numbered as it numbers them."""
+    reports = [actions for turn in range(turns) for actions in turn_reports(turn)]
+    reports.append([FinishCall("completed")])
+    delivered = 0
+    for actions in reports:
+        batch = [(action, time.time()) for action in actions]
+        await recorder.report(call_id, batch, delivered, "bench-actor")
+        delivered += len(batch)
+    return len(reports)
 
 
 async def _load(calls: int, directory: Path) -> RecorderLoad:

@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
+from sqlalchemy import ColumnElement, Insert, Select, and_, exists, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from switchboard.errors import StoreError
-from switchboard.store.models import CallRow, TurnRow
+from switchboard.store.models import CallRow, ReportProgressRow, TurnRow
 from switchboard.store.records import CallRecord, Direction, Turn
 from switchboard.transcript import Placed, order_turns
 
@@ -26,6 +28,7 @@ __all__ = [
     "check_call",
     "decode_cursor",
     "encode_cursor",
+    "note_progress",
     "page_query",
     "require_call",
     "to_record",
@@ -173,4 +176,21 @@ def page_query(
         .where(*clauses)
         .order_by(CallRow.created_at.desc(), CallRow.id.desc())
         .limit(limit + 1)
+    )
+
+
+def note_progress(session: Session, call_id: str, sender: str, recorded: int) -> Insert:
+    """An upsert of ``sender``'s recorded actions for the call, never lowering them: one
+    statement (one round trip, no race between two first inserts)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    insert = pg_insert if postgres else sqlite_insert
+    new = insert(ReportProgressRow).values(
+        call_id=call_id, sender=sender, actions_recorded=recorded
+    )
+    higher = (func.greatest if postgres else func.max)(
+        ReportProgressRow.actions_recorded, new.excluded.actions_recorded
+    )
+    return new.on_conflict_do_update(
+        index_elements=[ReportProgressRow.call_id, ReportProgressRow.sender],
+        set_={"actions_recorded": higher},
     )

@@ -36,6 +36,7 @@ from switchboard.store.queries import (
     call_filters,
     check_call,
     encode_cursor,
+    note_progress,
     page_query,
     require_call,
     to_record,
@@ -236,15 +237,8 @@ class CallStore:
         def work(session: Session) -> None:
             check_call(session, call_id)
             session.add_all(rows)
-            if progress is not None:  # one writer per call and sender: its recorder
-                sender, recorded = progress
-                row = session.get(ReportProgressRow, (call_id, sender))
-                if row is None:
-                    session.add(
-                        ReportProgressRow(call_id=call_id, sender=sender, actions_recorded=recorded)
-                    )
-                else:
-                    row.actions_recorded = max(row.actions_recorded, recorded)
+            if progress is not None:
+                session.execute(note_progress(session, call_id, *progress))
 
         await self._db.write("appending call events", work)
 

@@ -154,7 +154,12 @@ class TurnWriter:
             row.heard_ms, row.generated_ms = heard_ms, generated_ms
             row.heard_text = heard_prefix(text, heard_ms, generated_ms)
 
-        await self._db.write("cutting an agent turn", work)
+        try:
+            await self._db.write("cutting an agent turn", work)
+        except BaseException:
+            if so_far is not None:  # the cut is tried again: with the text it had, not less
+                self._track(key, so_far)
+            raise
 
     # -- buffered text ---------------------------------------------------------
 

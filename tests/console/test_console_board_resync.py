@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from switchboard.call_actions import AgentTranscriptGrew, AgentTurnStarted
+from switchboard.call_actions import AgentTranscriptGrew, AgentTurnStarted, FinishCall
 
 Console = Any  # the `console` fixture of conftest.py
 
@@ -203,3 +203,41 @@ async def test_words_the_replay_repeats_are_not_added_twice(console: Console) ->
     await console.act(call.id, AgentTranscriptGrew("a1", " Bye."))  # after the replay
     await line.filter(has_text="Bye.").wait_for()
     assert await line.text_content() == "Agent: Hello there. Bye."
+
+
+async def test_a_card_seen_ending_gets_the_final_status_it_missed(console: Console) -> None:
+    # The call's end came live, Twilio's `completed` went with a dropped stream: the
+    # card is in "Recently ended" without a final status, and too old for the list of
+    # the newest calls to bring it. The catch-up reads it.
+    page = await console.open()
+    await page.locator("#connection", has_text="Live").wait_for()
+    call = await console.new_call("+15552910000")
+    await console.status(call.id, "in-progress")
+    await console.act(call.id, FinishCall("agent hung up"))
+    await page.locator(f'#recent-calls [data-call-id="{call.id}"]').wait_for()
+    for n in range(RECENT_LIMIT):
+        newer = await console.new_call(f"+1555292{n:04d}")
+        await console.status(newer.id, "in-progress")
+    await page.locator("#board-title .count", has_text=f"({RECENT_LIMIT})").wait_for()
+    await end_unseen(console, [call.id])
+    console.drop_stream(call.id)
+    badge = page.locator(f'#recent-calls [data-call-id="{call.id}"] .badge')
+    await badge.filter(has_text="Completed").wait_for()
+
+
+async def test_a_catch_up_whose_list_failed_stops_reading_the_others(console: Console) -> None:
+    await console.track_fetches()
+    console.expect_error(r"500")
+    page, [call_id] = await board_of_live_calls(console, 1)
+
+    async def fail(route: Any) -> None:
+        await route.fulfill(status=500, json={"detail": "the database went away"})
+
+    await page.route(re.compile(rf"/calls\?limit={RECENT_LIMIT}$"), fail)
+    since = await console.fetch_count()
+    held = await console.hold(LIVE_LIST)  # the first live status's page, unanswered
+    console.drop_stream(call_id)
+    await held.wait_held()
+    await page.locator(".toast.error", has_text="Could not load calls").wait_for()
+    # Cancelled without an answer: nothing more of this catch-up is read.
+    await console.wait_settled(held.urls, since)

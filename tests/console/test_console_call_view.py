@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
+
+import pytest
 
 from switchboard.call_actions import (
     Action,
@@ -334,3 +337,27 @@ async def test_the_heard_cut_matches_the_store_s(console: Console) -> None:
         cases,
     )
     assert got == [heard_prefix(t, h, g) for t, h, g in cases]
+
+
+@pytest.mark.parametrize("leave", ["sign out", "go to the board"])
+async def test_a_late_answer_does_not_paint_over_the_next_view(
+    console: Console, leave: str
+) -> None:
+    await console.track_fetches()
+    page = await console.open()
+    await page.locator("#connection", has_text="Live").wait_for()
+    held = await console.hold(re.compile(r"/calls/NOSUCHCALL$"))
+    since = await console.fetch_count()
+    await page.evaluate("location.hash = '#/calls/NOSUCHCALL'")
+    await held.wait_held()
+    if leave == "sign out":
+        await page.click("#sign-out")
+        next_view = page.locator("#token")
+    else:
+        await page.evaluate("location.hash = '#/'")
+        next_view = page.locator("#board-title")
+    await next_view.wait_for()
+    await held.release()  # its 404, too late
+    await console.wait_settled(held.urls, since)
+    assert await next_view.count() == 1
+    assert await page.get_by_text("Call not found").count() == 0

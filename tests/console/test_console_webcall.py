@@ -196,7 +196,8 @@ async def test_signing_out_hangs_up_the_web_call(
         assert closes == [1000]
         assert sent[-1]["event"] == "stop"
         assert sent[-1]["stop"]["callSid"] == sent[1]["start"]["callSid"]
-        await page.wait_for_function(f"{tracks}.every((state) => state === 'ended')")
+        # A function, not an expression: the page's CSP refuses to eval one when polled.
+        await page.wait_for_function(f"() => {tracks}.every((state) => state === 'ended')")
         await bar.locator(".webcall-state", has_text="Ended").wait_for()
         assert console.unexpected_errors() == []
 
@@ -222,6 +223,35 @@ async def test_a_web_call_the_server_starts_as_the_user_signs_out_is_hung_up(
     [call] = console.control.web
     assert console.control.hung_up == [call.id]
     assert await page.locator("#webcall").is_hidden()  # no bar: the microphone was not asked for
+
+
+# A microphone prompt the user never answers.
+UNANSWERED_PROMPT = """
+(() => {
+  window.asked = 0;
+  navigator.mediaDevices.getUserMedia = () => {
+    window.asked += 1;
+    return new Promise(() => {});
+  };
+})();
+"""
+
+
+async def test_a_web_call_hung_up_at_the_microphone_prompt_is_hung_up_on_the_server(
+    console: Console,
+) -> None:
+    await console.context.add_init_script(UNANSWERED_PROMPT)
+    page = await console.open()
+    talk = page.get_by_role("button", name="Talk from this browser")
+    await talk.wait_for()
+    await page.fill("#call-instruction", "You are Ava from Bright Smiles Dental.")
+    await talk.click()
+    await page.wait_for_function("() => window.asked === 1")
+    async with page.expect_response(re.compile(r"/hangup$")) as hung_up:
+        await page.click("#sign-out")
+    assert (await hung_up.value).status == 202
+    [call] = console.control.web
+    assert console.control.hung_up == [call.id]
 
 
 async def test_mu_law_tables_match_the_codec(console: Console) -> None:

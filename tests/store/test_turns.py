@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
+from switchboard.errors import StoreError
 from switchboard.store import CallStore, NewCall, Turn
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -109,6 +111,33 @@ async def test_cut_while_generating_uses_the_text_so_far(store: CallStore) -> No
     cut = await turn(store, call, "item_a")
     assert cut.state == "interrupted"
     assert (cut.text, cut.heard_text) == ("Let me look that up for you right away.", "Let me look")
+
+
+async def test_a_cut_tried_again_after_a_failed_write_keeps_the_text(
+    store: CallStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    call = await new_call(store)
+    await store.start_agent_turn(call, "item_a", t(1))
+    deltas = [("Let me ", 0), ("look that up", 7)]
+    for delta, offset in deltas:
+        await store.grow_agent_turn(call, "item_a", delta, offset)
+    write = store._db.write
+
+    async def failing(doing: str, work: Any) -> Any:
+        if doing == "cutting an agent turn":
+            raise StoreError("the database went away")
+        return await write(doing, work)
+
+    monkeypatch.setattr(store._db, "write", failing)
+    with pytest.raises(StoreError):
+        await store.cut_agent_turn(call, "item_a", heard_ms=500, generated_ms=1000)
+    monkeypatch.setattr(store._db, "write", write)
+    # The recorder's batch again, whole: the same deltas, then the cut.
+    for delta, offset in deltas:
+        await store.grow_agent_turn(call, "item_a", delta, offset)
+    await store.cut_agent_turn(call, "item_a", heard_ms=500, generated_ms=1000)
+    cut = await turn(store, call, "item_a")
+    assert (cut.state, cut.text, cut.heard_text) == ("interrupted", "Let me look that up", "Let me")
 
 
 async def test_turns_without_a_start_are_kept(store: CallStore) -> None:

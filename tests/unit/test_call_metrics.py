@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from actors import call_metrics as cm
 from actors import ray_metrics
+from actors import recorder as recorder_module
 from actors.call_metrics import CallMetrics, LabelValues, MetricKind, MetricSpec, PoolMetrics
 from actors.recorder import CallRecorder
 from switchboard.call_actions import (
@@ -32,6 +33,7 @@ from switchboard.call_actions import (
     RunTool,
     UsageReported,
 )
+from switchboard.errors import StoreError
 from switchboard.realtime_events import Usage
 from switchboard.store import NewCall
 
@@ -270,7 +272,9 @@ def test_a_call_taken_over_after_a_recorder_restart_is_not_started_twice(
     assert sink.value("switchboard_call_duration_s_count") == 0  # its start is not known here
 
 
-async def test_the_recorder_hands_every_batch_to_its_metrics(tmp_path: Path) -> None:
+async def test_the_recorder_hands_every_batch_to_its_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[tuple[str, int, float, bool]] = []
 
     class Spy:
@@ -288,7 +292,15 @@ async def test_the_recorder_hands_every_batch_to_its_metrics(tmp_path: Path) -> 
     before = time.time()
     await recorder.report(call.id, [(AgentTurnStarted("a"), T0)], seq=0, sender="actor-1")
     batch = [(AgentTurnStarted("b"), T0), (FinishCall("done"), T0 + 1)]
-    await recorder.report(call.id, batch, seq=1, sender="actor-1")
+
+    async def database_away(*args: Any) -> None:
+        raise StoreError("the database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(recorder_module, "record_batch", database_away)
+        with pytest.raises(StoreError):
+            await recorder.report(call.id, batch, seq=1, sender="actor-1")
+    await recorder.report(call.id, batch, seq=1, sender="actor-1")  # counted once recorded
     # Sent again: nothing new to count.
     await recorder.report(call.id, batch, seq=1, sender="actor-1")
     after = time.time()

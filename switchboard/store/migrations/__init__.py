@@ -11,16 +11,24 @@ advisory lock, so several actors may start at once on a fresh database.
 To write a new revision, add a file under ``versions/`` (``script.py.mako`` is
 its template) and keep ``tests/store/test_migrations.py`` green: it checks that
 head matches :mod:`switchboard.store.models`.
+
+A database already at a revision this code does not know (a newer release
+migrated it: a cluster upgrade's old cluster, a rollback) is used as it is, with
+a warning: revisions only add (tables, nullable or defaulted columns) what older
+code does not read. One that cannot keep to that must say so in the release notes.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import ResolutionError
+from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
 from switchboard.store.database import WRITE, EngineOptions, create_engine, translate_errors
@@ -34,6 +42,7 @@ __all__ = [
     "upgrade_to_head",
 ]
 
+log = logging.getLogger("switchboard.store")
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 # Any constant works; it only has to be the same in every process.
 _PG_LOCK_KEY = 0x5B_57_0E_00
@@ -59,7 +68,24 @@ def upgrade(connection: Connection) -> None:
     """Upgrade to head inside the caller's (write) transaction on ``connection``."""
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
-    command.upgrade(alembic_config(connection), "head")
+    config = alembic_config(connection)
+    current = current_revision(connection)
+    if current is not None and not _known(config, current):
+        log.warning(
+            "the call store's schema is at revision %s, which this release does not know "
+            "(its newest is %s): a newer release migrated it; using it as it is",
+            current,
+            head_revision(),
+        )
+        return
+    command.upgrade(config, "head")
+
+
+def _known(config: Config, revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(config).get_revision(revision) is not None
+    except (CommandError, ResolutionError):
+        return False
 
 
 def upgrade_to_head(url: str, options: EngineOptions | None = None) -> None:

@@ -368,6 +368,7 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
       lists = await Promise.all([api.listCalls({ limit: RECENT_LIMIT }, { signal }), listLive(signal)]);
     } catch (failure) {
       if (signal.aborted) return;
+      run.abort(); // the other lists' reads too: this catch-up is over
       if (failure.status !== 401) toast(`Could not load calls: ${failure.message}`, "error");
     }
     const confirmed = new Set();
@@ -380,7 +381,10 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
       for (const call of recent.calls) upsert(call);
     }
     applyPending();
-    const ended = lists ? [...before].filter((id) => !confirmed.has(id) && models.get(id)?.live) : [];
+    // Not live in any list, and its card has no final status (it may have seen the call
+    // end, not how: Twilio's last status may have been lost with the stream).
+    const unfinished = (id) => models.has(id) && !isTerminal(models.get(id).status);
+    const ended = lists ? [...before].filter((id) => !confirmed.has(id) && unfinished(id)) : [];
     const toRead = shownOnceEnded(ended);
     arrange();
     const failed = await reread(toRead, signal);

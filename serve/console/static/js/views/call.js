@@ -226,7 +226,7 @@ export function mountCall(container, { api, toast, setConnection }, id) {
   }
 
   async function reload() {
-    const detail = await api.getCall(id);
+    const detail = await api.getCall(id, { signal: mounted.signal });
     if (model) model.refresh(detail);
     else model = new CallModel(detail);
     paintDetails();
@@ -251,9 +251,11 @@ export function mountCall(container, { api, toast, setConnection }, id) {
 
   async function start() {
     try {
-      const detail = await api.getCall(id);
-      model = new CallModel(detail);
+      const detail = await api.getCall(id, { signal: mounted.signal });
+      if (model) model.refresh(detail); // a reconnect's re-read came first
+      else model = new CallModel(detail);
     } catch (failure) {
+      if (mounted.signal.aborted) return; // left, or signed out: the page is another view's now
       stream?.stop();
       const message = failure.status === 404 ? "There is no call with this id." : `Could not load the call: ${failure.message}`;
       if (failure.status !== 401) replace(container, h("div", { class: "panel" }, h("h1", {}, "Call not found"), h("p", {}, message), h("p", {}, h("a", { href: "#/history" }, "Back to History"))));
@@ -270,6 +272,8 @@ export function mountCall(container, { api, toast, setConnection }, id) {
     schedule();
   }
 
+  // Leaving the view cancels its reads: a late answer must not paint over the next view.
+  const mounted = new AbortController();
   // Open the stream first: its replay overlaps the record, and nothing falls in between.
   stream = api.events(id, {
     onEvent,
@@ -285,6 +289,7 @@ export function mountCall(container, { api, toast, setConnection }, id) {
   const ticker = setInterval(() => model?.live && paintDuration(), 1000);
 
   return () => {
+    mounted.abort();
     stream.stop();
     clearInterval(ticker);
     clearTimeout(usageTimer);

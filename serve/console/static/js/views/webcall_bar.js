@@ -91,6 +91,10 @@ export function webCallBar(bar, { api, toast }) {
     function finish(detail, failed) {
       clearInterval(ticker);
       current = null;
+      // Over before the page joined it (hung up at the microphone prompt, a refused
+      // handshake): the server would hold the call's actor for a browser that never
+      // comes, until it gives up. A refused token makes this a 401, which is ignored.
+      if (!started) api.hangUp(call.id).catch(() => {});
       toast(detail || "The web call ended.", failed ? "error" : "info");
       mute.disabled = true;
       end.disabled = true;
