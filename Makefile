@@ -1,7 +1,12 @@
 # Switchboard: `make run` runs the system, `make test` runs the whole suite.
 # Both set up everything they need on a fresh machine (venv, pip, Debian packages).
 
-PYTHON ?= python3
+# The Python to make the venv with: the first of python3.11, python3.12, python3 that runs
+# and is a version pyproject.toml allows (>=3.11,<3.13); else python3, which the venv
+# step then refuses with a clear message. Set PYTHON=/path/to/python to choose.
+SUPPORTED_PY := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 13))
+PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
+	$$p -c '$(SUPPORTED_PY)' >/dev/null 2>&1 && { echo $$p; exit 0; }; done; echo python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -14,6 +19,10 @@ PG_BIN = $$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 .PHONY: run test bench lint typecheck install clean
 
 $(PY):
+	@$(PYTHON) -c '$(SUPPORTED_PY)' 2>/dev/null || { \
+		echo "Switchboard needs Python 3.11 or 3.12, and '$(PYTHON)' is not one:" \
+			"install python3.11 or python3.12, or run make with PYTHON=/path/to/python3.1x" >&2; \
+		exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 

@@ -16,9 +16,16 @@ A web call (``CallPlan.web``) is the same call with a browser as the phone:
 its socket carries no Twilio signature: the browser offers the one-time token as
 the subprotocol ``token.<token>`` (checked before the socket is the call's) and
 again in ``start``. It ends by closing that socket rather than through
-Twilio's REST API, and, since no Twilio status callback reports it, the
-actor records its status itself (``in-progress`` on connect, then
-``completed``, ``no-answer`` after ``WEB_CONNECT_TIMEOUT_S``, or ``failed``).
+Twilio's REST API. No Twilio status callback reports a web call, nor an inbound
+one (Twilio sends those to the number's own callback URL), so for both the
+actor records the status itself: ``in-progress`` on connect, then
+``completed``, ``no-answer`` (a browser that never connected) or ``failed``.
+
+Every call ends even when a word about it is lost: a call whose stream has not
+come ``STREAM_WAIT_S`` after the last word from Twilio is hung up as failed (a
+web call after ``WEB_CONNECT_TIMEOUT_S``, as no-answer), and an actor handed
+out whose call is never prepared (the ingress died, or opening the session
+failed) gives up after ``PREPARE_WAIT_S`` and is retired.
 
 What the call says and does is batched to a ``Reporter`` (the recorder: store
 and live events) every ``REPORT_INTERVAL_S``, and at once when the call ends.
@@ -44,8 +51,15 @@ from actors.call_shell import CallShell
 from actors.picows_sockets import MediaServer, PicowsSocket, serve_media
 from actors.realtime_connect import connect_realtime, realtime_url
 from switchboard.bridge import CallBridge
-from switchboard.call_actions import Action, CallEnded, CallStatusChanged, HangupRequested
-from switchboard.call_policy import PolicyConfig
+from switchboard.call_actions import (
+    Action,
+    CallEnded,
+    CallStatusChanged,
+    HangupRequested,
+    PhaseChanged,
+    ProblemNoted,
+)
+from switchboard.call_policy import CallPhase, PolicyConfig
 from switchboard.errors import ConfigError, LocalProtocolError
 from switchboard.session_config import SessionConfig
 from switchboard.settings import Settings
@@ -57,6 +71,14 @@ REPORT_INTERVAL_S = 0.5  # a Ray call costs ~1.2 ms of CPU: 2 a second per call,
 WEB_TOKEN_PROTOCOL = "token."  # a web call's socket offers subprotocol token.<stream token>
 LAST_REPORT_WAIT_S = 120.0  # a recorder restarts in seconds; a database may take longer
 WEB_CONNECT_TIMEOUT_S = 30.0  # a web call whose browser never connects ends as no-answer
+# Dialed (or last heard of from Twilio) with no stream yet: Twilio rings for 60 s unless
+# told otherwise, and a status callback restarts the wait (a queued call rings late).
+STREAM_WAIT_S = 120.0
+PREPARE_WAIT_S = 60.0  # handed out, never prepared: the ingress that acquired it is gone
+REPORT_TIMEOUT_S = 20.0  # one report; a recorder whose database hangs must not hold a call
+# Placing a call hung up before Twilio's create answered: the wrap-up waits this long for
+# the CallSid, to end the call Twilio is about to ring (the create's timeout and retries).
+DIAL_WAIT_S = 90.0
 # Every final status: "completed" too, for a call answered whose stream never came (a
 # refused handshake, the callee gone first): nothing else would end it.
 FINAL_STATUSES = frozenset({"busy", "no-answer", "failed", "canceled", "completed"})
@@ -74,6 +96,11 @@ class CallPlan:
     max_duration_s: float = 1800.0
     caller_silence_s: float = 30.0
     web: bool = False  # the phone is a browser: no Twilio signature, no REST hang-up
+    inbound: bool = False  # Twilio called us: no status callback reports the call
+
+    @property
+    def reports_own_status(self) -> bool:
+        return self.web or self.inbound
 
 
 class Reporter(Protocol):
@@ -117,13 +144,21 @@ class CallActor:
         self.plan: CallPlan | None = None
         self.call_sid: str | None = None
         self.shell: CallShell | None = None
+        self._claimed = False  # a handshake was accepted: no second stream may join
         self._attached = False
+        self._stream_due = 0.0  # monotonic: when a stream that has not come is given up
+        self._dial_settled = asyncio.Event()  # the CallSid known, or the dial given up
+        self._hang_up_when_dialed = False  # ended before Twilio's create answered
+        self._rest_hangup: asyncio.Task[None] | None = None
+        self._stream_lost = False  # the watchdog ended it: no stream, no word from Twilio
+        self._given_up = False  # never prepared in time: a late prepare is refused
         self._delivered = 0  # actions of this call a report delivered: the next one's seq
         self._sender = secrets.token_hex(8)  # this actor serving this call, to the recorder
         self._flusher: asyncio.Task[None] | None = None
         self._wall_offset = time.time() - time.monotonic()
         self._prepared = asyncio.Event()
         self._connected = asyncio.Event()
+        self._stream_started = asyncio.Event()  # its `start` passed: the call is answered
         self._watchdog: asyncio.Task[None] | None = None
         self._wrapping_up: asyncio.Task[str] | None = None
 
@@ -139,10 +174,10 @@ class CallActor:
         """After ``wait_finished``: ready for another call, on a new media port (so no
         connection of the last call can reach the next), or None to be retired: after
         ``max_calls`` calls, or with reports the recorder has not taken."""
-        if self.plan is None or self.shell is None or not self.shell.finished.is_set():
+        if self._wrapping_up is None or not self._wrapping_up.done():
             raise LocalProtocolError(f"slot {self.slot} has no finished call to recycle")
-        if self.calls_served >= max_calls or self._pending:
-            return None
+        if self.shell is None or self.calls_served >= max_calls or self._pending:
+            return None  # never prepared (a half-opened session?): a fresh actor is safer
         self._forget_call()
         return await self.start(self._host)
 
@@ -154,10 +189,14 @@ class CallActor:
         """Open and configure the Realtime session while the phone rings."""
         if self.plan is not None and self.plan.call_id == plan.call_id:
             await self._prepared.wait()
+            if self.shell is None:
+                raise LocalProtocolError(f"call {plan.call_id} could not be prepared")
             self._renew_token(plan.stream_token)
             return
         if self.plan is not None:
             raise LocalProtocolError(f"slot {self.slot} already serves call {self.plan.call_id}")
+        if self._given_up:
+            raise LocalProtocolError(f"slot {self.slot} gave up waiting for its call")
         self.plan = plan
         config = PolicyConfig(
             session=SessionConfig(
@@ -172,11 +211,21 @@ class CallActor:
             session_renew_margin_s=self.settings.openai_session_renew_margin_s,
             stream_token=plan.stream_token,
         )
+        try:
+            socket = await self.open_realtime()
+            if self._given_up:  # too late: the wrap-up has let this call go
+                with contextlib.suppress(Exception):
+                    await socket.close(1000, "call given up")
+                raise LocalProtocolError(f"call {plan.call_id} was given up while preparing")
+        except BaseException:
+            self._prepared.set()  # with no shell: the wrap-up retires this actor
+            raise
         self.shell = CallShell(CallBridge(config), self, call_id=plan.call_id)
-        self.shell.start_realtime(await self.open_realtime())
+        self.shell.start_realtime(socket)
         self._flusher = asyncio.ensure_future(self._flush_reports())
-        if plan.web:
-            self._watchdog = asyncio.ensure_future(self._await_browser())
+        # From here, not from ``dialed``: an ingress lost before it dialed ends no call.
+        self._expect_stream()
+        self._watchdog = asyncio.ensure_future(self._await_stream())
         self._prepared.set()
 
     def _renew_token(self, token: str) -> None:
@@ -192,18 +241,31 @@ class CallActor:
     # hang-up racing the call's end, a repeated status callback) must not reach the next.
 
     async def dialed(self, call_id: str, call_sid: str) -> None:
-        """Twilio accepted the call: bind the stream to its CallSid."""
-        if self._serves(call_id):
-            self.call_sid = call_sid
-            if self.shell is not None:
-                self.shell.bridge.policy.expect_call_sid(call_sid)
+        """Twilio accepted the call: bind the stream to its CallSid, and wait for it."""
+        if not self._serves(call_id) or self.shell is None or self._dial_settled.is_set():
+            return
+        self.call_sid = call_sid
+        self.shell.bridge.policy.expect_call_sid(call_sid)
+        self._dial_settled.set()
+        if self._hang_up_when_dialed:  # hung up while Twilio's create was on its way
+            self._start_rest_hang_up(call_sid)
+        self._expect_stream()
 
     async def twilio_status(self, call_id: str, status: str) -> None:
         """A status callback: a call that ends before its stream joined ends here."""
         if not self._serves(call_id) or self.shell is None:
             return
-        if status in FINAL_STATUSES and not self._attached:
-            self.shell.feed(CallEnded(status))
+        if status in FINAL_STATUSES:
+            self._dial_settled.set()  # also the ingress's word that the dial failed
+            if not self._attached:
+                self.shell.feed(CallEnded(status))
+        elif not self._attached:  # still ringing (a queued call starts late): wait on
+            self._expect_stream()
+
+    def _expect_stream(self) -> None:
+        assert self.plan is not None
+        wait = WEB_CONNECT_TIMEOUT_S if self.plan.web else STREAM_WAIT_S
+        self._stream_due = max(self._stream_due, time.monotonic() + wait)
 
     async def hang_up(self, call_id: str, reason: str = "api") -> bool:
         if not self._serves(call_id) or self.shell is None or self.shell.finished.is_set():
@@ -228,25 +290,52 @@ class CallActor:
         return await asyncio.shield(self._wrapping_up)
 
     async def _wrap_up(self) -> str:
-        await self._prepared.wait()
-        assert self.shell is not None
+        try:
+            # The pool asks for this as it hands the actor out: prepare comes next.
+            await asyncio.wait_for(self._prepared.wait(), PREPARE_WAIT_S)
+        except TimeoutError:
+            self._given_up = True
+        if self.shell is None:  # never prepared: nothing ran, nothing to report
+            await self._close_server()
+            return "not_prepared"
         await self.shell.finished.wait()
         await self.shell.close()
-        if self._server is not None:
-            server, self._server = self._server, None  # no address until the next start
-            server.close()
-            await server.wait_closed()
+        await self._close_server()
         for task in (self._flusher, self._watchdog):
             if task is not None:
                 task.cancel()
-        if self.plan is not None and self.plan.web:
-            # No Twilio status callback reports a web call: the actor does.
-            refused = self.shell.finish_code == 1008  # the stream failed its token check
-            ended = "failed" if refused else "completed" if self._attached else "no-answer"
+        if not self._dial_settled.is_set() and self._hang_up_when_dialed:
+            # Hung up while Twilio's create was on its way: its CallSid ends the call.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dial_settled.wait(), DIAL_WAIT_S)
+        if self._rest_hangup is not None:
+            await self._rest_hangup
+        ended = self._own_final_status()
+        if ended is not None:
             self.record(CallStatusChanged(ended), time.monotonic())
         await self._send_last_reports()
         self.calls_served += 1
         return self.shell.finish_reason or "ended"
+
+    def _own_final_status(self) -> str | None:
+        """The final status no Twilio callback will report, for the actor to record."""
+        assert self.plan is not None and self.shell is not None
+        refused = self.shell.finish_code == 1008  # the stream failed its token check
+        if self.plan.web:
+            if refused:
+                return "failed"
+            return "completed" if self._attached and not self._stream_lost else "no-answer"
+        if self._stream_lost or (self.plan.inbound and refused):
+            return "failed"
+        if self.plan.inbound:
+            return "completed"  # as Twilio ends it: the TwiML has nothing after the stream
+        return None  # an outbound call: Twilio's status callback says how it ended
+
+    async def _close_server(self) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None  # no address until the next start
+            server.close()
+            await server.wait_closed()
 
     # -- CallHooks, for the shell ------------------------------------------
 
@@ -255,8 +344,27 @@ class CallActor:
 
     async def end_call(self, reason: str) -> None:
         # A web call ends by closing its socket (the shell does); a phone call through Twilio.
-        if self.call_sid is not None and not (self.plan is not None and self.plan.web):
-            await self._rest_hang_up(self.call_sid)
+        if self.plan is None or self.plan.web:
+            return
+        if self.call_sid is None:
+            self._hang_up_when_dialed = True  # Twilio's create has not answered yet
+        else:
+            self._start_rest_hang_up(self.call_sid)
+
+    def _start_rest_hang_up(self, call_sid: str) -> None:
+        # The actor's task, not the shell's (the wrap-up cancels those): a hang-up Twilio
+        # throttles is retried to the end, and the wrap-up waits for it.
+        if self._rest_hangup is None:
+            self._rest_hangup = asyncio.ensure_future(self._hang_up_via_rest(call_sid))
+
+    async def _hang_up_via_rest(self, call_sid: str) -> None:
+        try:
+            await self._rest_hang_up(call_sid)
+        except Exception as exc:  # the phone may still ring: say so on the timeline
+            call_id = self.plan.call_id if self.plan else None
+            log.warning("hanging up through Twilio failed: %s", exc, extra={"call_id": call_id})
+            message = f"hanging up through Twilio failed: {type(exc).__name__}: {exc}"
+            self.record(ProblemNoted("twilio", "hangup_failed", message), time.monotonic())
 
     async def open_realtime(self) -> PicowsSocket:
         # The SDK's URL and headers, without importing the SDK (~29 MB per call actor).
@@ -269,6 +377,8 @@ class CallActor:
 
     def record(self, action: Action, now: float) -> None:
         self._pending.append((action, now + self._wall_offset))
+        if type(action) is PhaseChanged and action.old == CallPhase.AWAITING_ANSWER.value:
+            self._stream_started.set()
 
     # -- media server ------------------------------------------------------
 
@@ -288,18 +398,30 @@ class CallActor:
     def _check_handshake(
         self, path: str, headers: Mapping[str, str]
     ) -> tuple[int, str] | dict[str, str] | None:
-        plan = self.plan
-        if plan is None or path != f"/media/{plan.call_id}":
+        plan, shell = self.plan, self.shell
+        if plan is None or shell is None or path != f"/media/{plan.call_id}":
             return HTTPStatus.NOT_FOUND, "no such call here\n"
-        if self._attached:
+        if shell.finished.is_set():
+            return HTTPStatus.GONE, "this call has ended\n"
+        if self._claimed:
             return HTTPStatus.CONFLICT, "this call's stream is connected\n"
+        accepted: dict[str, str] | None = None
         if plan.web:
-            return self._check_web_token(plan, headers)
-        signature = headers.get("X-Twilio-Signature", "")
-        if not self._validator.validate(self._public_url(path, headers), {}, signature):
-            log.warning("media handshake refused: bad signature", extra={"call_id": plan.call_id})
-            return HTTPStatus.FORBIDDEN, "invalid X-Twilio-Signature\n"
-        return None
+            checked = self._check_web_token(plan, headers)
+            if isinstance(checked, tuple):
+                return checked
+            accepted = checked
+        else:
+            signature = headers.get("X-Twilio-Signature", "")
+            if not self._validator.validate(self._public_url(path, headers), {}, signature):
+                log.warning(
+                    "media handshake refused: bad signature", extra={"call_id": plan.call_id}
+                )
+                return HTTPStatus.FORBIDDEN, "invalid X-Twilio-Signature\n"
+        # Claimed now, not when the socket task runs: two upgrades checked back to back
+        # would otherwise both join, and split the agent's audio between them.
+        self._claimed = True
+        return accepted
 
     def _public_url(self, path: str, headers: Mapping[str, str]) -> str:
         """The URL Twilio connected to: PUBLIC_URL, else what the proxy forwarded."""
@@ -315,19 +437,29 @@ class CallActor:
         assert self.shell is not None
         self._attached = True
         self._connected.set()
-        if self.plan is not None and self.plan.web:
+        if self.plan is not None and self.plan.reports_own_status:
             self.record(CallStatusChanged("in-progress"), time.monotonic())
         self.shell.attach_twilio(socket)
         await self.shell.finished.wait()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(socket.wait_closed(), timeout=5.0)
 
-    async def _await_browser(self) -> None:
-        try:
-            await asyncio.wait_for(self._connected.wait(), WEB_CONNECT_TIMEOUT_S)
-        except TimeoutError:
-            assert self.shell is not None
+    async def _await_stream(self) -> None:
+        """End a call whose stream never starts and of which Twilio says nothing more (a
+        lost status callback, a caller gone while the webhook was answered, a socket that
+        joined and never sent `start`)."""
+        while (left := self._stream_due - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stream_started.wait(), left)
+                return
+        assert self.plan is not None and self.shell is not None
+        self._stream_lost = True
+        if self.plan.web:
             self.shell.feed(CallEnded("no-answer"))
+            return
+        message = f"no media stream started and no final status from Twilio in {STREAM_WAIT_S:g} s"
+        self.record(ProblemNoted("twilio", "no_stream", message, fatal=True), time.monotonic())
+        self.shell.feed(HangupRequested("no_stream"))
 
     # -- reports -----------------------------------------------------------
 
@@ -343,11 +475,11 @@ class CallActor:
         ``LAST_REPORT_WAIT_S``; this actor is not recycled or retired before."""
         give_up = time.monotonic() + LAST_REPORT_WAIT_S
         delay = 0.25
-        await self._send_reports()
+        await self._send_reports(min(REPORT_TIMEOUT_S, LAST_REPORT_WAIT_S))
         while self._pending and time.monotonic() + delay < give_up:
             await asyncio.sleep(delay)  # a back-off between tries, not synchronisation
             delay = min(2 * delay, 5.0)
-            await self._send_reports()
+            await self._send_reports(min(REPORT_TIMEOUT_S, give_up - time.monotonic()))
         if self._pending:
             log.error(
                 "the last %d actions of the call were not recorded",
@@ -355,13 +487,18 @@ class CallActor:
                 extra={"call_id": self.plan.call_id if self.plan else None},
             )
 
-    async def _send_reports(self) -> None:
+    async def _send_reports(self, timeout: float | None = None) -> None:
         async with self._reporting:
             if not self._pending or self.plan is None:
                 return
             batch, self._pending = self._pending, []
             try:
-                await self.reporter.report(self.plan.call_id, batch, self._delivered, self._sender)
+                # Bounded: a recorder whose database hangs must not hold the call. Sent
+                # again later, with the same number, the batch is still recorded once.
+                await asyncio.wait_for(
+                    self.reporter.report(self.plan.call_id, batch, self._delivered, self._sender),
+                    max(REPORT_TIMEOUT_S if timeout is None else timeout, 0.01),
+                )
                 self._delivered += len(batch)
             except Exception:  # the recorder is down: keep the batch for the next try
                 log.exception("report failed", extra={"call_id": self.plan.call_id})

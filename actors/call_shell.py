@@ -32,6 +32,7 @@ from switchboard.call_actions import (
     Action,
     FinishCall,
     HangUp,
+    ProblemNoted,
     RealtimeClosed,
     RenewSession,
     RunTool,
@@ -46,6 +47,9 @@ __all__ = ["CallHooks", "CallShell", "TextSocket"]
 log = logging.getLogger(__name__)
 TOOL_TIMEOUT_S = 30.0
 REOPEN_TIMEOUT_S = 10.0  # a renewed Realtime session that cannot connect by then ends the call
+# Messages waiting for a peer that does not read (connected, its window shut): about 30 s
+# of audio either way. Past it the peer counts as gone, so no queue grows without end.
+MAX_UNSENT = 1500
 
 
 class TextSocket(Protocol):
@@ -245,10 +249,26 @@ class CallShell:
     def _send(self, socket: TextSocket | None, queue: asyncio.Queue[str], text: str) -> None:
         # Straight out when nothing is queued before it and the socket keeps up (no task
         # switch: most messages); else in order through the writer task.
-        if self._unsent[id(queue)] == 0 and socket is not None and socket.try_send(text):
+        unsent = self._unsent[id(queue)]
+        if unsent == 0 and socket is not None and socket.try_send(text):
             return
+        if unsent >= MAX_UNSENT:
+            if unsent == MAX_UNSENT:  # once: the bridge hears of it a single time
+                self._unsent[id(queue)] += 1
+                self._peer_stuck(queue)
+            return  # dropped: the peer is treated as gone
         self._unsent[id(queue)] += 1
         queue.put_nowait(text)
+
+    def _peer_stuck(self, queue: asyncio.Queue[str]) -> None:
+        reason = f"the peer read nothing while {MAX_UNSENT} messages waited for it"
+        realtime = queue is self._to_realtime
+        self.log.warning("%s socket not reading: %s", "Realtime" if realtime else "Twilio", reason)
+        event = RealtimeClosed(None, reason) if realtime else TwilioClosed(None, reason)
+        source = "realtime" if realtime else "twilio"
+        self.hooks.record(ProblemNoted(source, "not_reading", reason), self.clock())
+        # Soon, not now: this runs inside a dispatch, whose own actions come first.
+        asyncio.get_running_loop().call_soon(self.feed, event)
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)

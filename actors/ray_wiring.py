@@ -62,13 +62,15 @@ POOL_NAME = "switchboard-pool"
 RECORDER_PREFIX = "switchboard-recorder"
 CALL_SLOT = "call_slot"
 CALL_ACTOR_PREFIX = "call-"  # every call actor's name: how a restarted pool finds them
-DESCRIBE_S = 10.0  # a call actor that does not say what it does by then is left alone
+DESCRIBE_S = 10.0  # a call actor that does not say what it does by then is asked again
+LATE_ADOPT_S = 300.0  # ... until this long after the pool started, then killed
 CALL_CPUS = 0.02  # a placement budget; measured in a call here: 2-3% of a core (benchmarks.md)
 CALL_MEMORY = 80 * 1024 * 1024  # the per-call PSS budget of the benchmark
 # A call actor serves up to this many calls, one at a time, before it is retired: starting
 # one costs about a second of CPU here, a call's leftovers (allocator fragmentation) stay.
 CALLS_PER_ACTOR = 20
 RESTART_WAIT_S = 10.0  # how long a caller waits for a restarting pool or recorder
+UNREACHABLE_RETRY_S = 1.0  # between waits on a call actor Ray cannot reach for now
 TWILIO_TIMEOUT_S = 15.0  # one REST request; Twilio answers in well under a second
 Handle = ActorHandle[Any]
 T = TypeVar("T")
@@ -214,45 +216,80 @@ class RaySlotFactory:
         free = await asyncio.to_thread(ray.available_resources)
         return min(int(free.get(name, 0.0) / need + 1e-9) for name, need in self.needs.items())
 
-    async def existing(self) -> tuple[list[Slot[Handle]], dict[str, Slot[Handle]]]:
+    async def existing(
+        self,
+    ) -> tuple[list[Slot[Handle]], dict[str, Slot[Handle]], list[tuple[str, Handle]]]:
         """The call actors already running (a pool before this one started them): the
-        ready ones and the live ones by call id (a call being wrapped up has no media
-        address any more: it needs none). One with neither a call nor an address (it was
-        starting when its pool died) is retired."""
+        ready ones, the live ones by call id (a call being wrapped up has no media
+        address any more: it needs none), and those that did not answer in time (still
+        starting, or busy in a burst), by name. One with neither a call nor an address
+        (it was starting when its pool died) is retired."""
         named = await asyncio.to_thread(ray.util.list_named_actors, all_namespaces=True)
         names = [
             n["name"]
             for n in named
             if n["namespace"] == NAMESPACE and n["name"].startswith(CALL_ACTOR_PREFIX)
         ]
-        found = await asyncio.gather(*(self._describe(name) for name in names))
+        found = await asyncio.gather(*(self.describe(name) for name in names))
         ready: list[Slot[Handle]] = []
         live: dict[str, Slot[Handle]] = {}
-        for name, handle, call_id, address in found:
+        silent: list[tuple[str, Handle]] = []
+        for name, handle, answer in found:
             if handle is None:
                 continue
-            if call_id is not None:
-                live[call_id] = Slot(name, handle, tuple(address or ("", 0)))
-            elif address is not None:
-                ready.append(Slot(name, handle, tuple(address)))
-            else:
-                await self.retire(Slot(name, handle, ("", 0)))
-        return ready, live
+            if answer is None:
+                silent.append((name, handle))
+                continue
+            slot = await self.sort(name, handle, answer)
+            if isinstance(slot, tuple):
+                live[slot[0]] = slot[1]
+            elif slot is not None:
+                ready.append(slot)
+        return ready, live, silent
+
+    async def sort(
+        self, name: str, handle: Handle, answer: tuple[str | None, Any]
+    ) -> Slot[Handle] | tuple[str, Slot[Handle]] | None:
+        """What an actor's ``describe`` answer makes it: a ready slot, a live call's
+        ``(call id, slot)``, or None (retired: it has neither)."""
+        call_id, address = answer
+        if call_id is not None:
+            return call_id, Slot(name, handle, tuple(address or ("", 0)))
+        if address is not None:
+            return Slot(name, handle, tuple(address))
+        await self.retire(Slot(name, handle, ("", 0)))
+        return None
 
     @staticmethod
-    async def _describe(name: str) -> tuple[str, Handle | None, str | None, Any]:
+    async def describe(name: str) -> tuple[str, Handle | None, tuple[str | None, Any] | None]:
+        """``(name, handle, answer)``: no handle if the actor is gone, no answer if it
+        did not give one within ``DESCRIBE_S``."""
         try:
             handle = ray.get_actor(name, namespace=NAMESPACE)
+        except Exception as exc:  # gone since listed
+            log.warning("call actor %s was not adopted: %s", name, exc)
+            return name, None, None
+        try:
             answer: tuple[str | None, Any] = await asyncio.wait_for(
                 handle.describe.remote(), DESCRIBE_S
             )
-        except Exception as exc:  # gone since listed, or not answering: not adopted
+        except TimeoutError:
+            return name, handle, None
+        except Exception as exc:  # died since listed
             log.warning("call actor %s was not adopted: %s", name, exc)
-            return name, None, None, None
-        return name, handle, *answer
+            return name, None, None
+        return name, handle, answer
 
-    def finished(self, slot: Slot[Handle]) -> Any:
-        return slot.handle.wait_finished.remote()
+    async def finished(self, slot: Slot[Handle]) -> str:
+        # Asked again while the actor is unreachable for a moment (its node's link, not
+        # its death): the pool kills an actor whose wait fails, and with it a live call.
+        # ``max_restarts=0``: an actor that died raises ``ActorDiedError`` instead.
+        while True:
+            try:
+                reason: str = await slot.handle.wait_finished.remote()
+                return reason
+            except ActorUnavailableError:
+                await asyncio.sleep(UNREACHABLE_RETRY_S)  # a back-off, not synchronisation
 
     async def recycle(self, slot: Slot[Handle]) -> Slot[Handle] | None:
         address = await slot.handle.recycle.remote(CALLS_PER_ACTOR)
@@ -277,6 +314,7 @@ class RayCallPool:
         self.pool: CallPool[Handle] = CallPool(self.factory, size)
         self._gauges: asyncio.Task[None] | None = None
         self._adopting: asyncio.Task[None] | None = None
+        self._late: list[asyncio.Task[None]] = []  # call actors adopted once they answer
 
     async def _adopted(self) -> None:
         if self._adopting is None:
@@ -285,14 +323,35 @@ class RayCallPool:
 
     async def _adopt(self) -> None:
         try:
-            ready, live = await self.factory.existing()
+            ready, live, silent = await self.factory.existing()
         except Exception:  # the pool works without: actors it cannot see stay unused
             log.exception("adopting running call actors failed")
-            ready, live = [], {}
+            ready, live, silent = [], {}, []
         self.pool.adopt(ready, live)
         if ready or live:
             log.warning("adopted %d ready call actors and %d live calls", len(ready), len(live))
+        self._late = [asyncio.ensure_future(self._adopt_late(*actor)) for actor in silent]
         self._gauges = asyncio.ensure_future(watch_pool(self.pool, ray_pool_metrics()))
+
+    async def _adopt_late(self, name: str, handle: Handle) -> None:
+        """A call actor that did not say what it does in time is asked again until it
+        does, then adopted like the rest. Owned by no pool it would hold its slot for
+        good, so one silent for ``LATE_ADOPT_S`` is killed."""
+        give_up = time.monotonic() + LATE_ADOPT_S
+        while time.monotonic() < give_up:
+            _, alive, answer = await self.factory.describe(name)
+            if alive is None:
+                return  # died meanwhile: its slot is free again
+            if answer is not None:
+                slot = await self.factory.sort(name, handle, answer)
+                if isinstance(slot, tuple):
+                    self.pool.adopt([], {slot[0]: slot[1]})
+                elif slot is not None:
+                    self.pool.adopt([slot], {})
+                log.warning("adopted call actor %s late", name)
+                return
+        log.error("call actor %s never said what it does: killed", name)
+        ray.kill(handle, no_restart=True)
 
     async def fill(self) -> int:
         await self._adopted()

@@ -130,6 +130,10 @@ def _health_router(deps: AppDeps) -> APIRouter:
             content=ReadyOut(ready=ready, checks=checks).model_dump(),
         )
 
+    # HEAD too (uptime checkers and load balancers probe with it), kept out of the
+    # OpenAPI description, where it would repeat GET's operation id.
+    router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+    router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
     return router
 
 
@@ -141,7 +145,9 @@ async def _check(probe: Awaitable[object]) -> str:
     except TimeoutError:
         return f"no answer within {READY_TIMEOUT_S} s"
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
+        # The kind only: /readyz is open, and a driver's message can name hosts and users.
+        log.warning("readiness probe failed: %s: %s", type(exc).__name__, exc)
+        return type(exc).__name__
     return "not ready" if result is False else "ok"
 
 
@@ -242,7 +248,10 @@ def _calls_router(deps: AppDeps) -> APIRouter:
         if is_terminal(detail.call.status):
             return _conflict(f"call {call_id} has already ended ({detail.call.status})")
         if not await deps.control.hang_up(call_id):
-            return _conflict(f"call {call_id} is not live (status {detail.call.status})")
+            return _conflict(
+                f"call {call_id} is no longer live: no call actor serves it (its record, "
+                f"still {detail.call.status}, is settled within minutes)"
+            )
         at = utc_now()
         await deps.store.append_event(call_id, "hangup_requested", at, {"by": "api"})
         deps.events.publish(call_id, {"type": "call.hangup_requested", "at": at, "by": "api"})
@@ -330,15 +339,31 @@ def _check_duration(deps: AppDeps, max_duration_s: int | None) -> None:
 
 
 async def _hand_over(deps: AppDeps, call: CallRecord, handing: Awaitable[T]) -> T | JSONResponse:
-    """Publish the new call, then place or start it; the 502 answer if that failed."""
+    """Publish the new call, then place or start it; the 502 answer if that failed.
+
+    A client that goes away meanwhile does not stop it: Twilio may already be ringing
+    the phone, and the outcome is recorded either way."""
     publish_created(deps, call)
+    placing = asyncio.ensure_future(_settle(deps, call, handing))
+    _settling.add(placing)  # held: a task nobody holds can be collected mid-run
+    placing.add_done_callback(_settling.discard)
+    outcome = await asyncio.shield(placing)
+    if isinstance(outcome, ServiceError):
+        return await _place_failed(deps, call.id, outcome)
+    return outcome
+
+
+_settling: set[asyncio.Task[object]] = set()  # placings whose request went away
+
+
+async def _settle(deps: AppDeps, call: CallRecord, handing: Awaitable[T]) -> T | ServiceError:
     try:
         return await handing
     except ServiceError as exc:
         await record_failure(deps, call.id, "placing", exc)
-        return await _place_failed(deps, call.id, exc)
+        return exc
     except BaseException as exc:
-        # A bug or a cancelled request: the call must not stay "queued" forever.
+        # A bug: the call must not stay "queued" forever.
         await asyncio.shield(record_failure(deps, call.id, "placing", exc))
         raise
 

@@ -100,7 +100,9 @@ async def _on_service_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_store_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error("call store error on %s %s: %s", request.method, request.url.path, exc)
+    # A WebSocket's scope has no method: never fail inside the error handler itself.
+    method = request.scope.get("method", "WEBSOCKET")
+    log.error("call store error on %s %s: %s", method, request.url.path, exc)
     return _detail(status.HTTP_503_SERVICE_UNAVAILABLE, f"call store error: {exc}")
 
 
@@ -137,9 +139,11 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            problem = self._too_large() if declared.isdigit() else "invalid Content-Length"
-            code = 413 if declared.isdigit() else 400
+        # isascii: "²".isdigit() is true, and int() refuses it.
+        number = declared is not None and declared.isascii() and declared.isdigit()
+        if declared is not None and (not number or int(declared) > self.max_bytes):
+            problem = self._too_large() if number else "invalid Content-Length"
+            code = 413 if number else 400
             await JSONResponse(status_code=code, content={"detail": problem})(scope, receive, send)
             return
         seen = 0

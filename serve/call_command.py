@@ -1,13 +1,23 @@
-"""``switchboard call``: place a call through the API and print it as it happens."""
+"""``switchboard call``: place a call through the API and print it as it happens;
+``switchboard hangup``: hang up a live call.
+
+Ctrl-C stops following a call, not the call: it goes on, and the line printed
+says how to hang it up. The client's errors are reworded here for a person at a
+terminal (a server that is not running, or that went away mid-call).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import TextIO
 
-from serve.client import SwitchboardClient
+import httpx
+from websockets.exceptions import WebSocketException
 
-__all__ = ["follow_call"]
+from serve.client import ApiError, SwitchboardClient
+
+__all__ = ["follow_call", "hang_up_call", "validation_message"]
 
 FINAL = {"completed", "busy", "no-answer", "failed", "canceled"}
 
@@ -35,6 +45,54 @@ def describe(event: dict[str, object]) -> str | None:
             return None
 
 
+def validation_message(body: object) -> str | None:
+    """FastAPI's 422 ``detail`` as one line per problem, ``field: message``, without
+    naming the field twice when the message already starts with it ("to must start
+    with + ..."). ``None`` if ``body`` is not such an answer."""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if not isinstance(detail, list) or not detail:
+        return None
+    problems = []
+    for problem in detail:
+        if not isinstance(problem, dict):
+            problems.append(str(problem))
+            continue
+        field = ".".join(str(part) for part in problem.get("loc", ())[1:])
+        message = str(problem.get("msg"))
+        named = not field or message == field or message.startswith(f"{field} ")
+        problems.append(message if named else f"{field}: {message}")
+    return "; ".join(problems)
+
+
+def _unreachable(exc: ApiError) -> bool:
+    """The server could not be reached at all (nothing listens there)."""
+    return exc.status is None and isinstance(exc.__cause__, httpx.ConnectError)
+
+
+def _went_away(exc: ApiError) -> bool:
+    """The server stopped answering: its socket broke, or it no longer listens."""
+    cause = exc.__cause__
+    return exc.status is None and isinstance(
+        cause, httpx.TransportError | OSError | WebSocketException
+    )
+
+
+def _reworded(exc: ApiError) -> ApiError:
+    """``exc`` as a person at a terminal is best told it."""
+    if exc.status == 422 and (message := validation_message(exc.body)) is not None:
+        return ApiError(exc.status, f"HTTP 422: {message}", exc.body)
+    if _unreachable(exc):
+        return ApiError(None, f"{exc} (is it running? start it with `make run`)", exc.body)
+    return exc
+
+
+def _hang_up_hint(call_id: str) -> str:
+    return (
+        f"call {call_id} is still live: hang it up with `switchboard hangup {call_id}` "
+        f"(or POST /calls/{call_id}/hangup with the API token)"
+    )
+
+
 async def follow_call(
     url: str,
     token: str,
@@ -43,22 +101,65 @@ async def follow_call(
     *,
     voice: str | None = None,
     greeting: str | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
+    """Place the call and print its events until it has ended; its final status decides
+    the exit code. Cancelled (Ctrl-C), it prints one line to ``err`` on what became of
+    the call, then lets the cancellation go on."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     async with SwitchboardClient(url, token, timeout=60.0) as client:
-        call = await client.place_call(to, instruction, voice=voice, greeting=greeting)
+        try:
+            call = await client.place_call(to, instruction, voice=voice, greeting=greeting)
+        except ApiError as exc:
+            raise _reworded(exc) from exc
+        except asyncio.CancelledError:
+            print(
+                "switchboard: interrupted while placing the call: it may have been placed "
+                "(GET /calls or the web console lists it)",
+                file=err,
+                flush=True,
+            )
+            raise
         print(f"call {call.id} to {call.to}: {call.status}", file=out, flush=True)
         ended = status_final = False
-        async for event in client.stream_events(call.id):
-            line = describe(event)
-            if line is not None:
-                print(line, file=out, flush=True)
-            ended = ended or event.get("type") == "call.ended"
-            status_final = status_final or (
-                event.get("type") == "call.status" and event.get("status") in FINAL
-            )
-            if ended and status_final:
-                break
-        detail = await client.get_call(call.id)
+        try:
+            async for event in client.stream_events(call.id):
+                line = describe(event)
+                if line is not None:
+                    print(line, file=out, flush=True)
+                ended = ended or event.get("type") == "call.ended"
+                status_final = status_final or (
+                    event.get("type") == "call.status" and event.get("status") in FINAL
+                )
+                if ended and status_final:
+                    break
+            detail = await client.get_call(call.id)
+        except ApiError as exc:
+            if _went_away(exc):
+                raise ApiError(
+                    None,
+                    f"the server went away during call {call.id} ({exc}): the call's state "
+                    f"is unknown; once Switchboard is back, GET /calls/{call.id} tells it",
+                ) from exc
+            raise
+        except asyncio.CancelledError:
+            if ended:
+                print(f"switchboard: interrupted; call {call.id} has ended", file=err, flush=True)
+            else:
+                print(f"switchboard: interrupted; {_hang_up_hint(call.id)}", file=err, flush=True)
+            raise
     print(f"final status: {detail.status}, cost ~${detail.cost_usd}", file=out)
     return 0 if detail.status == "completed" else 1
+
+
+async def hang_up_call(url: str, token: str, call_id: str, out: TextIO | None = None) -> int:
+    """``POST /calls/{id}/hangup``; the call ends shortly after (its events say when)."""
+    async with SwitchboardClient(url, token) as client:
+        try:
+            answer = await client.hang_up(call_id)
+        except ApiError as exc:
+            raise _reworded(exc) from exc
+    print(f"hang-up requested for call {answer.id}", file=sys.stdout if out is None else out)
+    return 0

@@ -22,10 +22,12 @@ import ssl
 from collections.abc import AsyncIterator
 from datetime import datetime
 from types import TracebackType
-from typing import cast
+from typing import TypeVar, cast
+from urllib.parse import quote
 
 import httpx
 import orjson
+from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus, WebSocketException
 
@@ -37,6 +39,7 @@ from switchboard.errors import ServiceError
 __all__ = ["ApiError", "SwitchboardClient"]
 
 JSONObject = dict[str, object]
+M = TypeVar("M", bound=BaseModel)
 
 
 class ApiError(ServiceError):
@@ -84,6 +87,14 @@ class SwitchboardClient:
         self._base = base_url.rstrip("/")
         self._token = token
         self._timeout = timeout
+        try:
+            url = httpx.URL(self._base)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ApiError(None, f"{base_url!r} is not a URL: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ApiError(None, f"{base_url!r} is not an http:// or https:// URL")
+        if not token.isascii() or not token.isprintable():
+            raise ApiError(None, "the API token must be printable ASCII")
         self._http = httpx.AsyncClient(
             base_url=self._base,
             headers={"Authorization": f"Bearer {token}"},
@@ -109,12 +120,32 @@ class SwitchboardClient:
     async def _request(self, method: str, path: str, **kwargs: object) -> JSONObject:
         try:
             response = await self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ApiError(None, f"cannot reach Switchboard at {self._base}: {exc}") from exc
-        if response.is_error:
+        if not response.is_success:  # an error, or a redirect (to https?) not followed
             message, body = _message(response)
+            if response.is_redirect:
+                message += f" (redirected to {response.headers.get('location')!r})"
             raise ApiError(response.status_code, message, body)
-        return cast(JSONObject, response.json())
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise ApiError(
+                response.status_code,
+                f"{self._base} answered {method} {path} with something other than the "
+                f"call API's JSON: is it Switchboard? ({response.text[:80]!r})",
+            )
+        return cast(JSONObject, body)
+
+    def _parse(self, model: type[M], body: JSONObject) -> M:
+        try:
+            return model.model_validate(body)
+        except ValidationError as exc:
+            raise ApiError(
+                None, f"{self._base} answered in a shape this client does not know: {exc}"
+            ) from None
 
     async def place_call(
         self,
@@ -138,7 +169,7 @@ class SwitchboardClient:
         )
         if from_ is not None:
             payload["from"] = from_
-        return CallOut.model_validate(await self._request("POST", "/calls", json=payload))
+        return self._parse(CallOut, await self._request("POST", "/calls", json=payload))
 
     async def start_web_call(
         self,
@@ -157,10 +188,10 @@ class SwitchboardClient:
             metadata=metadata,
             max_duration_s=max_duration_s,
         )
-        return WebCallOut.model_validate(await self._request("POST", "/calls/web", json=payload))
+        return self._parse(WebCallOut, await self._request("POST", "/calls/web", json=payload))
 
     async def get_call(self, call_id: str) -> CallDetailOut:
-        return CallDetailOut.model_validate(await self._request("GET", f"/calls/{call_id}"))
+        return self._parse(CallDetailOut, await self._request("GET", f"/calls/{_id(call_id)}"))
 
     async def list_calls(self, **filters: str | int | datetime | None) -> CallPageOut:
         """Filters as in ``GET /calls``: status, direction, to, search, created_after,
@@ -170,10 +201,11 @@ class SwitchboardClient:
             for k, v in filters.items()
             if v is not None
         }
-        return CallPageOut.model_validate(await self._request("GET", "/calls", params=params))
+        return self._parse(CallPageOut, await self._request("GET", "/calls", params=params))
 
     async def hang_up(self, call_id: str) -> HangupOut:
-        return HangupOut.model_validate(await self._request("POST", f"/calls/{call_id}/hangup"))
+        path = f"/calls/{_id(call_id)}/hangup"
+        return self._parse(HangupOut, await self._request("POST", path))
 
     def _ws_url(self, path: str) -> str:
         scheme, rest = self._base.split("://", 1)
@@ -181,13 +213,16 @@ class SwitchboardClient:
 
     async def stream_events(self, call_id: str | None = None) -> AsyncIterator[JSONObject]:
         """Live events of one call (recent ones first), or of every call for ``None``."""
-        url = self._ws_url("/events" if call_id is None else f"/calls/{call_id}/events")
+        url = self._ws_url("/events" if call_id is None else f"/calls/{_id(call_id)}/events")
         headers = {"Authorization": f"Bearer {self._token}"}
         try:
             async with connect(url, additional_headers=headers, open_timeout=self._timeout) as ws:
                 try:
                     async for raw in ws:
-                        event = orjson.loads(raw)
+                        try:
+                            event = orjson.loads(raw)
+                        except orjson.JSONDecodeError:
+                            event = None
                         if not isinstance(event, dict):
                             raise ApiError(None, f"event stream sent a non-object: {raw!r:.80}")
                         yield event
@@ -202,6 +237,11 @@ class SwitchboardClient:
             raise ApiError(status, f"event stream refused: HTTP {status}") from exc
         except (OSError, TimeoutError, WebSocketException) as exc:
             raise ApiError(None, f"cannot open the event stream at {url}: {exc}") from exc
+
+
+def _id(call_id: str) -> str:
+    """A call id as one path segment, whatever it holds (``#``, ``?``, ``/``)."""
+    return quote(call_id, safe="")
 
 
 def _given(**fields: object) -> JSONObject:

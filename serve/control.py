@@ -84,7 +84,8 @@ class RayCallControl:
         await _dialed(actor, call.id, str(created.sid))
 
     async def answer_inbound(self, call: CallRecord, call_sid: str) -> str:
-        actor, token = await self._prepare(call, call.instruction or INBOUND_INSTRUCTION)
+        instruction = call.instruction or INBOUND_INSTRUCTION
+        actor, token = await self._prepare(call, instruction, inbound=True)
         await _dialed(actor, call.id, call_sid)
         return stream_twiml(media_url(self.public_url, call.id), token)
 
@@ -113,8 +114,33 @@ class RayCallControl:
         stats: dict[str, int] = await through_restarts(lambda: self.pool.stats.remote())
         return stats["ready"] > 0
 
+    async def is_live(self, call_id: str) -> bool:
+        name: str | None = await through_restarts(lambda: self.pool.actor_name.remote(call_id))
+        return name is not None
+
+    async def carrier_status(self, call: CallRecord) -> str | None:
+        if call.direction == "web" or call.twilio_sid is None:
+            return None
+        try:
+            fetched = await twilio_call(self.twilio.calls(call.twilio_sid).fetch)
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return None
+            raise TwilioServiceError(f"Twilio refused: {exc.msg}", code=exc.code) from exc
+        except (TwilioException, RequestException) as exc:
+            raise TwilioServiceError(f"Twilio could not be reached: {exc}") from exc
+        return str(fetched.status)
+
+    async def end_at_carrier(self, call: CallRecord) -> None:
+        if call.twilio_sid is None:
+            return
+        try:
+            await twilio_call(self.twilio.calls(call.twilio_sid).update, status="completed")
+        except (TwilioException, RequestException) as exc:
+            raise TwilioServiceError(f"hanging up at Twilio failed: {exc}") from exc
+
     async def _prepare(
-        self, call: CallRecord, instruction: str, *, web: bool = False
+        self, call: CallRecord, instruction: str, *, web: bool = False, inbound: bool = False
     ) -> tuple[Any, str]:
         token = secrets.token_urlsafe(24)
         try:
@@ -135,6 +161,7 @@ class RayCallControl:
                     max_duration_s=float(call.max_duration_s or self.settings.max_call_duration_s),
                     caller_silence_s=self.settings.caller_silence_timeout_s,
                     web=web,
+                    inbound=inbound,
                 )
             )
         except ServiceError:

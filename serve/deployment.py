@@ -33,6 +33,7 @@ from serve.auth import tokens_from_settings
 from serve.control import RayCallControl
 from serve.events import EventHub
 from serve.ports import AppDeps
+from serve.reconcile import Reconciler
 from switchboard.errors import ConfigError
 from switchboard.logs import configure_logging
 from switchboard.settings import load_settings
@@ -212,6 +213,8 @@ class SwitchboardIngress:
         self.deps = AppDeps(
             settings, self.store, control, self.feed, tokens_from_settings(settings)
         )
+        self.reconciler = Reconciler(self.deps)
+        self.reconciler.start()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_app(self.deps)

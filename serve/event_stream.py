@@ -26,6 +26,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from serve.auth import TokenChecker, websocket_auth
 from serve.ports import SUBSCRIPTION_DROPPED, AppDeps
+from switchboard.errors import StoreError
 
 __all__ = ["CLOSE_DROPPED", "CLOSE_UNKNOWN_CALL", "stream_events"]
 
@@ -34,6 +35,7 @@ CLOSE_POLICY = 1008
 CLOSE_GOING_AWAY = 1001
 CLOSE_DROPPED = 1013
 CLOSE_UNKNOWN_CALL = 4404
+CLOSE_SERVER_ERROR = 1011
 _MAX_REASON_BYTES = 123  # RFC 6455 §5.5: a control frame's payload is at most 125 bytes
 
 
@@ -67,7 +69,14 @@ async def stream_events(
     if not auth.accepted:
         await ws.close(code=CLOSE_POLICY, reason=_reason(auth.reason))
         return
-    if call_id is not None and await deps.store.get_call(call_id) is None:
+    try:
+        known = call_id is None or await deps.store.get_call(call_id) is not None
+    except StoreError as exc:  # a close that says why, not an HTTP 500 on the upgrade
+        log.error("call store error on the live events of %s: %s", call_id, exc)
+        await ws.accept(subprotocol=auth.subprotocol)
+        await ws.close(code=CLOSE_SERVER_ERROR, reason=_reason(f"call store error: {exc}"))
+        return
+    if not known:
         await ws.accept(subprotocol=auth.subprotocol)
         await ws.close(code=CLOSE_UNKNOWN_CALL, reason=_reason(f"unknown call id {call_id}"))
         return

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import os
@@ -35,7 +36,7 @@ from serve.media_edge import MediaEdge
 from switchboard.errors import ConfigError
 from switchboard.settings import load_settings
 
-__all__ = ["LocalStack", "free_port", "local_stack", "local_url"]
+__all__ = ["LocalStack", "bind_public", "free_port", "local_stack", "local_url"]
 
 log = logging.getLogger("switchboard.local")
 
@@ -62,6 +63,25 @@ def local_url(host: str, port: int) -> str:
     return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
 
 
+def bind_public(host: str, port: int) -> socket.socket:
+    """The public listener, bound now (as ``create_server``: listening, ``SO_REUSEADDR``).
+
+    A port that cannot be had is a ``ConfigError`` naming it, not an ``OSError``: the
+    usual cause is a Switchboard already running there."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        where = f"port {port} on {host or 'every address'}"
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"{where} is in use: is Switchboard already running? Set PORT to use another"
+            ) from None
+        raise ConfigError(
+            f"cannot listen on {where}: {exc.strerror or exc} (set HOST and PORT)"
+        ) from None
+
+
 def export_settings(values: Mapping[str, str]) -> None:
     """Put settings in this process's environment, for the Ray workers to inherit."""
     os.environ.update(values)
@@ -77,10 +97,12 @@ async def local_stack(
     warm_actors: int = 2,
     num_cpus: int | None = None,
     ray_address: str | None = None,
+    listener: socket.socket | None = None,
 ) -> AsyncIterator[LocalStack]:
     """The whole system in this process, on a local Ray cluster it starts, or on the
     running cluster at ``ray_address`` (the caller's: its nodes bring their own call
-    slots, and their workers' environment is theirs)."""
+    slots, and their workers' environment is theirs). ``listener``: the public port,
+    already bound by ``bind_public`` (it is closed on leaving)."""
     from ray._private import ray_constants
 
     if ray_constants.ENABLE_RAY_CLUSTER:
@@ -91,8 +113,8 @@ async def local_stack(
     # The public port is bound before Ray starts, and Serve's port chosen just before
     # Serve binds it: Ray's processes open listeners on ports of their own choosing, and
     # one could take a port that was only chosen, not held.
-    family = socket.AF_INET6 if ":" in public_host else socket.AF_INET
-    listener = socket.create_server((public_host, public_port), family=family)
+    if listener is None:
+        listener = bind_public(public_host, public_port)
     edge: MediaEdge | None = None
     pool: Handle | None = None
     recorders: list[Handle] = []

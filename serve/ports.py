@@ -84,6 +84,19 @@ class CallControl(Protocol):
         """Whether new calls can be placed now (actors, sessions); for ``/readyz``."""
         ...
 
+    async def is_live(self, call_id: str) -> bool:
+        """Whether a call actor serves the call now (to its end, wrap-up included)."""
+        ...
+
+    async def carrier_status(self, call: CallRecord) -> str | None:
+        """The call's status at Twilio now; None when Twilio has no such call (a web
+        call, one never dialed). Raises a ``ServiceError`` when Twilio cannot say."""
+        ...
+
+    async def end_at_carrier(self, call: CallRecord) -> None:
+        """Hang the call up at Twilio (no actor of ours is on it any more)."""
+        ...
+
 
 class EventFeed(Protocol):
     """Fan-out of live call events."""

@@ -21,11 +21,11 @@ from typing import TextIO
 from dotenv import dotenv_values
 
 from serve.auth import tokens_from_settings
-from serve.local import export_settings, local_stack, local_url
+from serve.local import bind_public, export_settings, local_stack, local_url
 from switchboard.errors import ConfigError
 from switchboard.settings import Settings
 
-__all__ = ["dotenv_settings", "run_server"]
+__all__ = ["banner", "dotenv_settings", "run_server"]
 
 DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "sim" / "scenarios" / "demo.yaml"
 DEMO_ACCOUNT = "AC" + "d" * 32
@@ -83,13 +83,87 @@ def dotenv_settings(env_file: Path) -> dict[str, str]:
     }
 
 
+CREDENTIALS = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "OPENAI_API_KEY")
+_LABEL = 19  # the width of the banner's labels: "API and webhooks   "
+
+
+def given_credentials(settings: Settings) -> list[str]:
+    """Those of the credentials that decide demo mode which are set."""
+    values = (settings.twilio_account_sid, settings.twilio_auth_token, settings.openai_api_key)
+    return [name for name, value in zip(CREDENTIALS, values, strict=True) if value is not None]
+
+
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def token_source(env_file: Path) -> str:
+    """Where the API token comes from, read before ``run_server`` exports it."""
+    if any(name.upper() == "SWITCHBOARD_API_TOKEN" for name in os.environ):
+        return "SWITCHBOARD_API_TOKEN in the environment"
+    return f"SWITCHBOARD_API_TOKEN in {env_file}"
+
+
+def banner(
+    settings: Settings,
+    *,
+    demo: bool,
+    public_url: str,
+    dashboard_url: str | None,
+    token_from: str,
+) -> str:
+    """What ``switchboard run`` prints once it is ready: the URLs to use, and in demo
+    mode what the demo does (and which credentials it ignores)."""
+
+    def line(label: str, *texts: str) -> list[str]:
+        first, *rest = texts
+        return [f"  {label:<{_LABEL}}{first}", *(" " * (_LABEL + 2) + text for text in rest)]
+
+    mode = "demo: Twilio and OpenAI are emulated" if demo else "live Twilio and OpenAI"
+    lines = [
+        f"\nSwitchboard is running ({mode}).",
+        *line("API and webhooks", f"{public_url}  (docs: {public_url}/docs)"),
+        *line("Web console", f"{public_url}/  (sign in with the API token: {token_from})"),
+        *line("Ray dashboard", f"{dashboard_url or 'not started'}  (token in ~/.ray/auth_token)"),
+        *line(
+            "Place a call",
+            ".venv/bin/switchboard call +15551234567 "
+            '"You are booking a dental cleaning for Jane Doe, any weekday after 3 pm."',
+        ),
+    ]
+    if demo:
+        scenario = DEMO_SCENARIO.relative_to(DEMO_SCENARIO.parents[2])
+        lines += line(
+            "Demo calls",
+            "the emulated model plays the scripted demo conversation",
+            f"({scenario}), whatever the instruction says",
+        )
+        given = given_credentials(settings)
+        if given:
+            missing = [name for name in CREDENTIALS if name not in given]
+            lines += line(
+                "Credentials",
+                f"{_names(given)} {'is' if len(given) == 1 else 'are'} set but "
+                f"{_names(missing)} {'is' if len(missing) == 1 else 'are'} not:",
+                "live calls need all three, so both services are emulated and "
+                f"{'it is' if len(given) == 1 else 'they are'} not used",
+            )
+    lines.append("Press Ctrl-C to stop.")
+    return "\n".join(lines)
+
+
 async def run_server(settings: Settings, out: TextIO, env_file: Path = Path(".env")) -> int:
+    token_from = token_source(env_file)
     token = ensure_api_token(settings, env_file, out)
     demo = not (settings.has_twilio_credentials and settings.has_openai_credentials)
     if not demo and settings.public_url is None:
         raise ConfigError("PUBLIC_URL must be the https URL Twilio can reach this machine at")
     public = local_url(settings.host, settings.port)
     async with contextlib.AsyncExitStack() as stack:
+        # The public port first, before the emulators and Ray: one already taken (a
+        # Switchboard running there) is a one-line error, not a failure after start-up.
+        listener = bind_public(settings.host, settings.port)
+        stack.callback(listener.close)  # local_stack closes it too; closing twice is harmless
         values = dotenv_settings(env_file) | {
             "SWITCHBOARD_API_TOKEN": token,
             "DATABASE_URL": settings.database_url,
@@ -101,17 +175,16 @@ async def run_server(settings: Settings, out: TextIO, env_file: Path = Path(".en
         # Serve's own start-up lines name its internal port, not the one to use (below).
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
         running = await stack.enter_async_context(
-            local_stack(public_port=settings.port, public_host=settings.host)
+            local_stack(public_port=settings.port, public_host=settings.host, listener=listener)
         )
-        mode = "demo: Twilio and OpenAI are emulated" if demo else "live Twilio and OpenAI"
         print(
-            f"\nSwitchboard is running ({mode}).\n"
-            f"  API and webhooks   {running.public_url}  (docs: {running.public_url}/docs)\n"
-            f"  Ray dashboard      {running.dashboard_url or 'not started'}"
-            "  (token in ~/.ray/auth_token)\n"
-            f"  Place a call       .venv/bin/switchboard call +15551234567 "
-            '"You are booking a dental cleaning for Jane Doe, any weekday after 3 pm."\n'
-            "Press Ctrl-C to stop.",
+            banner(
+                settings,
+                demo=demo,
+                public_url=running.public_url,
+                dashboard_url=running.dashboard_url,
+                token_from=token_from,
+            ),
             file=out,
             flush=True,
         )

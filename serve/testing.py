@@ -46,6 +46,9 @@ class FakeCallControl:
     web_error: BaseException | None = None
     hang_up_error: BaseException | None = None
     live: bool = True
+    serving: set[str] = field(default_factory=set)  # calls an actor serves (``is_live``)
+    at_carrier: dict[str, str] = field(default_factory=dict)  # Twilio sid -> its status
+    ended_at_carrier: list[str] = field(default_factory=list)
     is_ready: bool = True
     ready_error: BaseException | None = None
     twiml: str = '<Response><Connect><Stream url="wss://example.com/media"/></Connect></Response>'
@@ -85,6 +88,15 @@ class FakeCallControl:
         if self.ready_error is not None:
             raise self.ready_error
         return self.is_ready
+
+    async def is_live(self, call_id: str) -> bool:
+        return call_id in self.serving
+
+    async def carrier_status(self, call: CallRecord) -> str | None:
+        return None if call.twilio_sid is None else self.at_carrier.get(call.twilio_sid)
+
+    async def end_at_carrier(self, call: CallRecord) -> None:
+        self.ended_at_carrier.append(call.id)
 
 
 def twilio_headers(

@@ -34,7 +34,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from serve.call_journal import publish_created, record_failure, utc_now
 from serve.ports import AppDeps
-from switchboard.errors import ServiceError, StoreError
+from switchboard.errors import ServiceError, StoreError, SwitchboardError
 from switchboard.store import CallRecord, NewCall
 from switchboard.store.status import STATUSES
 
@@ -223,8 +223,14 @@ class _Webhooks:
         detail: dict[str, object] = {
             name: params[field] for field, name in _STATUS_DETAIL.items() if params.get(field)
         } | ({} if sequence is None else {"sequence": sequence})
-        await self.adopt_sid(call, params.get("CallSid"))
-        applied = await self.deps.store.update_status(call_id, reported, at, detail)
+        try:
+            await self.adopt_sid(call, params.get("CallSid"))
+            applied = await self.deps.store.update_status(call_id, reported, at, detail)
+        except SwitchboardError:
+            # Told even so (Twilio does not send a status again): a call that ended
+            # before its stream would otherwise hold its actor.
+            await self.deps.control.on_twilio_status(call_id, reported, dict(params))
+            raise
         self.deps.events.publish(
             call_id,
             {"type": "call.status", "at": at, "status": reported, "applied": applied}
@@ -282,7 +288,9 @@ def _timestamp(value: str | None) -> datetime | None:
         return None
     try:
         at = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if at.tzinfo is not None:
+            at.astimezone(UTC)  # a year near 1 or 9999 may not be in UTC's range
+    except (TypeError, ValueError, OverflowError):
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
             f"form field Timestamp is not an RFC 2822 date: {value[:64]!r}",

@@ -36,6 +36,7 @@ the three is given).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,8 @@ def load_scenario(path: str | Path) -> Scenario:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"scenario {path} is not UTF-8 text: {exc.reason}") from exc
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
@@ -260,8 +263,13 @@ def _optional_str(value: object, where: str) -> str | None:
 
 
 def _number_value(value: object, where: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ScenarioError(f"{where} must be a number >= 0, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ScenarioError(f"{where} must be a finite number >= 0, got {value!r}")
     if positive and value == 0:
         raise ScenarioError(f"{where} must be greater than 0")
     return float(value)
@@ -276,7 +284,7 @@ def _optional_ms(value: object, where: str) -> int | None:
 
 
 def _no_unknown(raw: Mapping[str, object], where: str, known: set[str]) -> None:
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(map(str, set(raw) - known))  # YAML keys may be numbers too
     if unknown:
         raise ScenarioError(
             f"{where} has unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"

@@ -133,6 +133,9 @@ FATAL_REALTIME_CODES = frozenset(
 )
 
 
+MAX_DTMF_DIGITS = 64  # keys held for the model at most: a longer run is sent as it is
+
+
 class CallPhase(Enum):
     AWAITING_ANSWER = "awaiting_answer"  # no Twilio `start` yet
     IDLE = "idle"  # stream live, nobody from our side active
@@ -361,7 +364,7 @@ class CallPolicy:
             return []
         self._caller_active(now)
         self._dtmf_digits += event.digit
-        if event.digit == "#":
+        if event.digit == "#" or len(self._dtmf_digits) >= MAX_DTMF_DIGITS:
             return self._flush_dtmf()
         self._dtmf_due = now + self.config.dtmf_collect_s
         return []
@@ -534,6 +537,10 @@ class CallPolicy:
             # ask again once it is done, or that is never answered.
             self._response_requested = False
             return [ProblemNoted("realtime", code, event.message), *self._respond(None)]
+        if event.refused_response:
+            # No response.done will come for it: without this the call would stay
+            # "thinking", with no greeting, no silence nudge and no silence hang-up.
+            self._response_requested = False
         return [ProblemNoted("realtime", code, event.message)]
 
     def _on_realtime_rejected(self, event: RealtimeMessageRejected, now: float) -> list[Action]:

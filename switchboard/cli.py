@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from switchboard import __version__
 from switchboard.errors import ConfigError, SwitchboardError
@@ -62,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--voice", default=None, help="the agent's voice (marin, cedar, ...)")
     call.add_argument("--greeting", default=None, help="what the agent says first")
     call.set_defaults(func=_call)
+
+    hangup = sub.add_parser("hangup", help="hang up a live call (by its id, as `call` prints)")
+    hangup.add_argument("call_id", help="the call's id")
+    hangup.add_argument("--url", default=None, help="Switchboard's URL (default: this machine)")
+    hangup.set_defaults(func=_hangup)
 
     edge = sub.add_parser("edge", help="run one node's media edge in a running Ray cluster")
     edge.add_argument("--host", default="0.0.0.0", help="address to listen on")
@@ -115,35 +121,61 @@ def _demo(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _call(ns: argparse.Namespace) -> int:
+def _api(ns: argparse.Namespace) -> tuple[str, str]:
+    """The API's URL and token, for the subcommands that are its clients."""
     from serve.auth import tokens_from_settings
-    from serve.call_command import follow_call
 
     settings = load_settings()
     tokens = tokens_from_settings(settings)
     if not tokens:
         raise ConfigError("SWITCHBOARD_API_TOKEN is not set (switchboard run writes it to .env)")
-    url = ns.url or f"http://127.0.0.1:{settings.port}"
-    token = tokens[0]
-    return asyncio.run(
-        follow_call(url, token, ns.to, ns.instruction, voice=ns.voice, greeting=ns.greeting)
-    )
+    return ns.url or f"http://127.0.0.1:{settings.port}", tokens[0]
+
+
+def _call(ns: argparse.Namespace) -> int:
+    try:
+        from serve.call_command import follow_call
+
+        url, token = _api(ns)
+        return asyncio.run(
+            follow_call(url, token, ns.to, ns.instruction, voice=ns.voice, greeting=ns.greeting)
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C: follow_call has said what became of a call it placed (it goes on).
+        return 130
+
+
+def _hangup(ns: argparse.Namespace) -> int:
+    from serve.call_command import hang_up_call
+
+    url, token = _api(ns)
+    return asyncio.run(hang_up_call(url, token, ns.call_id))
 
 
 def _show_settings(ns: argparse.Namespace) -> int:
     settings = load_settings()
     for name, value in sorted(settings.model_dump().items()):
         shown = "(set)" if value is not None and "secret" in type(value).__name__.lower() else value
-        if name == "database_url":
-            shown = _redact_url(str(value))
+        if name.endswith("_url") and value is not None:
+            shown = redact_url(str(value))
         print(f"{name.upper()}={'' if shown is None else shown}")
     return 0
 
 
-def _redact_url(url: str) -> str:
-    """Hide the password of ``scheme://user:password@host/db``."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in creds:
-        return url
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+SECRET_PARAMS = ("password", "secret", "token", "key")  # in a URL's query: hidden
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``user:password@``) and secret-looking query values
+    (``?password=``, which libpq accepts too) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}{':***' if colon else ''}@{host}"
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    hidden = [(k, "***" if any(w in k.lower() for w in SECRET_PARAMS) else v) for k, v in params]
+    if netloc == parts.netloc and hidden == params:
+        return url  # as given (urlunsplit would turn sqlite:/// into sqlite:/)
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(hidden, safe="*")))

@@ -192,6 +192,7 @@ class RealtimeErrorReported:
     param: str | None = None
     event_id: str | None = None
     refused_update: bool = False  # it names a session.update of ours (set by the session)
+    refused_response: bool = False  # it refused a response.create of ours (set by the session)
 
 
 @dataclass(frozen=True, slots=True)

@@ -272,23 +272,28 @@ class RealtimeSession:
                 if usage is not None:
                     self._usage = _add_usage(self._usage, usage)
             case RealtimeErrorReported():
-                if self._on_error(event):
-                    event = replace(event, refused_update=True)
+                refused_update, refused_response = self._on_error(event)
+                if refused_update or refused_response:
+                    event = replace(
+                        event, refused_update=refused_update, refused_response=refused_response
+                    )
             case _:
                 pass
         return [event]
 
-    def _on_error(self, error: RealtimeErrorReported) -> bool:
-        """Clear what the error refused; whether that was one of our session updates."""
+    def _on_error(self, error: RealtimeErrorReported) -> tuple[bool, bool]:
+        """Clear what the error refused: whether it was one of our session updates, and
+        whether it was our response.create."""
         refused = error.event_id
         refused_update = refused is not None and refused in self._pending_updates
         if refused is not None and refused_update:
             # A refused update is never acknowledged; ``configured`` stays False
             # until a later update is accepted.
             self._pending_updates.remove(refused)
-        if self._response_request_id is not None and (
+        refused_response = self._response_request_id is not None and (
             refused == self._response_request_id or error.code == ALREADY_ACTIVE
-        ):
+        )
+        if refused_response:
             # Our response.create was refused; no response.done will clear it.
             self._response_request_id = None
-        return refused_update
+        return refused_update, refused_response

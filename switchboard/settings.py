@@ -35,6 +35,9 @@ class Settings(BaseSettings):
         frozen=True,
         extra="ignore",
         case_sensitive=False,
+        # `TWILIO_AUTH_TOKEN=` (a blank line in .env, an empty key in a secret) is unset,
+        # never an empty secret: an empty key would let anyone compute a valid signature.
+        env_ignore_empty=True,
     )
 
     twilio_account_sid: str | None = Field(default=None, pattern=r"^AC[0-9a-fA-F]{32}$")
@@ -47,8 +50,8 @@ class Settings(BaseSettings):
     openai_realtime_model: str = "gpt-realtime"
     # A Realtime session lasts at most this long; a longer call moves to a fresh one
     # from the margin before it (protocols.md 3.7).
-    openai_session_max_s: float = Field(default=3600.0, gt=0)
-    openai_session_renew_margin_s: float = Field(default=60.0, gt=0)
+    openai_session_max_s: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
+    openai_session_renew_margin_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
 
     public_url: AnyHttpUrl | None = None
     switchboard_api_token: SecretStr | None = None
@@ -60,8 +63,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    max_call_duration_s: float = Field(default=1800.0, gt=0)
-    caller_silence_timeout_s: float = Field(default=30.0, gt=0)
+    max_call_duration_s: float = Field(default=1800.0, gt=0, allow_inf_nan=False)
+    caller_silence_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     log_level: str = "INFO"
 
     @field_validator("twilio_from_number")
@@ -78,6 +81,32 @@ class Settings(BaseSettings):
         if not phonenumbers.is_possible_number(parsed):
             raise ValueError("is not a possible phone number")
         return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+    @field_validator("twilio_auth_token", "openai_api_key")
+    @classmethod
+    def _usable_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Sent in HTTP headers (the Twilio one is an HMAC key): visible ASCII, no blanks.
+        if value is not None and not _visible_ascii(value.get_secret_value()):
+            raise ValueError("must be non-empty visible ASCII, without spaces")
+        return value
+
+    @field_validator("switchboard_api_token")
+    @classmethod
+    def _usable_tokens(cls, value: SecretStr | None) -> SecretStr | None:
+        # One token, or several separated by commas (spaces around them are ignored).
+        if value is not None:
+            tokens = [t.strip() for t in value.get_secret_value().split(",")]
+            if not any(tokens) or not all(_visible_ascii(t) for t in tokens if t):
+                raise ValueError("must be tokens of visible ASCII, separated by commas")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        # Webhook and media URLs are built by appending paths: nothing may follow the path.
+        if value is not None and (value.query or value.fragment or value.username):
+            raise ValueError("must be a plain base URL (no query, fragment or user)")
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -104,6 +133,10 @@ class Settings(BaseSettings):
         return self.openai_api_key is not None
 
 
+def _visible_ascii(text: str) -> bool:
+    return bool(text) and all("!" <= c <= "~" for c in text)
+
+
 def load_settings(env_file: str | Path | None = ".env") -> Settings:
     """Read the settings; a bad value raises ``ConfigError`` naming the variable.
 
@@ -111,6 +144,11 @@ def load_settings(env_file: str | Path | None = ".env") -> Settings:
     """
     try:
         return Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except UnicodeDecodeError as exc:
+        problem = f"{exc.reason} at byte {exc.start}"
+        raise ConfigError(f"{env_file} is not UTF-8 text ({problem})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {env_file}: {exc.strerror or exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"

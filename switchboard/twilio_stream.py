@@ -49,6 +49,8 @@ from switchboard.twilio_events import (
 
 __all__ = ["TwilioStream"]
 
+DTMF_KEYS = "0123456789*#ABCD"  # a phone keypad (A-D: the military extension)
+
 _RAW_PREFIX_CHARS = 80
 # Twilio's counters stay far below this; longer digit strings are garbage.
 _MAX_DECIMAL_DIGITS = 18
@@ -160,6 +162,10 @@ class TwilioStream:
         dtmf = _object(msg, "dtmf", "dtmf")
         track = _string(dtmf, "track", "dtmf.track")
         digit = _string(dtmf, "digit", "dtmf.digit")
+        if len(digit) != 1 or digit not in DTMF_KEYS:  # it reaches the model as a key press
+            raise TwilioProtocolError(
+                "invalid_field", f"dtmf.digit is not one key of {DTMF_KEYS}: {_show(digit)}"
+            )
         self._accept(seq)
         return DtmfReceived(seq, self._sid(), track, digit)
 

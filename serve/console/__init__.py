@@ -69,7 +69,7 @@ def mount_console(app: FastAPI) -> None:
     """Serve the console at ``/`` and its files under ``/console``; call after the API routes."""
     index = STATIC_DIR / "index.html"
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: checkers
     async def console_page() -> FileResponse:
         return FileResponse(index, media_type="text/html", headers=SECURITY_HEADERS)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-__all__ = ["new_call_id"]
+__all__ = ["is_call_id", "new_call_id"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -19,3 +19,9 @@ def new_call_id(at: datetime) -> str:
     millis = int(at.timestamp() * 1000)
     value = (millis << 80) | secrets.randbits(80)
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def is_call_id(text: str) -> bool:
+    """Whether ``text`` could be a call id: anything else names no call (and a NUL in
+    it would make PostgreSQL refuse the query rather than find nothing)."""
+    return len(text) == 26 and all(c in _CROCKFORD for c in text)

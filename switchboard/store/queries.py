@@ -19,6 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from switchboard.errors import StoreError
+from switchboard.store.ids import is_call_id
 from switchboard.store.models import CallRow, ReportProgressRow, TurnRow
 from switchboard.store.records import CallRecord, Direction, Turn
 from switchboard.transcript import Placed, order_turns
@@ -111,7 +112,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
             created_at.astimezone(UTC)  # one near year 1 or 9999 may not be in UTC's range
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
         raise StoreError(f"invalid list cursor {cursor!r}") from exc
-    if created_at.tzinfo is None or not call_id:
+    if created_at.tzinfo is None or not is_call_id(call_id):
         raise StoreError(f"invalid list cursor {cursor!r}")
     return created_at, call_id
 

@@ -28,7 +28,7 @@ from switchboard.errors import StoreError
 from switchboard.realtime_events import Usage
 from switchboard.store import validation as check
 from switchboard.store.database import Database, EngineOptions, create_engine
-from switchboard.store.ids import new_call_id
+from switchboard.store.ids import is_call_id, new_call_id
 from switchboard.store.migrations import upgrade
 from switchboard.store.models import CallEventRow, CallRow, ReportProgressRow, TurnRow, UsageRow
 from switchboard.store.pricing import GPT_REALTIME, PriceTable, estimate_cost
@@ -328,6 +328,8 @@ class CallStore:
     # -- reading ---------------------------------------------------------------
 
     async def get_call(self, call_id: str) -> CallDetail | None:
+        if not is_call_id(call_id):
+            return None
         live = self._turns.live_text(call_id)
 
         def work(session: Session) -> CallDetail | None:

@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 
 import pytest
 import websockets
+from pydantic import SecretStr
+from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.voice_response import Connect, VoiceResponse
 from websockets.typing import Subprotocol
 
+from actors import call_actor
 from actors.call_actor import CallActor, CallPlan
 from sim.scenario import Scenario, parse_scenario
 from sim.testing_realtime import RunningRealtimeEmulator, run_realtime_emulator
@@ -22,6 +25,7 @@ from switchboard.call_actions import (
     Action,
     AgentTurnFinished,
     CallerTurnTranscribed,
+    CallStatusChanged,
     FinishCall,
     ProblemNoted,
     RenewSession,
@@ -262,7 +266,10 @@ async def test_a_web_calls_socket_must_offer_its_token_at_the_handshake(world: W
     assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
 
 
-async def test_a_bad_signature_is_refused_before_any_audio(world: World) -> None:
+async def test_a_bad_signature_is_refused_before_any_audio(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_actor, "DIAL_WAIT_S", 0.1)  # hung up undialed: no CallSid comes
     actor = make_actor(world)
     _, port = await actor.start()
     await actor.prepare(CallPlan("call-2", "Test.", stream_token="t"))
@@ -294,9 +301,12 @@ async def test_a_wrong_token_closes_the_stream_with_1008(world: World) -> None:
     assert world.ended == [sid]
 
 
-async def test_a_calls_last_report_waits_out_a_recorder_that_is_away(world: World) -> None:
+async def test_a_calls_last_report_waits_out_a_recorder_that_is_away(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The recorder restarts just as the call ends: its end is sent again until taken,
     # and only then is the actor free for another call.
+    monkeypatch.setattr(call_actor, "DIAL_WAIT_S", 0.1)  # hung up undialed: no CallSid comes
     actor = make_actor(world)
     await actor.start()
     await actor.prepare(CallPlan("call-7", "Test.", stream_token="t"))
@@ -380,3 +390,191 @@ async def test_a_call_outlasting_its_realtime_session_moves_to_a_new_one() -> No
             ],
         }
         assert not second.violations
+
+
+# -- every call ends, whatever word about it is lost ---------------------------------
+
+
+def statuses(world: World) -> list[str]:
+    return [a.status for a in world.recorder.actions if isinstance(a, CallStatusChanged)]
+
+
+async def test_a_call_whose_session_failed_to_open_lets_its_actor_go(world: World) -> None:
+    actor = make_actor(world)
+    await actor.start()
+    ending = asyncio.ensure_future(actor.wait_finished())  # the pool asks as it hands out
+    bad = world.settings.model_copy(update={"openai_api_key": SecretStr("sk-wrong")})
+    actor.settings = bad
+    with pytest.raises(Exception):  # noqa: B017 - whatever the Realtime refusal raises
+        await actor.prepare(CallPlan("call-p", "Test.", stream_token="t"))
+    assert await asyncio.wait_for(ending, 10) == "not_prepared"
+    with pytest.raises(LocalProtocolError, match="could not be prepared"):
+        await actor.prepare(CallPlan("call-p", "Test.", stream_token="t2"))  # a retry
+    assert await actor.recycle(max_calls=5) is None  # retired, not handed out again
+    assert world.recorder.batches == []
+
+
+async def test_an_actor_handed_out_but_never_prepared_gives_up(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_actor, "PREPARE_WAIT_S", 0.2)
+    actor = make_actor(world)
+    await actor.start()
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "not_prepared"
+    with pytest.raises(LocalProtocolError, match="gave up"):
+        await actor.prepare(CallPlan("call-q", "Test.", stream_token="t"))  # too late
+    assert await actor.recycle(max_calls=5) is None
+
+
+async def test_an_inbound_call_records_its_own_status(world: World) -> None:
+    # Twilio sends an inbound call's status callbacks to the number's URL, not ours.
+    actor = make_actor(world)
+    await actor.start()
+    token = secrets.token_urlsafe(16)
+    await actor.prepare(CallPlan("call-i", "Answer.", stream_token=token, inbound=True))
+    await dial(world, actor, token)
+    assert await asyncio.wait_for(actor.wait_finished(), 60) == "stream_stopped"
+    assert statuses(world) == ["in-progress", "completed"]
+
+
+async def test_an_outbound_call_leaves_its_status_to_twilio(world: World) -> None:
+    actor = make_actor(world)
+    await actor.start()
+    token = secrets.token_urlsafe(16)
+    await actor.prepare(CallPlan("call-o", "Book.", stream_token=token))
+    await dial(world, actor, token)
+    assert await asyncio.wait_for(actor.wait_finished(), 60) == "stream_stopped"
+    assert statuses(world) == []
+    assert actor._stream_started.is_set()  # its `start` stopped the no-stream watchdog
+
+
+async def test_a_dialed_call_whose_stream_never_comes_is_hung_up_as_failed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its final status callback was lost (or an inbound caller left mid-webhook).
+    monkeypatch.setattr(call_actor, "STREAM_WAIT_S", 0.3)
+    actor = make_actor(world)
+    await actor.start()
+    await actor.prepare(CallPlan("call-n", "Test.", stream_token="t"))
+    sid = "CA" + "1" * 32
+    await actor.dialed("call-n", sid)
+    due = actor._stream_due
+    await actor.twilio_status("call-n", "ringing")  # a word from Twilio: wait on from now
+    assert actor._stream_due >= due
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "no_stream"
+    assert world.ended == [sid]  # hung up at Twilio
+    assert statuses(world) == ["failed"]
+    assert any(
+        isinstance(a, ProblemNoted) and a.reason == "no_stream" and a.fatal
+        for a in world.recorder.actions
+    )
+
+
+async def test_a_hang_up_before_twilio_answered_the_dial_ends_the_call_there(
+    world: World,
+) -> None:
+    actor = make_actor(world)
+    await actor.start()
+    token = secrets.token_urlsafe(16)
+    await actor.prepare(CallPlan("call-h", "Test.", stream_token=token))
+    ending = asyncio.ensure_future(actor.wait_finished())
+    assert await actor.hang_up("call-h") is True  # while calls.create is on its way
+    _, port = actor.media_address()
+    call = await asyncio.to_thread(
+        world.twilio.calls.create,
+        to="+15551234567",
+        from_="+15005550006",
+        twiml=twiml(port, "call-h", token),
+    )
+    await actor.dialed("call-h", call.sid)
+    assert await asyncio.wait_for(ending, 30) == "api"
+    assert world.ended == [call.sid]  # the phone Twilio was about to ring is not rung
+
+
+async def test_the_wrap_up_waits_for_a_slow_rest_hang_up(world: World) -> None:
+    # A throttled hang-up is retried for seconds: the wrap-up must not cancel it.
+    finished: list[str] = []
+
+    async def slow_hang_up(call_sid: str) -> None:
+        for _ in range(100):
+            await asyncio.sleep(0)  # yields: a wrap-up that cancels it gets the chance
+        finished.append(call_sid)
+
+    actor = CallActor("slot-1", world.settings, world.recorder, slow_hang_up)
+    await actor.start()
+    await actor.prepare(CallPlan("call-s", "Test.", stream_token="t"))
+    await actor.dialed("call-s", "CA" + "2" * 32)
+    assert await actor.hang_up("call-s") is True
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
+    assert finished == ["CA" + "2" * 32]
+
+
+async def test_a_hung_recorder_does_not_hold_the_call_past_its_last_wait(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_actor, "LAST_REPORT_WAIT_S", 0.5)
+    monkeypatch.setattr(call_actor, "REPORT_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(call_actor, "DIAL_WAIT_S", 0.1)
+
+    class HungRecorder(Recorder):
+        async def report(self, *args: object, **kwargs: object) -> None:
+            await asyncio.Event().wait()  # its database never answers
+
+    actor = CallActor("slot-1", world.settings, HungRecorder(), lambda sid: asyncio.sleep(0))
+    await actor.start()
+    await actor.prepare(CallPlan("call-r", "Test.", stream_token="t"))
+    assert await actor.hang_up("call-r") is True
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
+    assert await actor.recycle(max_calls=5) is None  # unreported actions: retired
+
+
+async def test_only_one_stream_joins_a_call(world: World) -> None:
+    actor = make_actor(world)
+    _, port = await actor.start()
+    await actor.prepare(CallPlan("call-d", "Test.", stream_token="t"))
+    url = f"ws://127.0.0.1:{port}/media/call-d"
+    signature = RequestValidator(TOKEN).compute_signature(url, {})
+    headers = {"X-Twilio-Signature": signature}
+    attempts = await asyncio.gather(
+        websockets.connect(url, additional_headers=headers),
+        websockets.connect(url, additional_headers=headers),
+        return_exceptions=True,
+    )
+    joined = [a for a in attempts if not isinstance(a, BaseException)]
+    refused = [a for a in attempts if isinstance(a, websockets.InvalidStatus)]
+    assert len(joined) == 1 and len(refused) == 1
+    assert refused[0].response.status_code == 409
+    await joined[0].close()
+    assert await asyncio.wait_for(actor.wait_finished(), 30) == "twilio_closed"
+
+
+async def test_a_stream_that_joins_but_never_starts_is_ended_too(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_actor, "STREAM_WAIT_S", 0.3)
+    actor = make_actor(world)
+    _, port = await actor.start()
+    await actor.prepare(CallPlan("call-j", "Test.", stream_token="t"))
+    sid = "CA" + "3" * 32
+    await actor.dialed("call-j", sid)
+    url = f"ws://127.0.0.1:{port}/media/call-j"
+    signature = RequestValidator(TOKEN).compute_signature(url, {})
+    async with websockets.connect(url, additional_headers={"X-Twilio-Signature": signature}):
+        # Joined, and says nothing: no `start`, so no call deadline of the policy's runs.
+        assert await asyncio.wait_for(actor.wait_finished(), 10) == "no_stream"
+    assert statuses(world) == ["failed"]
+    assert world.ended == [sid]
+
+
+async def test_a_web_call_whose_page_joins_but_never_starts_ends_unanswered(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_actor, "WEB_CONNECT_TIMEOUT_S", 0.3)
+    actor = make_actor(world)
+    _, port = await actor.start()
+    await actor.prepare(CallPlan("call-k", "Test.", stream_token="tok", web=True))
+    await actor.dialed("call-k", "CA" + "4" * 32)
+    url = f"ws://127.0.0.1:{port}/media/call-k"
+    async with websockets.connect(url, subprotocols=[Subprotocol("token.tok")]):
+        assert await asyncio.wait_for(actor.wait_finished(), 10) == "no-answer"
+    assert statuses(world) == ["in-progress", "no-answer"]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from actors import call_shell
 from actors.call_shell import CallShell
 from switchboard.bridge import CallBridge
 from switchboard.call_actions import (
@@ -417,3 +418,32 @@ async def test_renewal_while_a_send_to_the_old_session_is_under_way(
     await new.wait_until(lambda: len(new.of_type("input_audio_buffer.append")) == 1)
     await shell.close()
     assert "call task failed" not in caplog.text
+
+
+async def test_a_phone_that_stops_reading_does_not_grow_the_queue_without_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(call_shell, "MAX_UNSENT", 5)
+    hooks = Hooks()
+    shell, realtime, twilio = await live_call(hooks)
+    twilio.paused = True  # connected, its window shut: nothing it is sent gets through
+    twilio.sendable.clear()
+    realtime.inbox.put_nowait(response("in_progress", "resp_1"))
+    for n in range(20):  # the greeting's audio, far more than may wait
+        realtime.inbox.put_nowait(
+            server_event(
+                "response.output_audio.delta",
+                response_id="resp_1",
+                item_id="item_1",
+                output_index=0,
+                content_index=0,
+                delta=base64.b64encode(bytes([n]) * 800).decode(),
+            )
+        )
+    await asyncio.wait_for(shell.finished.wait(), 5)
+    assert shell._unsent[id(shell._to_twilio)] <= 6
+    assert shell.finish_reason == "twilio_closed"
+    [problem] = [a for a in hooks.recorded if isinstance(a, ProblemNoted)]
+    assert (problem.source, problem.reason) == ("twilio", "not_reading")
+    twilio.sendable.set()
+    await shell.close()

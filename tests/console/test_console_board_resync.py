@@ -3,6 +3,7 @@ applied all along, cancelled when something newer takes over, no word said twice
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from switchboard.call_actions import AgentTranscriptGrew, AgentTurnStarted, FinishCall
+from switchboard.store import NewCall
 
 Console = Any  # the `console` fixture of conftest.py
 
@@ -17,6 +19,8 @@ RECENT_LIMIT = 12  # ended calls the board shows (board.js)
 READ_AT_ONCE = 6  # re-reads the board has in flight at a time (board.js)
 DETAIL = re.compile(r"/calls/[0-9A-Z]{26}$")  # GET /calls/{id}: a call re-read
 LIVE_LIST = re.compile(r"/calls\?status=")  # a page of calls in one (live) status
+LIVE_STATUSES = ["queued", "initiated", "ringing", "in-progress"]
+WAIT_S = 15  # as conftest's DEFAULT_TIMEOUT_MS
 
 # Keeps every WebSocket the page opens, so a test can close one as a network blip does.
 KEEP_SOCKETS = """
@@ -241,3 +245,90 @@ async def test_a_catch_up_whose_list_failed_stops_reading_the_others(console: Co
     await page.locator(".toast.error", has_text="Could not load calls").wait_for()
     # Cancelled without an answer: nothing more of this catch-up is read.
     await console.wait_settled(held.urls, since)
+
+
+async def test_the_first_load_asks_for_every_live_status_at_once(console: Console) -> None:
+    made = {}
+    for n, status in enumerate(LIVE_STATUSES):
+        call = await console.new_call(f"+1555293{n:04d}")
+        if status != "queued":
+            await console.status(call.id, status)
+        made[status] = call.id
+    # Nothing to prove ended on a first load: no list waits for the one before.
+    held = await console.hold(LIVE_LIST, len(LIVE_STATUSES))
+    page = await console.open()
+    await held.wait_held()
+    assert sorted(held.urls) == sorted(f"/calls?status={s}&limit=200" for s in LIVE_STATUSES)
+    await held.release()
+    await page.locator("#board-title .count", has_text=f"({len(LIVE_STATUSES)})").wait_for()
+    for status, call_id in made.items():
+        await card(page, call_id).locator(f'.badge[data-status="{status}"]').wait_for()
+
+
+async def test_a_call_whose_first_read_was_out_when_the_stream_dropped_gets_its_end(
+    console: Console,
+) -> None:
+    await console.track_fetches()
+    page = await console.open()
+    await page.locator("#connection", has_text="Live").wait_for()
+    # A call the board hears of from its status, not its creation, so it reads it; older
+    # than the RECENT_LIMIT calls after it, so the list of the newest does not bring it.
+    call = await console.store.create_call(
+        NewCall(direction="outbound", to="+15552940000", from_="+15005550006")
+    )
+    for n in range(RECENT_LIMIT):
+        newer = await console.new_call(f"+1555295{n:04d}")
+        await console.status(newer.id, "in-progress")
+    await page.locator("#board-title .count", has_text=f"({RECENT_LIMIT})").wait_for()
+
+    answered, release = asyncio.Event(), asyncio.Event()
+    reads = 0
+
+    async def late(route: Any) -> None:
+        # The first read's answer is the call in progress; it reaches the page only
+        # after the catch-up's lists, which show the call ended.
+        nonlocal reads
+        reads += 1
+        if reads > 1:
+            await route.continue_()
+            return
+        response = await route.fetch()
+        answered.set()
+        await release.wait()
+        await route.fulfill(response=response)
+
+    await page.route(re.compile(rf"/calls/{call.id}$"), late)
+    await console.status(call.id, "in-progress")
+    async with asyncio.timeout(WAIT_S):
+        await answered.wait()
+    await end_unseen(console, [call.id])
+    since = await console.fetch_count()
+    console.drop_stream(call.id)
+    await console.wait_settled([f"/calls?status={s}&limit=200" for s in LIVE_STATUSES], since)
+    release.set()
+    badge = page.locator(f'#recent-calls [data-call-id="{call.id}"] .badge')
+    await badge.filter(has_text="Completed").wait_for()
+    assert await page.locator("#board-title .count").text_content() == f"({RECENT_LIMIT})"
+
+
+async def test_a_re_read_that_fails_is_tried_again(console: Console) -> None:
+    console.expect_error(r"500")
+    page, newest = await board_of_live_calls(console, RECENT_LIMIT + 1)
+    oldest = newest[-1]  # not among the newest calls, so only its own read can end it
+    await end_unseen(console, [oldest])
+    reads = 0
+
+    async def fail_once(route: Any) -> None:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            await route.fulfill(status=500, json={"detail": "the database went away"})
+        else:
+            await route.continue_()
+
+    await page.route(re.compile(rf"/calls/{oldest}$"), fail_once)
+    console.drop_stream(newest[0])
+    await page.locator(".toast.error", has_text="trying again").wait_for()
+    badge = page.locator(f'#recent-calls [data-call-id="{oldest}"] .badge')
+    await badge.filter(has_text="Completed").wait_for()
+    assert reads == 2

@@ -294,6 +294,37 @@ async def test_after_a_reconnect_a_reply_being_spoken_has_no_words_missing(
     assert await text.text_content() == "Hello! This is Ava. How can I help?"
 
 
+async def test_after_a_reconnect_mid_reply_its_words_keep_coming(console: Console) -> None:
+    call, page = await open_live_call(console)
+    t = time.time()
+    await console.act(call.id, AgentTurnStarted("a1"), AgentTranscriptGrew("a1", "Hello!"), at=t)
+    text = page.locator('.turn[data-item-id="a1"] .text')
+    await text.filter(has_text="Hello!").wait_for()
+
+    # The stream comes back mid-reply, its replay short of the reply's start.
+    gap = [(AgentTranscriptGrew("a1", " This is"), t + 1)]
+    after = [(AgentTranscriptGrew("a1", " Ava."), t + 2)]
+    await drop_the_page_s_stream(console, call.id, gap, after)
+    speaking = page.locator('.turn.streaming[data-item-id="a1"] .text')
+    await speaking.filter(has_text="Hello! This is Ava.").wait_for()
+
+    # Words said from then on show as they come, before the reply is done.
+    await console.act(call.id, AgentTranscriptGrew("a1", " How can I help"))
+    await speaking.filter(has_text="Ava. How can I help").wait_for()
+    await console.act(call.id, AgentTranscriptGrew("a1", " you today?"))
+    await speaking.filter(has_text="help you today?").wait_for()
+    said = "Hello! This is Ava. How can I help you today?"
+    assert await text.text_content() == said
+
+    # Cut: what was heard is the store's cut of everything said.
+    await console.act(call.id, CallerTurnStarted("c1"), AgentTurnInterrupted("a1", 1500, 4000))
+    cut = page.locator('.turn.interrupted[data-item-id="a1"]')
+    heard = heard_prefix(said, 1500, 4000)
+    await cut.locator(".heard", has_text=heard).wait_for()
+    assert await cut.locator(".heard").text_content() == heard
+    assert await cut.locator("del.unheard").text_content() == said[len(heard) :].strip()
+
+
 async def test_transcript_text_is_shown_as_text_never_as_markup(console: Console) -> None:
     call = await live_call(console)
     page = await console.open(f"/#/calls/{call.id}")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from switchboard.call_actions import (
     AgentTranscriptGrew,
@@ -161,3 +164,33 @@ async def test_a_past_call_has_its_record_and_downloads(console: Console, tmp_pa
     assert "] Agent: Booked." in text
     assert "Tokens: 2000 total, 1500 in, 500 out" in text
     assert text.index("Caller: Monday works.") < text.index("Agent: Booked.")
+
+
+@pytest.mark.parametrize("leave", ["sign out", "go to the board"])
+async def test_leaving_history_cancels_its_reads(console: Console, leave: str) -> None:
+    await console.track_fetches()
+    page = await console.open()
+    await page.locator("#connection", has_text="Live").wait_for()
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def fail_late(route: Any) -> None:
+        asked.set()
+        await release.wait()
+        await route.fulfill(status=500, json={"detail": "the database went away"})
+
+    await page.route(re.compile(r"/calls\?limit=50$"), fail_late)
+    since = await console.fetch_count()
+    await page.evaluate("location.hash = '#/history'")
+    async with asyncio.timeout(15):
+        await asked.wait()
+    if leave == "sign out":
+        await page.click("#sign-out")
+        next_view = page.locator("#token")
+    else:
+        await page.evaluate("location.hash = '#/'")
+        next_view = page.locator("#board-title")
+    await next_view.wait_for()
+    release.set()  # its failure, too late
+    await console.wait_settled(["/calls?limit=50"], since)
+    assert await next_view.count() == 1
+    assert await page.locator(".toast.error").count() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from serve import api
 from serve.api import MAX_BODY_BYTES, build_app
 from serve.auth import tokens_from_settings
 from serve.call_journal import record_failure
@@ -26,7 +28,7 @@ from switchboard.errors import (
     TwilioServiceError,
 )
 from switchboard.settings import Settings
-from switchboard.store import CallStore, NewCall
+from switchboard.store import CallRecord, CallStore, NewCall
 
 # Fixtures and tests share one loop per test.
 pytestmark = pytest.mark.asyncio(loop_scope="function")
@@ -567,7 +569,7 @@ async def test_hangup_errors(
     assert control.hung_up == []  # not even asked
     control.live = False
     r = await client.post(f"/calls/{idle}/hangup", headers=AUTH)
-    assert r.status_code == 409 and "not live" in r.json()["detail"]
+    assert r.status_code == 409 and "no longer live" in r.json()["detail"]
 
 
 async def test_hangup_refused_by_twilio_is_502(
@@ -615,6 +617,38 @@ async def test_placement_failure_is_still_502_when_recording_it_fails(
     assert r.status_code == 502 and r.json()["error"] == "TwilioServiceError"
 
 
+async def test_a_client_gone_mid_dial_does_not_fail_the_call(
+    settings: Settings, store: CallStore, hub: EventHub
+) -> None:
+    # Twilio may already ring the phone: the placing goes on, its outcome recorded.
+    class SlowControl(FakeCallControl):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dialing, self.answered = asyncio.Event(), asyncio.Event()
+
+        async def place(self, call: CallRecord) -> None:
+            self.placed.append(call)
+            self.dialing.set()
+            await self.answered.wait()
+
+    control = SlowControl()
+    app = build_app(AppDeps(settings, store, control, hub, (TOKEN,)))
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        request = asyncio.ensure_future(
+            c.post("/calls", json={"to": TO, "instruction": "hi"}, headers=AUTH)
+        )
+        await control.dialing.wait()
+        request.cancel()  # the client went away
+        with pytest.raises(asyncio.CancelledError):
+            await request
+    control.answered.set()
+    await asyncio.gather(*api._settling)
+    detail = await store.get_call(control.placed[0].id)
+    assert detail is not None and detail.call.status == "queued"  # not "failed"
+    assert [e.kind for e in detail.timeline if e.kind == "problem"] == []
+
+
 # -- health, docs ------------------------------------------------------------------
 
 
@@ -632,7 +666,35 @@ async def test_healthz_and_readyz_are_open(
     assert r.status_code == 503 and r.json()["checks"]["control"] == "not ready"
     control.ready_error = RuntimeError("no actors")
     r = await client.get("/readyz")
-    assert r.status_code == 503 and r.json()["checks"]["control"] == "RuntimeError: no actors"
+    # The kind only: the probe is open, and messages can name hosts and users.
+    assert r.status_code == 503 and r.json()["checks"]["control"] == "RuntimeError"
+
+
+async def test_ids_that_cannot_be_calls_are_404_not_store_errors(
+    client: httpx.AsyncClient,
+) -> None:
+    # On PostgreSQL a NUL made the query fail (503, "call store error").
+    for path in ("/calls/%00", "/calls/a%00b", "/calls/" + "Z" * 26):
+        assert (await client.get(path, headers=AUTH)).status_code == 404, path
+    r = await client.post("/calls/a%00b/hangup", headers=AUTH)
+    assert r.status_code == 404
+    bad_cursor = base64.urlsafe_b64encode(b"2025-01-01T00:00:00+00:00|\x00").decode()
+    r = await client.get("/calls", params={"cursor": bad_cursor}, headers=AUTH)
+    assert r.status_code in (400, 422) and "cursor" in r.text
+
+
+async def test_a_content_length_of_other_digits_is_400(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/calls", content=b"{}", headers=AUTH | {"Content-Length": "\u00b2".encode("latin-1")}
+    )
+    assert r.status_code == 400 and r.json() == {"detail": "invalid Content-Length"}
+
+
+async def test_health_and_the_console_answer_head(client: httpx.AsyncClient) -> None:
+    for path in ("/", "/healthz", "/readyz"):
+        r = await client.head(path)
+        assert r.status_code == 200, path
+        assert r.content == b""
 
 
 async def test_readyz_reports_a_closed_store(client: httpx.AsyncClient, store: CallStore) -> None:

@@ -19,6 +19,7 @@ from serve.api import build_app
 from serve.events import EventHub
 from serve.ports import SUBSCRIPTION_DROPPED, AppDeps
 from serve.testing import FakeCallControl
+from switchboard.errors import StoreError
 from switchboard.settings import Settings
 from switchboard.store import CallStore, NewCall
 
@@ -167,6 +168,32 @@ def test_unknown_call_closes_with_4404(live: Live) -> None:
     ):
         ws.receive_json()
     assert closed.value.code == 4404 and "unknown call id 01NOPE" in closed.value.reason
+
+
+def test_a_failing_store_closes_the_stream_1011_saying_so(
+    live: Live, store: CallStore, call_ids: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(call_id: str) -> None:
+        raise StoreError("reading a call failed: database is locked")
+
+    monkeypatch.setattr(store, "get_call", broken)
+    with (
+        live.client.websocket_connect(f"/calls/{call_ids[0]}/events", headers=AUTH) as ws,
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        ws.receive_json()
+    assert closed.value.code == 1011
+    assert "call store error: reading a call failed" in closed.value.reason
+
+
+def test_an_id_that_cannot_be_a_call_is_unknown(live: Live) -> None:
+    # A NUL would make PostgreSQL refuse the query: it names no call, like any other.
+    with (
+        live.client.websocket_connect("/calls/a%00b/events", headers=AUTH) as ws,
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        ws.receive_json()
+    assert closed.value.code == 4404
 
 
 def test_a_subscriber_that_falls_behind_is_closed_1013_with_the_reason(

@@ -21,7 +21,7 @@ from serve.events import EventHub
 from serve.ports import AppDeps
 from serve.testing import FakeCallControl, twilio_headers
 from serve.twilio_webhooks import amd_callback_url, status_callback_url, voice_url
-from switchboard.errors import TwilioServiceError
+from switchboard.errors import StoreError, TwilioServiceError
 from switchboard.settings import Settings
 from switchboard.store import CallStore, NewCall
 
@@ -169,6 +169,21 @@ async def test_status_callbacks_are_recorded_in_order_of_their_meaning(
     assert published[0]["at"] == "2025-10-08T13:54:12+00:00"
 
 
+async def test_a_status_the_store_failed_to_record_still_reaches_the_call(
+    client: httpx.AsyncClient, h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Twilio does not send it again: a call ended before its stream must still end.
+    call_id = await h.outbound()
+
+    async def broken(*args: object, **kwargs: object) -> bool:
+        raise StoreError("updating a call's status failed: disk full")
+
+    monkeypatch.setattr(h.store, "update_status", broken)
+    r = await post_signed(client, f"/twilio/status/{call_id}", status_form("busy", 3))
+    assert r.status_code == 503
+    assert [(c, s) for c, s, _ in h.control.statuses] == [(call_id, "busy")]
+
+
 async def test_status_without_timestamp_or_sequence_uses_now(
     client: httpx.AsyncClient, h: Harness
 ) -> None:
@@ -204,6 +219,17 @@ async def test_status_keeps_the_sid_that_place_already_set(
         ),
         ({"CallStatus": "ringing", "SequenceNumber": "1e3"}, "SequenceNumber must be"),
         ({"CallStatus": "ringing", "Timestamp": "yesterday"}, "Timestamp is not an RFC 2822 date"),
+        (
+            {
+                "CallStatus": "ringing",
+                "Timestamp": "Wed, 08 Oct 99999999999999999999 13:54:12 +0000",
+            },
+            "Timestamp is not an RFC 2822 date",
+        ),
+        (
+            {"CallStatus": "ringing", "Timestamp": "Mon, 31 Dec 9999 23:59:59 -1200"},
+            "Timestamp is not an RFC 2822 date",
+        ),
         ({"CallStatus": "ringing", "CallSid": "C" * 65}, "CallSid is longer than 64"),
     ],
 )

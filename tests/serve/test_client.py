@@ -218,3 +218,64 @@ async def test_a_dropped_stream_ends_after_saying_why(server: Server) -> None:
         assert dropped["type"] == SUBSCRIPTION_DROPPED and "too slow" in str(dropped["reason"])
         with pytest.raises(StopAsyncIteration):
             await anext(events)
+
+
+# -- a client that is not talking to Switchboard, or told nonsense -------------------
+
+
+def answering(response: httpx.Response, seen: list[httpx.Request]) -> SwitchboardClient:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return response
+
+    return SwitchboardClient(
+        "http://switchboard.test", TOKEN, transport=httpx.MockTransport(handler)
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "token", "says"),
+    [
+        ("http://[::1", TOKEN, "is not a URL"),
+        ("ftp://example.com", TOKEN, "not an http:// or https:// URL"),
+        ("127.0.0.1:8000", TOKEN, "not an http:// or https:// URL"),
+        ("http://127.0.0.1:8000", "tökén", "printable ASCII"),
+    ],
+)
+async def test_a_bad_url_or_token_is_an_api_error(url: str, token: str, says: str) -> None:
+    with pytest.raises(ApiError, match=says):
+        SwitchboardClient(url, token)
+
+
+@pytest.mark.parametrize(
+    ("response", "says"),
+    [
+        (httpx.Response(200, text="<html>a login page</html>"), "other than the call API's JSON"),
+        (httpx.Response(200, json=[1, 2]), "other than the call API's JSON"),
+        (httpx.Response(200, json={"id": 5}), "a shape this client does not know"),
+        (
+            httpx.Response(307, headers={"location": "https://switchboard.test/calls/x"}),
+            "HTTP 307.*redirected to 'https://switchboard.test/calls/x'",
+        ),
+    ],
+)
+async def test_an_answer_that_is_not_the_apis_is_an_api_error(
+    response: httpx.Response, says: str
+) -> None:
+    async with answering(response, []) as client:
+        with pytest.raises(ApiError, match=says):
+            await client.get_call("01M8FDWVQ9E5J2R2W3ERB7ERP9")
+
+
+async def test_a_call_id_stays_one_path_segment() -> None:
+    seen: list[httpx.Request] = []
+    async with answering(httpx.Response(404, json={"detail": "unknown"}), seen) as client:
+        for odd in ("#x", "x?y", "a/b"):
+            with pytest.raises(ApiError) as info:
+                await client.hang_up(odd)
+            assert info.value.status == 404
+    assert [r.url.raw_path for r in seen] == [
+        b"/calls/%23x/hangup",
+        b"/calls/x%3Fy/hangup",
+        b"/calls/a%2Fb/hangup",
+    ]

@@ -48,6 +48,7 @@ from switchboard.call_actions import (
 )
 from switchboard.call_policy import (
     HANDLERS,
+    MAX_DTMF_DIGITS,
     RENEWED_NOTE,
     CallPhase,
     CallPolicy,
@@ -613,6 +614,15 @@ def test_hash_ends_dtmf_entry_at_once_and_waits_for_a_busy_model() -> None:
     ]
 
 
+def test_a_long_run_of_keys_is_passed_on_without_waiting_for_a_pause() -> None:
+    # Keys that never pause would otherwise pile up without end.
+    policy = idle()
+    keys = [DtmfReceived(5 + n, "MZ1", "inbound_track", "7") for n in range(MAX_DTMF_DIGITS)]
+    actions = feed(policy, keys, now=10.0)
+    pressed = "7" * MAX_DTMF_DIGITS
+    assert AddUserText(f"[The caller pressed these keys on the phone: {pressed}]") in actions
+
+
 # -- deadlines -----------------------------------------------------------------
 
 
@@ -784,6 +794,21 @@ def test_a_refused_session_configuration_ends_the_call() -> None:
     assert kinds(actions) == [ProblemNoted, HangUp, FinishCall]
     assert HangUp("realtime_session_refused") in actions
     assert "could not be configured: no such voice" in actions[0].message  # type: ignore[attr-defined]
+
+
+def test_a_refused_response_create_does_not_leave_the_call_thinking() -> None:
+    # The greeting's response.create refused: no response.done will ever clear it.
+    policy = thinking(caller_silence_s=10.0)
+    assert policy.phase is CallPhase.THINKING and policy.next_deadline == 1.0 + 1800.0
+    error = RealtimeErrorReported(
+        "invalid_request_error", "invalid_value", "bad response", refused_response=True
+    )
+    assert kinds(policy.handle(error, 2.0)) == [ProblemNoted]
+    assert policy.phase is CallPhase.IDLE
+    assert policy.next_deadline == 2.0 + 10.0  # the silence timer runs again
+    other = thinking()  # an error about something else leaves the request waiting
+    other.handle(RealtimeErrorReported("invalid_request_error", "invalid_value", "x"), 2.0)
+    assert other.phase is CallPhase.THINKING
 
 
 def test_persistent_peer_errors_end_the_call_cleanly() -> None:

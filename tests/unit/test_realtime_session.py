@@ -930,6 +930,19 @@ def test_already_active_error_clears_the_request_even_without_event_id(
     assert not session.response_requested
 
 
+def test_a_refused_response_create_is_marked_on_the_error() -> None:
+    session = RealtimeSession()
+    session.create_response()
+    [create] = sent(session)
+    other = feed(session, error_event("invalid_value", event_id="evt_someone_else"))
+    assert isinstance(other, RealtimeErrorReported) and not other.refused_response
+    assert session.response_requested
+    refusal = feed(session, error_event("invalid_value", event_id=str(create["event_id"])))
+    assert isinstance(refusal, RealtimeErrorReported)
+    assert refusal.refused_response and not refusal.refused_update
+    assert not session.response_requested
+
+
 # -- configured -------------------------------------------------------------------
 
 

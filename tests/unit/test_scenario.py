@@ -69,7 +69,7 @@ def test_json_and_clip_next_to_file(tmp_path: Path) -> None:
         ({"bogus": 1}, "unknown field"),
         ({"numbers": {"default": {"outcome": "maybe"}}}, "outcome 'maybe'"),
         ({"numbers": {"+1": {"answered_by": "robot"}}}, "answered_by 'robot'"),
-        ({"numbers": {"+1": {"answer_after_s": -1}}}, "answer_after_s must be a number"),
+        ({"numbers": {"+1": {"answer_after_s": -1}}}, "answer_after_s must be a finite number"),
         ({"numbers": {"+1": {"hangup_after_s": 0}}}, "greater than 0"),
         ({"caller": {}}, "caller must be a list"),
         ({"caller": [{"say": "hi"}]}, "exactly one of clip, dtmf or hangup"),
@@ -82,7 +82,10 @@ def test_json_and_clip_next_to_file(tmp_path: Path) -> None:
         ({"assistant": [{"tool_call": {"name": ""}}]}, "tool_call.name must be a non-empty"),
         ({"assistant": [{"tool_call": {"name": "x", "arguments": 3}}]}, "must be a mapping"),
         ({"assistant": [{"say": "x", "voice": "y"}]}, "unknown field"),
-        ({"max_call_s": True}, "max_call_s must be a number"),
+        ({"max_call_s": True}, "max_call_s must be a finite number"),
+        ({"max_call_s": float("nan")}, "max_call_s must be a finite number"),
+        ({"max_call_s": float("inf")}, "max_call_s must be a finite number"),
+        ({1: "a", "foo": "b"}, "unknown field.*1, foo"),
     ],
 )
 def test_bad_scenarios_name_the_field(data: object, message: str) -> None:
@@ -101,3 +104,7 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     bad_yaml.write_text("a: [1, 2")
     with pytest.raises(ScenarioError, match="not valid yaml"):
         load_scenario(bad_yaml)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"caller: []\n# caf\xe9\n")
+    with pytest.raises(ScenarioError, match="is not UTF-8 text"):
+        load_scenario(latin)

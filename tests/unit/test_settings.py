@@ -3,10 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from switchboard.cli import _redact_url, main
+from switchboard.cli import main, redact_url
 from switchboard.errors import ConfigError
-from switchboard.settings import load_settings
+from switchboard.settings import Settings, load_settings
 
 SECRET = "tok_7f3a9c-very-secret"
 
@@ -79,6 +80,8 @@ def test_settings_are_frozen() -> None:
         ("TWILIO_FROM_NUMBER", "+1 555", "TWILIO_FROM_NUMBER"),
         ("LOG_LEVEL", "chatty", "LOG_LEVEL"),
         ("PUBLIC_URL", "not a url", "PUBLIC_URL"),
+        ("PUBLIC_URL", "https://calls.example.com/?x=1", "PUBLIC_URL"),
+        ("PUBLIC_URL", "https://calls.example.com/#top", "PUBLIC_URL"),
         ("OPENAI_SESSION_MAX_S", "0", "OPENAI_SESSION_MAX_S"),
         ("OPENAI_SESSION_RENEW_MARGIN_S", "3600", "OPENAI_SESSION_RENEW_MARGIN_S"),
     ],
@@ -126,7 +129,39 @@ def test_cli_rejects_unknown_command(capsys: pytest.CaptureFixture[str]) -> None
         ("postgresql://u:p@h:5432/db", "postgresql://u:***@h:5432/db"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
         ("postgresql://u:p:q@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://h/db?user=u&password=p", "postgresql://h/db?user=u&password=***"),
+        ("https://u:p@proxy.example/v1?api_key=k", "https://u:***@proxy.example/v1?api_key=***"),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:
-    assert _redact_url(url) == shown
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("name", ["TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "SWITCHBOARD_API_TOKEN"])
+def test_a_blank_secret_is_unset_and_an_unusable_one_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # An empty HMAC key would let anyone sign a webhook.
+    monkeypatch.setenv(name, "")
+    assert getattr(load_settings(None), name.lower()) is None
+    for unusable in ("two words", "tökén"):
+        monkeypatch.setenv(name, unusable)
+        with pytest.raises(ConfigError, match=name):
+            load_settings(None)
+    with pytest.raises(ValidationError):
+        Settings(**{name.lower(): ""})
+
+
+@pytest.mark.parametrize("name", ["MAX_CALL_DURATION_S", "OPENAI_SESSION_MAX_S"])
+def test_an_endless_limit_is_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    for endless in ("inf", "nan"):
+        monkeypatch.setenv(name, endless)
+        with pytest.raises(ConfigError, match=name):
+            load_settings(None)
+
+
+def test_a_dotenv_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_bytes(b"LOG_LEVEL=\xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"\.env is not UTF-8"):
+        load_settings(env)

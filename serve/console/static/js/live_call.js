@@ -7,7 +7,8 @@
 // id, tools by tool call id. The one non-idempotent event, an agent's
 // transcript delta, is only applied to a turn whose start this model saw
 // (the replay is a contiguous suffix, so then it also has every later delta);
-// otherwise the turn waits for its final transcript.
+// otherwise the turn takes its words from the record (`missed` asks for a
+// re-read) until its final transcript.
 
 import { isTerminal, ms, statusRank } from "./format.js";
 
@@ -81,6 +82,9 @@ export class CallModel {
     this.usage = record.usage ?? null;
     this.costUsd = record.cost_usd ?? null;
     this.version = 0; // bumped on every change, for cheap re-render checks
+    // Words of a reply came that this model could not place (it missed the reply's start):
+    // the record has them. Whoever re-reads it clears this first.
+    this.missed = false;
     this.#derive();
     if (record.timeline) this.#loadDetail(record);
   }
@@ -208,6 +212,8 @@ export class CallModel {
         if (turn.sawStart && turn.state === "speaking") {
           turn.text = (turn.text ?? "") + (event.delta ?? "");
           this.version += 1;
+        } else if (turn.state !== "finished" && turn.state !== "interrupted") {
+          this.missed = true;
         }
         break;
       }
@@ -220,6 +226,8 @@ export class CallModel {
       }
       case "transcript.agent_interrupted": {
         const turn = this.#turn("agent", event.item_id, at);
+        // Not following the reply, its text may be short of what was said: the record's cut is right.
+        if (!turn.sawStart && turn.state !== "finished" && turn.state !== "interrupted") this.missed = true;
         if (turn.state !== "interrupted") {
           turn.state = "interrupted";
           turn.heardMs = event.heard_ms;

@@ -24,8 +24,23 @@ import { placeCallForm } from "./place_call.js";
 const RECENT_LIMIT = 12;
 const PAGE_LIMIT = 200; // the API's largest page
 const READ_AT_ONCE = 6; // re-reads of single calls in flight at a time
+const RETRY_MS = 1000; // a failed re-read is tried again after this, doubling
+const RETRY_MAX_MS = 15_000; // up to this
 // Among queued events, where the stream came back: what follows is its replay.
 const RESUMED = Object.freeze({ type: "stream.resumed" });
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms, signal) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done);
+  });
+}
 
 /** Width of a level meter, 0..1, from a level in dBFS (-60 dBFS and below read empty). */
 function meterFraction(dbfs) {
@@ -113,7 +128,7 @@ function paintDuration(row, model, now) {
 export function mountBoard(container, { api, toast, setConnection, startWebCall }) {
   const models = new Map(); // call id -> CallModel
   const rows = new Map(); // call id -> card
-  const waiting = new Map(); // call id -> events that arrived while its record was read
+  const waiting = new Map(); // call id -> its first read: {id, events that arrived meanwhile, done}
   const dirty = new Set();
   let frame = 0;
   let loaded = false; // the lists of calls are in: live events apply as they come
@@ -221,19 +236,22 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
     }
   }
 
-  async function fetchCall(id, event) {
-    const queue = waiting.get(id);
-    if (queue) {
-      queue.push(event); // applied once the record is in
-      return;
+  function fetchCall(id, event) {
+    const read = waiting.get(id);
+    if (read) read.events.push(event); // applied once the record is in
+    else {
+      const first = { id, events: [event] };
+      waiting.set(id, first);
+      first.done = readFirst(first);
     }
-    waiting.set(id, [event]);
+  }
+
+  async function readFirst({ id, events }) {
     try {
       upsert(await api.getCall(id, { signal: mounted.signal }));
     } catch {
       // gone or unreachable: a later event will try again
     }
-    const events = waiting.get(id);
     waiting.delete(id);
     const model = models.get(id);
     if (!model || mounted.signal.aborted) return;
@@ -252,7 +270,7 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
       // The replay that follows may repeat what was applied: every model follows a
       // reply again only from a replayed start (a call still being read, once read).
       for (const model of models.values()) model.resume();
-      for (const queue of waiting.values()) queue.push(RESUMED);
+      for (const read of waiting.values()) read.events.push(RESUMED);
       return;
     }
     const id = event.call_id;
@@ -277,45 +295,79 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
     if (model.apply(event)) mark(id);
   }
 
-  /**
-   * Every live call: each live status in turn, along a call's life, page by page. As a
-   * call's status only moves forward, a call that existed before the first page was read
-   * and is in none of these lists had ended by the time the last one was read.
-   */
-  async function listLive(signal) {
+  /** One live status's calls, page by page. */
+  async function listStatus(status, signal) {
     const calls = [];
-    for (const status of ACTIVE_STATUSES) {
-      let cursor = null;
-      do {
-        signal.throwIfAborted();
-        const page = await api.listCalls({ status, limit: PAGE_LIMIT, cursor }, { signal });
-        calls.push(...page.calls);
-        cursor = page.next_cursor;
-      } while (cursor);
-    }
+    let cursor = null;
+    do {
+      signal.throwIfAborted();
+      const page = await api.listCalls({ status, limit: PAGE_LIMIT, cursor }, { signal });
+      calls.push(...page.calls);
+      cursor = page.next_cursor;
+    } while (cursor);
     return calls;
   }
 
-  /** Re-read single calls in the order given, a few at a time; returns how many could not be read. */
+  /**
+   * Every live call. `inOrder` lists each live status in turn, along a call's life
+   * (lifecycle order), each list asked for once the one before is in: as a call's status
+   * only moves forward, a call that existed before the first page was read and is in none
+   * of these lists had ended by the time the last one was read. Lists read at once give
+   * no such proof (a call can move on from a list not yet read to one already read, and
+   * be in none), so they are only for a load with no card to prove ended: it concludes
+   * nothing from a call's absence, and a call that moves on meanwhile comes to the board
+   * with its status event.
+   */
+  async function listLive(signal, inOrder) {
+    if (!inOrder) return (await Promise.all(ACTIVE_STATUSES.map((status) => listStatus(status, signal)))).flat();
+    const calls = [];
+    for (const status of ACTIVE_STATUSES) calls.push(...(await listStatus(status, signal)));
+    return calls;
+  }
+
+  // Whether a call is on the board without a final status.
+  const unfinished = (id) => models.has(id) && !isTerminal(models.get(id).status);
+
+  /**
+   * Re-read single calls in the order given, a few at a time, each until it is read, gone,
+   * or its end came live, or the catch-up is cancelled: a failed read is tried again
+   * (backing off), as a card left live would stay wrong until the next reconnect.
+   */
   async function reread(ids, signal) {
-    let failed = 0;
     const queue = [...ids];
+    let warned = false;
     async function worker() {
       while (queue.length && !signal.aborted) {
         const id = queue.shift();
-        const model = models.get(id);
-        if (!model || isTerminal(model.status)) continue; // gone, or its end came live meanwhile
-        try {
-          upsert(await api.getCall(id, { signal }));
-        } catch (failure) {
-          if (signal.aborted) return;
-          if (failure.status === 404) forget(id);
-          else if (failure.status !== 401) failed += 1;
+        for (let attempt = 0; unfinished(id) && !signal.aborted; attempt += 1) {
+          try {
+            upsert(await api.getCall(id, { signal }));
+            break;
+          } catch (failure) {
+            if (signal.aborted || failure.status === 401) return;
+            if (failure.status === 404) {
+              forget(id);
+              break;
+            }
+            if (!warned) toast(`Could not re-read a call that ended while the board was offline (${failure.message}): trying again.`, "error");
+            warned = true;
+            await pause(Math.min(RETRY_MS * 2 ** attempt, RETRY_MAX_MS), signal);
+          }
         }
       }
     }
     await Promise.all(Array.from({ length: Math.min(READ_AT_ONCE, queue.length) }, worker));
-    return failed;
+  }
+
+  /**
+   * Calls whose first read was out while the lists were read: its answer may predate them,
+   * and show live a call that they prove ended. Once it is in, those it shows live are
+   * re-read like the cards that ended.
+   */
+  async function rereadAfterFirstReads(reads, signal) {
+    await Promise.all(reads.map((read) => read.done));
+    if (signal.aborted) return;
+    await reread(shownOnceEnded(reads.map((read) => read.id).filter(unfinished)), signal);
   }
 
   function forget(id) {
@@ -365,7 +417,9 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
     for (const event of pending) if (event.call_id) before.add(event.call_id);
     let lists = null;
     try {
-      lists = await Promise.all([api.listCalls({ limit: RECENT_LIMIT }, { signal }), listLive(signal)]);
+      // In lifecycle order only when there are cards the lists may prove ended (see listLive).
+      const live = listLive(signal, before.size > 0);
+      lists = await Promise.all([api.listCalls({ limit: RECENT_LIMIT }, { signal }), live]);
     } catch (failure) {
       if (signal.aborted) return;
       run.abort(); // the other lists' reads too: this catch-up is over
@@ -380,20 +434,16 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
       }
       for (const call of recent.calls) upsert(call);
     }
+    // Still being read for the first time, and in no list (a listed call has a card now).
+    const firstReads = lists ? [...waiting.values()].filter((read) => !models.has(read.id)) : [];
     applyPending();
     // Not live in any list, and its card has no final status (it may have seen the call
     // end, not how: Twilio's last status may have been lost with the stream).
-    const unfinished = (id) => models.has(id) && !isTerminal(models.get(id).status);
     const ended = lists ? [...before].filter((id) => !confirmed.has(id) && unfinished(id)) : [];
     const toRead = shownOnceEnded(ended);
     arrange();
-    const failed = await reread(toRead, signal);
-    if (signal.aborted) return;
-    loading = null;
-    if (failed) {
-      const calls = failed === 1 ? "1 call that ended" : `${failed} calls that ended`;
-      toast(`Could not re-read ${calls} while the board was offline: it shows them as last known.`, "error");
-    }
+    await Promise.all([reread(toRead, signal), rereadAfterFirstReads(firstReads, signal)]);
+    if (!signal.aborted) loading = null;
   }
 
   const stream = api.events(null, {

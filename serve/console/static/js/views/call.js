@@ -9,6 +9,7 @@ import { transcriptText } from "../transcript_text.js";
 import { renderTool, renderTurn, signature, timelineLabel } from "./call_parts.js";
 
 const USAGE_REFRESH_MS = 2000;
+const CATCH_UP_MS = 500; // a reply the stream cannot be followed for is re-read at most this often
 
 export function mountCall(container, { api, toast, setConnection }, id) {
   let model = null;
@@ -17,6 +18,7 @@ export function mountCall(container, { api, toast, setConnection }, id) {
   let frame = 0;
   let painted = -1;
   let usageTimer = 0;
+  let catchUpTimer = 0;
   const turnNodes = new Map(); // entry -> {node, signature}
 
   const title = h("h1", {}, "Call");
@@ -233,12 +235,31 @@ export function mountCall(container, { api, toast, setConnection }, id) {
     schedule();
   }
 
+  // A reply whose start the stream did not replay (it came back mid-reply): its words are
+  // re-read from the record while it is spoken, a burst of them in one read.
+  function catchUp() {
+    if (catchUpTimer) return;
+    catchUpTimer = setTimeout(async () => {
+      model.missed = false; // words that come from now on may not be in this read: read again
+      let read = true;
+      try {
+        await reload();
+      } catch {
+        read = false;
+        model.missed = true; // the next event (or the reconnect's re-read) tries again
+      }
+      catchUpTimer = 0;
+      if (read && model.missed) catchUp();
+    }, CATCH_UP_MS);
+  }
+
   function onEvent(event) {
     if (!model) {
       pending.push(event);
       return;
     }
     if (model.apply(event)) schedule();
+    if (model.missed) catchUp();
     if (event.type === "usage") {
       // The record has the authoritative totals and cost: re-read, at most every couple of seconds.
       clearTimeout(usageTimer);
@@ -264,6 +285,7 @@ export function mountCall(container, { api, toast, setConnection }, id) {
     paintDetails();
     for (const event of pending) model.apply(event);
     pending = [];
+    if (model.missed) catchUp();
     if (!model.live) {
       // A finished call has nothing more to stream.
       stream.stop();
@@ -293,6 +315,7 @@ export function mountCall(container, { api, toast, setConnection }, id) {
     stream.stop();
     clearInterval(ticker);
     clearTimeout(usageTimer);
+    clearTimeout(catchUpTimer);
     clearTimeout(confirmTimer);
     cancelAnimationFrame(frame);
   };

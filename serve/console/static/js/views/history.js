@@ -72,8 +72,10 @@ export function mountHistory(container, { api, toast, navigate }, params) {
 
   let cursor = null;
   let shown = 0;
-  let generation = 0;
   let timer = 0;
+  // The read in flight: a newer search, or leaving the page (signing out too), cancels it,
+  // so a late answer or failure lands nowhere (no toast over the next view).
+  let loading = null;
 
   function query() {
     return {
@@ -105,13 +107,15 @@ export function mountHistory(container, { api, toast, navigate }, params) {
   }
 
   async function load(reset) {
-    const mine = reset ? ++generation : generation;
+    if (!reset && loading) return; // the next page follows the read still out
+    loading?.abort();
+    const run = new AbortController();
+    loading = run;
     const params = query();
     if (!reset && cursor) params.cursor = cursor;
     more.disabled = true;
     try {
-      const page = await api.listCalls(params);
-      if (mine !== generation) return; // a newer search replaced this one
+      const page = await api.listCalls(params, { signal: run.signal });
       if (reset) {
         rows.replaceChildren();
         shown = 0;
@@ -122,12 +126,15 @@ export function mountHistory(container, { api, toast, navigate }, params) {
       more.hidden = !cursor;
       setText(summary, shown ? `${shown}${cursor ? "+" : ""} call${shown === 1 ? "" : "s"}` : "No calls match.");
     } catch (failure) {
-      if (mine === generation && failure.status !== 401) {
+      if (!run.signal.aborted && failure.status !== 401) {
         setText(summary, `Could not load calls: ${failure.message}`);
         toast(failure.message, "error");
       }
     } finally {
-      more.disabled = false;
+      if (loading === run) {
+        loading = null;
+        more.disabled = false;
+      }
     }
   }
 
@@ -157,5 +164,8 @@ export function mountHistory(container, { api, toast, navigate }, params) {
   more.addEventListener("click", () => load(false));
   load(true);
 
-  return () => clearTimeout(timer);
+  return () => {
+    clearTimeout(timer);
+    loading?.abort();
+  };
 }

@@ -1,0 +1,132 @@
+"""Calls the store still holds as live that nothing serves any more, settled.
+
+A call's end reaches the store through its actor or Twilio's status callback.
+Either can be lost: the server stopped mid-call (``make run`` interrupted), a
+callback came while no ingress was up, an actor died with its call. Such a
+call would read ``in-progress`` forever and could not even be hung up. So each
+ingress replica looks, every ``EVERY_S``, at the calls not ended that were
+created over ``SETTLE_AFTER_S`` ago (placing one takes seconds) and that no call
+actor serves, and records how they ended:
+
+- what Twilio says, when Twilio has the call and it is over there (the status
+  its lost callback would have carried);
+- ``failed`` when Twilio does not have it (a web call, one never dialed, one an
+  emulator restarted without), with a ``problem`` saying why;
+- a call Twilio still has up, with no actor on our side, is left one round (its
+  callback may be on its way), then hung up at Twilio and recorded ``failed``.
+
+Replicas may settle the same call at once: a terminal status is applied once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from serve.call_journal import record_failure, utc_now
+from serve.ports import AppDeps
+from switchboard.errors import ServiceError, SwitchboardError
+from switchboard.store import CallRecord
+from switchboard.store.status import STATUSES, is_terminal
+
+__all__ = ["CallAbandoned", "Reconciler"]
+
+log = logging.getLogger("switchboard.serve")
+EVERY_S = 60.0
+SETTLE_AFTER_S = 300.0  # older than any placing (its Twilio create retries included)
+PAGE = 200
+NOT_ENDED = tuple(s for s in sorted(STATUSES) if not is_terminal(s))
+
+
+class CallAbandoned(ServiceError):
+    """No call actor serves the call and Twilio has no end for it."""
+
+
+class Reconciler:
+    def __init__(
+        self,
+        deps: AppDeps,
+        *,
+        every_s: float = EVERY_S,
+        settle_after_s: float = SETTLE_AFTER_S,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.deps = deps
+        self.every_s = every_s
+        self.settle_after = timedelta(seconds=settle_after_s)
+        self.clock = clock
+        self._still_up: set[str] = set()  # up at Twilio with no actor, seen last round
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                settled = await self.once()
+                if settled:
+                    log.warning("settled %d calls that had no call actor left", settled)
+            except SwitchboardError as exc:  # the store or Twilio away: next round
+                log.warning("settling calls without an actor failed: %s", exc)
+            except Exception:
+                log.exception("settling calls without an actor failed")
+            await asyncio.sleep(self.every_s)  # a period between rounds, not synchronisation
+
+    async def once(self) -> int:
+        """One round; how many calls it settled."""
+        before = self.clock() - self.settle_after
+        settled = 0
+        up: set[str] = set()
+        for status in NOT_ENDED:
+            cursor: str | None = None
+            while True:
+                page = await self.deps.store.list_calls(
+                    status=status, created_before=before, limit=PAGE, cursor=cursor
+                )
+                for call in page.calls:
+                    outcome = await self._settle(call)
+                    settled += outcome is True
+                    if outcome is None:
+                        up.add(call.id)
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        self._still_up = up
+        return settled
+
+    async def _settle(self, call: CallRecord) -> bool | None:
+        """True when settled now, None when left up at Twilio for a round, else False."""
+        control = self.deps.control
+        if await control.is_live(call.id):
+            return False
+        status = await control.carrier_status(call)
+        if status is not None and is_terminal(status):
+            await self._record(call, status)
+            return True
+        if status is not None and call.id not in self._still_up:
+            return None  # its callback may be on its way
+        if status is not None:
+            await control.end_at_carrier(call)
+            reason = f"Twilio still had the call {status} with no call actor: hung up"
+        else:
+            reason = "no call actor serves it and Twilio has no record of it"
+        await record_failure(self.deps, call.id, "settling", CallAbandoned(reason))
+        return True
+
+    async def _record(self, call: CallRecord, status: str) -> None:
+        at = self.clock()
+        detail: dict[str, object] = {"source": "settled", "reason": "no callback reached us"}
+        applied = await self.deps.store.update_status(call.id, status, at, detail)
+        self.deps.events.publish(
+            call.id, {"type": "call.status", "at": at, "status": status, "applied": applied}
+        )

@@ -1,0 +1,130 @@
+"""Calls left without their end are settled: what Twilio says, else failed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from serve.events import EventHub
+from serve.ports import AppDeps
+from serve.reconcile import Reconciler
+from serve.testing import FakeCallControl
+from switchboard.settings import Settings
+from switchboard.store import CallStore, NewCall
+
+pytestmark = pytest.mark.asyncio(loop_scope="function")
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.wall = START
+
+    def now(self) -> datetime:
+        return self.wall
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[CallStore]:
+    opened = await CallStore.open(f"sqlite:///{tmp_path}/calls.db", now=clock.now)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+class World:
+    def __init__(self, store: CallStore, clock: Clock) -> None:
+        self.store, self.clock = store, clock
+        self.control = FakeCallControl()
+        self.hub = EventHub()
+        deps = AppDeps(Settings(_env_file=None), store, self.control, self.hub, ("t",))  # type: ignore[call-arg]
+        self.reconciler = Reconciler(deps, settle_after_s=300, clock=clock.now)
+
+    async def call(self, status: str, sid: str | None, direction: str = "outbound") -> str:
+        new = NewCall(direction=direction, to="+15551234567", from_="+15550001111")  # type: ignore[arg-type]
+        call = await self.store.create_call(new)
+        if sid is not None:
+            await self.store.set_twilio_sid(call.id, sid)
+        if status != "queued":
+            await self.store.update_status(call.id, status, self.clock.now(), {})
+        return call.id
+
+    async def status(self, call_id: str) -> str:
+        detail = await self.store.get_call(call_id)
+        assert detail is not None
+        return detail.call.status
+
+
+@pytest.fixture
+def world(store: CallStore, clock: Clock) -> World:
+    return World(store, clock)
+
+
+async def test_calls_left_without_an_end_are_settled_as_twilio_or_we_know_it(
+    world: World,
+) -> None:
+    ended_at_twilio = await world.call("in-progress", "CA" + "1" * 32)
+    unknown_to_twilio = await world.call("ringing", "CA" + "2" * 32)
+    never_dialed = await world.call("queued", None)
+    web = await world.call("in-progress", None, direction="web")
+    served = await world.call("in-progress", "CA" + "3" * 32)
+    world.control.serving.add(served)
+    world.control.at_carrier["CA" + "1" * 32] = "completed"
+    world.clock.wall += timedelta(seconds=299)
+    recent = await world.call("ringing", None)  # being placed: not old enough to judge
+    world.clock.wall += timedelta(seconds=2)
+    events = world.hub.subscribe(None)
+
+    assert await world.reconciler.once() == 4
+    assert await world.status(ended_at_twilio) == "completed"
+    for call_id in (unknown_to_twilio, never_dialed, web):
+        assert await world.status(call_id) == "failed"
+        detail = await world.store.get_call(call_id)
+        assert detail is not None
+        [problem] = [e for e in detail.timeline if e.kind == "problem"]
+        assert problem.data["reason"] == "CallAbandoned"
+    assert await world.status(served) == "in-progress"  # its actor serves it
+    assert await world.status(recent) == "ringing"
+    published = [await anext(events) for _ in range(4)]
+    assert {(e["call_id"], e["status"]) for e in published} == {
+        (ended_at_twilio, "completed"),
+        (unknown_to_twilio, "failed"),
+        (never_dialed, "failed"),
+        (web, "failed"),
+    }
+    assert await world.reconciler.once() == 0  # settled once
+
+
+async def test_a_call_twilio_still_has_up_gets_a_round_then_is_hung_up(world: World) -> None:
+    sid = "CA" + "4" * 32
+    up = await world.call("in-progress", sid)
+    world.control.at_carrier[sid] = "in-progress"
+    world.clock.wall += timedelta(seconds=301)
+    assert await world.reconciler.once() == 0  # its callback may be on its way
+    assert world.control.ended_at_carrier == []
+    assert await world.reconciler.once() == 1
+    assert world.control.ended_at_carrier == [up]
+    assert await world.status(up) == "failed"
+
+
+async def test_a_call_that_ended_between_rounds_is_not_hung_up(world: World) -> None:
+    sid = "CA" + "5" * 32
+    up = await world.call("in-progress", sid)
+    world.control.at_carrier[sid] = "in-progress"
+    world.clock.wall += timedelta(seconds=301)
+    assert await world.reconciler.once() == 0
+    world.control.at_carrier[sid] = "no-answer"
+    assert await world.reconciler.once() == 1
+    assert world.control.ended_at_carrier == []
+    assert await world.status(up) == "no-answer"
