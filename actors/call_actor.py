@@ -64,7 +64,7 @@ from switchboard.errors import ConfigError, LocalProtocolError
 from switchboard.session_config import SessionConfig
 from switchboard.settings import Settings
 
-__all__ = ["CallActor", "CallPlan", "Reporter"]
+__all__ = ["CallActor", "CallPlan", "HangUpVia", "Reporter", "StatusVia"]
 
 log = logging.getLogger(__name__)
 REPORT_INTERVAL_S = 0.5  # a Ray call costs ~1.2 ms of CPU: 2 a second per call, not 5
@@ -119,16 +119,25 @@ class Reporter(Protocol):
 
 
 HangUpVia = Callable[[str], Awaitable[None]]  # Twilio REST: end the call with this CallSid
+StatusVia = Callable[[str], Awaitable[str | None]]  # Twilio REST: that call's status now
+STILL_COMING = frozenset({"queued", "initiated", "ringing"})  # Twilio statuses worth waiting on
 
 
 class CallActor:
     def __init__(
-        self, slot: str, settings: Settings, reporter: Reporter, end_via_rest: HangUpVia
+        self,
+        slot: str,
+        settings: Settings,
+        reporter: Reporter,
+        end_via_rest: HangUpVia,
+        *,
+        status_via_rest: StatusVia | None = None,
     ) -> None:
         self.slot = slot
         self.settings = settings
         self.reporter = reporter
         self._rest_hang_up = end_via_rest
+        self._rest_status = status_via_rest
         self.calls_served = 0
         self._host = "127.0.0.1"
         self._server: MediaServer | None = None
@@ -152,6 +161,8 @@ class CallActor:
         self._rest_hangup: asyncio.Task[None] | None = None
         self._stream_lost = False  # the watchdog ended it: no stream, no word from Twilio
         self._given_up = False  # never prepared in time: a late prepare is refused
+        self._dial_abandoned = False  # the wrap-up stopped waiting for the CallSid
+        self._carrier_status: str | None = None  # a final status read from Twilio itself
         self._delivered = 0  # actions of this call a report delivered: the next one's seq
         self._sender = secrets.token_hex(8)  # this actor serving this call, to the recorder
         self._flusher: asyncio.Task[None] | None = None
@@ -242,6 +253,12 @@ class CallActor:
 
     async def dialed(self, call_id: str, call_sid: str) -> None:
         """Twilio accepted the call: bind the stream to its CallSid, and wait for it."""
+        if self._serves(call_id) and self._dial_abandoned:
+            # Later than the wrap-up waited: the call is over here, so end it at Twilio,
+            # now, in this request (no task of this call outlives its wrap-up).
+            with contextlib.suppress(Exception):
+                await self._rest_hang_up(call_sid)
+            return
         if not self._serves(call_id) or self.shell is None or self._dial_settled.is_set():
             return
         self.call_sid = call_sid
@@ -280,6 +297,8 @@ class CallActor:
         """For a pool started again after a crash: the call this actor serves (None when
         it is ready for one) and its media address (None before ``start``)."""
         address = None if self._server is None else self._server.address
+        if self.plan is None and self._wrapping_up is not None:
+            return None, None  # handed out, never prepared: no new pool may hand it out
         return (None if self.plan is None else self.plan.call_id), address
 
     async def wait_finished(self) -> str:
@@ -306,8 +325,10 @@ class CallActor:
                 task.cancel()
         if not self._dial_settled.is_set() and self._hang_up_when_dialed:
             # Hung up while Twilio's create was on its way: its CallSid ends the call.
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._dial_settled.wait(), DIAL_WAIT_S)
+            except TimeoutError:
+                self._dial_abandoned = True
         if self._rest_hangup is not None:
             await self._rest_hangup
         ended = self._own_final_status()
@@ -328,7 +349,8 @@ class CallActor:
         if self._stream_lost or (self.plan.inbound and refused):
             return "failed"
         if self.plan.inbound:
-            return "completed"  # as Twilio ends it: the TwiML has nothing after the stream
+            # As Twilio ends it (the TwiML has nothing after the stream), or as it said.
+            return self._carrier_status or "completed"
         return None  # an outbound call: Twilio's status callback says how it ended
 
     async def _close_server(self) -> None:
@@ -447,19 +469,50 @@ class CallActor:
     async def _await_stream(self) -> None:
         """End a call whose stream never starts and of which Twilio says nothing more (a
         lost status callback, a caller gone while the webhook was answered, a socket that
-        joined and never sent `start`)."""
-        while (left := self._stream_due - time.monotonic()) > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stream_started.wait(), left)
-                return
+        joined and never sent `start`). Twilio is asked first: a call it still queues or
+        rings (a burst over the account's calls per second) is waited for."""
         assert self.plan is not None and self.shell is not None
+        while True:
+            while (left := self._stream_due - time.monotonic()) > 0:
+                try:
+                    await asyncio.wait_for(self._stream_started.wait(), left)
+                    return
+                except TimeoutError:
+                    pass  # the deadline may have moved meanwhile (a status callback)
+            if self._stream_started.is_set() or self.shell.finished.is_set():
+                return  # started (or ended) as the deadline came
+            status = await self._status_at_twilio()
+            if status in STILL_COMING:
+                self._stream_due = time.monotonic() + STREAM_WAIT_S
+                continue
+            if status in FINAL_STATUSES:
+                self._carrier_status = status  # its callback was lost: Twilio's word
+                self._dial_settled.set()
+                self.shell.feed(CallEnded(status))
+                return
+            break
         self._stream_lost = True
         if self.plan.web:
             self.shell.feed(CallEnded("no-answer"))
             return
+        if self.call_sid is None:  # no dial comes this late; should one, it is ended
+            self._dial_abandoned = True
+            self._dial_settled.set()
         message = f"no media stream started and no final status from Twilio in {STREAM_WAIT_S:g} s"
         self.record(ProblemNoted("twilio", "no_stream", message, fatal=True), time.monotonic())
         self.shell.feed(HangupRequested("no_stream"))
+
+    async def _status_at_twilio(self) -> str | None:
+        """The call's status read from Twilio; None for a web call, before the dial, or
+        when Twilio cannot say."""
+        assert self.plan is not None
+        if self.plan.web or self.call_sid is None or self._rest_status is None:
+            return None
+        try:
+            return await self._rest_status(self.call_sid)
+        except Exception as exc:  # unknown: give up on the stream as if Twilio said nothing
+            log.warning("reading the call's status from Twilio failed: %s", exc)
+            return None
 
     # -- reports -----------------------------------------------------------
 

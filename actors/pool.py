@@ -75,6 +75,7 @@ class CallPool(Generic[H]):
         size: int = 2,
         *,
         recheck_s: float = 0.5,
+        create_timeout_s: float = 60.0,
         backoff: float = 1.0,
         backoff_max: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -82,11 +83,13 @@ class CallPool(Generic[H]):
         self.factory = factory
         self.size = size
         self.recheck_s = recheck_s
+        self.create_timeout_s = create_timeout_s
         self.backoff = backoff
         self.backoff_max = backoff_max
         self._sleep = sleep
         self._ready: deque[Slot[H]] = deque()
         self._live: dict[str, Slot[H]] = {}
+        self._acquiring: set[str] = set()  # calls waiting for an actor started for them
         self._tasks: set[asyncio.Task[None]] = set()  # refills: short-lived
         self._watchers: set[asyncio.Task[None]] = set()  # one per live call
         self._starting = 0  # refill creations in flight: they count toward ``size``
@@ -131,10 +134,14 @@ class CallPool(Generic[H]):
         if slot is None:
             self._on_demand += 1
             self._launched += 1
+            self._acquiring.add(call_id)
             try:
-                slot = await self.factory.create()
+                # Bounded: a full cluster would hold the call's placing (and its record,
+                # "queued") for as long as it stays full.
+                slot = await asyncio.wait_for(self.factory.create(), self.create_timeout_s)
             finally:
                 self._on_demand -= 1
+                self._acquiring.discard(call_id)
         self._live[call_id] = slot
         self._spawn(self._watch(call_id, slot), self._watchers)
         self._spawn(self._refill())
@@ -158,6 +165,10 @@ class CallPool(Generic[H]):
 
     def slot(self, call_id: str) -> Slot[H] | None:
         return self._live.get(call_id)
+
+    def serves(self, call_id: str) -> bool:
+        """Whether the call has an actor, or is waiting for one started for it."""
+        return call_id in self._live or call_id in self._acquiring
 
     async def close(self) -> None:
         self._closed = True

@@ -31,10 +31,11 @@ from typing import Any, TypeVar
 import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorUnavailableError
+from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from actors.call_actor import CallActor, HangUpVia
+from actors.call_actor import CallActor, HangUpVia, StatusVia
 from actors.pool import CallPool, Slot
 from actors.ray_metrics import ray_pool_metrics, watch_pool
 from actors.twilio_rest import twilio_call
@@ -108,13 +109,24 @@ def twilio_client(settings: Settings) -> Client:
     return client
 
 
-def rest_hang_up(settings: Settings) -> HangUpVia:
+def rest_calls(settings: Settings) -> tuple[HangUpVia, StatusVia]:
+    """Twilio's REST API for a call actor: end a call, and read a call's status (None
+    when Twilio has no such call)."""
     client = twilio_client(settings)
 
     async def hang_up(call_sid: str) -> None:
         await twilio_call(client.calls(call_sid).update, status="completed")
 
-    return hang_up
+    async def status(call_sid: str) -> str | None:
+        try:
+            fetched = await twilio_call(client.calls(call_sid).fetch)
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return str(fetched.status)
+
+    return hang_up, status
 
 
 def recorder_name(shard: int) -> str:
@@ -159,7 +171,8 @@ class RayCallActor(CallActor):
         settings = load_settings(None)
         configure_logging(settings.log_level)
         reporter = HandleReporter(recorder_handles(settings.recorder_shards))
-        super().__init__(slot, settings, reporter, rest_hang_up(settings))
+        hang_up, status = rest_calls(settings)
+        super().__init__(slot, settings, reporter, hang_up, status_via_rest=status)
         # Everything imported so far lives as long as the process: keep it out of
         # every later collection (Ray also asks workers for full ones).
         gc.freeze()
@@ -314,7 +327,9 @@ class RayCallPool:
         self.pool: CallPool[Handle] = CallPool(self.factory, size)
         self._gauges: asyncio.Task[None] | None = None
         self._adopting: asyncio.Task[None] | None = None
-        self._late: list[asyncio.Task[None]] = []  # call actors adopted once they answer
+        # Call actors adopted once they answer, with their handles.
+        self._late: list[tuple[asyncio.Task[None], Handle]] = []
+        self._adopt_failed = False  # running actors may be unknown to this pool
 
     async def _adopted(self) -> None:
         if self._adopting is None:
@@ -327,10 +342,14 @@ class RayCallPool:
         except Exception:  # the pool works without: actors it cannot see stay unused
             log.exception("adopting running call actors failed")
             ready, live, silent = [], {}, []
+            self._adopt_failed = True
         self.pool.adopt(ready, live)
         if ready or live:
             log.warning("adopted %d ready call actors and %d live calls", len(ready), len(live))
-        self._late = [asyncio.ensure_future(self._adopt_late(*actor)) for actor in silent]
+        self._late = [
+            (asyncio.ensure_future(self._adopt_late(name, handle)), handle)
+            for name, handle in silent
+        ]
         self._gauges = asyncio.ensure_future(watch_pool(self.pool, ray_pool_metrics()))
 
     async def _adopt_late(self, name: str, handle: Handle) -> None:
@@ -372,6 +391,17 @@ class RayCallPool:
         slot = self.pool.slot(call_id)
         return None if slot is None else slot.name
 
+    async def serves(self, call_id: str) -> bool | None:
+        """Whether an actor serves the call (or is being started for it); None when this
+        pool cannot tell: some running actor has not yet said what it does, or taking
+        them over failed. The reconciler settles no call on a None."""
+        await self._adopted()
+        if self.pool.serves(call_id):
+            return True
+        if self._adopt_failed or any(not task.done() for task, _ in self._late):
+            return None
+        return False
+
     async def ready_names(self) -> list[str]:
         """The ready actors' names, next to be handed out first."""
         await self._adopted()
@@ -390,4 +420,8 @@ class RayCallPool:
     async def close(self) -> None:
         if self._gauges is not None:
             self._gauges.cancel()
+        for task, handle in self._late:  # not adopted yet: owned by no pool, so ours to end
+            if not task.done():
+                task.cancel()
+                ray.kill(handle, no_restart=True)
         await self.pool.close()

@@ -31,6 +31,7 @@ from picows import WSError, WSHandshakeError, WSInvalidStatusError, WSInvalidURL
 
 from actors.picows_sockets import KEEPALIVE_S, PicowsSocket, keepalive
 from switchboard.errors import ConfigError, RealtimeServiceError
+from switchboard.settings import redact_url
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -60,7 +61,8 @@ def realtime_url(base_url: str | None, model: str) -> str:
     parts = urlsplit(base_url or DEFAULT_BASE_URL)
     scheme = _WS_SCHEME.get(parts.scheme)
     if scheme is None or not parts.netloc:
-        raise ConfigError(f"the OpenAI base URL {base_url!r} is not an http(s) or ws(s) URL")
+        shown = redact_url(base_url or DEFAULT_BASE_URL)
+        raise ConfigError(f"the OpenAI base URL {shown!r} is not an http(s) or ws(s) URL")
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "model"]
     query.append(("model", model))
     path = parts.path.rstrip("/") + "/realtime"
@@ -133,10 +135,12 @@ async def connect_realtime(
                 **keepalive(keepalive_s),
             )
     except WSInvalidURL as exc:
-        raise ConfigError(f"the Realtime URL {url!r} is not a WebSocket URL: {exc}") from exc
+        shown = redact_url(url)  # an OPENAI_BASE_URL may carry user:password@
+        raise ConfigError(f"the Realtime URL {shown!r} is not a WebSocket URL: {exc}") from exc
     except (WSError, OSError, TimeoutError) as exc:
         reason = _scrub(_describe(exc, open_timeout), api_key)
-        raise RealtimeServiceError(f"cannot open the Realtime session at {url}: {reason}") from exc
+        message = f"cannot open the Realtime session at {redact_url(url)}: {reason}"
+        raise RealtimeServiceError(message) from exc
     assert isinstance(socket, PicowsSocket)
     return socket
 

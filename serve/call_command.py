@@ -17,7 +17,7 @@ from websockets.exceptions import WebSocketException
 
 from serve.client import ApiError, SwitchboardClient
 
-__all__ = ["follow_call", "hang_up_call", "validation_message"]
+__all__ = ["follow_call", "hang_up_call"]
 
 FINAL = {"completed", "busy", "no-answer", "failed", "canceled"}
 
@@ -45,25 +45,6 @@ def describe(event: dict[str, object]) -> str | None:
             return None
 
 
-def validation_message(body: object) -> str | None:
-    """FastAPI's 422 ``detail`` as one line per problem, ``field: message``, without
-    naming the field twice when the message already starts with it ("to must start
-    with + ..."). ``None`` if ``body`` is not such an answer."""
-    detail = body.get("detail") if isinstance(body, dict) else None
-    if not isinstance(detail, list) or not detail:
-        return None
-    problems = []
-    for problem in detail:
-        if not isinstance(problem, dict):
-            problems.append(str(problem))
-            continue
-        field = ".".join(str(part) for part in problem.get("loc", ())[1:])
-        message = str(problem.get("msg"))
-        named = not field or message == field or message.startswith(f"{field} ")
-        problems.append(message if named else f"{field}: {message}")
-    return "; ".join(problems)
-
-
 def _unreachable(exc: ApiError) -> bool:
     """The server could not be reached at all (nothing listens there)."""
     return exc.status is None and isinstance(exc.__cause__, httpx.ConnectError)
@@ -79,8 +60,6 @@ def _went_away(exc: ApiError) -> bool:
 
 def _reworded(exc: ApiError) -> ApiError:
     """``exc`` as a person at a terminal is best told it."""
-    if exc.status == 422 and (message := validation_message(exc.body)) is not None:
-        return ApiError(exc.status, f"HTTP 422: {message}", exc.body)
     if _unreachable(exc):
         return ApiError(None, f"{exc} (is it running? start it with `make run`)", exc.body)
     return exc
@@ -114,7 +93,7 @@ async def follow_call(
             call = await client.place_call(to, instruction, voice=voice, greeting=greeting)
         except ApiError as exc:
             raise _reworded(exc) from exc
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C, however it came
             print(
                 "switchboard: interrupted while placing the call: it may have been placed "
                 "(GET /calls or the web console lists it)",
@@ -144,7 +123,7 @@ async def follow_call(
                     f"is unknown; once Switchboard is back, GET /calls/{call.id} tells it",
                 ) from exc
             raise
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C, however it came
             if ended:
                 print(f"switchboard: interrupted; call {call.id} has ended", file=err, flush=True)
             else:

@@ -58,13 +58,19 @@ def _message(response: httpx.Response) -> tuple[str, object]:
         body = response.text
     detail = body.get("detail") if isinstance(body, dict) else body
     if isinstance(detail, list):  # FastAPI's 422: one line per problem
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in d.get('loc', ())[1:])}: {d.get('msg')}"
-            if isinstance(d, dict)
-            else str(d)
-            for d in detail
-        )
+        detail = "; ".join(_problem(d) for d in detail)
     return f"HTTP {response.status_code}: {detail}", body
+
+
+def _problem(problem: object) -> str:
+    """One of a 422's problems as ``field: message``, without naming the field twice when
+    the message already starts with it ("to must start with + ...")."""
+    if not isinstance(problem, dict):
+        return str(problem)
+    field = ".".join(str(part) for part in problem.get("loc", ())[1:])
+    message = str(problem.get("msg"))
+    named = not field or message == field or message.startswith(f"{field} ")
+    return message if named else f"{field}: {message}"
 
 
 @functools.cache

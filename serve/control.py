@@ -11,6 +11,7 @@ the browser gets the media URL, a CallSid and the token instead of Twilio.
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -27,12 +28,13 @@ from actors.ray_wiring import NAMESPACE, Handle, through_restarts
 from actors.twilio_rest import twilio_call
 from serve.ports import WebCallTicket
 from serve.twilio_webhooks import status_callback_url
-from switchboard.errors import ConfigError, ServiceError, TwilioServiceError
+from switchboard.errors import ConfigError, ServiceError, StoreError, TwilioServiceError
 from switchboard.settings import Settings
 from switchboard.store import CallRecord, CallStore
 
 __all__ = ["RayCallControl", "media_url", "stream_twiml"]
 
+log = logging.getLogger("switchboard.serve")
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 INBOUND_INSTRUCTION = "You answer the phone for this business. Be brief and helpful."
 
@@ -80,8 +82,13 @@ class RayCallControl:
             # timeout Twilio may still dial; that stream then finds no call to join.)
             await _tell_failed(actor, call.id)
             raise TwilioServiceError(f"Twilio could not be reached: {exc}") from exc
-        await self.store.set_twilio_sid(call.id, str(created.sid))
+        # The actor first: it binds the stream to the CallSid and can end the call. The
+        # status callbacks also bring the sid, should this write fail.
         await _dialed(actor, call.id, str(created.sid))
+        try:
+            await self.store.set_twilio_sid(call.id, str(created.sid))
+        except StoreError as exc:
+            log.warning("call %s: storing its CallSid failed: %s", call.id, exc)
 
     async def answer_inbound(self, call: CallRecord, call_sid: str) -> str:
         instruction = call.instruction or INBOUND_INSTRUCTION
@@ -114,9 +121,9 @@ class RayCallControl:
         stats: dict[str, int] = await through_restarts(lambda: self.pool.stats.remote())
         return stats["ready"] > 0
 
-    async def is_live(self, call_id: str) -> bool:
-        name: str | None = await through_restarts(lambda: self.pool.actor_name.remote(call_id))
-        return name is not None
+    async def is_live(self, call_id: str) -> bool | None:
+        serves: bool | None = await through_restarts(lambda: self.pool.serves.remote(call_id))
+        return serves
 
     async def carrier_status(self, call: CallRecord) -> str | None:
         if call.direction == "web" or call.twilio_sid is None:

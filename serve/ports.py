@@ -84,8 +84,10 @@ class CallControl(Protocol):
         """Whether new calls can be placed now (actors, sessions); for ``/readyz``."""
         ...
 
-    async def is_live(self, call_id: str) -> bool:
-        """Whether a call actor serves the call now (to its end, wrap-up included)."""
+    async def is_live(self, call_id: str) -> bool | None:
+        """Whether a call actor serves the call now (to its end, wrap-up included) or is
+        being found for it; None when that cannot be told now (running actors not all
+        known yet, after a restart of what keeps them)."""
         ...
 
     async def carrier_status(self, call: CallRecord) -> str | None:

@@ -26,23 +26,19 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from serve.call_journal import record_failure, utc_now
+from serve.call_journal import utc_now
 from serve.ports import AppDeps
-from switchboard.errors import ServiceError, SwitchboardError
+from switchboard.errors import SwitchboardError
 from switchboard.store import CallRecord
 from switchboard.store.status import STATUSES, is_terminal
 
-__all__ = ["CallAbandoned", "Reconciler"]
+__all__ = ["Reconciler"]
 
 log = logging.getLogger("switchboard.serve")
 EVERY_S = 60.0
 SETTLE_AFTER_S = 300.0  # older than any placing (its Twilio create retries included)
 PAGE = 200
 NOT_ENDED = tuple(s for s in sorted(STATUSES) if not is_terminal(s))
-
-
-class CallAbandoned(ServiceError):
-    """No call actor serves the call and Twilio has no end for it."""
 
 
 class Reconciler:
@@ -87,27 +83,33 @@ class Reconciler:
         before = self.clock() - self.settle_after
         settled = 0
         up: set[str] = set()
-        for status in NOT_ENDED:
-            cursor: str | None = None
-            while True:
-                page = await self.deps.store.list_calls(
-                    status=status, created_before=before, limit=PAGE, cursor=cursor
-                )
-                for call in page.calls:
-                    outcome = await self._settle(call)
-                    settled += outcome is True
-                    if outcome is None:
-                        up.add(call.id)
-                cursor = page.next_cursor
-                if cursor is None:
-                    break
-        self._still_up = up
+        try:
+            for status in NOT_ENDED:
+                cursor: str | None = None
+                while True:
+                    page = await self.deps.store.list_calls(
+                        status=status, created_before=before, limit=PAGE, cursor=cursor
+                    )
+                    for call in page.calls:
+                        try:
+                            outcome = await self._settle(call)
+                        except SwitchboardError as exc:  # this call next round; the rest now
+                            log.warning("settling call %s failed: %s", call.id, exc)
+                            continue
+                        settled += outcome is True
+                        if outcome is None:
+                            up.add(call.id)
+                    cursor = page.next_cursor
+                    if cursor is None:
+                        break
+        finally:
+            self._still_up = up
         return settled
 
     async def _settle(self, call: CallRecord) -> bool | None:
         """True when settled now, None when left up at Twilio for a round, else False."""
         control = self.deps.control
-        if await control.is_live(call.id):
+        if await control.is_live(call.id) is not False:  # served, or cannot be told now
             return False
         status = await control.carrier_status(call)
         if status is not None and is_terminal(status):
@@ -116,17 +118,30 @@ class Reconciler:
         if status is not None and call.id not in self._still_up:
             return None  # its callback may be on its way
         if status is not None:
-            await control.end_at_carrier(call)
             reason = f"Twilio still had the call {status} with no call actor: hung up"
         else:
             reason = "no call actor serves it and Twilio has no record of it"
-        await record_failure(self.deps, call.id, "settling", CallAbandoned(reason))
+        # The status first: of several replicas settling at once, only the one whose
+        # write applied hangs up and notes the problem.
+        at = self.clock()
+        if not await self.deps.store.update_status(call.id, "failed", at, {"reason": reason}):
+            return False
+        if status is not None:
+            await control.end_at_carrier(call)
+        problem = {"source": "settling", "reason": "abandoned", "message": reason, "fatal": True}
+        await self.deps.store.append_event(call.id, "problem", at, problem)
+        self.deps.events.publish(
+            call.id,
+            {"type": "call.status", "at": at, "status": "failed", "applied": True} | problem,
+        )
+        log.warning("call %s settled as failed: %s", call.id, reason)
         return True
 
     async def _record(self, call: CallRecord, status: str) -> None:
         at = self.clock()
         detail: dict[str, object] = {"source": "settled", "reason": "no callback reached us"}
         applied = await self.deps.store.update_status(call.id, status, at, detail)
-        self.deps.events.publish(
-            call.id, {"type": "call.status", "at": at, "status": status, "applied": applied}
-        )
+        if applied:
+            self.deps.events.publish(
+                call.id, {"type": "call.status", "at": at, "status": status, "applied": True}
+            )

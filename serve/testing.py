@@ -47,6 +47,7 @@ class FakeCallControl:
     hang_up_error: BaseException | None = None
     live: bool = True
     serving: set[str] = field(default_factory=set)  # calls an actor serves (``is_live``)
+    unsure: bool = False  # ``is_live`` cannot tell (running actors not all known yet)
     at_carrier: dict[str, str] = field(default_factory=dict)  # Twilio sid -> its status
     ended_at_carrier: list[str] = field(default_factory=list)
     is_ready: bool = True
@@ -89,8 +90,8 @@ class FakeCallControl:
             raise self.ready_error
         return self.is_ready
 
-    async def is_live(self, call_id: str) -> bool:
-        return call_id in self.serving
+    async def is_live(self, call_id: str) -> bool | None:
+        return None if self.unsure else call_id in self.serving
 
     async def carrier_status(self, call: CallRecord) -> str | None:
         return None if call.twilio_sid is None else self.at_carrier.get(call.twilio_sid)

@@ -210,7 +210,6 @@ class _Webhooks:
 
     async def status_callback(self, call_id: str, request: Request) -> Response:
         params = await self.signed(request)
-        call = await self.call(call_id)
         reported = _required(params, "CallStatus")
         if reported not in STATUSES:
             raise HTTPException(
@@ -224,6 +223,7 @@ class _Webhooks:
             name: params[field] for field, name in _STATUS_DETAIL.items() if params.get(field)
         } | ({} if sequence is None else {"sequence": sequence})
         try:
+            call = await self.call(call_id)  # an unknown call is 404: no actor to tell
             await self.adopt_sid(call, params.get("CallSid"))
             applied = await self.deps.store.update_status(call_id, reported, at, detail)
         except SwitchboardError:

@@ -537,10 +537,13 @@ class CallPolicy:
             # ask again once it is done, or that is never answered.
             self._response_requested = False
             return [ProblemNoted("realtime", code, event.message), *self._respond(None)]
-        if event.refused_response:
+        if event.refused_response and not self._ended:
             # No response.done will come for it: without this the call would stay
-            # "thinking", with no greeting, no silence nudge and no silence hang-up.
+            # "thinking", with no greeting, no silence nudge and no silence hang-up. One
+            # wanted meanwhile (keys pressed, a tool's output) is asked for now.
             self._response_requested = False
+            wanted = self._respond(None) if self._response_wanted else []
+            return [ProblemNoted("realtime", code, event.message), *wanted]
         return [ProblemNoted("realtime", code, event.message)]
 
     def _on_realtime_rejected(self, event: RealtimeMessageRejected, now: float) -> list[Action]:

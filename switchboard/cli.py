@@ -13,12 +13,11 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from switchboard import __version__
 from switchboard.errors import ConfigError, SwitchboardError
 from switchboard.logs import configure_logging
-from switchboard.settings import load_settings
+from switchboard.settings import load_settings, redact_url
 
 __all__ = ["main"]
 
@@ -160,22 +159,3 @@ def _show_settings(ns: argparse.Namespace) -> int:
             shown = redact_url(str(value))
         print(f"{name.upper()}={'' if shown is None else shown}")
     return 0
-
-
-SECRET_PARAMS = ("password", "secret", "token", "key")  # in a URL's query: hidden
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (``user:password@``) and secret-looking query values
-    (``?password=``, which libpq accepts too) replaced by ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}{':***' if colon else ''}@{host}"
-    params = parse_qsl(parts.query, keep_blank_values=True)
-    hidden = [(k, "***" if any(w in k.lower() for w in SECRET_PARAMS) else v) for k, v in params]
-    if netloc == parts.netloc and hidden == params:
-        return url  # as given (urlunsplit would turn sqlite:/// into sqlite:/)
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(hidden, safe="*")))

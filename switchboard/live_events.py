@@ -87,8 +87,15 @@ def notice_event(notice: Notice) -> dict[str, object]:
             return {"type": "transcript.caller", "item_id": item_id, "text": text}
         case AgentTurnStarted(item_id=item_id):
             return {"type": "transcript.agent_started", "item_id": item_id}
-        case AgentTranscriptGrew(item_id=item_id, delta=delta):
-            return {"type": "transcript.agent_delta", "item_id": item_id, "delta": delta}
+        case AgentTranscriptGrew(item_id=item_id, delta=delta, offset=offset):
+            # The offset lets a viewer place a delta it missed the start of, and skip one
+            # it is sent twice (a report sent again after a recorder restart).
+            grew: dict[str, object] = {
+                "type": "transcript.agent_delta",
+                "item_id": item_id,
+                "delta": delta,
+            }
+            return grew if offset is None else grew | {"offset": offset}
         case AgentTurnFinished(item_id=item_id, transcript=transcript):
             return {"type": "transcript.agent_done", "item_id": item_id, "text": transcript}
         case AgentTurnInterrupted(item_id=item_id, heard_ms=heard, generated_ms=generated):

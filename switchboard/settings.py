@@ -10,6 +10,7 @@ sent to the service that owns them.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -23,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchboard.errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "redact_url"]
 
 
 class Settings(BaseSettings):
@@ -155,3 +156,22 @@ def load_settings(env_file: str | Path | None = ".env") -> Settings:
             for err in exc.errors(include_input=False)
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+
+
+SECRET_PARAMS = ("password", "secret", "token", "key")  # in a URL's query: hidden
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``user:password@``) and secret-looking query values
+    (``?password=``, which libpq accepts too) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}{':***' if colon else ''}@{host}"
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    hidden = [(k, "***" if any(w in k.lower() for w in SECRET_PARAMS) else v) for k, v in params]
+    if netloc == parts.netloc and hidden == params:
+        return url  # as given (urlunsplit would turn sqlite:/// into sqlite:/)
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(hidden, safe="*")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from switchboard.call_actions import (
     CallerTurnTranscribed,
     CallStatusChanged,
     FinishCall,
+    PhaseChanged,
     ProblemNoted,
     RenewSession,
 )
@@ -96,9 +98,13 @@ async def make_world(
     session_max_s: float = 3600.0,
     renew_margin_s: float = 60.0,
     model: str = "gpt-realtime",
+    cps: float | None = None,
 ) -> AsyncIterator[World]:
+    limits = {} if cps is None else {"cps": cps}
     async with (
-        run_twilio_emulator(account_sid=ACCOUNT, auth_token=TOKEN, scenario=scenario) as tw,
+        run_twilio_emulator(
+            account_sid=ACCOUNT, auth_token=TOKEN, scenario=scenario, **limits
+        ) as tw,
         run_realtime_emulator(
             scenario=scenario, api_key="sk-actor", max_session_s=session_max_s
         ) as rt,
@@ -131,7 +137,13 @@ def make_actor(world: World) -> CallActor:
         world.ended.append(call_sid)
         await asyncio.to_thread(world.twilio.calls(call_sid).update, status="completed")
 
-    return CallActor("slot-1", world.settings, world.recorder, end_via_rest)
+    async def status_via_rest(call_sid: str) -> str | None:
+        call = await asyncio.to_thread(world.twilio.calls(call_sid).fetch)
+        return str(call.status)
+
+    return CallActor(
+        "slot-1", world.settings, world.recorder, end_via_rest, status_via_rest=status_via_rest
+    )
 
 
 def twiml(port: int, call_id: str, token: str) -> str:
@@ -578,3 +590,133 @@ async def test_a_web_call_whose_page_joins_but_never_starts_ends_unanswered(
     async with websockets.connect(url, subprotocols=[Subprotocol("token.tok")]):
         assert await asyncio.wait_for(actor.wait_finished(), 10) == "no-answer"
     assert statuses(world) == ["in-progress", "no-answer"]
+
+
+async def test_a_call_twilio_queues_past_the_stream_wait_is_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No callback comes while a call waits in Twilio's calls-per-second queue: asked at
+    # the deadline, Twilio says "queued", and the call goes on when it is dialed.
+    monkeypatch.setattr(call_actor, "STREAM_WAIT_S", 0.5)
+    async with make_world(cps=0.5) as world:
+        busy_line = '<Response><Pause length="30"/></Response>'
+        await asyncio.to_thread(  # takes the second's one dial: the next waits ~2 s
+            world.twilio.calls.create, to="+15550000001", from_="+15005550006", twiml=busy_line
+        )
+        actor = make_actor(world)
+        await actor.start()
+        token = secrets.token_urlsafe(16)
+        await actor.prepare(CallPlan("call-q", "Book.", stream_token=token))
+        await dial(world, actor, token)
+        assert await asyncio.wait_for(actor.wait_finished(), 60) == "stream_stopped"
+        assert world.ended == [] and statuses(world) == []
+
+
+async def test_a_lost_final_callback_is_read_from_twilio(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_actor, "STREAM_WAIT_S", 0.2)
+
+    async def busy(call_sid: str) -> str | None:
+        return "busy"
+
+    actor = CallActor(
+        "slot-1", world.settings, world.recorder, lambda sid: asyncio.sleep(0), status_via_rest=busy
+    )
+    await actor.start()
+    await actor.prepare(CallPlan("call-b", "Test.", stream_token="t", inbound=True))
+    await actor.dialed("call-b", "CA" + "8" * 32)
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "busy"
+    assert statuses(world) == ["busy"]  # Twilio's word, not a guess
+    assert not [a for a in world.recorder.actions if isinstance(a, ProblemNoted)]
+
+
+async def test_a_stream_that_starts_as_the_deadline_comes_is_kept(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_actor, "STREAM_WAIT_S", 0.3)
+    actor = make_actor(world)
+    await actor.start()
+    await actor.prepare(CallPlan("call-z", "Test.", stream_token="t"))
+    await actor.dialed("call-z", "CA" + "5" * 32)
+    loop = asyncio.get_running_loop()
+    due = actor._stream_due  # time.monotonic, which is the loop's clock here
+
+    def stream_starts() -> None:  # what the shell records at `start`
+        actor.record(PhaseChanged("awaiting_answer", "idle"), time.monotonic())
+
+    loop.call_at(due + 0.001, stream_starts)  # `start` just after the deadline...
+    loop.call_at(due - 0.01, time.sleep, 0.05)  # ...handled in the timer's own loop pass
+    watchdog = actor._watchdog
+    assert watchdog is not None
+    await asyncio.wait_for(watchdog, 10)
+    assert actor.shell is not None and not actor.shell.finished.is_set()  # still on
+    assert await actor.hang_up("call-z") is True
+    await asyncio.wait_for(actor.wait_finished(), 10)
+    assert not [a for a in world.recorder.actions if isinstance(a, ProblemNoted) and a.fatal]
+
+
+async def test_a_call_never_dialed_is_not_held_waiting_for_a_dial(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ingress died between prepare and Twilio's create: no CallSid comes.
+    monkeypatch.setattr(call_actor, "STREAM_WAIT_S", 0.2)
+    monkeypatch.setattr(call_actor, "DIAL_WAIT_S", 3600.0)
+    actor = make_actor(world)
+    await actor.start()
+    await actor.prepare(CallPlan("call-y", "Test.", stream_token="t"))
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "no_stream"
+    # Should its dial come after all, the call is ended there, in that request.
+    await actor.dialed("call-y", "CA" + "9" * 32)
+    assert world.ended == ["CA" + "9" * 32]
+
+
+async def test_a_dial_later_than_the_wrap_up_waited_is_ended_and_leaves_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_actor, "DIAL_WAIT_S", 0.05)
+    ended: list[str] = []
+
+    async def hang_up(call_sid: str) -> None:
+        ended.append(call_sid)
+        raise RuntimeError("HTTP 400 from Twilio")
+
+    class Watched(CallActor):
+        """Says when its wrap-up stops waiting for the CallSid."""
+
+        gave_up = asyncio.Event()
+
+        @property
+        def _dial_abandoned(self) -> bool:
+            return self.gave_up.is_set()
+
+        @_dial_abandoned.setter
+        def _dial_abandoned(self, value: bool) -> None:
+            if value:
+                self.gave_up.set()
+
+    actor = Watched("slot-1", world.settings, world.recorder, hang_up)
+    await actor.start()
+    await actor.prepare(CallPlan("call-l", "Test.", stream_token="t"))
+    world.recorder.refusals = 3  # the last reports are retried: the wrap-up lingers
+    assert await actor.hang_up("call-l") is True  # while Twilio's create is on its way
+    ending = asyncio.ensure_future(actor.wait_finished())
+    await asyncio.wait_for(Watched.gave_up.wait(), 10)
+    await actor.dialed("call-l", "CA" + "6" * 32)  # Twilio's create answered late
+    assert ended == ["CA" + "6" * 32]
+    assert await asyncio.wait_for(ending, 20) == "api"
+    assert await actor.recycle(max_calls=5) is not None
+    await actor.prepare(CallPlan("call-2", "Test.", stream_token="t2"))
+    assert actor._pending == []  # nothing of the last call's in the next one's reports
+    assert await actor.hang_up("call-2") is True
+
+
+async def test_an_actor_handed_out_but_not_yet_prepared_is_not_ready_to_a_new_pool(
+    world: World,
+) -> None:
+    actor = make_actor(world)
+    await actor.start()
+    ending = asyncio.ensure_future(actor.wait_finished())  # the pool that handed it out
+    await asyncio.sleep(0)  # one loop pass: the task has asked
+    assert await actor.describe() == (None, None)  # a new pool retires it
+    ending.cancel()

@@ -414,3 +414,16 @@ async def test_a_new_pool_adopts_what_the_crashed_one_left_and_finishes_its_call
     assert live.name in factory.recycled  # watched and recycled like its own
     assert factory.created == 3  # the crashed pool's two and this one's refill
     await pool.close()
+
+
+async def test_a_call_waiting_for_an_actor_started_for_it_is_served_and_waits_boundedly() -> None:
+    factory = FakeFactory()
+    factory.gate = asyncio.Event()  # the cluster is full: the creation does not finish
+    pool = CallPool(factory, size=0, sleep=FakeSleep(), create_timeout_s=0.05)
+    waiting = asyncio.ensure_future(pool.acquire("a"))
+    await until(lambda: factory.created == 1)
+    assert pool.serves("a") and not pool.serves("b")  # not to be settled as abandoned
+    with pytest.raises(TimeoutError):
+        await waiting  # the placing fails in time, rather than waiting on a full cluster
+    assert not pool.serves("a")
+    await pool.close()

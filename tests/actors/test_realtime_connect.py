@@ -81,6 +81,10 @@ async def test_a_refused_connection_is_a_service_error() -> None:
     with pytest.raises(RealtimeServiceError) as refused:
         await connect_realtime(f"ws://127.0.0.1:{port}/v1/realtime?model=m", KEY)
     assert "ConnectionRefusedError" in str(refused.value)
+    with pytest.raises(RealtimeServiceError) as behind_a_proxy:  # user:password@ not shown
+        await connect_realtime(f"ws://user:hunter2@127.0.0.1:{port}/v1/realtime", KEY)
+    assert "hunter2" not in str(behind_a_proxy.value)
+    assert "user:***@127.0.0.1" in str(behind_a_proxy.value)
 
 
 async def test_a_server_that_never_answers_is_a_service_error() -> None:

@@ -1,17 +1,26 @@
 """The board catching up after its stream came back: what ended meanwhile, live events
-applied all along, cancelled when something newer takes over, no word said twice."""
+applied all along, cancelled when something newer takes over, no word said twice, a
+reply it came back in the middle of followed on."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from switchboard.call_actions import AgentTranscriptGrew, AgentTurnStarted, FinishCall
-from switchboard.store import NewCall
+from switchboard.call_actions import (
+    Action,
+    AgentTranscriptGrew,
+    AgentTurnFinished,
+    AgentTurnStarted,
+    FinishCall,
+)
+from switchboard.live_events import live_event
+from switchboard.store import NewCall, record
 
 Console = Any  # the `console` fixture of conftest.py
 
@@ -67,6 +76,36 @@ async def ended_shown(page: Any, call_ids: list[str]) -> None:
         "cards => cards.map((c) => c.dataset.callId)"
     )
     assert shown == call_ids
+
+
+def growing(item_id: str, *pieces: str, start: int = 0) -> list[AgentTranscriptGrew]:
+    """A reply's ``pieces`` as the call policy reports them: each with its offset in the
+    reply's text (code points, from ``start``)."""
+    grown = []
+    for piece in pieces:
+        grown.append(AgentTranscriptGrew(item_id, piece, start))
+        start += len(piece)
+    return grown
+
+
+async def drop_with(
+    console: Console, call_id: str, gap: Sequence[Action], after: Sequence[Action]
+) -> None:
+    """Record ``gap`` and ``after``, then publish them with enough noise between to drop
+    the page's subscription: ``gap``'s events go with its queue and out of the replay,
+    which ends with ``after``'s."""
+    moment = datetime.now(UTC)
+    for action in [*gap, *after]:
+        await record(console.store, call_id, action, moment)
+    at = moment.timestamp()
+    events = [live_event(call_id, action, at) for action in gap]
+    events += [{"type": "noise", "n": n} for n in range(console.hub._queue_size + 10)]
+    events += [live_event(call_id, action, at) for action in after]
+    dropped = console.hub.dropped_total
+    for event in events:
+        assert event is not None
+        console.hub.publish(call_id, event)
+    assert console.hub.dropped_total == dropped + 1
 
 
 def read_ids(urls: list[str]) -> list[str]:
@@ -207,6 +246,56 @@ async def test_words_the_replay_repeats_are_not_added_twice(console: Console) ->
     await console.act(call.id, AgentTranscriptGrew("a1", " Bye."))  # after the replay
     await line.filter(has_text="Bye.").wait_for()
     assert await line.text_content() == "Agent: Hello there. Bye."
+
+
+async def test_words_sent_twice_are_not_added_twice(console: Console) -> None:
+    page = await console.open()
+    await page.locator("#connection", has_text="Live").wait_for()
+    call = await console.new_call("+15552840000")
+    await console.status(call.id, "in-progress")
+    hello, there, bye = growing("a1", "Hello", " there.", " Bye.")
+    await console.act(call.id, AgentTurnStarted("a1"), hello, there)
+    line = card(page, call.id).locator(".last-line")
+    await line.filter(has_text="Agent: Hello there.").wait_for()
+
+    # A recorder restarted: the report is sent again, and its live events come twice.
+    await console.act(call.id, AgentTurnStarted("a1"), hello, there)
+    await console.act(call.id, there, bye)
+    await line.filter(has_text="Bye.").wait_for()
+    assert await line.text_content() == "Agent: Hello there. Bye."
+
+
+async def test_a_reply_the_stream_dropped_in_keeps_coming_on_its_card(console: Console) -> None:
+    await console.track_fetches()
+    page = await console.open()
+    await page.locator("#connection", has_text="Live").wait_for()
+    call = await console.new_call("+15552850000")
+    await console.status(call.id, "in-progress")
+    await console.act(call.id, AgentTurnStarted("a1"), *growing("a1", "Hello", " there."))
+    line = card(page, call.id).locator(".last-line")
+    await line.filter(has_text="Agent: Hello there.").wait_for()
+    since = await console.fetch_count()
+
+    # Back after a drop, its replay has nothing of the reply: the words that follow
+    # say where they fit, after what the card has.
+    console.drop_stream(call.id)
+    await console.act(call.id, *growing("a1", " How are", " you?", start=12))
+    await line.filter(has_text="you?").wait_for()
+    assert await line.text_content() == "Agent: Hello there. How are you?"
+
+    # The next reply starts while the stream is down, its deltas replayed from 0.
+    said = "Hello there. How are you?"
+    await drop_with(
+        console,
+        call.id,
+        gap=[AgentTurnFinished("a1", said), AgentTurnStarted("a2")],
+        after=growing("a2", "Good", "bye"),
+    )
+    await console.act(call.id, *growing("a2", " now.", start=7))
+    await line.filter(has_text="now.").wait_for()
+    assert await line.text_content() == "Agent: Goodbye now."
+    # From the stream alone: the board read no single call.
+    assert not [f for f in (await console.fetches())[since:] if DETAIL.search(f["url"])]
 
 
 async def test_a_card_seen_ending_gets_the_final_status_it_missed(console: Console) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import re
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,12 +32,23 @@ from switchboard.call_actions import (
 from switchboard.live_events import live_event
 from switchboard.realtime_events import Usage
 from switchboard.store import record
+from switchboard.store.buffer import TranscriptBuffer
 from switchboard.transcript import heard_prefix
 
 Console = Any  # the `console` fixture of conftest.py
 
 GREETING = "Hello! This is Ava calling from Bright Smiles Dental."
 LONG = "We have openings on Monday at four, Tuesday at three thirty, and Thursday at five."
+
+
+def growing(item_id: str, *pieces: str, start: int = 0) -> list[AgentTranscriptGrew]:
+    """A reply's ``pieces`` as the call policy reports them: each with its offset in the
+    reply's text (code points, from ``start``)."""
+    grown = []
+    for piece in pieces:
+        grown.append(AgentTranscriptGrew(item_id, piece, start))
+        start += len(piece)
+    return grown
 
 
 async def turns(page: Any) -> list[tuple[str, str]]:
@@ -198,13 +211,13 @@ async def open_live_call(console: Console) -> tuple[Any, Any]:
 async def drop_the_page_s_stream(
     console: Console,
     call_id: str,
-    gap: list[tuple[Action, float]],
-    after: list[tuple[Action, float]],
+    gap: Sequence[tuple[Action, float]],
+    after: Sequence[tuple[Action, float]],
 ) -> None:
     """Record ``gap`` and ``after``, then publish them in one go with enough noise between
     to drop the page's subscription: ``gap``'s events go with its queue and out of the replay,
     which ends with ``after``'s."""
-    for action, at in gap + after:
+    for action, at in [*gap, *after]:
         await record(console.store, call_id, action, datetime.fromtimestamp(at, UTC))
     events = [live_event(call_id, action, at) for action, at in gap]
     events += [{"type": "noise", "n": n} for n in range(console.hub._queue_size + 10)]
@@ -392,3 +405,139 @@ async def test_a_late_answer_does_not_paint_over_the_next_view(
     await console.wait_settled(held.urls, since)
     assert await next_view.count() == 1
     assert await page.get_by_text("Call not found").count() == 0
+
+
+async def test_a_delta_sent_twice_is_shown_once(console: Console) -> None:
+    call, page = await open_live_call(console)
+    hello, this_is, ava = growing("a1", "Hello 🎉!", " This is", " Ava.")
+    await console.act(call.id, AgentTurnStarted("a1"), hello, this_is)
+    text = page.locator('.turn[data-item-id="a1"] .text')
+    await text.filter(has_text="Hello 🎉! This is").wait_for()
+
+    # A recorder restarted: the report is sent again, and its live events reach the page twice.
+    await console.act(call.id, AgentTurnStarted("a1"), hello, this_is)
+    await console.act(call.id, this_is, ava)
+    speaking = page.locator('.turn.streaming[data-item-id="a1"] .text')
+    await speaking.filter(has_text="Ava.").wait_for()
+    assert await text.text_content() == "Hello 🎉! This is Ava."
+    await console.act(call.id, ava, AgentTurnFinished("a1", "Hello 🎉! This is Ava."))
+    await page.locator('.turn[data-item-id="a1"]:not(.streaming)').wait_for()
+    assert await turns(page) == [("turn agent", "Hello 🎉! This is Ava.")]
+
+
+async def test_after_a_reconnect_a_reply_whose_start_was_not_replayed_follows_its_offsets(
+    console: Console,
+) -> None:
+    call, page = await open_live_call(console)
+    t = time.time()
+    await console.act(call.id, CallerTurnStarted("c1"), CallerTurnTranscribed("c1", "Hi."), at=t)
+    await page.locator('.turn[data-item-id="c1"] .text', has_text="Hi.").wait_for()
+
+    # The reply's start goes with the stream; its deltas, replayed, say where they fit.
+    # The page's reads are held: the words can only come from the stream.
+    hello, this_is, ava = growing("a2", "Hello!", " This is", " Ava.")
+    release = await hold_reads(page, call.id)
+    try:
+        gap = [(AgentTurnStarted("a2"), t + 1)]
+        after = [(hello, t + 2), (this_is, t + 2)]
+        await drop_the_page_s_stream(console, call.id, gap, after)
+        speaking = page.locator('.turn.streaming[data-item-id="a2"] .text')
+        await speaking.filter(has_text="Hello! This is").wait_for()
+        await console.act(call.id, ava)
+        await speaking.filter(has_text="This is Ava.").wait_for()
+        assert await speaking.text_content() == "Hello! This is Ava."
+    finally:
+        release.set()
+    await console.act(call.id, AgentTurnFinished("a2", "Hello! This is Ava."))
+    await page.locator('.turn[data-item-id="a2"]:not(.streaming)').wait_for()
+    assert await turns(page) == [("turn caller", "Hi."), ("turn agent", "Hello! This is Ava.")]
+
+
+async def test_deltas_are_placed_by_offset_as_the_store_places_them(console: Console) -> None:
+    """Sent twice, overlapping, from a start not seen: the page's text of a reply is the
+    store's, character for character (offsets count code points, as Python does)."""
+    page = await console.open()
+    rng = random.Random(7)
+    words = ["Hello", "Ünïcödé", "🎉", "naïve", "café", "𝄞𝄞", "—", "ok", "👋🏽", "wörds"]
+    runs = []
+    for _ in range(30):
+        reply = " ".join(rng.choice(words) for _ in range(rng.randint(1, 12)))
+        cuts = sorted(rng.sample(range(1, len(reply)), min(len(reply) - 1, rng.randint(0, 6))))
+        bounds = [0, *cuts, len(reply)]
+        sent: list[tuple[str, int]] = []
+        length = 0  # of the text so far: always the reply's start
+        for a, b in itertools.pairwise(bounds):
+            while sent and rng.random() < 0.4:  # sent again, or overlapping what came
+                start = rng.randint(0, length)
+                end = rng.randint(start, len(reply))
+                sent.append((reply[start:end], start))
+                length = max(length, end)
+            sent.append((reply[a:b], a))
+            length = max(length, b)
+        runs.append(sent)
+    got = await page.evaluate(
+        """async (runs) => {
+            const { CallModel } = await import('/console/js/live_call.js');
+            return runs.map((deltas) => {
+                const model = new CallModel({ id: "c", status: "in-progress" });
+                const texts = deltas.map(([delta, offset]) => {
+                    model.apply({ type: "transcript.agent_delta", item_id: "a", delta, offset });
+                    return model.turns.get("a").text;
+                });
+                return [texts, model.missed];
+            });
+        }""",
+        runs,
+    )
+    for sent, (texts, missed) in zip(runs, got, strict=True):
+        buffer = TranscriptBuffer(1.0)
+        buffer.open(("c", "a"), "", 0.0)
+        expected = []
+        for delta, offset in sent:
+            buffer.grow(("c", "a"), delta, 0.0, offset)
+            expected.append(buffer.text(("c", "a")))
+        assert (texts, missed) == (expected, False)
+
+
+async def test_what_a_delta_s_offset_decides(console: Console) -> None:
+    page = await console.open()
+    got = await page.evaluate(
+        """async () => {
+            const { CallModel } = await import('/console/js/live_call.js');
+            const model = new CallModel({ id: "c", status: "in-progress" });
+            const steps = [];
+            const apply = (event) => {
+                const changed = model.apply({ item_id: "a", ...event });
+                const turn = model.turns.get(event.item_id ?? "a");
+                steps.push([changed, turn?.text ?? null, turn?.state ?? null, model.missed]);
+                model.missed = false;
+            };
+            const delta = (text, offset, item_id = "a") =>
+                apply({ type: "transcript.agent_delta", item_id, delta: text, offset });
+            delta("Hello", 0); // no start seen: followed from 0
+            delta("Hello", 0); // again: nothing changes
+            delta("lo there", 3); // overlapping the end
+            delta("!", 20); // past the end: a gap, for the record to fill
+            delta(" you", 11); // where the text ends: followed on
+            apply({ type: "transcript.agent_done", text: "Hello there you!" });
+            delta(" more", 16); // after the end of the reply
+            delta("Hi", undefined, "b"); // no offset (an older server), no start seen
+            apply({ type: "transcript.agent_started", item_id: "b" });
+            delta("Hi", undefined, "b"); // no offset: appended, as it comes
+            delta("Hi", undefined, "b");
+            return steps;
+        }"""
+    )
+    assert got == [
+        [True, "Hello", "speaking", False],
+        [False, "Hello", "speaking", False],
+        [True, "Hello there", "speaking", False],
+        [False, "Hello there", "speaking", True],
+        [True, "Hello there you", "speaking", False],
+        [True, "Hello there you!", "finished", False],
+        [False, "Hello there you!", "finished", False],
+        [True, "", None, True],
+        [True, "", "speaking", False],
+        [True, "Hi", "speaking", False],
+        [True, "HiHi", "speaking", False],
+    ]

@@ -182,6 +182,10 @@ async def test_a_status_the_store_failed_to_record_still_reaches_the_call(
     r = await post_signed(client, f"/twilio/status/{call_id}", status_form("busy", 3))
     assert r.status_code == 503
     assert [(c, s) for c, s, _ in h.control.statuses] == [(call_id, "busy")]
+    monkeypatch.setattr(h.store, "get_call", broken)  # the store cannot even be read
+    r = await post_signed(client, f"/twilio/status/{call_id}", status_form("no-answer", 4))
+    assert r.status_code == 503
+    assert [s for _, s, _ in h.control.statuses] == ["busy", "no-answer"]
 
 
 async def test_status_without_timestamp_or_sequence_uses_now(

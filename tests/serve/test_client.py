@@ -109,7 +109,7 @@ async def test_http_errors_become_api_errors(server: Server) -> None:
         with pytest.raises(ApiError) as invalid:
             await client.place_call("555-1234", "hi")
         assert invalid.value.status == 422
-        assert "to: to must start with + and the country code" in str(invalid.value)
+        assert "HTTP 422: to must start with + and the country code" in str(invalid.value)
         with pytest.raises(ApiError) as missing:
             await client.get_call("01NOPE")
         assert missing.value.status == 404 and "unknown call id" in str(missing.value)

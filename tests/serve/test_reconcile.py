@@ -13,8 +13,9 @@ from serve.events import EventHub
 from serve.ports import AppDeps
 from serve.reconcile import Reconciler
 from serve.testing import FakeCallControl
+from switchboard.errors import TwilioServiceError
 from switchboard.settings import Settings
-from switchboard.store import CallStore, NewCall
+from switchboard.store import CallRecord, CallStore, NewCall
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -93,7 +94,7 @@ async def test_calls_left_without_an_end_are_settled_as_twilio_or_we_know_it(
         detail = await world.store.get_call(call_id)
         assert detail is not None
         [problem] = [e for e in detail.timeline if e.kind == "problem"]
-        assert problem.data["reason"] == "CallAbandoned"
+        assert problem.data["reason"] == "abandoned"
     assert await world.status(served) == "in-progress"  # its actor serves it
     assert await world.status(recent) == "ringing"
     published = [await anext(events) for _ in range(4)]
@@ -128,3 +129,53 @@ async def test_a_call_that_ended_between_rounds_is_not_hung_up(world: World) -> 
     assert await world.reconciler.once() == 1
     assert world.control.ended_at_carrier == []
     assert await world.status(up) == "no-answer"
+
+
+async def test_nothing_is_settled_while_the_pool_cannot_tell_what_it_serves(
+    world: World,
+) -> None:
+    # Restarted, it has not yet heard from every running actor: a call may be live.
+    web = await world.call("in-progress", None, direction="web")
+    world.clock.wall += timedelta(seconds=301)
+    world.control.unsure = True
+    assert await world.reconciler.once() == 0
+    assert await world.status(web) == "in-progress"
+    world.control.unsure = False
+    assert await world.reconciler.once() == 1
+
+
+async def test_a_call_that_cannot_be_settled_now_does_not_hold_up_the_rest(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refused = await world.call("in-progress", "CA" + "6" * 32)
+    web = await world.call("in-progress", None, direction="web")
+    world.clock.wall += timedelta(seconds=301)
+    fetch = world.control.carrier_status
+
+    async def twilio_refuses(call: CallRecord) -> str | None:
+        if call.id == refused:
+            raise TwilioServiceError("Twilio refused: 500")
+        return await fetch(call)
+
+    monkeypatch.setattr(world.control, "carrier_status", twilio_refuses)
+    assert await world.reconciler.once() == 1
+    assert await world.status(web) == "failed"
+    assert await world.status(refused) == "in-progress"  # tried again next round
+
+
+async def test_replicas_settling_the_same_call_hang_it_up_once(
+    store: CallStore, clock: Clock
+) -> None:
+    first, second = World(store, clock), World(store, clock)
+    sid = "CA" + "7" * 32
+    up = await first.call("in-progress", sid)
+    for world in (first, second):
+        world.control.at_carrier[sid] = "in-progress"
+    clock.wall += timedelta(seconds=301)
+    for world in (first, second):
+        assert await world.reconciler.once() == 0
+    assert [await w.reconciler.once() for w in (first, second)] == [1, 0]
+    assert first.control.ended_at_carrier == [up] and second.control.ended_at_carrier == []
+    detail = await store.get_call(up)
+    assert detail is not None
+    assert [e.kind for e in detail.timeline].count("problem") == 1

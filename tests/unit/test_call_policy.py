@@ -806,6 +806,11 @@ def test_a_refused_response_create_does_not_leave_the_call_thinking() -> None:
     assert kinds(policy.handle(error, 2.0)) == [ProblemNoted]
     assert policy.phase is CallPhase.IDLE
     assert policy.next_deadline == 2.0 + 10.0  # the silence timer runs again
+    again = policy.handle(error, 3.0)  # refused again: not asked again, no loop
+    assert kinds(again) == [ProblemNoted]
+    keys = thinking()  # the greeting asked for, then keys pressed: a reply is wanted too
+    feed(keys, [DtmfReceived(5, "MZ1", "inbound_track", "#")])
+    assert kinds(keys.handle(error, 2.0)) == [ProblemNoted, CreateResponse]
     other = thinking()  # an error about something else leaves the request waiting
     other.handle(RealtimeErrorReported("invalid_request_error", "invalid_value", "x"), 2.0)
     assert other.phase is CallPhase.THINKING

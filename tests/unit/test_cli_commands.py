@@ -45,7 +45,7 @@ def test_the_first_of_several_api_tokens_is_used_and_blank_ones_are_not_tokens(
         monkeypatch.setenv("SWITCHBOARD_API_TOKEN", raw)
         assert ensure_api_token(Settings(_env_file=None), env, out) == first  # type: ignore[call-arg]
     monkeypatch.setenv("SWITCHBOARD_API_TOKEN", " , ")
-    with pytest.raises(ConfigError, match="SWITCHBOARD_API_TOKEN: .*tokens of visible ASCII"):
+    with pytest.raises(ConfigError, match=r"SWITCHBOARD_API_TOKEN: .*tokens of visible ASCII"):
         ensure_api_token(load_settings(None), env, out)
     assert not env.exists()  # nothing made up behind the setting's back
 

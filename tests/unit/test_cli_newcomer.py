@@ -22,8 +22,8 @@ from websockets.exceptions import ConnectionClosedError
 
 import serve.call_command
 import serve.runner
-from serve.call_command import follow_call, validation_message
-from serve.client import ApiError, SwitchboardClient
+from serve.call_command import follow_call
+from serve.client import ApiError, SwitchboardClient, _message
 from serve.local import bind_public, free_port
 from serve.runner import banner, run_server, token_source
 from serve.schemas import CallCreate
@@ -200,13 +200,16 @@ def validation_body(**fields: object) -> dict[str, object]:
 
 
 def test_a_validation_message_names_its_field_once() -> None:
+    def said(body: dict[str, object]) -> str:
+        return _message(httpx.Response(422, json=body))[0]
+
     body = validation_body(to="5551234567", instruction="hi")
-    assert validation_message(body) == (
-        "to must start with + and the country code (E.164), such as +15551234567"
+    assert said(body) == (
+        "HTTP 422: to must start with + and the country code (E.164), such as +15551234567"
     )
     two = validation_body(to="+15551234567", instruction="hi", max_duration_s=0)
-    assert validation_message(two) == "max_duration_s: Input should be greater than or equal to 1"
-    assert validation_message({"detail": "unknown call id 'x'"}) is None
+    assert said(two) == "HTTP 422: max_duration_s: Input should be greater than or equal to 1"
+    assert said({"detail": "unknown call id 'x'"}) == "HTTP 422: unknown call id 'x'"
 
 
 def call_json(call_id: str = CALL_ID) -> dict[str, object]:
@@ -304,13 +307,19 @@ async def test_a_stream_broken_mid_call_says_the_server_went_away(
     assert "the call's state is unknown" in message
 
 
-@pytest.mark.skipif(
-    signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
-    reason="asyncio.run handles Ctrl-C only over Python's own SIGINT handler",
-)
+@pytest.mark.parametrize("handler", ["python", "other"])
 def test_ctrl_c_during_a_call_says_it_is_still_live_and_how_to_hang_it_up(
-    cli_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    cli_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    handler: str,
 ) -> None:
+    # Python's own SIGINT handler (asyncio.run then cancels the call's task), as in a
+    # terminal, or another one that raises KeyboardInterrupt where it lands (Ray's, once
+    # an earlier test in this process started a cluster).
+    def raising(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
     async def events() -> AsyncIterator[dict[str, object]]:
         yield {"type": "call.status", "status": "in-progress"}
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the terminal sends it
@@ -319,7 +328,13 @@ def test_ctrl_c_during_a_call_says_it_is_still_live_and_how_to_hang_it_up(
         yield {}  # pragma: no cover
 
     fake_api(monkeypatch, placed, events)
-    assert main(["call", "+15551234567", "hi"]) == 130
+    previous = signal.signal(
+        signal.SIGINT, signal.default_int_handler if handler == "python" else raising
+    )
+    try:
+        assert main(["call", "+15551234567", "hi"]) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     printed = capsys.readouterr()
     assert printed.out.splitlines() == [
         f"call {CALL_ID} to +15551234567: queued",

@@ -4,6 +4,7 @@ import json
 from dataclasses import asdict
 
 from switchboard.call_actions import (
+    AgentTranscriptGrew,
     AgentTurnInterrupted,
     CallerTurnTranscribed,
     CallStatusChanged,
@@ -42,6 +43,10 @@ def test_notices_become_json_events_with_utc_times() -> None:
         "resp_1",
     )
     json.dumps([event, cut, usage])  # plain JSON all the way down
+    grew = live_event("c1", AgentTranscriptGrew("item_2", "there", 6), 0.0)
+    assert grew is not None and (grew["delta"], grew["offset"]) == ("there", 6)
+    unplaced = live_event("c1", AgentTranscriptGrew("item_2", "there"), 0.0)
+    assert unplaced is not None and "offset" not in unplaced
 
 
 def test_tool_runs_and_endings_are_events_too() -> None:

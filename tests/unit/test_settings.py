@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from switchboard.cli import main, redact_url
+from switchboard.cli import main
 from switchboard.errors import ConfigError
-from switchboard.settings import Settings, load_settings
+from switchboard.settings import Settings, load_settings, redact_url
 
 SECRET = "tok_7f3a9c-very-secret"
 

@@ -4,13 +4,36 @@
 // A page opened mid-call reads the record (GET /calls/{id}) and the stream's
 // replay of recent events, which overlap. Every fold here is therefore
 // idempotent: timeline entries are keyed (kind, time, subject), turns by item
-// id, tools by tool call id. The one non-idempotent event, an agent's
-// transcript delta, is only applied to a turn whose start this model saw
-// (the replay is a contiguous suffix, so then it also has every later delta);
-// otherwise the turn takes its words from the record (`missed` asks for a
-// re-read) until its final transcript.
+// id, tools by tool call id, and an agent's transcript delta by where it starts
+// in the reply's text (its `offset`): a delta sent twice (a report sent again
+// after a recorder restart) lands where it did, one that overlaps the end
+// replaces it, and a reply can be followed from any delta that starts within
+// what this model has of it (from 0: with no start seen). A delta starting past
+// that leaves a gap: the turn takes its words from the record (`missed` asks
+// for a re-read). A delta without an offset (an older server) is only applied
+// to a turn whose start this model saw (the replay is a contiguous suffix, so
+// then it also has every later delta); otherwise the turn takes its words from
+// the record until its final transcript.
 
 import { isTerminal, ms, statusRank } from "./format.js";
+
+// A delta's offset counts code points, as Python does; a string's length here counts UTF-16 units.
+const PAIRS = /[\uD800-\uDBFF][\uDC00-\uDFFF]/g;
+
+function codePoints(text) {
+  return text.length - (text.match(PAIRS)?.length ?? 0);
+}
+
+/** Where code point `points` of `text` starts, in UTF-16 units (`points` at most its count). */
+function unitIndex(text, points) {
+  let index = 0;
+  for (const char of text) {
+    if (points <= 0) break;
+    index += char.length;
+    points -= 1;
+  }
+  return index;
+}
 
 /**
  * What the caller heard of a reply cut after `heardMs` of `generatedMs`: the
@@ -82,8 +105,8 @@ export class CallModel {
     this.usage = record.usage ?? null;
     this.costUsd = record.cost_usd ?? null;
     this.version = 0; // bumped on every change, for cheap re-render checks
-    // Words of a reply came that this model could not place (it missed the reply's start):
-    // the record has them. Whoever re-reads it clears this first.
+    // Words of a reply came that this model could not place (it missed the reply's start,
+    // or words before them): the record has them. Whoever re-reads it clears this first.
     this.missed = false;
     this.#derive();
     if (record.timeline) this.#loadDetail(record);
@@ -140,8 +163,9 @@ export class CallModel {
 
   /**
    * The stream is back after a gap: deltas it replays may not follow on from what
-   * this model has, so a reply is only followed again from a replayed start (else
-   * it waits for the record or its final transcript), as on a page first opened.
+   * this model has, so a reply is only followed again from a replayed start, or a
+   * delta whose offset places it within what this model has (else it waits for the
+   * record or its final transcript), as on a page first opened.
    */
   resume() {
     for (const turn of this.turns.values()) turn.sawStart = false;
@@ -209,10 +233,13 @@ export class CallModel {
       }
       case "transcript.agent_delta": {
         const turn = this.#turn("agent", event.item_id, at);
-        if (turn.sawStart && turn.state === "speaking") {
+        if (turn.state === "finished" || turn.state === "interrupted") break;
+        if (Number.isInteger(event.offset) && event.offset >= 0) {
+          this.#place(turn, event.offset, event.delta ?? "");
+        } else if (turn.sawStart && turn.state === "speaking") {
           turn.text = (turn.text ?? "") + (event.delta ?? "");
           this.version += 1;
-        } else if (turn.state !== "finished" && turn.state !== "interrupted") {
+        } else {
           this.missed = true;
         }
         break;
@@ -258,6 +285,38 @@ export class CallModel {
     }
     if (this.version !== before) this.#derive();
     return this.version !== before;
+  }
+
+  /**
+   * Put a reply's `delta` at code point `offset` of its text (as the store does): a
+   * delta already there (sent twice) changes nothing, one that overlaps the end
+   * replaces what it covers. The text this model has of a reply is always its start
+   * (live deltas placed so, or the record's), so from then on the reply is followed,
+   * its start seen or not. A delta past the end leaves a gap: the record has the
+   * words in between (`missed`), and is to be taken even if this model follows.
+   */
+  #place(turn, offset, delta) {
+    const text = turn.text ?? "";
+    const length = turn.counted === text ? turn.points : codePoints(text);
+    if (offset > length) {
+      turn.sawStart = false;
+      this.missed = true;
+      return;
+    }
+    let placed;
+    if (offset === length) {
+      placed = text + delta;
+    } else {
+      const at = length === text.length ? offset : unitIndex(text, offset);
+      placed = text.startsWith(delta, at) ? text : text.slice(0, at) + delta;
+    }
+    turn.counted = placed;
+    turn.points = placed === text ? length : offset + codePoints(delta);
+    if (placed === text && turn.state === "speaking") return; // already in place: a repeat
+    turn.text = placed;
+    turn.state = "speaking";
+    turn.sawStart = true;
+    this.version += 1;
   }
 
   #turn(role, itemId, at) {
