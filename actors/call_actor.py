@@ -74,6 +74,8 @@ WEB_CONNECT_TIMEOUT_S = 30.0  # a web call whose browser never connects ends as 
 # Dialed (or last heard of from Twilio) with no stream yet: Twilio rings for 60 s unless
 # told otherwise, and a status callback restarts the wait (a queued call rings late).
 STREAM_WAIT_S = 120.0
+ANSWER_GRACE_S = 15.0  # Twilio says answered but no stream yet: one wait this long
+STREAM_GIVE_UP_S = 900.0  # however Twilio queues or rings it, no longer than this
 PREPARE_WAIT_S = 60.0  # handed out, never prepared: the ingress that acquired it is gone
 REPORT_TIMEOUT_S = 20.0  # one report; a recorder whose database hangs must not hold a call
 # Placing a call hung up before Twilio's create answered: the wrap-up waits this long for
@@ -163,6 +165,8 @@ class CallActor:
         self._given_up = False  # never prepared in time: a late prepare is refused
         self._dial_abandoned = False  # the wrap-up stopped waiting for the CallSid
         self._carrier_status: str | None = None  # a final status read from Twilio itself
+        self._watch_began = 0.0  # monotonic: when the watchdog started waiting
+        self._answer_grace = False  # Twilio said in-progress, no stream yet: waited once
         self._delivered = 0  # actions of this call a report delivered: the next one's seq
         self._sender = secrets.token_hex(8)  # this actor serving this call, to the recorder
         self._flusher: asyncio.Task[None] | None = None
@@ -235,6 +239,7 @@ class CallActor:
         self.shell.start_realtime(socket)
         self._flusher = asyncio.ensure_future(self._flush_reports())
         # From here, not from ``dialed``: an ingress lost before it dialed ends no call.
+        self._watch_began = time.monotonic()
         self._expect_stream()
         self._watchdog = asyncio.ensure_future(self._await_stream())
         self._prepared.set()
@@ -256,8 +261,15 @@ class CallActor:
         if self._serves(call_id) and self._dial_abandoned:
             # Later than the wrap-up waited: the call is over here, so end it at Twilio,
             # now, in this request (no task of this call outlives its wrap-up).
-            with contextlib.suppress(Exception):
+            try:
                 await self._rest_hang_up(call_sid)
+            except Exception as exc:
+                log.error(
+                    "a call dialed too late to be used may still ring: hanging it up "
+                    "through Twilio failed: %s",
+                    exc,
+                    extra={"call_id": call_id},
+                )
             return
         if not self._serves(call_id) or self.shell is None or self._dial_settled.is_set():
             return
@@ -482,14 +494,26 @@ class CallActor:
             if self._stream_started.is_set() or self.shell.finished.is_set():
                 return  # started (or ended) as the deadline came
             status = await self._status_at_twilio()
-            if status in STILL_COMING:
-                self._stream_due = time.monotonic() + STREAM_WAIT_S
-                continue
+            if self._stream_started.is_set() or self.shell.finished.is_set():
+                return  # started (or ended) while Twilio was asked
+            now = time.monotonic()
+            if self._stream_due > now:
+                continue  # a status callback came meanwhile: wait on from it
             if status in FINAL_STATUSES:
                 self._carrier_status = status  # its callback was lost: Twilio's word
                 self._dial_settled.set()
                 self.shell.feed(CallEnded(status))
                 return
+            if now - self._watch_began < STREAM_GIVE_UP_S:  # else: end it, whatever it says
+                if status in STILL_COMING:
+                    self._stream_due = now + STREAM_WAIT_S
+                    continue
+                if status == "in-progress" and not self._answer_grace:
+                    # Answered just now, its stream still connecting (or the answer's
+                    # callback lost): a moment more, once.
+                    self._answer_grace = True
+                    self._stream_due = now + ANSWER_GRACE_S
+                    continue
             break
         self._stream_lost = True
         if self.plan.web:

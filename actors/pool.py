@@ -89,7 +89,9 @@ class CallPool(Generic[H]):
         self._sleep = sleep
         self._ready: deque[Slot[H]] = deque()
         self._live: dict[str, Slot[H]] = {}
-        self._acquiring: set[str] = set()  # calls waiting for an actor started for them
+        # Calls waiting for an actor started for them: one creation per call, however
+        # often it is asked for (a retried webhook), registered by the creation itself.
+        self._acquiring: dict[str, asyncio.Task[Slot[H]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # refills: short-lived
         self._watchers: set[asyncio.Task[None]] = set()  # one per live call
         self._starting = 0  # refill creations in flight: they count toward ``size``
@@ -130,22 +132,38 @@ class CallPool(Generic[H]):
         held = self._live.get(call_id)
         if held is not None:
             return held
-        slot = self._ready.popleft() if self._ready else None
-        if slot is None:
-            self._on_demand += 1
-            self._launched += 1
-            self._acquiring.add(call_id)
-            try:
-                # Bounded: a full cluster would hold the call's placing (and its record,
-                # "queued") for as long as it stays full.
-                slot = await asyncio.wait_for(self.factory.create(), self.create_timeout_s)
-            finally:
-                self._on_demand -= 1
-                self._acquiring.discard(call_id)
+        creating = self._acquiring.get(call_id)
+        if creating is None:
+            if self._ready:
+                return self._hand_out(call_id, self._ready.popleft())
+            creating = asyncio.ensure_future(self._start_for(call_id))
+            creating.add_done_callback(_retrieved)
+            self._acquiring[call_id] = creating
+        # Shielded: a caller that gives up does not stop the creation, which hands the
+        # actor to the call itself (else a started actor would be owned by nobody).
+        return await asyncio.shield(creating)
+
+    async def _start_for(self, call_id: str) -> Slot[H]:
+        self._on_demand += 1
+        self._launched += 1
+        try:
+            # Bounded: a full cluster would hold the call's placing (and its record,
+            # "queued") for as long as it stays full.
+            slot = await asyncio.wait_for(self.factory.create(), self.create_timeout_s)
+        finally:
+            self._on_demand -= 1
+            self._acquiring.pop(call_id, None)
+        return self._hand_out(call_id, slot)
+
+    def _hand_out(self, call_id: str, slot: Slot[H]) -> Slot[H]:
         self._live[call_id] = slot
         self._spawn(self._watch(call_id, slot), self._watchers)
         self._spawn(self._refill())
         return slot
+
+    def known_names(self) -> set[str]:
+        """Every actor this pool holds, ready or live."""
+        return {s.name for s in self._ready} | {s.name for s in self._live.values()}
 
     def adopt(self, ready: Iterable[Slot[H]], live: Mapping[str, Slot[H]]) -> None:
         """Take over actors a pool before this one started: ``ready`` ones, and ``live``
@@ -172,7 +190,12 @@ class CallPool(Generic[H]):
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [*self._tasks, *self._watchers, *([self._timer] if self._timer else [])]
+        tasks = [
+            *self._tasks,
+            *self._watchers,
+            *self._acquiring.values(),
+            *([self._timer] if self._timer else []),
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -292,3 +315,9 @@ class CallPool(Generic[H]):
         task = asyncio.ensure_future(coro)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Mark a creation's failure seen: its callers may all have gone."""
+    if not task.cancelled():
+        task.exception()

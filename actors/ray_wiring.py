@@ -65,6 +65,7 @@ CALL_SLOT = "call_slot"
 CALL_ACTOR_PREFIX = "call-"  # every call actor's name: how a restarted pool finds them
 DESCRIBE_S = 10.0  # a call actor that does not say what it does by then is asked again
 LATE_ADOPT_S = 300.0  # ... until this long after the pool started, then killed
+ADOPT_RETRY_S = 10.0  # listing the running call actors failed: tried again after this
 CALL_CPUS = 0.02  # a placement budget; measured in a call here: 2-3% of a core (benchmarks.md)
 CALL_MEMORY = 80 * 1024 * 1024  # the per-call PSS budget of the benchmark
 # A call actor serves up to this many calls, one at a time, before it is retired: starting
@@ -330,27 +331,39 @@ class RayCallPool:
         # Call actors adopted once they answer, with their handles.
         self._late: list[tuple[asyncio.Task[None], Handle]] = []
         self._adopt_failed = False  # running actors may be unknown to this pool
+        self._adopt_again_at = 0.0  # monotonic: when a failed takeover is tried again
 
     async def _adopted(self) -> None:
-        if self._adopting is None:
+        if self._adopting is None or (
+            self._adopt_failed and time.monotonic() >= self._adopt_again_at
+        ):
             self._adopting = asyncio.ensure_future(self._adopt())
         await asyncio.shield(self._adopting)
 
     async def _adopt(self) -> None:
+        """Take over the call actors running before this pool (once; again later if
+        listing them failed: until then ``serves`` cannot say a call has no actor)."""
         try:
             ready, live, silent = await self.factory.existing()
         except Exception:  # the pool works without: actors it cannot see stay unused
-            log.exception("adopting running call actors failed")
-            ready, live, silent = [], {}, []
+            log.exception("adopting running call actors failed; trying again later")
             self._adopt_failed = True
+            self._adopt_again_at = time.monotonic() + ADOPT_RETRY_S
+            return
+        self._adopt_failed = False
+        known = self.pool.known_names()  # started by this pool since: already its own
+        ready = [slot for slot in ready if slot.name not in known]
+        live = {call: slot for call, slot in live.items() if slot.name not in known}
+        silent = [(name, handle) for name, handle in silent if name not in known]
         self.pool.adopt(ready, live)
         if ready or live:
             log.warning("adopted %d ready call actors and %d live calls", len(ready), len(live))
-        self._late = [
+        self._late += [
             (asyncio.ensure_future(self._adopt_late(name, handle)), handle)
             for name, handle in silent
         ]
-        self._gauges = asyncio.ensure_future(watch_pool(self.pool, ray_pool_metrics()))
+        if self._gauges is None:
+            self._gauges = asyncio.ensure_future(watch_pool(self.pool, ray_pool_metrics()))
 
     async def _adopt_late(self, name: str, handle: Handle) -> None:
         """A call actor that did not say what it does in time is asked again until it

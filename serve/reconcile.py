@@ -38,6 +38,7 @@ log = logging.getLogger("switchboard.serve")
 EVERY_S = 60.0
 SETTLE_AFTER_S = 300.0  # older than any placing (its Twilio create retries included)
 PAGE = 200
+HANG_UP_TRIES = 10  # one a round
 NOT_ENDED = tuple(s for s in sorted(STATUSES) if not is_terminal(s))
 
 
@@ -55,6 +56,9 @@ class Reconciler:
         self.settle_after = timedelta(seconds=settle_after_s)
         self.clock = clock
         self._still_up: set[str] = set()  # up at Twilio with no actor, seen last round
+        # Settled as failed, not yet hung up at Twilio (its answer was an error): tried
+        # again each round, up to HANG_UP_TRIES times.
+        self._to_end: dict[str, tuple[CallRecord, int]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -83,6 +87,8 @@ class Reconciler:
         before = self.clock() - self.settle_after
         settled = 0
         up: set[str] = set()
+        for call, tries in list(self._to_end.values()):
+            await self._end_at_carrier(call, tries)
         try:
             for status in NOT_ENDED:
                 cursor: str | None = None
@@ -127,7 +133,7 @@ class Reconciler:
         if not await self.deps.store.update_status(call.id, "failed", at, {"reason": reason}):
             return False
         if status is not None:
-            await control.end_at_carrier(call)
+            await self._end_at_carrier(call, 0)
         problem = {"source": "settling", "reason": "abandoned", "message": reason, "fatal": True}
         await self.deps.store.append_event(call.id, "problem", at, problem)
         self.deps.events.publish(
@@ -136,6 +142,19 @@ class Reconciler:
         )
         log.warning("call %s settled as failed: %s", call.id, reason)
         return True
+
+    async def _end_at_carrier(self, call: CallRecord, tries: int) -> None:
+        """Hang the call up at Twilio; on an error, again next round (its status already
+        says failed, so the listing would not bring it back)."""
+        self._to_end.pop(call.id, None)
+        try:
+            await self.deps.control.end_at_carrier(call)
+        except SwitchboardError as exc:
+            if tries + 1 < HANG_UP_TRIES:
+                self._to_end[call.id] = (call, tries + 1)
+                log.warning("hanging up call %s at Twilio failed, again later: %s", call.id, exc)
+            else:
+                log.error("call %s may still be up at Twilio: hanging up failed: %s", call.id, exc)
 
     async def _record(self, call: CallRecord, status: str) -> None:
         at = self.clock()

@@ -720,3 +720,83 @@ async def test_an_actor_handed_out_but_not_yet_prepared_is_not_ready_to_a_new_po
     await asyncio.sleep(0)  # one loop pass: the task has asked
     assert await actor.describe() == (None, None)  # a new pool retires it
     ending.cancel()
+
+
+async def test_a_stream_starting_while_twilio_is_asked_is_kept(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_actor, "STREAM_WAIT_S", 0.2)
+    asked = asyncio.Event()
+    answer = asyncio.Event()
+
+    async def slow_status(call_sid: str) -> str | None:
+        asked.set()
+        await answer.wait()
+        return "in-progress"
+
+    actor = CallActor(
+        "slot-1",
+        world.settings,
+        world.recorder,
+        lambda sid: asyncio.sleep(0),
+        status_via_rest=slow_status,
+    )
+    await actor.start()
+    await actor.prepare(CallPlan("call-s", "Test.", stream_token="t"))
+    await actor.dialed("call-s", "CA" + "4" * 32)
+    await asyncio.wait_for(asked.wait(), 10)  # the deadline came: Twilio is being asked
+    actor.record(PhaseChanged("awaiting_answer", "idle"), time.monotonic())  # `start`
+    answer.set()
+    assert actor._watchdog is not None
+    await asyncio.wait_for(actor._watchdog, 10)
+    assert actor.shell is not None and not actor.shell.finished.is_set()
+    assert not actor._stream_lost
+    assert await actor.hang_up("call-s") is True
+    await asyncio.wait_for(actor.wait_finished(), 10)
+
+
+async def test_answered_without_a_stream_gets_a_grace_then_ends(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_actor, "STREAM_WAIT_S", 0.1)
+    monkeypatch.setattr(call_actor, "ANSWER_GRACE_S", 0.1)
+    asked: list[str] = []
+
+    async def answered(call_sid: str) -> str | None:
+        asked.append(call_sid)
+        return "in-progress"
+
+    actor = CallActor(
+        "slot-1",
+        world.settings,
+        world.recorder,
+        lambda sid: asyncio.sleep(0),
+        status_via_rest=answered,
+    )
+    await actor.start()
+    await actor.prepare(CallPlan("call-g", "Test.", stream_token="t"))
+    await actor.dialed("call-g", "CA" + "3" * 32)
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "no_stream"
+    assert len(asked) == 2  # asked, waited the grace once, asked again
+
+
+async def test_a_call_twilio_rings_forever_is_given_up_in_the_end(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_actor, "STREAM_WAIT_S", 0.05)
+    monkeypatch.setattr(call_actor, "STREAM_GIVE_UP_S", 0.3)
+
+    async def ringing(call_sid: str) -> str | None:
+        return "ringing"
+
+    actor = CallActor(
+        "slot-1",
+        world.settings,
+        world.recorder,
+        lambda sid: asyncio.sleep(0),
+        status_via_rest=ringing,
+    )
+    await actor.start()
+    await actor.prepare(CallPlan("call-r", "Test.", stream_token="t"))
+    await actor.dialed("call-r", "CA" + "2" * 32)
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "no_stream"

@@ -427,3 +427,18 @@ async def test_a_call_waiting_for_an_actor_started_for_it_is_served_and_waits_bo
         await waiting  # the placing fails in time, rather than waiting on a full cluster
     assert not pool.serves("a")
     await pool.close()
+
+
+async def test_a_call_asked_for_twice_while_its_actor_starts_gets_one_actor() -> None:
+    # A retried inbound webhook while the pool, run dry, starts an actor for the call.
+    factory = FakeFactory()
+    factory.gate = asyncio.Event()
+    pool = CallPool(factory, size=0, sleep=FakeSleep())
+    first = asyncio.ensure_future(pool.acquire("a"))
+    await until(lambda: factory.created == 1)
+    second = asyncio.ensure_future(pool.acquire("a"))
+    first.cancel()  # the first asker gave up: the actor still goes to the call
+    factory.gate.set()
+    slot = await second
+    assert factory.created == 1 and pool.slot("a") == slot and pool.live == 1
+    await pool.close()

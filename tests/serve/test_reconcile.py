@@ -179,3 +179,28 @@ async def test_replicas_settling_the_same_call_hang_it_up_once(
     detail = await store.get_call(up)
     assert detail is not None
     assert [e.kind for e in detail.timeline].count("problem") == 1
+
+
+async def test_a_hang_up_twilio_refused_is_tried_again_next_round(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = "CA" + "8" * 32
+    up = await world.call("in-progress", sid)
+    world.control.at_carrier[sid] = "in-progress"
+    world.clock.wall += timedelta(seconds=301)
+    refusals = [TwilioServiceError("hanging up at Twilio failed: HTTP 503")]
+    end = world.control.end_at_carrier
+
+    async def flaky(call: CallRecord) -> None:
+        if refusals:
+            raise refusals.pop()
+        await end(call)
+
+    monkeypatch.setattr(world.control, "end_at_carrier", flaky)
+    assert await world.reconciler.once() == 0
+    assert await world.reconciler.once() == 1  # settled; Twilio refused the hang-up
+    assert await world.status(up) == "failed" and world.control.ended_at_carrier == []
+    await world.reconciler.once()  # the next round hangs it up
+    assert world.control.ended_at_carrier == [up]
+    await world.reconciler.once()
+    assert world.control.ended_at_carrier == [up]  # once
