@@ -25,7 +25,7 @@ import os
 import time
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import ray
@@ -205,6 +205,7 @@ class RaySlotFactory:
             "max_restarts": 0,
             **(options or {}),
         }
+        self.starting: set[str] = set()  # names of the actors being created now
         needs = {"CPU": self.options["num_cpus"], "memory": self.options["memory"]}
         needs |= self.options["resources"]
         self.needs: dict[str, float] = {k: float(v) for k, v in needs.items() if v}
@@ -212,11 +213,14 @@ class RaySlotFactory:
     async def create(self) -> Slot[Handle]:
         name = f"{CALL_ACTOR_PREFIX}{uuid.uuid4().hex}"
         handle = RayCallActor.options(name=name, **self.options).remote(name)  # type: ignore[attr-defined]
+        self.starting.add(name)
         try:
             address = await handle.start.remote()  # on its own node's address
         except BaseException:  # failed or cancelled: a detached actor would keep its slot
             ray.kill(handle, no_restart=True)
             raise
+        finally:
+            self.starting.discard(name)
         return Slot(name, handle, tuple(address))
 
     async def free_slots(self) -> int:
@@ -231,18 +235,21 @@ class RaySlotFactory:
         return min(int(free.get(name, 0.0) / need + 1e-9) for name, need in self.needs.items())
 
     async def existing(
-        self,
+        self, skip: Collection[str] = ()
     ) -> tuple[list[Slot[Handle]], dict[str, Slot[Handle]], list[tuple[str, Handle]]]:
         """The call actors already running (a pool before this one started them): the
         ready ones, the live ones by call id (a call being wrapped up has no media
         address any more: it needs none), and those that did not answer in time (still
         starting, or busy in a burst), by name. One with neither a call nor an address
-        (it was starting when its pool died) is retired."""
+        (it was starting when its pool died) is retired. Those named in ``skip`` (the
+        asking pool's own) are left out, untouched."""
         named = await asyncio.to_thread(ray.util.list_named_actors, all_namespaces=True)
         names = [
             n["name"]
             for n in named
-            if n["namespace"] == NAMESPACE and n["name"].startswith(CALL_ACTOR_PREFIX)
+            if n["namespace"] == NAMESPACE
+            and n["name"].startswith(CALL_ACTOR_PREFIX)
+            and n["name"] not in skip
         ]
         found = await asyncio.gather(*(self.describe(name) for name in names))
         ready: list[Slot[Handle]] = []
@@ -344,17 +351,15 @@ class RayCallPool:
         """Take over the call actors running before this pool (once; again later if
         listing them failed: until then ``serves`` cannot say a call has no actor)."""
         try:
-            ready, live, silent = await self.factory.existing()
+            # Not this pool's own: started since a takeover that failed, and handed out.
+            known = self.pool.known_names() | self.factory.starting
+            ready, live, silent = await self.factory.existing(skip=known)
         except Exception:  # the pool works without: actors it cannot see stay unused
             log.exception("adopting running call actors failed; trying again later")
             self._adopt_failed = True
             self._adopt_again_at = time.monotonic() + ADOPT_RETRY_S
             return
         self._adopt_failed = False
-        known = self.pool.known_names()  # started by this pool since: already its own
-        ready = [slot for slot in ready if slot.name not in known]
-        live = {call: slot for call, slot in live.items() if slot.name not in known}
-        silent = [(name, handle) for name, handle in silent if name not in known]
         self.pool.adopt(ready, live)
         if ready or live:
             log.warning("adopted %d ready call actors and %d live calls", len(ready), len(live))

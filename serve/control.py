@@ -84,7 +84,14 @@ class RayCallControl:
             raise TwilioServiceError(f"Twilio could not be reached: {exc}") from exc
         # The actor first: it binds the stream to the CallSid and can end the call. The
         # status callbacks also bring the sid, should this write fail.
-        await _dialed(actor, call.id, str(created.sid))
+        try:
+            await _dialed(actor, call.id, str(created.sid))
+        except ServiceError:
+            # No actor for the call Twilio is ringing: end it there (best effort; the
+            # call is recorded failed either way).
+            with contextlib.suppress(TwilioServiceError):
+                await self._end_at_twilio(str(created.sid))
+            raise
         try:
             await self.store.set_twilio_sid(call.id, str(created.sid))
         except StoreError as exc:
@@ -139,10 +146,12 @@ class RayCallControl:
         return str(fetched.status)
 
     async def end_at_carrier(self, call: CallRecord) -> None:
-        if call.twilio_sid is None:
-            return
+        if call.twilio_sid is not None:
+            await self._end_at_twilio(call.twilio_sid)
+
+    async def _end_at_twilio(self, call_sid: str) -> None:
         try:
-            await twilio_call(self.twilio.calls(call.twilio_sid).update, status="completed")
+            await twilio_call(self.twilio.calls(call_sid).update, status="completed")
         except (TwilioException, RequestException) as exc:
             raise TwilioServiceError(f"hanging up at Twilio failed: {exc}") from exc
 
