@@ -36,7 +36,7 @@ run: $(STAMP)
 	$(VENV)/bin/switchboard run
 
 test: $(STAMP) $(APT_STAMP)
-	PATH="$(PG_BIN):$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+	PATH="$(PG_BIN):$$PATH:$(CURDIR)/$(VENV)/bin" $(PY) -m pytest $(PYTEST_ARGS)
 
 $(APT_STAMP): | $(PY)
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
@@ -47,9 +47,14 @@ $(APT_STAMP): | $(PY)
 		echo "installing Debian package chromium (the console's browser tests)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
-	@if ! command -v promtool >/dev/null 2>&1; then \
-		echo "installing Debian package prometheus (promtool checks monitoring/)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; \
+	@# promtool alone, unpacked from Debian's prometheus package into the venv: installing
+	@# the package would start a Prometheus service on :9090, where monitoring/ runs its own.
+	@if ! command -v promtool >/dev/null 2>&1 && [ ! -x $(VENV)/bin/promtool ]; then \
+		echo "unpacking promtool from Debian package prometheus (it checks monitoring/)"; \
+		apt-get update -qq && rm -rf $(VENV)/prometheus-deb && mkdir -p $(VENV)/prometheus-deb && \
+		(cd $(VENV)/prometheus-deb && apt-get download -qq prometheus 2>/dev/null && \
+			dpkg-deb -x prometheus_*.deb . && rm prometheus_*.deb) && \
+		ln -sf ../prometheus-deb/usr/bin/promtool $(VENV)/bin/promtool; \
 	fi
 	touch $@
 

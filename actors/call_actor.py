@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Protocol
+from urllib.parse import urlparse
 
 from twilio.request_validator import RequestValidator
 
@@ -213,6 +214,9 @@ class CallActor:
         if self._given_up:
             raise LocalProtocolError(f"slot {self.slot} gave up waiting for its call")
         self.plan = plan
+        # Read the wall clock as the call begins: a warm actor may have waited through a
+        # step of it (NTP), and its events would all be stamped off by that much.
+        self._wall_offset = time.time() - time.monotonic()
         config = PolicyConfig(
             session=SessionConfig(
                 instructions=plan.instruction,
@@ -447,7 +451,14 @@ class CallActor:
             accepted = checked
         else:
             signature = headers.get("X-Twilio-Signature", "")
-            if not self._validator.validate(self._public_url(path, headers), {}, signature):
+            url = self._public_url(path, headers)
+            if url is None:  # no signature can match: refused as a bad one is, not a 500
+                log.warning(
+                    "media handshake refused: Host / X-Forwarded-Host is no valid host[:port]",
+                    extra={"call_id": plan.call_id},
+                )
+                return HTTPStatus.FORBIDDEN, "Host / X-Forwarded-Host is no valid host[:port]\n"
+            if not self._validator.validate(url, {}, signature):
                 log.warning(
                     "media handshake refused: bad signature", extra={"call_id": plan.call_id}
                 )
@@ -457,15 +468,24 @@ class CallActor:
         self._claimed = True
         return accepted
 
-    def _public_url(self, path: str, headers: Mapping[str, str]) -> str:
-        """The URL Twilio connected to: PUBLIC_URL, else what the proxy forwarded."""
+    def _public_url(self, path: str, headers: Mapping[str, str]) -> str | None:
+        """The URL Twilio connected to: PUBLIC_URL, else what the proxy forwarded.
+
+        None when the forwarded host makes no URL the validator can read (it parses
+        the URL and reads its port, which raises on ``:abc``, ``:99999`` or ``[::1``).
+        """
         if self.settings.public_url is not None:
             base = str(self.settings.public_url).rstrip("/")
             scheme, _, rest = base.partition("://")
             return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}"
         proto = headers.get("X-Forwarded-Proto", "http").split(",")[0].strip()
         host = headers.get("X-Forwarded-Host") or headers.get("Host", "")
-        return f"{'wss' if proto in ('https', 'wss') else 'ws'}://{host}{path}"
+        url = f"{'wss' if proto in ('https', 'wss') else 'ws'}://{host}{path}"
+        try:
+            _ = urlparse(url).port  # what the validator reads: raises as it would
+        except ValueError:
+            return None
+        return url
 
     async def _media(self, socket: PicowsSocket) -> None:
         assert self.shell is not None

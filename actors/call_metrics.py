@@ -58,6 +58,7 @@ __all__ = [
     "RECORDER_LAG",
     "RESPONSES",
     "SESSION_RENEWALS",
+    "TICK_S",
     "TOKENS",
     "TOOL_CALLS",
     "CallMetrics",
@@ -74,6 +75,7 @@ log = logging.getLogger(__name__)
 
 OTHER = "other"
 LOST = "lost"
+TICK_S = 60.0  # how often the recorder calls ``tick``: as often as ``_sweep`` acts
 
 
 class MetricKind(enum.Enum):
@@ -206,6 +208,10 @@ class RecorderMetrics(Protocol):
         """A call actor reported ``batch``; ``now`` is the recorder's unix time. ``first``
         is False when the call reported before (to a recorder that has since restarted)."""
 
+    def tick(self, now: float) -> None:
+        """Called every ``TICK_S`` whether or not anything reported: a call whose actor
+        died is given up on when due, not at the next report of another call."""
+
 
 class NoMetrics:
     """The recorder's default: metrics off."""
@@ -213,6 +219,9 @@ class NoMetrics:
     def reported(
         self, call_id: str, batch: Sequence[tuple[Action, float]], now: float, first: bool = True
     ) -> None:
+        pass
+
+    def tick(self, now: float) -> None:
         pass
 
 
@@ -283,6 +292,15 @@ class CallMetrics:
         except Exception:
             self.failures += 1
             if self.failures == 1:  # once: a broken sink would otherwise log every batch
+                log.exception("metrics update failed; the call record is unaffected")
+
+    def tick(self, now: float) -> None:
+        try:
+            self._sweep(now)
+            self.sink.set(LIVE_CALLS, len(self._live), {})
+        except Exception:
+            self.failures += 1
+            if self.failures == 1:
                 log.exception("metrics update failed; the call record is unaffected")
 
     def observe(self, call_id: str, action: Action, at: float) -> None:

@@ -10,19 +10,30 @@ recorder's process imports them when the actor is constructed.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 import ray
 
 from actors.ray_metrics import ray_call_metrics
 from switchboard.call_actions import Action
+from switchboard.errors import ConfigError
 from switchboard.logs import configure_logging
-from switchboard.settings import load_settings
+from switchboard.settings import load_settings, redact_url
 
 if TYPE_CHECKING:
     from actors.recorder import CallRecorder
 
-__all__ = ["RayCallRecorder"]
+__all__ = ["DIGEST_PREFIX", "RayCallRecorder", "database_url_digest"]
+
+DIGEST_PREFIX = "sha256:"
+
+
+def database_url_digest(database_url: str) -> str:
+    """What names a database URL holding a secret, where the URL must not go (Ray): a
+    digest of it without its secrets (a digest of a password could be guessed back)."""
+    shown = redact_url(database_url).encode("utf-8", "surrogatepass")
+    return DIGEST_PREFIX + hashlib.sha256(shown).hexdigest()
 
 
 @ray.remote
@@ -30,10 +41,21 @@ class RayCallRecorder:
     """``actors.recorder.CallRecorder``'s methods, delegated to one made in this process."""
 
     def __init__(self, database_url: str) -> None:
+        """``database_url``, or ``database_url_digest`` of one that holds a secret: then
+        this process's own DATABASE_URL, which must be the one digested."""
         from actors.recorder import CallRecorder  # deferred: see the module docstring
 
-        configure_logging(load_settings(None).log_level)
-        self.recorder: CallRecorder = CallRecorder(database_url, ray_call_metrics())
+        settings = load_settings(None)
+        configure_logging(settings.log_level)
+        url = database_url
+        if database_url.startswith(DIGEST_PREFIX):
+            url = settings.database_url
+            if database_url_digest(url) != database_url:
+                raise ConfigError(
+                    "DATABASE_URL differs between the ingress and this recorder's process:"
+                    " give every Ray process the same settings"
+                )
+        self.recorder: CallRecorder = CallRecorder(url, ray_call_metrics())
 
     async def open(self) -> None:
         await self.recorder.open()

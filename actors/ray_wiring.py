@@ -433,6 +433,7 @@ class RayCallPool:
             "live": pool.live,
             "starting": pool.starting,
             "recycled": pool.recycled,
+            "size": pool.size,
         }
 
     async def close(self) -> None:

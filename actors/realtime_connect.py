@@ -135,7 +135,7 @@ async def connect_realtime(
                 **keepalive(keepalive_s),
             )
     except WSInvalidURL as exc:
-        shown = redact_url(url)  # an OPENAI_BASE_URL may carry user:password@
+        shown = redact_url(url)  # as settings show URLs: nothing secret
         raise ConfigError(f"the Realtime URL {shown!r} is not a WebSocket URL: {exc}") from exc
     except (WSError, OSError, TimeoutError) as exc:
         reason = _scrub(_describe(exc, open_timeout), api_key)

@@ -25,12 +25,13 @@ reach viewers twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections import deque
 from datetime import UTC, datetime
 
-from actors.call_metrics import NO_METRICS, RecorderMetrics
+from actors.call_metrics import NO_METRICS, TICK_S, RecorderMetrics
 from switchboard.call_actions import Action, CallStatusChanged, FinishCall
 from switchboard.live_events import live_event
 from switchboard.store import CallStore, record_batch
@@ -110,15 +111,28 @@ class CallRecorder:
         self._calls: dict[str, asyncio.Lock] = {}
         # Per call and sender: how many of its actions are recorded (module docstring).
         self._recorded: dict[tuple[str, str], int] = {}
+        self._ticker: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         async with self._opening:
             if self.store is None:
                 self.store = await CallStore.open(self.database_url)
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
 
     async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
         if self.store is not None:
             await self.store.close()
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)  # a period, not a synchronisation
+            self.metrics.tick(time.time())
 
     async def report(
         self,

@@ -31,6 +31,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, WebSocket, status
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
+from serve.api_docs import mount_api_docs
 from serve.api_errors import BodyLimit, install_error_handlers, validation_error
 from serve.auth import TokenChecker, bearer_dependency
 from serve.call_journal import error_code, publish_created, record_failure, utc_now
@@ -88,6 +89,8 @@ def build_app(deps: AppDeps) -> FastAPI:
         title="Switchboard",
         summary="AI phone calls: place calls, follow them live, read their records",
         version="0.1.0",
+        docs_url=None,  # mount_api_docs: Swagger UI from this origin, not a CDN
+        redoc_url=None,
     )
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     install_error_handlers(app)
@@ -107,6 +110,7 @@ def build_app(deps: AppDeps) -> FastAPI:
     async def all_events(websocket: WebSocket) -> None:
         await stream_events(websocket, deps, checker, None)
 
+    mount_api_docs(app, "Switchboard")
     mount_console(app)  # last: `/` and `/console/*` shadow no API route
     return app
 

@@ -17,6 +17,7 @@ or at shutdown); an unknown call id raises ``ApiError`` with status 404.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ssl
 from collections.abc import AsyncIterator
@@ -29,9 +30,14 @@ import httpx
 import orjson
 from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosedError, InvalidStatus, WebSocketException
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    InvalidStatus,
+    WebSocketException,
+)
 
-from serve.event_stream import CLOSE_UNKNOWN_CALL
+from serve.event_stream import ACK_EVERY, CLOSE_UNKNOWN_CALL
 from serve.ports import SUBSCRIPTION_DROPPED
 from serve.schemas import CallDetailOut, CallOut, CallPageOut, HangupOut, WebCallOut
 from switchboard.errors import ServiceError
@@ -224,7 +230,13 @@ class SwitchboardClient:
         try:
             async with connect(url, additional_headers=headers, open_timeout=self._timeout) as ws:
                 try:
+                    received = 0
                     async for raw in ws:
+                        received += 1
+                        if received % ACK_EVERY == 0:  # the server lets a silent viewer go
+                            # Closed meanwhile: the next read says how (or ends quietly).
+                            with contextlib.suppress(ConnectionClosed):
+                                await ws.send(orjson.dumps({"ack": received}).decode())
                         try:
                             event = orjson.loads(raw)
                         except orjson.JSONDecodeError:

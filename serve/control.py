@@ -32,11 +32,19 @@ from switchboard.errors import ConfigError, ServiceError, StoreError, TwilioServ
 from switchboard.settings import Settings
 from switchboard.store import CallRecord, CallStore
 
-__all__ = ["RayCallControl", "media_url", "stream_twiml"]
+__all__ = ["RayCallControl", "media_url", "pool_ready", "stream_twiml"]
 
 log = logging.getLogger("switchboard.serve")
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 INBOUND_INSTRUCTION = "You answer the phone for this business. Be brief and helpful."
+
+
+def pool_ready(stats: Mapping[str, int]) -> bool:
+    """Whether the pool has shown it can run calls: a warm actor, or calls in progress (a
+    burst drained it; every slot taken is capacity, the SwitchboardCallSlotsExhausted
+    alert's, not readiness), or no warm actors wanted (``WARM_CALL_ACTORS=0``). Not
+    ready: a pool that has started no actor yet (booting, or none can start)."""
+    return stats["ready"] > 0 or stats["live"] > 0 or stats.get("size", 1) == 0
 
 
 def media_url(public_url: str, call_id: str) -> str:
@@ -126,7 +134,7 @@ class RayCallControl:
 
     async def ready(self) -> bool:
         stats: dict[str, int] = await through_restarts(lambda: self.pool.stats.remote())
-        return stats["ready"] > 0
+        return pool_ready(stats)
 
     async def is_live(self, call_id: str) -> bool | None:
         serves: bool | None = await through_restarts(lambda: self.pool.serves.remote(call_id))

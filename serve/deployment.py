@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Sequence
 from fastapi import FastAPI
 from ray import serve
 from ray.exceptions import RayActorError
+from sqlalchemy.engine import make_url
 
-from actors.ray_recorder import RayCallRecorder
+from actors.ray_recorder import RayCallRecorder, database_url_digest
 from actors.ray_wiring import (
     NAMESPACE,
     POOL_NAME,
@@ -36,10 +37,10 @@ from serve.ports import AppDeps
 from serve.reconcile import Reconciler
 from switchboard.errors import ConfigError
 from switchboard.logs import configure_logging
-from switchboard.settings import load_settings
+from switchboard.settings import is_secret_param, load_settings
 from switchboard.store import CallStore
 
-__all__ = ["RecorderFeed", "SwitchboardIngress", "app", "ensure_call_actors"]
+__all__ = ["RecorderFeed", "SwitchboardIngress", "app", "ensure_call_actors", "url_for_recorder"]
 
 log = logging.getLogger("switchboard.serve")
 POLL_TIMEOUT_S = 15.0
@@ -51,6 +52,11 @@ GATHER_S = 0.05
 # (a viewer that comes wakes the pumps at once), so idle replicas cost no poll a tick.
 IDLE_GATHER_S = 0.5
 OUTBOX_LIMIT = 10_000  # events the ingress publishes while a shard restarts (rare: webhooks)
+# A poll's page (up to POLL_LIMIT) goes to the hub this many events per loop turn: a viewer
+# that keeps up drains each chunk before the next, so its queue (256, 50 of them replay for
+# a new viewer) never holds a page at once. Well under 256: a new viewer's sender starts a
+# turn or two after it subscribed.
+PUBLISH_CHUNK = 32
 
 
 class RecorderFeed:
@@ -84,6 +90,7 @@ class RecorderFeed:
             asyncio.Queue(OUTBOX_LIMIT) for _ in self.recorders
         ]
         self.dropped = 0  # live events published while their shard's outbox was full
+        self._publishing = asyncio.Lock()  # one shard's page at a time (_publish_page)
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self, after: Sequence[int] | None = None) -> None:
@@ -150,10 +157,20 @@ class RecorderFeed:
                 log.exception("polling live events failed")
                 await asyncio.sleep(1.0)  # back off before the next try
                 continue
-            for event in events:
-                self.hub.publish(str(event["call_id"]), event)
+            await self._publish_page(events)
             if events and len(events) < POLL_LIMIT:  # a full page: more are waiting
                 await self._gather()
+
+    async def _publish_page(self, events: list[dict[str, object]]) -> None:
+        """Hand a poll's events to the hub ``PUBLISH_CHUNK`` at a time, a loop turn before
+        each chunk, so viewers woken by one chunk take it before the next. The hub drops a
+        viewer whose queue overflows; a whole page at once would overflow one that keeps up.
+        The lock keeps the other shards' pumps from adding their chunks in the same turn."""
+        async with self._publishing:
+            for start in range(0, len(events), PUBLISH_CHUNK):
+                await asyncio.sleep(0)  # a turn for the viewers, not synchronisation
+                for event in events[start : start + PUBLISH_CHUNK]:
+                    self.hub.publish(str(event["call_id"]), event)
 
     async def _gather(self) -> None:
         """A batching period between polls, not synchronisation."""
@@ -163,6 +180,17 @@ class RecorderFeed:
         self._viewer_came.clear()  # in the same step as the check: a viewer after it wakes us
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._viewer_came.wait(), self.idle_gather_s)
+
+
+def url_for_recorder(database_url: str) -> str:
+    """What a recorder is given: the URL, or, when it holds a secret (a password, also
+    one in its query), a digest of it. A secret must not travel through Ray (an actor's
+    arguments stay in the GCS): the recorder reads DATABASE_URL from its own environment,
+    as the ingress did, and refuses to start if that is not the URL the digest names."""
+    url = make_url(database_url)
+    if url.password is None and not any(is_secret_param(name) for name in url.query):
+        return database_url
+    return database_url_digest(database_url)
 
 
 async def ensure_call_actors(
@@ -177,7 +205,7 @@ async def ensure_call_actors(
             get_if_exists=True,
             num_cpus=0.1,
             max_restarts=-1,  # a dead recorder comes back; call actors resend (recorder.py)
-        ).remote(database_url)
+        ).remote(url_for_recorder(database_url))
         for shard in range(recorder_shards)
     ]
     await asyncio.gather(*(recorder.open.remote() for recorder in recorders))
@@ -205,7 +233,9 @@ class SwitchboardIngress:
             raise ConfigError("SWITCHBOARD_API_TOKEN must be set for the call API")
         self.store = await CallStore.open(settings.database_url)
         recorders, pool = await ensure_call_actors(
-            settings.database_url, recorder_shards=settings.recorder_shards
+            settings.database_url,
+            warm_actors=settings.warm_call_actors,
+            recorder_shards=settings.recorder_shards,
         )
         self.feed = RecorderFeed(recorders)
         self.feed.start(after=await asyncio.gather(*(r.last_seq.remote() for r in recorders)))

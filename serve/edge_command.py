@@ -12,11 +12,15 @@ import gc
 import signal
 
 import ray
+from ray._private.services import canonicalize_bootstrap_address
 
 from actors.ray_wiring import NAMESPACE, POOL_NAME, Handle, through_restarts
 from serve.media_edge import MediaEdge
+from switchboard.errors import ConfigError
 
-__all__ = ["PoolResolver", "run_edge"]
+__all__ = ["PoolResolver", "await_ray", "run_edge"]
+
+RAY_WAIT_S = 30.0  # a node's GCS starting beside the edge; Ray's own retries take minutes
 
 
 class PoolResolver:
@@ -48,7 +52,45 @@ class PoolResolver:
         return self.pool
 
 
-async def run_edge(host: str, port: int, serve_port: int, ray_address: str = "auto") -> int:
+async def await_ray(ray_address: str, wait_s: float = RAY_WAIT_S) -> None:
+    """Return once the cluster's GCS takes a TCP connection; ConfigError after ``wait_s``.
+
+    ``ray.init`` to an address where nothing listens retries for minutes with log lines
+    that never say it gave up; an operator who mistyped the address deserves one line.
+    """
+    if ray_address.startswith("ray://"):
+        return  # Ray Client: its server, not a GCS, answers there
+    try:  # "auto": RAY_ADDRESS, else the node's address file (Ray's own rules)
+        address = canonicalize_bootstrap_address(ray_address)
+    except (ConnectionError, ValueError) as exc:
+        raise ConfigError(f"--ray-address {ray_address!r}: {exc}") from None
+    if address is None:
+        raise ConfigError(f"--ray-address {ray_address!r}: name a running cluster, not 'local'")
+    host, _, port = address.rpartition(":")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        timeout = min(5.0, max(0.5, deadline - loop.time()))
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+        except (OSError, TimeoutError) as exc:
+            if loop.time() >= deadline:
+                reason = type(exc).__name__ if not str(exc) else str(exc)
+                named = address if address == ray_address else f"{ray_address} ({address})"
+                raise ConfigError(
+                    f"no Ray cluster answers at {named} after {wait_s:g} s ({reason});"
+                    " check --ray-address or RAY_ADDRESS"
+                ) from None
+            await asyncio.sleep(1.0)
+        else:
+            writer.close()
+            return
+
+
+async def run_edge(
+    host: str, port: int, serve_port: int, ray_address: str = "auto", ray_wait_s: float = RAY_WAIT_S
+) -> int:
+    await await_ray(ray_address, ray_wait_s)
     ray.init(address=ray_address, namespace=NAMESPACE, log_to_driver=False)
     edge = MediaEdge(PoolResolver(), ("127.0.0.1", serve_port))  # listening at once
     await edge.start(host, port)

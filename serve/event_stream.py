@@ -9,9 +9,20 @@ when the client hangs up; only ``receive`` sees the disconnect
 (ray-notes, "Serve pitfalls"). Without the receiver a departed client's
 subscription would live as long as the feed.
 
+A slow viewer is one whose ``send_text`` waits (plain uvicorn waits for the
+socket) while the feed's bounded queue fills. Under Ray Serve's proxy
+``send_text`` never waits: the replica streams each message to the proxy at once,
+without backpressure, so what a viewer has not read would pile up in the proxy.
+So viewers acknowledge: every ``ACK_EVERY`` events (or sooner) a client sends
+``{"ack": n}``, ``n`` the events it has received on this socket; one that leaves
+more than ``UNACKED_LIMIT`` unacknowledged is closed 1013 and may reconnect. The
+console and ``serve/client.py`` do. Any other message from the client closes the
+socket 1007 saying what was expected.
+
 Close codes: 1013 (try again later) when the feed dropped a subscriber that
-fell behind, with the feed's reason; 1001 when the feed ended (shutdown);
-4404 for an unknown call id.
+fell behind, with the feed's reason, or the viewer left too many events
+unacknowledged; 1007 for a client message that is not an acknowledgement; 1001
+when the feed ended (shutdown); 4404 for an unknown call id.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import anyio
 from fastapi import WebSocket, WebSocketDisconnect
@@ -28,7 +39,14 @@ from serve.auth import TokenChecker, websocket_auth
 from serve.ports import SUBSCRIPTION_DROPPED, AppDeps
 from switchboard.errors import StoreError
 
-__all__ = ["CLOSE_DROPPED", "CLOSE_UNKNOWN_CALL", "stream_events"]
+__all__ = [
+    "ACK_EVERY",
+    "CLOSE_BAD_MESSAGE",
+    "CLOSE_DROPPED",
+    "CLOSE_UNKNOWN_CALL",
+    "UNACKED_LIMIT",
+    "stream_events",
+]
 
 log = logging.getLogger("switchboard.serve")
 CLOSE_POLICY = 1008
@@ -36,6 +54,9 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_DROPPED = 1013
 CLOSE_UNKNOWN_CALL = 4404
 CLOSE_SERVER_ERROR = 1011
+CLOSE_BAD_MESSAGE = 1007
+ACK_EVERY = 100  # what clients are asked to do
+UNACKED_LIMIT = 2048  # events sent and not acknowledged before a viewer is let go
 _MAX_REASON_BYTES = 123  # RFC 6455 §5.5: a control frame's payload is at most 125 bytes
 
 
@@ -43,21 +64,60 @@ def _reason(text: str) -> str:
     return text.encode()[:_MAX_REASON_BYTES].decode(errors="ignore")
 
 
-async def _forward(ws: WebSocket, feed: AsyncIterator[dict[str, object]]) -> tuple[int, str]:
-    """Send every message; return the close code and reason once the feed ends."""
+class _Window:
+    """Events sent on one socket, and how many of them the viewer acknowledged."""
+
+    __slots__ = ("acked", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.acked = 0
+
+
+async def _forward(
+    ws: WebSocket, feed: AsyncIterator[dict[str, object]], window: _Window
+) -> tuple[int, str]:
+    """Send every message; return the close code and reason once the feed ends, or the
+    viewer stopped acknowledging."""
     async for message in feed:
+        window.sent += 1  # before: the viewer may acknowledge it before send_text returns
         await ws.send_text(json.dumps(message, default=str, separators=(",", ":")))
         if message.get("type") == SUBSCRIPTION_DROPPED:
             return CLOSE_DROPPED, _reason(str(message.get("reason") or "subscriber dropped"))
+        if window.sent - window.acked > UNACKED_LIMIT:
+            return CLOSE_DROPPED, _reason(
+                f"{window.sent - window.acked} events not acknowledged: reconnect"
+            )
     return CLOSE_GOING_AWAY, "event feed closed"
 
 
-async def _until_disconnect(ws: WebSocket) -> None:
+def _ack(message: Mapping[str, object], window: _Window) -> str | None:
+    """Take a client message as an acknowledgement; else say what was wrong."""
+    text = message.get("text")
+    if not isinstance(text, str):
+        return 'binary message: expected text {"ack": <events received>}'
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    count = parsed.get("ack") if isinstance(parsed, dict) and len(parsed) == 1 else None
+    if type(count) is not int:
+        return 'expected {"ack": <events received>}'
+    if not window.acked <= count <= window.sent:
+        return f"ack {count} is not between {window.acked} and the {window.sent} events sent"
+    window.acked = count
+    return None
+
+
+async def _until_disconnect(ws: WebSocket, window: _Window) -> tuple[int, str] | None:
+    """Read acknowledgements until the client goes (None) or sends something else."""
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
-            return
-        # Clients have nothing to say on this socket; their messages are ignored.
+            return None
+        wrong = _ack(message, window)
+        if wrong is not None:
+            return CLOSE_BAD_MESSAGE, _reason(wrong)
 
 
 async def stream_events(
@@ -81,6 +141,7 @@ async def stream_events(
         await ws.close(code=CLOSE_UNKNOWN_CALL, reason=_reason(f"unknown call id {call_id}"))
         return
     feed = deps.events.subscribe(call_id)
+    window = _Window()
     close: tuple[int, str] | None = None
     try:
         await ws.accept(subprotocol=auth.subprotocol)
@@ -92,7 +153,7 @@ async def stream_events(
             async def send_all() -> None:
                 nonlocal close
                 try:
-                    close = await _forward(ws, feed)
+                    close = await _forward(ws, feed, window)
                 except (WebSocketDisconnect, OSError, RuntimeError) as exc:
                     log.debug("event stream client went away mid-send: %s", exc)
                 except Exception:
@@ -101,8 +162,9 @@ async def stream_events(
                     group.cancel_scope.cancel()
 
             async def watch() -> None:
+                nonlocal close
                 try:
-                    await _until_disconnect(ws)
+                    close = await _until_disconnect(ws, window)
                 except (WebSocketDisconnect, OSError, RuntimeError) as exc:
                     log.debug("event stream receive failed: %s", exc)
                 finally:

@@ -7,7 +7,11 @@ actor's reporter) is never held up by a reader. Each subscriber's queue is
 bounded; one that is full when an event arrives belongs to a reader that is
 not keeping up, so that subscriber is dropped: its queue is discarded and its
 iterator yields one ``subscription.dropped`` message with the reason, then
-ends. The reader can reconnect and catch up from the replay.
+ends. The reader can reconnect and catch up from the replay. A reader only
+drains while its task runs, so a publisher with many events at once hands them
+over in chunks well under the queue, a loop turn apart (the recorder feed's
+pages, ``serve.deployment``): one synchronous burst larger than the queue drops
+even a reader that keeps up.
 
 Replay: the last ``replay`` events of each call (for calls seen recently; the
 least recently active are forgotten past ``replay_calls``) and the last

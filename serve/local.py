@@ -94,7 +94,7 @@ async def local_stack(
     public_host: str = "127.0.0.1",
     serve_port: int | None = None,
     call_slots: int = 100,
-    warm_actors: int = 2,
+    warm_actors: int | None = None,
     num_cpus: int | None = None,
     ray_address: str | None = None,
     listener: socket.socket | None = None,
@@ -136,7 +136,9 @@ async def local_stack(
         else:
             context = ray.init(address=ray_address, namespace=NAMESPACE, log_to_driver=False)
         recorders, pool = await ensure_call_actors(
-            settings.database_url, warm_actors, settings.recorder_shards
+            settings.database_url,
+            settings.warm_call_actors if warm_actors is None else warm_actors,
+            settings.recorder_shards,
         )
         serve_port = serve_port or free_port()
         # One proxy, on the head: the edge here sends it the API's traffic (the default,

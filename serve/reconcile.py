@@ -15,6 +15,12 @@ actor serves, and records how they ended:
 - a call Twilio still has up, with no actor on our side, is left one round (its
   callback may be on its way), then hung up at Twilio and recorded ``failed``.
 
+A call whose timeline moved within ``quiet_s`` is left alone even when no actor
+of ours serves it: a live call's record moves at least every couple of caller
+silences (the policy nudges, then hangs up), and during an upgrade on
+Kubernetes two clusters share the database, each serving calls the other's
+pool does not know (``docker/README.md``, "Upgrades and long calls").
+
 Replicas may settle the same call at once: a terminal status is applied once.
 """
 
@@ -37,6 +43,7 @@ __all__ = ["Reconciler"]
 log = logging.getLogger("switchboard.serve")
 EVERY_S = 60.0
 SETTLE_AFTER_S = 300.0  # older than any placing (its Twilio create retries included)
+QUIET_S = 180.0  # at least; and over two caller silences (the nudge, then the hang-up)
 PAGE = 200
 HANG_UP_TRIES = 10  # one a round
 NOT_ENDED = tuple(s for s in sorted(STATUSES) if not is_terminal(s))
@@ -49,11 +56,15 @@ class Reconciler:
         *,
         every_s: float = EVERY_S,
         settle_after_s: float = SETTLE_AFTER_S,
+        quiet_s: float | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.deps = deps
         self.every_s = every_s
         self.settle_after = timedelta(seconds=settle_after_s)
+        if quiet_s is None:
+            quiet_s = max(QUIET_S, 2 * deps.settings.caller_silence_timeout_s + 60)
+        self.quiet = timedelta(seconds=quiet_s)
         self.clock = clock
         self._still_up: set[str] = set()  # up at Twilio with no actor, seen last round
         # Settled as failed, not yet hung up at Twilio (its answer was an error): tried
@@ -117,6 +128,9 @@ class Reconciler:
         control = self.deps.control
         if await control.is_live(call.id) is not False:  # served, or cannot be told now
             return False
+        newest = await self.deps.store.last_event_at(call.id)
+        if newest is not None and self.clock() - newest < self.quiet:
+            return False  # its record moves: an actor serves it, if not one of ours
         status = await control.carrier_status(call)
         if status is not None and is_terminal(status):
             await self._record(call, status)

@@ -8,8 +8,10 @@ own URL, not Twilio's, so the signed URL is rebuilt: from ``PUBLIC_URL``
 (the public address of this app's root) when it is set, else from
 ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` / ``Host``. The validator itself
 accepts the URL with or without the default port. A missing or wrong
-signature is 403 and nothing is created or changed; only then do unknown call
-ids get 404 and malformed fields 400.
+signature is 403 and nothing is created or changed, and so is a host or port
+in those headers that makes no URL (``:abc``, ``99999``, ``[::1``): no
+signature can match it. Only then do unknown call ids get 404 and malformed
+fields 400.
 
 Forms are parsed with the standard library (the bodies are small and always
 ``application/x-www-form-urlencoded``), which keeps repeated keys for the
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import email.utils
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlparse
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from starlette.datastructures import ImmutableMultiDict
@@ -116,6 +118,15 @@ def public_request_url(request: Request, public_url: str | None) -> str:
     return f"{base}{path}?{query}" if query else f"{base}{path}"
 
 
+def _malformed(url: str) -> str | None:
+    """Why the validator could not read ``url`` (it parses it and reads its port), if so."""
+    try:
+        _ = urlparse(url).port  # what the validator reads: raises as it would
+    except ValueError as exc:  # a port that is no number or out of range, a broken [IPv6]
+        return str(exc)
+    return None
+
+
 async def _read_params(request: Request) -> Params:
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     raw = await request.body()
@@ -157,6 +168,15 @@ class _Webhooks:
         if not signature:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "missing X-Twilio-Signature header")
         url = public_request_url(request, self.public_url)
+        problem = _malformed(url)
+        if problem is not None:
+            # Only the proxy headers can make it so (PUBLIC_URL is validated): a client's
+            # doing, refused like a bad signature rather than failing the request.
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                "X-Twilio-Signature cannot match: Host / X-Forwarded-Host / X-Forwarded-Port "
+                f"make no valid URL ({problem}): {url[:200]!r}",
+            )
         algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
         if not self.validator.validate(url, params, signature, algorithm=algorithm):
             # The URL helps fix a PUBLIC_URL or proxy header mismatch; it is not secret.

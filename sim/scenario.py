@@ -31,6 +31,14 @@ A caller turn starts ``at_ms`` after the stream started, or ``barge_in_ms``
 after the agent's current reply began playing, or (the default)
 ``after_agent_ms`` after the agent's audio stopped playing (400 ms if none of
 the three is given).
+
+``answered_by`` (for ``outcome: voicemail``; default ``machine_end_beep``)
+is what answering machine detection finds, reported as Twilio does for the
+call's ``MachineDetection`` (protocols.md 2.6): with ``Enable`` any machine
+is ``machine_start``; ``DetectMessageEnd`` never reports ``machine_start``,
+so a machine scripted as ``machine_start`` (how its greeting ends left
+unsaid) is reported there as ``machine_end_other``. With any other
+outcome, a machine value is reported as ``human``.
 """
 
 from __future__ import annotations

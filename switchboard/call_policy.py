@@ -13,7 +13,10 @@ inputs (``call_actions.ShellEvent``) and the time, and answers with
   ``clear`` Twilio, truncate the item at the acknowledged playback offset
   (clamped to what was generated), cancel the response only if it is still
   active and the server will not cancel it itself, drop later deltas of the
-  cut item (protocols.md section 6, pitfalls 1, 2, 7, 8).
+  cut item (protocols.md section 6, pitfalls 1, 2, 7, 8). A reply we cancel
+  while nothing of it is buffered at Twilio is cut at the server's next event
+  for it, at the playback acknowledged by then; it is truncated only if some
+  of its audio went unheard (truncation deletes the transcript, 3.6).
 - The greeting starts once the stream has started and the session has
   accepted its configuration (pitfall 3).
 - Deadlines (``next_deadline`` / ``tick``): the maximum call length, caller
@@ -77,7 +80,7 @@ from switchboard.call_actions import (
 )
 from switchboard.call_audio import CallAudio
 from switchboard.call_levels import CallLevels
-from switchboard.codec import BYTES_PER_MS
+from switchboard.codec import BYTES_PER_MS, FRAME_MS
 from switchboard.conversation_memory import ConversationMemory
 from switchboard.realtime_events import (
     ALREADY_ACTIVE,
@@ -195,7 +198,8 @@ class CallPolicy:
         # The response we cancelled at a barge-in (the server does not, interrupt_response
         # False), until its `response.done`: audio it still sends was never heard.
         self._cancelled: str | None = None
-        self._generated: dict[str, int] = {}
+        self._generated: dict[str, int] = {}  # bytes of audio per item, the whole call
+        self._truncatable: set[str] = set()  # items of the current session (renewals)
         self._playing_item: str | None = None
         self._dtmf_digits = ""
         self._peer_errors = 0
@@ -407,14 +411,13 @@ class CallPolicy:
         actions: list[Action] = [CallerTurnStarted(event.item_id)]
         item = self._playing_item
         if self._buffered and item is not None:
-            generated_ms = self._generated.get(item, 0) // BYTES_PER_MS
-            heard_ms = min(self._playback.played_bytes(item, now) // BYTES_PER_MS, generated_ms)
+            heard_ms, generated_ms = self._heard(item, now)
             self._cut_items.add(item)
             self.audio.drop_item()
             self._buffered = False
             self._playing_item = None
             actions.append(ClearPlayback())
-            if item in self._generated:  # not an item of a session since renewed
+            if item in self._truncatable:  # not an item of a session since renewed
                 actions.append(TruncateItem(item, heard_ms))
             actions.append(AgentTurnInterrupted(item, heard_ms, generated_ms))
         if self._active_response is not None and not self._server_interrupts:
@@ -422,13 +425,24 @@ class CallPolicy:
             actions.append(CancelResponse())
         return actions
 
-    def _drop_cancelled(self, item_id: str) -> list[Action]:
-        """An item of the response cancelled at a barge-in that no one heard: its late
-        audio is not played, and the model and the transcript learn it went unheard."""
+    def _drop_cancelled(self, item_id: str, now: float) -> list[Action]:
+        """An item of the response we cancelled at a barge-in, at the server's first late
+        event for it: nothing more of it plays, and the model and the transcript learn
+        how much was heard. Twilio had played out all we had sent (else the barge-in
+        cut it), so that is the acknowledged playback, not 0."""
         self._cut_items.add(item_id)
+        heard_ms, generated_ms = self._heard(item_id, now)
+        # Truncation deletes the item's server-side transcript (protocols.md 3.6): only
+        # worth it when audio went unheard, not for the tail under a frame still held.
+        unheard = item_id in self._truncatable and generated_ms - heard_ms >= FRAME_MS
+        cut: list[Action] = [TruncateItem(item_id, heard_ms)] if unheard else []
+        return [*cut, AgentTurnInterrupted(item_id, heard_ms, generated_ms)]
+
+    def _heard(self, item_id: str, now: float) -> tuple[int, int]:
+        """(heard_ms, generated_ms): acknowledged playback, clamped to what was generated."""
         generated_ms = self._generated.get(item_id, 0) // BYTES_PER_MS
-        heard: list[Action] = [TruncateItem(item_id, 0)] if item_id in self._generated else []
-        return [*heard, AgentTurnInterrupted(item_id, 0, generated_ms)]
+        heard_ms = self._playback.played_bytes(item_id, now) // BYTES_PER_MS
+        return min(heard_ms, generated_ms), generated_ms
 
     def _on_speech_stopped(self, event: SpeechStopped, now: float) -> list[Action]:
         self._caller_active(now)
@@ -465,15 +479,18 @@ class CallPolicy:
         except binascii.Error:
             return self._peer_error("realtime", "invalid_base64", "audio delta is not base64")
         self._generated[event.item_id] = self._generated.get(event.item_id, 0) + len(audio)
+        self._truncatable.add(event.item_id)
         if event.response_id == self._cancelled:
-            return self._drop_cancelled(event.item_id)
+            return self._drop_cancelled(event.item_id, now)
         return self._play(event.item_id, self.audio.frame_outbound(event.item_id, audio), now)
 
     def _on_audio_done(self, event: AudioDone, now: float) -> list[Action]:
         last = self.audio.finish_item(event.item_id)
-        if self._ended or last is None or event.item_id in self._cut_items:
+        if self._ended or event.item_id in self._cut_items:
             return []
-        return self._play(event.item_id, [last], now)
+        if event.response_id == self._cancelled:
+            return self._drop_cancelled(event.item_id, now)  # its held tail was never sent
+        return [] if last is None else self._play(event.item_id, [last], now)
 
     def _on_transcript_delta(self, event: TranscriptDelta, now: float) -> list[Action]:
         offset = self._transcript_chars.get(event.item_id, 0)
@@ -486,7 +503,7 @@ class CallPolicy:
         if event.item_id in self._cut_items:
             return []  # the interruption notice already told what was heard
         if event.response_id == self._cancelled:
-            return self._drop_cancelled(event.item_id)  # cancelled before a sound of it
+            return self._drop_cancelled(event.item_id, now)
         return [AgentTurnFinished(event.item_id, event.transcript)]
 
     def _on_function_call(self, event: FunctionCallRequested, now: float) -> list[Action]:
@@ -602,12 +619,16 @@ class CallPolicy:
         return self._respond("The person just answered the phone. Greet them and say why you call.")
 
     def _respond(self, instructions: str | None) -> list[Action]:
-        """Ask for a response now, or as soon as the one in flight is done."""
+        """Ask for a response now, or as soon as the one in flight is done. A response's
+        ``instructions`` replace the session's for that response, not add to them: the
+        call's own go first, or the greeting would not know why it calls."""
         if self._response_requested or self._active_response is not None:
             self._response_wanted = True
             return []
         self._response_wanted = False
         self._response_requested = True
+        if instructions is not None and self.config.session.instructions:
+            instructions = f"{self.config.session.instructions}\n\n{instructions}"
         return [CreateResponse(instructions)]
 
     def _play(self, item_id: str, frames: list[bytes], now: float) -> list[Action]:
@@ -637,7 +658,9 @@ class CallPolicy:
         self._response_requested = self._response_wanted = False
         self._active_response = self._cancelled = None
         self._pending_tools.clear()  # their outputs belong to the old session
-        self._generated.clear()  # its items cannot be truncated in the new one
+        # Its items cannot be truncated in the new one; what of them was generated and
+        # heard still counts when one is cut (a barge-in, the call's end) after it.
+        self._truncatable.clear()
         actions: list[Action] = [
             RenewSession(reason),
             ConfigureSession(self.config.session),
@@ -671,8 +694,7 @@ class CallPolicy:
         with what was played of them, as a barge-in's are, not left open."""
         cuts: list[Action] = []
         for item in sorted(self._open_turns - self._cut_items):
-            generated_ms = self._generated.get(item, 0) // BYTES_PER_MS
-            heard_ms = min(self._playback.played_bytes(item, now) // BYTES_PER_MS, generated_ms)
+            heard_ms, generated_ms = self._heard(item, now)
             self._cut_items.add(item)
             cuts.append(AgentTurnInterrupted(item, heard_ms, generated_ms))
         self._open_turns.clear()

@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     edge.add_argument("--port", type=int, default=8000, help="the public port")
     edge.add_argument("--serve-port", type=int, default=8001, help="this node's Serve proxy")
     edge.add_argument("--ray-address", default="auto", help="the Ray cluster to join")
+    edge.add_argument(
+        "--ray-wait",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for the cluster to answer before giving up",
+    )
     edge.set_defaults(func=_edge)
 
     settings = sub.add_parser("settings", help="show the effective settings (secrets masked)")
@@ -108,7 +115,10 @@ def _edge(ns: argparse.Namespace) -> int:
     from serve.edge_command import run_edge
 
     configure_logging(load_settings().log_level)
-    return uvloop.run(run_edge(ns.host, ns.port, ns.serve_port, ns.ray_address))
+    try:
+        return uvloop.run(run_edge(ns.host, ns.port, ns.serve_port, ns.ray_address, ns.ray_wait))
+    except KeyboardInterrupt:  # Ctrl-C before the edge listens (it handles SIGINT after)
+        return 130
 
 
 def _demo(ns: argparse.Namespace) -> int:

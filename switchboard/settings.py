@@ -9,6 +9,7 @@ sent to the service that owns them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -24,7 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchboard.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "redact_url"]
+__all__ = ["Settings", "is_secret_param", "load_settings", "redact_url"]
 
 
 class Settings(BaseSettings):
@@ -61,6 +62,9 @@ class Settings(BaseSettings):
     # Recorder actors; each call's reports go to one, chosen by its id. More than one
     # pays off with PostgreSQL (SQLite takes one writer at a time, whoever asks).
     recorder_shards: int = Field(default=1, ge=1, le=64)
+    # Call actors kept started and waiting: a call takes one at once (a cold start is
+    # ~0.8 s); each holds a call slot and ~0.9% of a core while it waits.
+    warm_call_actors: int = Field(default=2, ge=0, le=1000)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -105,8 +109,17 @@ class Settings(BaseSettings):
     @classmethod
     def _base_url(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
         # Webhook and media URLs are built by appending paths: nothing may follow the path.
-        if value is not None and (value.query or value.fragment or value.username):
-            raise ValueError("must be a plain base URL (no query, fragment or user)")
+        # Nor may user info precede the host: Twilio would be handed it in every URL.
+        if value is not None and (value.query or value.fragment or _has_user_info(value)):
+            raise ValueError("must be a plain base URL (no user:password@, query or fragment)")
+        return value
+
+    @field_validator("openai_base_url", "twilio_api_base_url")
+    @classmethod
+    def _no_user_info(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        # Both services authenticate with headers; a password here would show in repr.
+        if value is not None and _has_user_info(value):
+            raise ValueError("must not carry user info (user:password@); the key goes in headers")
         return value
 
     @field_validator("log_level")
@@ -138,6 +151,11 @@ def _visible_ascii(text: str) -> bool:
     return bool(text) and all("!" <= c <= "~" for c in text)
 
 
+def _has_user_info(url: AnyHttpUrl) -> bool:
+    # "https://:pw@host" has a password and no username.
+    return url.username is not None or url.password is not None
+
+
 def load_settings(env_file: str | Path | None = ".env") -> Settings:
     """Read the settings; a bad value raises ``ConfigError`` naming the variable.
 
@@ -159,19 +177,76 @@ def load_settings(env_file: str | Path | None = ".env") -> Settings:
 
 
 SECRET_PARAMS = ("password", "secret", "token", "key")  # in a URL's query: hidden
+WEB_SCHEMES = ("http", "https", "ws", "wss")  # read as RFC 3986 (httpx, the media sockets)
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def redact_url(url: str) -> str:
     """``url`` with its password (``user:password@``) and secret-looking query values
-    (``?password=``, which libpq accepts too) replaced by ``***``."""
-    parts = urlsplit(url)
+    (``?password=``, which libpq accepts too) replaced by ``***``. Never raises.
+
+    Each URL is read the way the code that uses it reads it: a web URL as RFC 3986
+    does, any other (``DATABASE_URL``) as SQLAlchemy does, which takes a password
+    with ``/``, ``[`` or ``]`` in it that ``urlsplit`` refuses or misplaces. A URL
+    neither reads is hidden whole, keeping only its scheme: ``postgresql://***``.
+    """
+    scheme = _SCHEME.match(url)
+    if scheme is None and "@" in url:
+        return "***"  # no scheme to go by: whatever precedes the '@' may be a password
+    if scheme is not None and scheme.group(1).lower() not in WEB_SCHEMES:
+        shown = _redact_database_url(url)
+    else:
+        shown = _redact_web_url(url)
+    if shown is not None:
+        return shown
+    return "***" if scheme is None else f"{scheme.group(1)}://***"
+
+
+def is_secret_param(name: str) -> bool:
+    """Whether a URL's query parameter ``name`` holds a secret (``password=``...)."""
+    return any(word in name.lower() for word in SECRET_PARAMS)
+
+
+def _hidden(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, "***" if is_secret_param(k) else v) for k, v in params]
+
+
+def _redact_web_url(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a broken [IPv6] host, or a '[' or ']' in the password
+        return None
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")
         user, colon, _ = userinfo.partition(":")
         netloc = f"{user}{':***' if colon else ''}@{host}"
     params = parse_qsl(parts.query, keep_blank_values=True)
-    hidden = [(k, "***" if any(w in k.lower() for w in SECRET_PARAMS) else v) for k, v in params]
+    hidden = _hidden(params)
     if netloc == parts.netloc and hidden == params:
-        return url  # as given (urlunsplit would turn sqlite:/// into sqlite:/)
+        return url  # as given (urlunsplit would drop an empty netloc's "//")
     return urlunsplit(parts._replace(netloc=netloc, query=urlencode(hidden, safe="*")))
+
+
+def _redact_database_url(url: str) -> str | None:
+    # Deferred: only the CLI and the store read database URLs (a call actor never does).
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # no URL at all, or a port that is no number
+        return None
+    params = [
+        (key, value)
+        for key, values in parsed.query.items()
+        for value in ((values,) if isinstance(values, str) else values)
+    ]
+    hidden = _hidden(params)
+    if parsed.password is None and hidden == params:
+        return url  # as given (rendering would turn sqlite:///:memory: into %3Amemory%3A)
+    try:  # quoting fails on the lone surrogates os.environ makes of bytes not UTF-8
+        shown = parsed.set(query={}).render_as_string(hide_password=True)
+        return f"{shown}?{urlencode(hidden, safe='*')}" if hidden else shown
+    except UnicodeError:
+        return None

@@ -3,8 +3,9 @@
 A mixin of ``RealtimeSession``: create (with the service's checks: assistant
 items cannot carry audio, a ``function_call_output`` needs a matching
 ``function_call``), truncate (only assistant audio, never past the audio
-generated for the item; the transcript is cut to the part heard), delete and
-retrieve.
+generated for the item; the transcript is cut to the part heard, and an item
+still streaming is frozen at the cut, see ``ResponseRun.truncate``), delete
+and retrieve.
 
 The exact error codes for unknown ids on delete/retrieve and for a bad
 ``previous_item_id`` are not documented; the emulator uses codes in the
@@ -39,6 +40,20 @@ def heard_transcript(transcript: str, heard_ms: int, total_ms: int) -> str:
         kept.append(word)
         acc += len(word)
     return " ".join(kept)
+
+
+def _cut(item: Item, audio_end_ms: int) -> tuple[str, str | None]:
+    """Cut a finished item's audio at ``audio_end_ms`` and delete its transcript, as the
+    service does (protocols.md 3.6: no unheard text stays in context); the transcript
+    before, and the words heard (the record's, for tests: the item keeps none)."""
+    content = item.data.get("content") or []
+    before, heard = "", None
+    if content and content[0].get("type") == "output_audio":
+        before = content[0].get("transcript") or ""
+        heard = heard_transcript(before, audio_end_ms, item.audio_ms)
+        content[0]["transcript"] = ""
+    del item.audio[audio_end_ms * item.audio_format_bytes_per_ms :]
+    return before, heard
 
 
 class ItemCommands(SessionState):
@@ -135,7 +150,6 @@ class ItemCommands(SessionState):
                 "item_id",
             )
             return
-        content = item.data.get("content") or []
         # Only the assistant's audio can be cut, and only once some was generated.
         is_audio = item.data.get("role") == "assistant" and bool(item.audio)
         if not is_audio:
@@ -156,12 +170,13 @@ class ItemCommands(SessionState):
             )
             return
         generated = item.audio_ms
-        before = ""
-        if content and content[0].get("type") == "output_audio":
-            before = content[0].get("transcript") or ""
-            content[0]["transcript"] = heard_transcript(before, audio_end_ms, generated)
-        after = content[0].get("transcript") if content else None
-        del item.audio[audio_end_ms * item.audio_format_bytes_per_ms :]
+        run = self.active
+        after: str | None
+        if run is not None and run.item is item and not run.done:
+            # Still streaming: its content is not written yet; the run cuts and freezes it.
+            before, after = run.truncate(audio_end_ms)
+        else:
+            before, after = _cut(item, audio_end_ms)
         self.record.truncations.append(
             TruncationRecord(
                 now, item_id, content_index, audio_end_ms, generated, True, None, before, after

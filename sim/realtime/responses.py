@@ -12,7 +12,10 @@ the first audio delta comes at ``first_audio_ms``; each delta carries
 so audio is generated ``speed`` times faster than real time, as the service
 does. Transcript deltas (one word each) go out just before the audio that
 speaks them. ``cancel`` closes the item early (``incomplete``) and ends with
-``response.done{status:"cancelled"}``.
+``response.done{status:"cancelled"}``. ``truncate`` (the client's
+``conversation.item.truncate`` while the item streams) freezes the item at the
+cut: the response streams on, but nothing more is added to the item, and its
+``output_item.done`` / ``response.done`` show it as cut.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ class ResponseRun:
         self.chunk = max(pacing.chunk_ms * bpm, plan.out_format.sample_bytes)
         self.sent = 0  # audio bytes sent
         self.words_sent = 0
+        self.cut = False  # the item was truncated: later output is not added to it
+        self.heard = ""  # its words heard when it was cut (for the record)
         self._step_no = 0
         # Word i is spoken from byte word_at[i] (spread by characters over the audio).
         total_chars = sum(len(w) for w in self.words) or 1
@@ -233,7 +238,8 @@ class ResponseRun:
                 delta=base64.b64encode(chunk).decode(),
             )
             assert self.item is not None
-            self.item.audio += chunk
+            if not self.cut:
+                self.item.audio += chunk
             self.sent = end
             self.host.delta_sent(now - due)
             if self.record.first_audio_at is None:
@@ -273,6 +279,24 @@ class ResponseRun:
         self.item.data["arguments"] = args
         self._finish("completed", None)
 
+    def truncate(self, audio_end_ms: int) -> tuple[str, str]:
+        """Cut the streaming item at ``audio_end_ms`` (protocols.md 3.6, 5.2).
+
+        The caller bounds ``audio_end_ms`` by the item's audio. The item keeps that
+        audio and, as a finished item cut, no transcript. Generation goes on (clients
+        drop a cut item's deltas, protocols.md 6.8), but is not added to the item.
+        Returns the words sent so far and those heard (for the record).
+        """
+        assert self.item is not None and self.kind == "audio"
+        before = self.heard if self.cut else "".join(self.words[: self.words_sent])
+        end = audio_end_ms * self.plan.out_format.bytes_per_ms
+        del self.item.audio[end:]
+        heard = sum(1 for at in self.word_at[: self.words_sent] if at < end)
+        self.heard = "".join(self.words[:heard])
+        self.item.data["content"] = [{"type": "output_audio", "transcript": ""}]
+        self.cut = True
+        return str(before), self.heard
+
     def cancel(self, now: float, reason: str) -> None:
         if not self.done:
             self._finish("cancelled", {"type": "cancelled", "reason": reason})
@@ -292,8 +316,10 @@ class ResponseRun:
                     content_index=0,
                     transcript=spoken,
                 )
-                part: dict[str, Any] = {"type": "audio", "transcript": spoken}
-                item.data["content"] = [{"type": "output_audio", "transcript": spoken}]
+                if not self.cut:  # else it keeps what truncate left
+                    item.data["content"] = [{"type": "output_audio", "transcript": spoken}]
+                kept = item.data["content"][0]["transcript"]
+                part: dict[str, Any] = {"type": "audio", "transcript": kept}
             elif self.kind == "text":
                 self.host.emit("response.output_text.done", **ids, content_index=0, text=spoken)
                 part = {"type": "text", "text": spoken}

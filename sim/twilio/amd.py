@@ -4,7 +4,9 @@
 recognised once their short greeting is followed by ``speech_end_threshold``
 of silence; ``Enable`` reports a machine as ``machine_start`` once speech
 outlasts ``speech_threshold``; ``DetectMessageEnd`` waits for the end of the
-machine's greeting (and beep); ``unknown`` takes the whole
+machine's greeting (and beep) and never reports ``machine_start``: a machine
+scripted as ``machine_start`` (no word on how its greeting ends) is reported as
+``machine_end_other``; ``unknown`` takes the whole
 ``MachineDetectionTimeout``. Detection slower than the timeout reports ``unknown`` at the timeout.
 ``machine_audio`` is what the voicemail plays
 from the moment it answers: a greeting, then (for ``machine_end_beep``) a beep.
@@ -64,8 +66,10 @@ def amd_result(
             result = AmdResult("unknown", timeout_ms)
         case "fax":
             result = AmdResult("fax", 3000)
-        case _ if mode == "Enable" or answered_by == "machine_start":
+        case _ if mode == "Enable":
             result = AmdResult("machine_start", speech_ms + 200)
+        case "machine_start":  # DetectMessageEnd's values are machine_end_* only
+            result = AmdResult("machine_end_other", machine_audio_ms)
         case _:
             result = AmdResult(answered_by, machine_audio_ms)
     # Undecided when MachineDetectionTimeout runs out.

@@ -55,11 +55,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DataError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from switchboard.errors import ConfigError, StoreError
+from switchboard.errors import ConfigError, StoreError, StoreInputError
 from switchboard.store.write_lock import WriteLock, write_lock_path
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "EngineOptions",
     "create_engine",
     "database_url",
+    "foreign_keys_off",
     "store_error",
     "translate_errors",
 ]
@@ -160,6 +161,32 @@ def _configure_sqlite(engine: Engine, options: EngineOptions) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
+@contextmanager
+def foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite: no foreign key enforcement on ``connection`` until the block ends; enter
+    it outside a transaction (inside one SQLite ignores the switch). For migrations:
+    rebuilding ``calls`` (SQLite's only way to drop a constraint) drops the old table,
+    and with enforcement on that deletes every child row (``ON DELETE CASCADE``): a
+    call's timeline, transcript and usage. SQLite's ALTER TABLE page prescribes this,
+    and a ``PRAGMA foreign_key_check`` before committing. PostgreSQL: nothing."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    if connection.in_transaction():
+        raise StoreError("foreign keys can only be switched off outside a transaction")
+    # On the driver's connection: through SQLAlchemy the statement would begin a transaction.
+    raw = connection.connection.driver_connection
+    raw.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        try:
+            raw.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+        except Exception:
+            connection.invalidate()  # never back to the pool without enforcement
+            raise
+
+
 def _lower(text: object) -> object:
     return text.lower() if isinstance(text, str) else text
 
@@ -177,7 +204,11 @@ def translate_errors(doing: str) -> Iterator[None]:
 def store_error(doing: str, exc: BaseException) -> StoreError:
     # The DBAPI's own message names the problem; SQLAlchemy's adds SQL and parameters.
     cause = getattr(exc, "orig", None) or exc
-    error = StoreError(f"{doing} failed: {type(cause).__name__}: {cause}")
+    # A value the database refuses (PostgreSQL's class 22: a NUL, a number out of range)
+    # fails the same way every time: input, not the database failing. The checks in
+    # `validation` catch those known before any SQL; this catches the rest.
+    kind = StoreInputError if isinstance(exc, DataError) else StoreError
+    error = kind(f"{doing} failed: {type(cause).__name__}: {cause}")
     error.__cause__ = exc
     return error
 
@@ -241,16 +272,18 @@ class Database:
         return result
 
     async def run(self, doing: str, work: Callable[[Connection], T]) -> T:
-        """``work`` on a plain write connection, in a transaction (migrations)."""
+        """``work`` on a plain write connection, in a transaction (migrations): on SQLite
+        with foreign keys off (:func:`foreign_keys_off`)."""
 
         def on_connection() -> T:
             with (
                 translate_errors(doing),
                 self._writing(),
-                self._writer() as session,
-                session.begin(),
+                self._write_engine.connect() as connection,
+                foreign_keys_off(connection),
+                connection.begin(),
             ):
-                return work(session.connection())
+                return work(connection)
 
         return await self._run(on_connection, self._write_executor)
 

@@ -35,6 +35,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -109,13 +110,27 @@ class CallRow(Base):
     meta: Mapped[dict[str, object]] = mapped_column("metadata")
     max_duration_s: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), index=True)
-    twilio_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    twilio_sid: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
 
-    __table_args__ = (Index(None, "created_at", "id"),)
+    __table_args__ = (
+        Index(None, "created_at", "id"),
+        # Unique as a partial index, not a constraint: PostgreSQL takes FOR UPDATE for an
+        # UPDATE of a column with a unique index a foreign key could use (a "key" update),
+        # which waits for the KEY SHARE lock of every child row inserted meanwhile (an event)
+        # and deadlocked setting the sid against the recorder. A partial index is no key;
+        # NULLs were distinct anyway.
+        Index(
+            None,
+            "twilio_sid",
+            unique=True,
+            postgresql_where=text("twilio_sid IS NOT NULL"),
+            sqlite_where=text("twilio_sid IS NOT NULL"),
+        ),
+    )
 
 
 class CallEventRow(Base):

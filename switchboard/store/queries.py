@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from switchboard.errors import StoreError
+from switchboard.errors import StoreError, StoreInputError
 from switchboard.store.ids import is_call_id
 from switchboard.store.models import CallRow, ReportProgressRow, TurnRow
 from switchboard.store.records import CallRecord, Direction, Turn
@@ -111,9 +111,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         if created_at.tzinfo is not None:
             created_at.astimezone(UTC)  # one near year 1 or 9999 may not be in UTC's range
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
-        raise StoreError(f"invalid list cursor {cursor!r}") from exc
+        raise StoreInputError(f"invalid list cursor {cursor!r}") from exc
     if created_at.tzinfo is None or not is_call_id(call_id):
-        raise StoreError(f"invalid list cursor {cursor!r}")
+        raise StoreInputError(f"invalid list cursor {cursor!r}")
     return created_at, call_id
 
 

@@ -18,8 +18,11 @@ change was most of the recorder's work). Given ``progress`` (the sender, and how
 many of its actions are recorded once the batch is), that transaction also notes
 it, so a batch sent again can skip them: every other write is idempotent (turns
 by item and offset, usage by response, a status by its status and time), the
-timeline's events are not. An action with a value the store refuses is noted on
-the timeline as a ``problem`` and the rest of the batch is written.
+timeline's events are not. An action with a value the store refuses
+(:class:`~switchboard.errors.StoreInputError`: a malformed id, an item id used for
+both sides, a latency that is not a number) is noted on the timeline as a
+``problem`` and the rest of the batch is written; the database failing
+(:class:`~switchboard.errors.StoreError`) fails the batch, to be sent again.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from switchboard.call_actions import (
     UsageReported,
 )
 from switchboard.errors import StoreInputError
+from switchboard.store import validation as check
 from switchboard.store.repository import CallStore
 
 __all__ = ["Recordable", "record", "record_batch"]
@@ -72,13 +76,15 @@ async def record_batch(
     for message, at in batch:
         try:
             entry = await _write_apart(store, call_id, message, at)
+            if entry is not None:  # checked alone: one bad event must not refuse the others
+                timeline.append(check.timeline_event(entry[0], at, entry[1]))
         except StoreInputError as exc:
             # A value the store refuses (a peer's, say) is noted, not retried: the call's
             # actor would send the batch again forever, and nothing after it would be kept.
+            # Anything else (the database failing) is raised: the batch is sent again.
             refused = f"{type(message).__name__} not recorded: {exc}"
-            entry = "problem", {"source": "store", "reason": "unrecordable", "message": refused}
-        if entry is not None:
-            timeline.append((entry[0], at, entry[1]))
+            noted: dict[str, object] = {"source": "store", "reason": "unrecordable"}
+            timeline.append(("problem", at, noted | {"message": refused}))
     # On disk before the batch is acknowledged: a recorder that died after taking it
     # would lose what it held back (the call actor never sends a taken batch again).
     # Before the timeline too, which may note the batch as recorded.
@@ -105,9 +111,9 @@ async def _write_apart(
         case AgentTranscriptGrew(item_id=item_id, delta=delta, offset=offset):
             await store.grow_agent_turn(call_id, item_id, delta, offset)
         case AgentTurnFinished(item_id=item_id, transcript=transcript):
-            await store.finish_agent_turn(call_id, item_id, transcript)
+            await store.finish_agent_turn(call_id, item_id, transcript, at)
         case AgentTurnInterrupted(item_id=item_id, heard_ms=heard, generated_ms=generated):
-            await store.cut_agent_turn(call_id, item_id, heard, generated)
+            await store.cut_agent_turn(call_id, item_id, heard, generated, at)
             cut = {"item_id": item_id, "heard_ms": heard, "generated_ms": generated}
             return "interruption", cut
         case UsageReported(response_id=response_id, usage=usage):

@@ -9,8 +9,10 @@ shutdown. Every method is one short transaction run on a worker thread (see
 actor that dies loses nothing already recorded, and a caller cancelled while
 awaiting a write does not undo it. Errors are
 :class:`~switchboard.errors.StoreError` (unknown call id, bad value, database
-failure); :meth:`CallStore.open` raises :class:`~switchboard.errors.ConfigError`
-for a URL it cannot use.
+failure); a value it refuses, which sending again cannot help (a malformed id, a
+value the database rejects), is the subclass
+:class:`~switchboard.errors.StoreInputError`. :meth:`CallStore.open` raises
+:class:`~switchboard.errors.ConfigError` for a URL it cannot use.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import get_args
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from switchboard.errors import StoreError
+from switchboard.errors import StoreInputError
 from switchboard.realtime_events import Usage
 from switchboard.store import validation as check
 from switchboard.store.database import Database, EngineOptions, create_engine
@@ -136,14 +138,14 @@ class CallStore:
 
     async def create_call(self, call: NewCall) -> CallRecord:
         if call.direction not in get_args(Direction):
-            raise StoreError(
+            raise StoreInputError(
                 f"direction must be one of {', '.join(get_args(Direction))}, got {call.direction!r}"
             )
         if (
             call.max_duration_s is not None
             and check.count("max_duration_s", call.max_duration_s) == 0
         ):
-            raise StoreError("max_duration_s must be positive")
+            raise StoreInputError("max_duration_s must be positive")
         now = self._now()
         row = CallRow(
             id=new_call_id(now),
@@ -220,18 +222,15 @@ class CallStore:
     ) -> None:
         """Add ``(kind, at, data)`` events to the timeline in one transaction; with
         ``progress`` (a sender, how many of its actions are then recorded), note that
-        in it too (:meth:`actions_recorded`): the events and the note commit together."""
+        in it too (:meth:`actions_recorded`): the events and the note commit together.
+        One bad event refuses them all (:class:`StoreInputError`): check each first with
+        :func:`~switchboard.store.validation.timeline_event` to keep the others."""
         if progress is not None:
             check.short_text("sender", progress[0], 32)
             check.count("actions_recorded", progress[1])
         rows = [
-            CallEventRow(
-                call_id=call_id,
-                kind=check.short_text("kind", kind, 32),
-                at=check.aware("at", at),
-                data=check.json_object("data", data),
-            )
-            for kind, at, data in events
+            CallEventRow(call_id=call_id, kind=kind, at=at, data=data)
+            for kind, at, data in (check.timeline_event(*event) for event in events)
         ]
 
         def work(session: Session) -> None:
@@ -253,6 +252,16 @@ class CallStore:
             return session.scalar(query) or 0
 
         return await self._db.read("reading a call's recorded actions", work)
+
+    async def last_event_at(self, call_id: str) -> datetime | None:
+        """When the newest event on the call's timeline happened (None: it has none)."""
+
+        def work(session: Session) -> datetime | None:
+            query = select(func.max(CallEventRow.at)).where(CallEventRow.call_id == call_id)
+            newest: datetime | None = session.scalar(query)  # max() keeps the column's type:
+            return newest  # aware UTC on every backend, as the column reads
+
+        return await self._db.read("reading a call's last event", work)
 
     # -- transcript ------------------------------------------------------------
 
@@ -280,19 +289,28 @@ class CallStore:
     ) -> None:
         """Buffer a transcript delta (at ``offset`` of the text, if given: a delta sent
         again is not added twice); written within ``flush_interval_s``."""
+        check.short_text("item_id", item_id, 64)
         await self._turns.grow_agent(call_id, item_id, check.storable(delta), offset)
 
-    async def finish_agent_turn(self, call_id: str, item_id: str, transcript: str) -> None:
-        """Write the turn's final transcript; it is on disk when this returns."""
-        await self._turns.finish_agent(call_id, item_id, check.storable(transcript))
+    async def finish_agent_turn(
+        self, call_id: str, item_id: str, transcript: str, at: datetime
+    ) -> None:
+        """Write the turn's final transcript; it ended at ``at`` unless it was cut or
+        finished before (a finish sent again moves nothing). On disk when this returns."""
+        check.short_text("item_id", item_id, 64)
+        await self._turns.finish_agent(
+            call_id, item_id, check.storable(transcript), check.aware("at", at)
+        )
 
     async def cut_agent_turn(
-        self, call_id: str, item_id: str, heard_ms: int, generated_ms: int
+        self, call_id: str, item_id: str, heard_ms: int, generated_ms: int, at: datetime
     ) -> None:
-        """The caller interrupted: keep the generated text and estimate what was heard."""
+        """The caller interrupted at ``at``: keep the generated text and estimate what
+        was heard (the first cut stands)."""
+        check.short_text("item_id", item_id, 64)
         check.count("heard_ms", heard_ms)
         check.count("generated_ms", generated_ms)
-        await self._turns.cut_agent(call_id, item_id, heard_ms, generated_ms)
+        await self._turns.cut_agent(call_id, item_id, heard_ms, generated_ms, check.aware("at", at))
 
     async def flush(self) -> None:
         """Write buffered agent transcript text now."""
@@ -374,9 +392,9 @@ class CallStore:
         ``created_before`` exclusive.
         """
         if not 1 <= check.count("limit", limit) <= MAX_PAGE:
-            raise StoreError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+            raise StoreInputError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
         if status is not None and status not in STATUSES:
-            raise StoreError(f"unknown call status {status!r}")
+            raise StoreInputError(f"unknown call status {status!r}")
         after = None if created_after is None else check.aware("created_after", created_after)
         before = None if created_before is None else check.aware("created_before", created_before)
         clauses = call_filters(

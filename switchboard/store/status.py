@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from switchboard.errors import StoreError
+from switchboard.errors import StoreInputError
 
 __all__ = [
     "STATUSES",
@@ -61,10 +61,10 @@ class StatusState:
 def apply_status(state: StatusState, status: str, at: datetime) -> tuple[StatusState, bool]:
     """Fold one status callback into ``state``; return the new state and whether it moved.
 
-    Raises :class:`StoreError` for a status Twilio never sends.
+    Raises :class:`StoreInputError` for a status Twilio never sends.
     """
     if status not in _RANK:
-        raise StoreError(f"unknown call status {status!r}; expected one of {sorted(_RANK)}")
+        raise StoreInputError(f"unknown call status {status!r}; expected one of {sorted(_RANK)}")
     new = state
     if status == "in-progress" and (new.answered_at is None or at < new.answered_at):
         # Answer time is a fact even when its callback comes after the end.

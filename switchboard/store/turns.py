@@ -26,7 +26,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from switchboard.errors import StoreError
+from switchboard.errors import StoreError, StoreInputError
 from switchboard.store.buffer import TranscriptBuffer, TurnKey
 from switchboard.store.database import Database
 from switchboard.store.models import TurnRow
@@ -127,30 +127,32 @@ class TurnWriter:
         else:
             self._schedule(key)
 
-    async def finish_agent(self, call_id: str, item_id: str, transcript: str) -> None:
+    async def finish_agent(self, call_id: str, item_id: str, transcript: str, at: datetime) -> None:
         key = (call_id, item_id)
         so_far = await self._untrack(key)
-        ended = self._now()
 
         def work(session: Session) -> None:
-            row = self._agent_row(session, key, so_far, ended)
+            row = self._agent_row(session, key, so_far, at)
             row.text = transcript or so_far or row.text or ""
-            if row.state != "interrupted":  # what was heard of a cut reply stays as cut
-                row.state, row.ended_at = "finished", ended
+            # Once only: a finish sent again keeps the first end, and what was heard of
+            # a cut reply stays as cut.
+            if row.state == "speaking":
+                row.state, row.ended_at = "finished", at
 
         await self._db.write("finishing an agent turn", work)
 
-    async def cut_agent(self, call_id: str, item_id: str, heard_ms: int, generated_ms: int) -> None:
+    async def cut_agent(
+        self, call_id: str, item_id: str, heard_ms: int, generated_ms: int, at: datetime
+    ) -> None:
         key = (call_id, item_id)
         so_far = await self._untrack(key)
-        ended = self._now()
 
         def work(session: Session) -> None:
-            row = self._agent_row(session, key, so_far, ended)
+            row = self._agent_row(session, key, so_far, at)
             if row.state == "interrupted":
                 return  # the first cut stands
             text = so_far if so_far is not None else (row.text or "")
-            row.text, row.state, row.ended_at = text, "interrupted", ended
+            row.text, row.state, row.ended_at = text, "interrupted", at
             row.heard_ms, row.generated_ms = heard_ms, generated_ms
             row.heard_text = heard_prefix(text, heard_ms, generated_ms)
 
@@ -300,5 +302,7 @@ def _turn(session: Session, call_id: str, item_id: str, role: str) -> TurnRow | 
     query = select(TurnRow).where(TurnRow.call_id == call_id, TurnRow.item_id == item_id)
     row = session.execute(query).scalar_one_or_none()
     if row is not None and row.role != role:
-        raise StoreError(f"item {item_id!r} of call {call_id!r} is a {row.role} turn, not {role}")
+        raise StoreInputError(
+            f"item {item_id!r} of call {call_id!r} is a {row.role} turn, not {role}"
+        )
     return row

@@ -1,4 +1,4 @@
-"""Checks on values handed to the store, so bad input fails with a clear StoreError.
+"""Checks on values handed to the store, so bad input fails with a clear StoreInputError.
 
 They run before any SQL, so the same input fails the same way on SQLite (which
 does not enforce lengths) and PostgreSQL (which does).
@@ -14,10 +14,21 @@ from typing import Any
 
 from switchboard.errors import StoreInputError
 
-__all__ = ["aware", "count", "json_object", "short_text", "storable", "text_problem"]
+__all__ = [
+    "aware",
+    "count",
+    "json_object",
+    "short_text",
+    "storable",
+    "text_problem",
+    "timeline_event",
+]
 
 MAX_COUNT = 2**31 - 1  # PostgreSQL's INTEGER: the same limit on both backends
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# C0 and C1 controls, DEL and lone surrogates (PostgreSQL refuses NUL and surrogates;
+# the rest would be stored, and garble every listing or log line that shows them).
+_NOT_IN_A_NAME = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def text_problem(value: str) -> str | None:
@@ -52,9 +63,23 @@ def aware(name: str, value: datetime) -> datetime:
 
 
 def short_text(name: str, value: str, limit: int) -> str:
+    """``value``, an identifier or a name (an item id, a phone number), refused if it
+    holds a control character or a lone surrogate: the same on both backends. Not
+    replaced, as :func:`storable` does in text: two ids differing there would be one."""
     if not isinstance(value, str) or not value or len(value) > limit:
         raise StoreInputError(f"{name} must be a non-empty string of at most {limit} characters")
+    found = _NOT_IN_A_NAME.search(value)
+    if found is not None:
+        raise StoreInputError(
+            f"{name} contains {_describe(found.group())} at position {found.start()}"
+        )
     return value
+
+
+def _describe(char: str) -> str:
+    if "\ud800" <= char <= "\udfff":
+        return f"a lone UTF-16 surrogate (U+{ord(char):04X})"
+    return "a NUL character" if char == "\x00" else f"a control character (U+{ord(char):04X})"
 
 
 def count(name: str, value: int) -> int:
@@ -87,3 +112,10 @@ def _storable_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {storable(key): _storable_json(item) for key, item in value.items()}
     return value
+
+
+def timeline_event(
+    kind: str, at: datetime, data: Mapping[str, object] | None
+) -> tuple[str, datetime, dict[str, object]]:
+    """A timeline event ``(kind, at, data)`` as the store will hold it."""
+    return short_text("kind", kind, 32), aware("at", at), json_object("data", data)

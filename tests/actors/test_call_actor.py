@@ -301,6 +301,50 @@ async def test_a_bad_signature_is_refused_before_any_audio(
     assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
 
 
+async def handshake_status(port: int, path: str, headers: dict[str, str]) -> int:
+    """The status a raw upgrade request with exactly these headers is answered with."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"GET {path} HTTP/1.1", "Upgrade: websocket", "Connection: Upgrade"]
+    lines += ["Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+    return int(head.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        {"Host": "127.0.0.1:abc"},
+        {"Host": "127.0.0.1:99999"},
+        {"Host": "[::1"},
+        {"Host": "127.0.0.1", "X-Forwarded-Host": "calls.example.com:abc"},
+        {"Host": "127.0.0.1", "X-Forwarded-Host": "calls.example.com:99999"},
+        {"Host": "127.0.0.1", "X-Forwarded-Host": "[::1"},
+    ],
+)
+async def test_a_host_that_makes_no_url_is_refused_like_a_bad_signature(
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    forwarded: dict[str, str],
+) -> None:
+    monkeypatch.setattr(call_actor, "DIAL_WAIT_S", 0.1)  # hung up undialed: no CallSid comes
+    actor = make_actor(world)
+    _, port = await actor.start()
+    await actor.prepare(CallPlan("call-h", "Test.", stream_token="t"))
+    headers = forwarded | {"X-Twilio-Signature": "whatever"}
+    assert await handshake_status(port, "/media/call-h", headers) == 403
+    assert not [r for r in caplog.records if r.exc_info], "refused with a traceback"
+    assert "media handshake refused" in caplog.text
+    # Refused, not claimed: the call's own stream could still join; here it is hung up.
+    assert await actor.hang_up("call-h") is True
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
+
+
 async def test_a_wrong_token_closes_the_stream_with_1008(world: World) -> None:
     actor = make_actor(world)
     await actor.start()
@@ -337,6 +381,23 @@ async def test_a_busy_line_ends_the_call_before_any_stream(world: World) -> None
     await actor.twilio_status("call-other", "busy")  # not its call: ignored
     await actor.twilio_status("call-4", "busy")
     assert await asyncio.wait_for(actor.wait_finished(), 10) == "busy"
+
+
+async def test_a_warm_actor_reads_the_wall_clock_as_its_call_begins(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It waited warm while the wall clock stepped an hour: its call's events are stamped
+    by the clock as it is now, not as it was when the actor started."""
+    actor = make_actor(world)
+    await actor.start()
+    real_time = time.time
+    with monkeypatch.context() as stepped:
+        stepped.setattr(call_actor.time, "time", lambda: real_time() + 3600)
+        await actor.prepare(CallPlan("call-7", "Test.", stream_token="t"))
+    await actor.twilio_status("call-7", "busy")
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "busy"
+    stamps = [at for batch in world.recorder.batches for _, at in batch]
+    assert stamps and all(at > real_time() + 3000 for at in stamps)
 
 
 async def test_a_retried_webhook_gives_the_same_call_a_new_token(world: World) -> None:

@@ -11,6 +11,7 @@ from actors.recorder import CallRecorder, EventLog
 from switchboard.call_actions import (
     AgentTranscriptGrew,
     AgentTurnStarted,
+    CallerTurnStarted,
     CallerTurnTranscribed,
     CallStatusChanged,
     FinishCall,
@@ -241,4 +242,27 @@ async def test_nothing_of_an_ended_call_is_kept(tmp_path: Path) -> None:
     # A web call's status comes after its end, in a batch of its own.
     await recorder.report(call_id, [(CallStatusChanged("completed"), now)], 1, "actor-1")
     assert (recorder._calls, recorder._recorded) == ({}, {})
+    await recorder.close()
+
+
+async def test_a_peers_bad_id_is_noted_and_the_rest_of_the_call_recorded(tmp_path: Path) -> None:
+    # Refused as a StoreError, the report failed on every resend, and with it everything
+    # the call said after it (a NUL on PostgreSQL, an id reused for both sides anywhere).
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
+    call_id = await new_call(recorder)
+    now = time.time()
+    first = [
+        (CallerTurnStarted("item_\x00"), now),
+        (CallerTurnStarted("item_1"), now),
+        (AgentTurnStarted("item_1"), now),
+        (PhaseChanged("idle", "listening"), now),
+    ]
+    await recorder.report(call_id, first, seq=0, sender="actor-1")
+    await recorder.report(call_id, [(FinishCall("caller_hung_up"), now + 1)], 4, "actor-1")
+    assert await timeline(recorder, call_id) == [
+        "problem:None",
+        "problem:None",
+        "phase:listening",
+        "finished:None",
+    ]
     await recorder.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -97,15 +98,16 @@ async def test_a_late_refusal_of_a_signed_out_token_signs_no_one_out(
 ) -> None:
     """A request made before a sign-out answers 401 after the next user signed in: the
     page it was made for is gone, and so is its token; the new user stays signed in.
-    (A view's reads are cancelled when it goes: a download's read is not.)"""
+    (A view's reads are cancelled when it goes, a download's too: a hang-up is not.)"""
     await console.track_fetches()
     call = await console.new_call("+15551230010")
     page = await console.open(f"/#/calls/{call.id}")
     await page.locator("h1", has_text="Call to +15551230010").wait_for()
-    download = await console.hold(re.compile(rf"/calls/{call.id}$"))
-    await page.click("text=Download JSON")
-    await download.wait_held()
-    stale = download.routes[0].request
+    hang_up = await console.hold(re.compile(rf"/calls/{call.id}/hangup$"))
+    await page.get_by_role("button", name="Hang up").click()
+    await page.get_by_role("button", name="Confirm hang-up").click()
+    await hang_up.wait_held()
+    stale = hang_up.routes[0].request
 
     # The server now takes only the next user's token; the user signs out, the next signs in.
     console.expect_error(r"401")
@@ -115,9 +117,33 @@ async def test_a_late_refusal_of_a_signed_out_token_signs_no_one_out(
     await console.sign_in("token-b")
     await page.locator("h1", has_text="Call to +15551230010").wait_for()
 
-    await download.release()
+    await hang_up.release()
     assert (await stale.response()).status == 401
     await console.wait_settled([stale.url])
     assert await page.locator("#token").count() == 0
     assert await page.locator("#nav").is_visible()
     assert await page.evaluate("localStorage.getItem('switchboard.token')") == "token-b"
+
+
+async def test_a_download_asked_for_before_a_sign_out_is_not_offered_after_it(
+    console: Console,
+) -> None:
+    """The record read for a download comes back after the user signed out: it is not
+    handed to whoever uses the browser next."""
+    call = await console.new_call("+15551230011")
+    page = await console.open(f"/#/calls/{call.id}")
+    await page.locator("h1", has_text="Call to +15551230011").wait_for()
+    downloads: list[object] = []
+    page.on("download", lambda download: downloads.append(download))
+    read = await console.hold(re.compile(rf"/calls/{call.id}$"))
+    await page.click("text=Download JSON")
+    await read.wait_held()
+    await page.click("#sign-out")
+    await page.locator("#token").wait_for()
+    failed = asyncio.Event()
+    page.on("requestfailed", lambda request: failed.set())
+    await read.release()
+    if read.routes[0].request.failure is None:  # not seen failing yet: it will be
+        await asyncio.wait_for(failed.wait(), 15)
+    assert read.routes[0].request.failure is not None  # aborted: the view went with the user
+    assert downloads == []

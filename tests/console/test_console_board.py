@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -210,3 +211,24 @@ async def test_after_a_reconnect_only_calls_still_live_stay_on_the_live_list(
     assert sorted(active) == sorted([old[2].id, *(c.id for c in newer)])
     # Re-read one by one: only the cards no list of live calls confirmed.
     assert sorted(detail_reads) == sorted(ended)
+
+
+async def test_the_page_acknowledges_the_events_it_receives(console: Console) -> None:
+    """The server lets a viewer go that leaves too many events unacknowledged
+    (serve/event_stream.py): the page says every 100 how many it has received."""
+    acked = asyncio.Event()
+    frames: list[str] = []
+
+    def on_frame(payload: str | bytes) -> None:
+        frames.append(str(payload))
+        if payload == '{"ack":100}':
+            acked.set()
+
+    console.page.on("websocket", lambda ws: ws.on("framesent", on_frame))
+    page = await console.open()
+    call = await console.new_call("+15551230001")
+    await card(page, call.id).wait_for()  # the stream is live: it brought the new call
+    for n in range(150):  # under the hub's queue: one burst the page can take
+        console.publish(call.id, type="noise", n=n)
+    await asyncio.wait_for(acked.wait(), 15)
+    assert frames == ['{"ack":100}']

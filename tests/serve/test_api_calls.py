@@ -506,12 +506,16 @@ async def test_get_call_has_timeline_transcript_usage_and_cost(
     t = START + timedelta(minutes=5)
     await store.update_status(call_id, "in-progress", t)
     await store.start_agent_turn(call_id, "agent1", t)
-    await store.finish_agent_turn(call_id, "agent1", "Hello, this is the dental office.")
+    await store.finish_agent_turn(
+        call_id, "agent1", "Hello, this is the dental office.", t + timedelta(seconds=1)
+    )
     await store.reserve_caller_turn(call_id, "caller1", t + timedelta(seconds=2), "agent1")
     await store.record_caller_turn(call_id, "caller1", "Hi!", t + timedelta(seconds=3))
     await store.start_agent_turn(call_id, "agent2", t + timedelta(seconds=4), "caller1")
-    await store.finish_agent_turn(call_id, "agent2", "We have an opening on Tuesday at four.")
-    await store.cut_agent_turn(call_id, "agent2", heard_ms=800, generated_ms=3000)
+    await store.finish_agent_turn(
+        call_id, "agent2", "We have an opening on Tuesday at four.", t + timedelta(seconds=5)
+    )
+    await store.cut_agent_turn(call_id, "agent2", 800, 3000, t + timedelta(seconds=6))
     await store.add_usage(call_id, "resp1", Usage(100, 40, 60, 30, 10, 0, 50, 10))
     r = await client.get(f"/calls/{call_id}", headers=AUTH)
     assert r.status_code == 200, r.text

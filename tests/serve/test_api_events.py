@@ -15,6 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from serve import event_stream
 from serve.api import build_app
 from serve.events import EventHub
 from serve.ports import SUBSCRIPTION_DROPPED, AppDeps
@@ -228,12 +229,45 @@ def test_feed_shutdown_closes_streams_1001(live: Live, call_ids: list[str]) -> N
     assert closed.value.code == 1001
 
 
-def test_client_messages_are_ignored(live: Live, call_ids: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("send", "says"),
+    [
+        (lambda ws: ws.send_text("hello?"), 'expected {"ack": <events received>}'),
+        (lambda ws: ws.send_text('{"ack": "1"}'), 'expected {"ack": <events received>}'),
+        (lambda ws: ws.send_text('{"ack": 1, "more": 2}'), 'expected {"ack"'),
+        (lambda ws: ws.send_bytes(b"\x00"), "binary message"),
+        (lambda ws: ws.send_text('{"ack": 7}'), "ack 7 is not between 0 and the 1 events sent"),
+    ],
+)
+def test_a_client_message_other_than_an_ack_closes_1007_saying_so(
+    live: Live, call_ids: list[str], send: Callable[[object], None], says: str
+) -> None:
     a = call_ids[0]
     live.publish(a, type="sync")
     with live.client.websocket_connect(f"/calls/{a}/events", headers=AUTH) as ws:
         assert ws.receive_json()["type"] == "sync"
-        ws.send_text("hello?")
-        ws.send_bytes(b"\x00")
-        live.publish(a, type="after")
-        assert ws.receive_json()["type"] == "after"
+        send(ws)
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 1007 and says in closed.value.reason
+    assert live.hub.subscriber_count(a) == 0
+
+
+def test_a_viewer_that_acknowledges_stays_and_one_that_does_not_is_let_go(
+    store: CallStore, call_ids: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(event_stream, "UNACKED_LIMIT", 3)
+    a = call_ids[0]
+    for live in live_client(store, EventHub(queue_size=64)):
+        with live.client.websocket_connect(f"/calls/{a}/events", headers=AUTH) as ws:
+            for n in range(10):  # read and acknowledged as they come: never let go
+                live.publish(a, type="tick", n=n)
+                assert ws.receive_json()["n"] == n
+                ws.send_text(f'{{"ack": {n + 1}}}')
+            for n in range(10, 14):  # read, not acknowledged: the fourth is one too many
+                live.publish(a, type="tick", n=n)
+                assert ws.receive_json()["n"] == n
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 1013
+        assert closed.value.reason == "4 events not acknowledged: reconnect"

@@ -339,6 +339,42 @@ async def test_signature_over_the_proxy_url_when_public_url_is_unset(h: Harness)
     assert len(h.control.statuses) == 6
 
 
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        {"X-Forwarded-Host": "calls.example.com:abc"},
+        {"X-Forwarded-Host": "calls.example.com", "X-Forwarded-Port": "99999"},
+        {"X-Forwarded-Host": "[::1"},
+        {"Host": "calls.example.com:abc"},
+        {"Host": "calls.example.com:99999"},
+        {"Host": "[::1"},
+        {"X-Forwarded-Host": "calls.example.com", "X-Forwarded-Port": "abc"},
+    ],
+)
+async def test_a_forwarded_host_that_makes_no_url_is_403_and_changes_nothing(
+    h: Harness, forwarded: dict[str, str]
+) -> None:
+    # The validator parses the URL and reads its port: ':abc', '99999' and '[::1' raise.
+    call_id = await h.outbound()
+    events = h.hub.subscribe(None)
+    before = await h.snapshot()
+    inbound = {"CallSid": SID, "From": CALLER, "To": OUR_NUMBER, "CallStatus": "ringing"}
+    requests = [
+        ("/twilio/voice", inbound),
+        (f"/twilio/status/{call_id}", status_form("ringing", 0)),
+        (f"/twilio/amd/{call_id}", {"CallSid": SID, "AnsweredBy": "human"}),
+    ]
+    async with h.client(make_settings(public_url=None)) as client:
+        for path, form in requests:
+            r = await post_signed(client, path, form, extra=forwarded)
+            assert r.status_code == 403, (path, r.status_code, r.text)
+            detail = r.json()["detail"]
+            assert "X-Twilio-Signature" in detail and "no valid URL" in detail
+    assert await h.snapshot() == before
+    assert (h.control.statuses, h.control.amd_results, h.control.answered) == ([], [], [])
+    assert events.pending == 0
+
+
 async def test_public_url_wins_over_forwarding_headers(
     client: httpx.AsyncClient, h: Harness
 ) -> None:

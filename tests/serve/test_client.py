@@ -14,6 +14,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from serve import event_stream
 from serve.api import build_app
 from serve.client import ApiError, SwitchboardClient
 from serve.events import EventHub, Subscription
@@ -279,3 +280,17 @@ async def test_a_call_id_stays_one_path_segment() -> None:
         b"/calls/x%3Fy/hangup",
         b"/calls/a%2Fb/hangup",
     ]
+
+
+async def test_the_client_acknowledges_so_a_long_stream_is_not_let_go(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(event_stream, "UNACKED_LIMIT", 150)  # one ack (every 100) is due
+    async with server.client() as client:
+        call = await client.place_call(TO, "hi")
+        events = client.stream_events(call.id)
+        assert (await anext(events))["type"] == "call.created"
+        for n in range(400):  # one at a time: the hub's queue here holds 4
+            server.hub.publish(call.id, {"type": "tick", "n": n})
+            assert (await anext(events))["n"] == n
+        await events.aclose()  # type: ignore[attr-defined]

@@ -204,3 +204,29 @@ async def test_a_hang_up_twilio_refused_is_tried_again_next_round(
     assert world.control.ended_at_carrier == [up]
     await world.reconciler.once()
     assert world.control.ended_at_carrier == [up]  # once
+
+
+async def test_a_call_whose_record_moves_is_left_to_whatever_serves_it(world: World) -> None:
+    """An upgrade on Kubernetes: another cluster's actor serves the call, which this
+    cluster's pool does not know, and its record keeps moving."""
+    sid = "CA" + "9" * 32
+    other = await world.call("in-progress", sid)
+    world.control.at_carrier[sid] = "in-progress"
+    for _ in range(8):  # its own recorder writes a turn's phase changes as it goes
+        world.clock.wall += timedelta(seconds=100)
+        await world.store.append_event(other, "phase", world.clock.now(), {"new": "listening"})
+        assert await world.reconciler.once() == 0
+    assert world.control.ended_at_carrier == []
+    assert await world.status(other) == "in-progress"
+    # Its cluster went away with it: quiet for longer than two caller silences.
+    world.clock.wall += timedelta(seconds=181)
+    assert await world.reconciler.once() == 0  # Twilio has it up: a round for its callback
+    assert await world.reconciler.once() == 1
+    assert world.control.ended_at_carrier == [other]
+
+
+async def test_the_quiet_spell_is_longer_than_two_caller_silences(store: CallStore) -> None:
+    settings = Settings(_env_file=None, caller_silence_timeout_s=300)  # type: ignore[call-arg]
+    deps = AppDeps(settings, store, FakeCallControl(), EventHub(), ("t",))
+    assert Reconciler(deps).quiet == timedelta(seconds=660)
+    assert Reconciler(World(store, Clock()).reconciler.deps).quiet == timedelta(seconds=180)

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from switchboard.errors import StoreError
+from switchboard.errors import StoreError, StoreInputError
 from switchboard.realtime_events import Usage
 from switchboard.store import GPT_REALTIME, CallStore, NewCall, estimate_cost
 
@@ -195,8 +195,8 @@ async def test_cost_uses_the_configured_prices(db_url: str) -> None:
         (lambda s, c: s.record_caller_turn(c, "item_1", "hi", T0), "unknown call id 'nope'"),
         (lambda s, c: s.start_agent_turn(c, "item_2", T0), "unknown call id 'nope'"),
         (lambda s, c: s.grow_agent_turn(c, "item_2", "Hel"), "unknown call id 'nope'"),
-        (lambda s, c: s.finish_agent_turn(c, "item_2", "Hello"), "unknown call id 'nope'"),
-        (lambda s, c: s.cut_agent_turn(c, "item_2", 10, 20), "unknown call id 'nope'"),
+        (lambda s, c: s.finish_agent_turn(c, "item_2", "Hello", T0), "unknown call id 'nope'"),
+        (lambda s, c: s.cut_agent_turn(c, "item_2", 10, 20, T0), "unknown call id 'nope'"),
     ],
 )
 async def test_unknown_call_ids_are_store_errors(store: CallStore, operation, message) -> None:  # type: ignore[no-untyped-def]
@@ -204,7 +204,7 @@ async def test_unknown_call_ids_are_store_errors(store: CallStore, operation, me
         await operation(store, "nope")
 
 
-async def test_bad_values_are_store_errors(store: CallStore) -> None:
+async def test_bad_values_are_store_input_errors(store: CallStore) -> None:
     call = await store.create_call(outbound())
     naive = datetime(2025, 3, 1, 12, 0)
     cases = [
@@ -220,15 +220,25 @@ async def test_bad_values_are_store_errors(store: CallStore) -> None:
         (store.create_call(NewCall("inbound", "", "+2")), "to must be"),
         (store.create_call(NewCall("inbound", "+1", "+2", max_duration_s=0)), "positive"),
         (store.create_call(NewCall("inbound", "+1", "+2", metadata={"f": object()})), "metadata"),
-        (store.cut_agent_turn(call.id, "item", -1, 10), "heard_ms"),
+        (store.cut_agent_turn(call.id, "item", -1, 10, T0), "heard_ms"),
         (store.add_usage(call.id, "r", Usage(-1, 0, 0)), "total_tokens"),
         (store.list_calls(limit=0), "limit"),
         (store.list_calls(status="answered"), "unknown call status"),
         (store.list_calls(cursor="!!not-a-cursor"), "invalid list cursor"),
         (store.list_calls(created_after=naive), "timezone-aware"),
+        # Ids are refused, not repaired, whatever the backend would have stored.
+        (store.reserve_caller_turn(call.id, "item\x00", T0), "item_id contains a NUL"),
+        (store.grow_agent_turn(call.id, "item\x00", "hi"), "item_id contains a NUL"),
+        (store.finish_agent_turn(call.id, "it\nem", "hi", T0), r"control character \(U\+000A\)"),
+        (store.cut_agent_turn(call.id, "item\x85", 1, 2, T0), "control character"),
+        (store.add_usage(call.id, "resp\x7f", Usage(1, 1, 0)), "response_id contains"),
+        (store.set_twilio_sid(call.id, "CA\ud83d"), "lone UTF-16 surrogate"),
+        (store.create_call(NewCall("inbound", "+1\t", "+2")), "to contains"),
+        (store.append_event(call.id, "pha\x00se", T0, {}), "kind contains a NUL"),
+        (store.finish_agent_turn(call.id, "item", "hi", naive), "timezone-aware"),
     ]
     for operation, message in cases:
-        with pytest.raises(StoreError, match=message):
+        with pytest.raises(StoreInputError, match=message):
             await operation
     record = (await store.get_call(call.id)).call  # type: ignore[union-attr]
     assert record.status == "queued"  # nothing half-applied
@@ -237,7 +247,19 @@ async def test_bad_values_are_store_errors(store: CallStore) -> None:
 async def test_a_turn_id_cannot_change_role(store: CallStore) -> None:
     call = await store.create_call(outbound())
     await store.reserve_caller_turn(call.id, "item_1", T0)
-    with pytest.raises(StoreError, match="is a caller turn, not agent"):
+    # The peer's ids, not the database failing: sending them again cannot help.
+    with pytest.raises(StoreInputError, match="is a caller turn, not agent"):
         await store.start_agent_turn(call.id, "item_1", T0)
-    with pytest.raises(StoreError, match="is a caller turn, not agent"):
-        await store.finish_agent_turn(call.id, "item_1", "x")
+    with pytest.raises(StoreInputError, match="is a caller turn, not agent"):
+        await store.finish_agent_turn(call.id, "item_1", "x", T0)
+
+
+async def test_the_newest_timeline_event_says_when_a_call_last_moved(store: CallStore) -> None:
+    call = await store.create_call(outbound())
+    other = await store.create_call(outbound())
+    assert await store.last_event_at(call.id) is None
+    await store.append_event(call.id, "phase", t(5), {"new": "listening"})
+    await store.append_event(call.id, "phase", t(3), {"new": "idle"})  # out of order
+    await store.append_event(other.id, "phase", t(9), {"new": "idle"})
+    newest = await store.last_event_at(call.id)
+    assert newest == t(5) and newest is not None and newest.tzinfo is not None

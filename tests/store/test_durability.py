@@ -40,7 +40,7 @@ WRITER = textwrap.dedent(
         await store.start_agent_turn(call.id, "item_2", at, previous_item_id="item_1")
         for delta in ("Yes, ", "it is ", "ready."):
             await store.grow_agent_turn(call.id, "item_2", delta)
-        await store.finish_agent_turn(call.id, "item_2", "Yes, it is ready.")
+        await store.finish_agent_turn(call.id, "item_2", "Yes, it is ready.", at)
         await store.add_usage(call.id, "resp_1", Usage(10, 6, 4))
         await store.start_agent_turn(call.id, "item_3", at)
         for delta in ("Anything ", "else ", "I can do?"):
@@ -99,7 +99,7 @@ async def test_concurrent_writers_on_sqlite_never_hit_a_locked_database(tmp_path
             for word in ("one ", "two ", "three"):
                 await store.grow_agent_turn(call, agent, word)
             await store.record_caller_turn(call, caller, f"caller {turn}", T0)
-            await store.finish_agent_turn(call, agent, "one two three")
+            await store.finish_agent_turn(call, agent, "one two three", T0)
             await store.append_event(call, "latency", T0, {"turn": turn})
             await store.add_usage(call, f"resp_{turn}", Usage(3, 2, 1))
         await store.update_status(call, "completed", T0 + timedelta(seconds=60))
@@ -143,7 +143,7 @@ async def test_a_failed_background_write_keeps_the_text_for_the_finish(
             await store.settle()
             blocker.execute("ROLLBACK")
         assert "writing agent turn item_a failed" in caplog.text
-        await store.finish_agent_turn(call, "item_a", "")
+        await store.finish_agent_turn(call, "item_a", "", T0)
         detail = await store.get_call(call)
         assert detail is not None
         assert [(t.state, t.text) for t in detail.transcript] == [

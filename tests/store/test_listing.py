@@ -89,7 +89,7 @@ async def test_search_matches_numbers_instructions_and_transcripts(store: CallSt
     by_agent = (await make(store, 1))[0]
     await store.record_caller_turn(by_transcript.id, "item_1", "Where is my parcel?", T0)
     await store.start_agent_turn(by_agent.id, "item_2", T0)
-    await store.finish_agent_turn(by_agent.id, "item_2", "Your 100% refund is on its way")
+    await store.finish_agent_turn(by_agent.id, "item_2", "Your 100% refund is on its way", T0)
 
     async def found(search: str) -> set[str]:
         return {c.id for c in (await store.list_calls(search=search)).calls}

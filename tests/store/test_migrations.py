@@ -7,7 +7,6 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
@@ -17,8 +16,8 @@ from switchboard.store import CallStore, upgrade_to_head
 from switchboard.store.database import create_engine, database_url
 from switchboard.store.migrations import (
     MIGRATIONS_DIR,
-    alembic_config,
     current_revision,
+    downgrade_to,
     head_revision,
 )
 from switchboard.store.models import Base
@@ -45,8 +44,7 @@ def test_upgrade_from_empty_to_head_is_idempotent_and_matches_the_models(db_url:
             assert tables(connection) == TABLES
             assert current_revision(connection) == head_revision() is not None
             assert schema_diff(connection) == []
-        with engine.begin() as connection:
-            command.downgrade(alembic_config(connection), "base")
+        downgrade_to(db_url, "base")
         with engine.connect() as connection:
             assert tables(connection) == {"alembic_version"}
             assert current_revision(connection) is None
@@ -81,8 +79,7 @@ async def test_a_downgrade_keeps_every_call_s_record(db_url: str) -> None:
         with engine.connect() as connection:
             before = rows(connection)
         assert before == {"calls": 1, "call_events": 1, "turns": 1, "usage": 1}
-        with engine.begin() as connection:
-            command.downgrade(alembic_config(connection), "0001")
+        downgrade_to(db_url, "0001")
         with engine.connect() as connection:
             assert rows(connection) == before
             assert "report_progress" not in tables(connection)
@@ -196,3 +193,97 @@ def test_missing_postgres_fails_naming_the_debian_package(
 ) -> None:
     with pytest.raises(pytest.fail.Exception, match="Debian package `postgresql`"):
         postgres_locator(str(tmp_path))  # type: ignore[operator]
+
+
+def sid_indexes(connection: Connection) -> dict[str, str]:
+    """The definitions of the indexes on ``calls.twilio_sid``, by name."""
+    if connection.dialect.name == "postgresql":
+        query = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'calls'"
+    else:
+        query = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'calls'"
+    found = connection.exec_driver_sql(query).all()
+    return {str(name): str(sql) for name, sql in found if "twilio_sid" in str(sql)}
+
+
+async def test_upgrading_from_0002_keeps_every_call_and_makes_the_sid_index_partial(
+    db_url: str,
+) -> None:
+    # A unique constraint made setting the sid a key update on PostgreSQL (r0003). On
+    # SQLite, dropping it rebuilds `calls`, which must not take its child rows along.
+    from datetime import UTC, datetime
+
+    from switchboard.call_actions import PhaseChanged
+    from switchboard.realtime_events import Usage
+    from switchboard.store import NewCall, record_batch
+
+    async def seeded() -> list[object]:
+        store = await CallStore.open(db_url)
+        try:
+            calls = [
+                (await store.create_call(NewCall("inbound", f"+1555000111{n}", "+1555"))).id
+                for n in range(3)
+            ]
+            await store.set_twilio_sid(calls[0], "CA" + "1" * 32)
+            now = datetime.now(UTC)
+            for call in calls:
+                await store.record_caller_turn(call, "item_1", "Hello?", now)
+                await store.add_usage(call, "resp_1", Usage(10, 6, 4))
+                await record_batch(
+                    store, call, [(PhaseChanged("idle", "listening"), now)], ("a", 1)
+                )
+            return [await store.get_call(call) for call in calls]
+        finally:
+            await store.close()
+
+    before = await seeded()
+    downgrade_to(db_url, "0002")
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            assert current_revision(connection) == "0002"
+            assert [u["name"] for u in inspect(connection).get_unique_constraints("calls")] == [
+                "uq_calls_twilio_sid"
+            ]
+        store = await CallStore.open(db_url)  # upgrades to head
+        try:
+            calls = [detail.call.id for detail in before]  # type: ignore[attr-defined]
+            assert [await store.get_call(call) for call in calls] == before
+            with pytest.raises(StoreError):  # still one call per sid
+                await store.set_twilio_sid(calls[1], "CA" + "1" * 32)
+            await store.set_twilio_sid(calls[1], "CA" + "2" * 32)
+            assert await store.actions_recorded(calls[2], "a") == 1
+        finally:
+            await store.close()
+        with engine.connect() as connection:
+            assert current_revision(connection) == head_revision()
+            assert schema_diff(connection) == []
+            assert inspect(connection).get_unique_constraints("calls") == []
+            [(name, sql)] = sid_indexes(connection).items()
+            # Alembic's comparison does not look at WHERE: the definition is checked here.
+            assert name == "ix_calls_twilio_sid"
+            assert "UNIQUE" in sql.upper() and "twilio_sid IS NOT NULL" in sql, sql
+    finally:
+        engine.dispose()
+
+
+def test_a_rebuild_of_calls_with_foreign_keys_on_is_refused(tmp_path: Path) -> None:
+    # A bare Alembic command on a connection of one's own (foreign keys on) would have
+    # deleted every call's timeline with the old `calls` table: it stops instead.
+    from alembic import command
+
+    from switchboard.store.migrations import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    upgrade_to_head(url)
+    engine = create_engine(url)
+    try:
+        with (
+            pytest.raises(StoreError, match="foreign keys on would delete"),
+            engine.begin() as connection,
+        ):
+            command.downgrade(alembic_config(connection), "0002")
+        with engine.connect() as connection:
+            assert current_revision(connection) == head_revision()
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        engine.dispose()

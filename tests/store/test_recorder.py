@@ -209,3 +209,121 @@ async def test_a_batch_notes_its_recorded_actions_with_its_timeline(store: CallS
     detail = await store.get_call(call)
     assert detail is not None
     assert [e.kind for e in detail.timeline] == ["phase", "latency"]
+
+
+async def problems_and_kinds(store: CallStore, call: str) -> tuple[list[str], list[str]]:
+    detail = await store.get_call(call)
+    assert detail is not None
+    problems = [str(e.data["message"]) for e in detail.timeline if e.kind == "problem"]
+    return problems, [e.kind for e in detail.timeline]
+
+
+async def test_an_id_holding_a_control_character_is_noted_the_same_on_both_backends(
+    store: CallStore,
+) -> None:
+    # PostgreSQL refused NUL with a DataError (a plain StoreError: the call actor sent the
+    # batch again forever); SQLite stored it. Now both refuse it before any SQL.
+    call = (await store.create_call(NewCall("inbound", "+15559990000", "+15551230001"))).id
+    batch: list[Recordable] = [
+        CallerTurnStarted("item\x00x"),
+        CallerTurnTranscribed("item\x00x", "Hello?"),
+        AgentTurnStarted("item_\x1b[31m"),
+        AgentTranscriptGrew("item_\x00", "Hi", 0),
+        AgentTurnFinished("item_\x00", "Hi"),
+        AgentTurnInterrupted("item_\x00", 10, 20),
+        UsageReported("resp\x00", Usage(1, 1, 0)),
+        PhaseChanged("idle", "listening"),
+    ]
+    await record_batch(store, call, [(m, T0) for m in batch], ("a", len(batch)))
+    problems, kinds = await problems_and_kinds(store, call)
+    assert kinds == ["problem"] * 7 + ["phase"]
+    assert "CallerTurnStarted not recorded: item_id contains a NUL character" in problems[0]
+    assert "control character (U+001B) at position 5" in problems[2]
+    assert "UsageReported not recorded: response_id contains a NUL" in problems[6]
+    detail = await store.get_call(call)
+    assert detail is not None and detail.transcript == () and detail.usage == Usage(0, 0, 0)
+    assert await store.actions_recorded(call, "a") == len(batch)  # never sent again
+
+
+async def test_an_item_id_used_for_both_sides_is_noted_and_the_rest_kept(
+    store: CallStore,
+) -> None:
+    call = (await store.create_call(NewCall("inbound", "+15559990000", "+15551230001"))).id
+    batch: list[Recordable] = [
+        CallerTurnStarted("item_1"),
+        AgentTurnStarted("item_1"),  # the peer reused the id
+        AgentTurnFinished("item_1", "Hello"),
+        PhaseChanged("idle", "listening"),
+    ]
+    await record_batch(store, call, [(m, T0) for m in batch], ("a", len(batch)))
+    problems, kinds = await problems_and_kinds(store, call)
+    assert kinds == ["problem", "problem", "phase"]
+    assert "AgentTurnStarted not recorded: item 'item_1'" in problems[0]
+    assert "is a caller turn, not agent" in problems[1]
+
+
+async def test_a_timeline_value_that_is_not_json_is_noted_alone(store: CallStore) -> None:
+    # Checked for the whole batch, one NaN refused every event of it, on every resend.
+    call = (await store.create_call(NewCall("inbound", "+15559990000", "+15551230001"))).id
+    batch: list[Recordable] = [
+        PhaseChanged("idle", "listening"),
+        LatencyMeasured("response", float("nan")),
+        LatencyMeasured("answer", 300.0),
+        RunTool("call_1", "lookup", "{}"),
+    ]
+    await record_batch(store, call, [(m, T0) for m in batch], ("a", len(batch)))
+    problems, kinds = await problems_and_kinds(store, call)
+    assert kinds == ["phase", "problem", "latency", "tool_call"]
+    assert "LatencyMeasured not recorded: data is not JSON-serializable" in problems[0]
+
+
+async def test_the_database_failing_fails_the_batch_to_be_sent_again(
+    store: CallStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not a value's fault: noting a problem would lose the action for good.
+    call = (await store.create_call(NewCall("inbound", "+15559990000", "+15551230001"))).id
+    write = store._db.write
+
+    async def failing(doing: str, work: Any) -> Any:
+        if doing == "adding usage":
+            raise StoreError("adding usage failed: OperationalError: server closed the connection")
+        return await write(doing, work)
+
+    monkeypatch.setattr(store._db, "write", failing)
+    batch: list[Recordable] = [UsageReported("resp_1", Usage(1, 1, 0)), FinishCall("done")]
+    with pytest.raises(StoreError) as failed:
+        await record_batch(store, call, [(m, T0) for m in batch], ("a", len(batch)))
+    assert type(failed.value) is StoreError
+    assert await store.actions_recorded(call, "a") == 0
+    monkeypatch.setattr(store._db, "write", write)
+    await record_batch(store, call, [(m, T0) for m in batch], ("a", len(batch)))  # again
+    problems, kinds = await problems_and_kinds(store, call)
+    assert (problems, kinds) == ([], ["finished"])
+
+
+async def test_an_agent_turn_ends_when_its_finish_or_cut_happened(store: CallStore) -> None:
+    # The store's clock (conftest: March) is not the call's (June): a turn's end is the
+    # action's time, as a caller turn's is, and a finish sent again moves nothing.
+    call = (await store.create_call(NewCall("inbound", "+15559990000", "+15551230001"))).id
+    t0, s = datetime(2025, 6, 1, 9, 0, tzinfo=UTC), timedelta(seconds=1)
+    batch: list[tuple[Recordable, datetime]] = [
+        (AgentTurnStarted("a1"), t0),
+        (AgentTranscriptGrew("a1", "Hello there.", 0), t0 + s),
+        (AgentTurnFinished("a1", "Hello there."), t0 + 2 * s),
+        (CallerTurnStarted("c1"), t0 + 3 * s),
+        (CallerTurnTranscribed("c1", "Hi"), t0 + 4 * s),
+        (AgentTurnStarted("a2"), t0 + 5 * s),
+        (AgentTurnInterrupted("a2", 0, 100), t0 + 6 * s),
+        (AgentTurnFinished("a3", "No start seen."), t0 + 7 * s),
+    ]
+    await record_batch(store, call, batch)
+    await record_batch(store, call, [(AgentTurnFinished("a1", "Hello there."), t0 + 9 * s)])
+    await record_batch(store, call, [(AgentTurnFinished("a2", "Long reply."), t0 + 9 * s)])
+    detail = await store.get_call(call)
+    assert detail is not None
+    assert {t.item_id: (t.started_at, t.ended_at) for t in detail.transcript} == {
+        "a1": (t0, t0 + 2 * s),
+        "c1": (t0 + 3 * s, t0 + 4 * s),
+        "a2": (t0 + 5 * s, t0 + 6 * s),  # the cut, not the finish after it
+        "a3": (t0 + 7 * s, t0 + 7 * s),
+    }

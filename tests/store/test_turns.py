@@ -51,7 +51,7 @@ async def test_a_late_caller_transcript_keeps_its_reserved_place(store: CallStor
     await store.start_agent_turn(call, "item_agent_1", t(2), previous_item_id="item_caller_1")
     await store.grow_agent_turn(call, "item_agent_1", "Sure, ")
     await store.grow_agent_turn(call, "item_agent_1", "one moment.")
-    await store.finish_agent_turn(call, "item_agent_1", "Sure, one moment.")
+    await store.finish_agent_turn(call, "item_agent_1", "Sure, one moment.", t(2.5))
     await store.reserve_caller_turn(call, "item_caller_2", t(4))
     # The first transcript arrives after the reply was written, the second never does.
     await store.record_caller_turn(call, "item_caller_1", "Can you check my order?", t(3))
@@ -70,7 +70,7 @@ async def test_an_unreserved_caller_transcript_goes_before_the_reply_to_it(
 ) -> None:
     call = await new_call(store)
     await store.start_agent_turn(call, "item_agent", t(2), previous_item_id="item_caller")
-    await store.finish_agent_turn(call, "item_agent", "Hello!")
+    await store.finish_agent_turn(call, "item_agent", "Hello!", t(2.5))
     await store.record_caller_turn(call, "item_caller", "Hi there", t(3))
     assert [item for _, item, _, _ in await turns(store, call)] == ["item_caller", "item_agent"]
 
@@ -87,9 +87,9 @@ async def test_cut_after_the_transcript_finished(store: CallStore) -> None:
     # Usual case: the model finishes generating long before playback ends.
     call = await new_call(store)
     await store.start_agent_turn(call, "item_a", t(1))
-    await store.finish_agent_turn(call, "item_a", "Your parcel arrives on Tuesday morning.")
-    await store.cut_agent_turn(call, "item_a", heard_ms=1500, generated_ms=4000)
-    await store.cut_agent_turn(call, "item_a", heard_ms=3900, generated_ms=4000)  # first stands
+    await store.finish_agent_turn(call, "item_a", "Your parcel arrives on Tuesday morning.", t(2))
+    await store.cut_agent_turn(call, "item_a", heard_ms=1500, generated_ms=4000, at=t(3))
+    await store.cut_agent_turn(call, "item_a", 3900, 4000, t(5))  # the first stands
     cut = await turn(store, call, "item_a")
     assert cut.interrupted and cut.state == "interrupted"
     assert cut.text == "Your parcel arrives on Tuesday morning."
@@ -102,12 +102,12 @@ async def test_cut_while_generating_uses_the_text_so_far(store: CallStore) -> No
     await store.start_agent_turn(call, "item_a", t(1))
     for delta in ("Let me ", "look that ", "up for you"):
         await store.grow_agent_turn(call, "item_a", delta)
-    await store.cut_agent_turn(call, "item_a", heard_ms=500, generated_ms=1000)
+    await store.cut_agent_turn(call, "item_a", heard_ms=500, generated_ms=1000, at=t(2))
     await store.grow_agent_turn(call, "item_a", " right away.")  # after the cut: dropped
     cut = await turn(store, call, "item_a")
     assert (cut.text, cut.heard_text) == ("Let me look that up for you", "Let me look")
     # A final transcript after the cut replaces the generated text, not what was heard.
-    await store.finish_agent_turn(call, "item_a", "Let me look that up for you right away.")
+    await store.finish_agent_turn(call, "item_a", "Let me look that up for you right away.", t(3))
     cut = await turn(store, call, "item_a")
     assert cut.state == "interrupted"
     assert (cut.text, cut.heard_text) == ("Let me look that up for you right away.", "Let me look")
@@ -130,12 +130,12 @@ async def test_a_cut_tried_again_after_a_failed_write_keeps_the_text(
 
     monkeypatch.setattr(store._db, "write", failing)
     with pytest.raises(StoreError):
-        await store.cut_agent_turn(call, "item_a", heard_ms=500, generated_ms=1000)
+        await store.cut_agent_turn(call, "item_a", heard_ms=500, generated_ms=1000, at=t(2))
     monkeypatch.setattr(store._db, "write", write)
     # The recorder's batch again, whole: the same deltas, then the cut.
     for delta, offset in deltas:
         await store.grow_agent_turn(call, "item_a", delta, offset)
-    await store.cut_agent_turn(call, "item_a", heard_ms=500, generated_ms=1000)
+    await store.cut_agent_turn(call, "item_a", heard_ms=500, generated_ms=1000, at=t(2))
     cut = await turn(store, call, "item_a")
     assert (cut.state, cut.text, cut.heard_text) == ("interrupted", "Let me look that up", "Let me")
 
@@ -143,9 +143,9 @@ async def test_a_cut_tried_again_after_a_failed_write_keeps_the_text(
 async def test_turns_without_a_start_are_kept(store: CallStore) -> None:
     call = await new_call(store)
     await store.grow_agent_turn(call, "item_a", "Hello")
-    await store.finish_agent_turn(call, "item_a", "Hello there.")
-    await store.cut_agent_turn(call, "item_b", heard_ms=0, generated_ms=800)
-    await store.finish_agent_turn(call, "item_c", "Bye.")
+    await store.finish_agent_turn(call, "item_a", "Hello there.", t(1))
+    await store.cut_agent_turn(call, "item_b", heard_ms=0, generated_ms=800, at=t(2))
+    await store.finish_agent_turn(call, "item_c", "Bye.", t(3))
     assert await turns(store, call) == [
         ("agent", "item_a", "finished", "Hello there."),
         ("agent", "item_b", "interrupted", ""),
@@ -190,7 +190,7 @@ async def test_another_process_can_continue_a_turn(store: CallStore, reader: Cal
     await store.start_agent_turn(call, "item_a", t(2))  # repeated: ignored
     await store.grow_agent_turn(call, "item_a", "Before ")
     await reader.grow_agent_turn(call, "item_a", "and after")
-    await reader.finish_agent_turn(call, "item_a", "")
+    await reader.finish_agent_turn(call, "item_a", "", t(3))
     finished = [("agent", "item_a", "finished", "Before and after")]
     assert await turns(reader, call) == finished
     await reader.grow_agent_turn(call, "item_a", " late")  # finished here: ignored
@@ -206,7 +206,7 @@ async def test_late_deltas_of_a_turn_finished_elsewhere_are_dropped(
 ) -> None:
     call = await new_call(store)
     await store.start_agent_turn(call, "item_a", t(1))
-    await store.cut_agent_turn(call, "item_a", heard_ms=10, generated_ms=100)
+    await store.cut_agent_turn(call, "item_a", heard_ms=10, generated_ms=100, at=t(2))
     await reader.grow_agent_turn(call, "item_a", "never heard")  # looks it up: cut
     await reader.grow_agent_turn(call, "item_a", " at all")  # remembered: no lookup
     assert await turns(reader, call) == [("agent", "item_a", "interrupted", "")]
@@ -250,7 +250,7 @@ async def test_text_no_backend_can_hold_is_kept_with_a_replacement_character(
     await store.record_caller_turn(call_id, "item_c", "hi\x00 there \ud83d", t(1))
     await store.start_agent_turn(call_id, "item_a", t(2))
     await store.grow_agent_turn(call_id, "item_a", "he\x00")
-    await store.finish_agent_turn(call_id, "item_a", "hello \udfff")
+    await store.finish_agent_turn(call_id, "item_a", "hello \udfff", t(3))
     await store.append_event(call_id, "tool_called", t(3), {"arguments": "\x00\ud800"})
     await store.flush()
     detail = await reader.get_call(call_id)

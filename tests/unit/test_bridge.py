@@ -304,6 +304,31 @@ def test_barge_in_truncates_at_what_the_phone_played() -> None:
     assert bridge.phase is CallPhase.IDLE
 
 
+def test_cancelled_reply_the_phone_played_out_is_not_truncated_to_zero() -> None:
+    # interrupt_response off: all audio sent so far played (every mark echoed) while the
+    # response still generates; the caller speaks and we cancel. The server's closing
+    # events for the item must not erase what the caller heard (protocols.md 6.1, 3.6).
+    bridge, phone, model = answered()
+    bridge.receive_realtime(model.response("in_progress"), 1.2)
+    bridge.receive_realtime(model.item_added("item_1"), 1.2)
+    bridge.receive_realtime(model.audio("item_1", b"\x10" * 1600), 1.3)  # 200 ms
+    phone.take(bridge.twilio_data_to_send())
+    for echo in phone.play(10_000):
+        bridge.receive_twilio(echo, 1.6)
+    sent_to_model(bridge)
+    started = model.event("input_audio_buffer.speech_started", audio_start_ms=1000, item_id="u1")
+    bridge.receive_realtime(started, 1.7)
+    assert [e["type"] for e in sent_to_model(bridge)] == ["response.cancel"]
+    ids = {"response_id": "resp_1", "item_id": "item_1", "output_index": 0, "content_index": 0}
+    actions = bridge.receive_realtime(model.event("response.output_audio.done", **ids), 1.71)
+    done = model.event("response.output_audio_transcript.done", transcript="Hello there", **ids)
+    actions += bridge.receive_realtime(done, 1.72)
+    cuts = [a for a in actions if isinstance(a, AgentTurnInterrupted)]
+    assert cuts == [AgentTurnInterrupted("item_1", 200, 200)]
+    assert sent_to_model(bridge) == []  # nothing unheard: no truncate
+    assert bridge.twilio_data_to_send() == []
+
+
 def test_tool_call_round_trip() -> None:
     bridge, _, model = answered()
     bridge.receive_realtime(model.response("in_progress", "resp_2"), 2.0)

@@ -195,6 +195,39 @@ def test_calls_never_heard_from_again_are_ended_as_lost(sink: RegistrySink) -> N
     assert sink.value("switchboard_calls_started_total") == 2
 
 
+def test_a_lost_call_is_given_up_on_when_due_though_no_call_reports(sink: RegistrySink) -> None:
+    metrics = CallMetrics(sink, stale_after_s=100, sweep_every_s=10)
+    metrics.reported("quiet", [(AgentTurnStarted("a"), T0)], now=T0)
+    metrics.tick(T0 + 60)
+    assert sink.value("switchboard_live_calls") == 1  # not yet silent long enough
+    metrics.tick(T0 + 101)
+    assert sink.value("switchboard_calls_ended_total", reason="lost") == 1
+    assert sink.value("switchboard_live_calls") == 0
+    assert metrics.live == 0
+
+
+async def test_the_recorder_ticks_its_metrics_while_nothing_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticked = asyncio.Event()
+
+    class Ticks:
+        def reported(self, *args: Any) -> None:
+            pass
+
+        def tick(self, now: float) -> None:
+            ticked.set()
+
+    monkeypatch.setattr(recorder_module, "TICK_S", 0.01)
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}", Ticks())
+    await recorder.open()
+    try:
+        await asyncio.wait_for(ticked.wait(), 10)
+    finally:
+        await recorder.close()
+    assert recorder._ticker is None
+
+
 def test_label_values_are_cleaned_and_bounded() -> None:
     values = LabelValues(limit=2, max_length=8)
     assert values("stream_stopped") == "stream_s"
@@ -282,6 +315,9 @@ async def test_the_recorder_hands_every_batch_to_its_metrics(
             self, call_id: str, batch: Sequence[tuple[Action, float]], now: float, first: bool
         ) -> None:
             seen.append((call_id, len(batch), now, first))
+
+        def tick(self, now: float) -> None:
+            pass
 
     recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}", Spy())
     await recorder.open()

@@ -347,6 +347,16 @@ def test_greeting_text_goes_into_the_instructions() -> None:
     assert "Hi, this is Ava from Bright Smiles." in create.instructions
 
 
+@pytest.mark.parametrize("greeting", [None, "Hi, this is Ava from Bright Smiles."])
+def test_the_greeting_keeps_the_calls_own_instructions(greeting: str | None) -> None:
+    """A response's instructions replace the session's for that response: without the
+    call's own, the greeting would not know whom it calls for or why."""
+    policy = awaiting(greeting=greeting)
+    (create,) = [a for a in feed(policy, [UPDATED, START]) if isinstance(a, CreateResponse)]
+    assert create.instructions is not None
+    assert create.instructions.startswith("Book a cleaning.\n\n")
+
+
 def test_begin_configures_the_session_and_opens_the_audio_path() -> None:
     policy, _ = make()
     media = SAMPLES["media"]
@@ -462,6 +472,49 @@ def test_audio_of_a_response_we_cancelled_before_a_sound_is_never_played() -> No
     feed(policy, [ResponseStarted("r2"), OutputItemAdded("r2", "item_N", "message")])
     reply = policy.handle(AudioDelta("r2", "item_N", b64(b"\x02" * 160)), 3.0)
     assert PlayAgentAudio in kinds(reply)
+
+
+def played_out_then_cancelled() -> tuple[CallPolicy, FakePlayback]:
+    """interrupt_response off; item_A (100 ms) all played and acknowledged while its
+    response still generates; the caller speaks, so we cancel it."""
+    policy = speaking(interrupt_response=False)
+    playback = policy._playback
+    assert isinstance(playback, FakePlayback)
+    playback.played["item_A"] = 800
+    feed(policy, [PlaybackAcknowledged("item_A", 800, buffer_empty=True)])
+    assert kinds(policy.handle(SpeechStarted("u", 1), 2.0)) == [CallerTurnStarted, CancelResponse]
+    return policy, playback
+
+
+def test_a_cancelled_reply_already_played_out_keeps_what_was_heard() -> None:
+    # Nothing of it went unheard: no truncate (it would delete the heard transcript).
+    policy, playback = played_out_then_cancelled()
+    assert policy.handle(TranscriptDone("resp_1", "item_A", "Hello there"), 2.1) == [
+        AgentTurnInterrupted("item_A", 100, 100)
+    ]
+    assert playback.asked[-1] == ("item_A", 2.1)
+    assert policy.handle(AudioDelta("resp_1", "item_A", b64(b"\x01" * 800)), 2.2) == []
+
+
+def test_late_audio_of_a_cancelled_reply_played_out_truncates_at_what_was_heard() -> None:
+    policy, _ = played_out_then_cancelled()
+    late = policy.handle(AudioDelta("resp_1", "item_A", b64(b"\x01" * 400)), 2.1)
+    assert late == [TruncateItem("item_A", 100), AgentTurnInterrupted("item_A", 100, 150)]
+    assert policy.handle(TranscriptDone("resp_1", "item_A", "Hello there, and"), 2.2) == []
+
+
+def test_the_held_tail_of_a_cancelled_reply_is_not_played_at_its_audio_done() -> None:
+    policy = thinking(interrupt_response=False)
+    playback = policy._playback
+    assert isinstance(playback, FakePlayback)
+    feed(policy, [ResponseStarted("r"), OutputItemAdded("r", "item_A", "message")])
+    feed(policy, [AudioDelta("r", "item_A", b64(b"\x01" * 840))])  # 5 frames + a 5 ms tail
+    playback.played["item_A"] = 800
+    feed(policy, [PlaybackAcknowledged("item_A", 800, buffer_empty=True)])
+    assert CancelResponse() in policy.handle(SpeechStarted("u", 1), 2.0)
+    done = policy.handle(AudioDone("r", "item_A"), 2.1)
+    # Not truncated for 5 ms: that would delete the model's transcript of what was heard.
+    assert done == [AgentTurnInterrupted("item_A", 100, 105)]
 
 
 def test_a_reply_cut_short_by_the_callers_hang_up_keeps_what_was_played() -> None:
@@ -937,3 +990,29 @@ def test_a_lost_realtime_socket_is_replaced_twice_then_the_call_ends() -> None:
     final = policy.handle(lost, 3.0)
     assert kinds(final) == [ProblemNoted, HangUp, FinishCall]
     assert HangUp("realtime_closed") in final
+
+
+# -- a forced renewal mid-reply ----------------------------------------------
+
+
+def test_a_reply_cut_after_a_forced_renewal_keeps_what_was_heard() -> None:
+    policy = speaking()  # item_A: 800 bytes (100 ms) generated, playing
+    policy._playback.played["item_A"] = 800  # type: ignore[attr-defined]  # all played
+    policy.handle(RealtimeClosed(1006, "connection reset"), 1.2)  # renewed at once
+    actions = policy.handle(SpeechStarted("item_u", 10), 1.3)
+    assert [a for a in actions if isinstance(a, AgentTurnInterrupted)] == [
+        AgentTurnInterrupted("item_A", 100, 100)
+    ]
+    assert not [a for a in actions if isinstance(a, TruncateItem)]  # not the new session's
+
+
+def test_a_reply_played_out_before_a_renewal_is_not_recorded_unheard_at_the_end() -> None:
+    policy = speaking()
+    policy._playback.played["item_A"] = 800  # type: ignore[attr-defined]
+    policy.handle(RealtimeClosed(1006, "connection reset"), 1.2)
+    cut = [
+        a
+        for a in policy.handle(HangupRequested("test"), 5.0)
+        if isinstance(a, AgentTurnInterrupted)
+    ]
+    assert cut == [AgentTurnInterrupted("item_A", 100, 100)]

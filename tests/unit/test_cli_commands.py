@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import socket
 import stat
 from io import StringIO
 from pathlib import Path
@@ -90,3 +92,26 @@ def test_settings_from_the_env_file_reach_the_ray_workers_through_the_environmen
 )
 def test_live_events_read_as_a_transcript(event: dict[str, object], line: str | None) -> None:
     assert describe(event) == line
+
+
+def test_the_edge_names_a_ray_address_where_nothing_answers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with socket.socket() as probe:  # a port nothing listens on: bound, closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["edge", "--ray-address", f"127.0.0.1:{port}", "--ray-wait", "0.2"]) == 2
+    err = capsys.readouterr().err
+    assert f":{port} after 0.2 s" in err and "no Ray cluster answers" in err
+    assert main(["edge", "--ray-address", "not an address", "--ray-wait", "0"]) == 2
+    assert "--ray-address 'not an address'" in capsys.readouterr().err
+
+
+async def test_the_edge_goes_on_once_the_cluster_answers() -> None:
+    from serve.edge_command import await_ray
+
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        await await_ray(f"127.0.0.1:{port}", wait_s=0)  # no ConfigError: it answered

@@ -24,6 +24,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "PORT",
         "LOG_LEVEL",
         "PUBLIC_URL",
+        "OPENAI_BASE_URL",
+        "TWILIO_API_BASE_URL",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -82,6 +84,13 @@ def test_settings_are_frozen() -> None:
         ("PUBLIC_URL", "not a url", "PUBLIC_URL"),
         ("PUBLIC_URL", "https://calls.example.com/?x=1", "PUBLIC_URL"),
         ("PUBLIC_URL", "https://calls.example.com/#top", "PUBLIC_URL"),
+        ("PUBLIC_URL", "https://:pw-secret@calls.example.com", "PUBLIC_URL"),
+        ("PUBLIC_URL", "https://user:pw-secret@calls.example.com", "PUBLIC_URL"),
+        ("PUBLIC_URL", "https://user@calls.example.com", "PUBLIC_URL"),
+        ("OPENAI_BASE_URL", "https://user:pw-secret@proxy.example/v1", "OPENAI_BASE_URL"),
+        ("OPENAI_BASE_URL", "https://:pw-secret@proxy.example/v1", "OPENAI_BASE_URL"),
+        ("TWILIO_API_BASE_URL", "https://user:pw-secret@api.example", "TWILIO_API_BASE_URL"),
+        ("TWILIO_API_BASE_URL", "https://:pw-secret@api.example", "TWILIO_API_BASE_URL"),
         ("OPENAI_SESSION_MAX_S", "0", "OPENAI_SESSION_MAX_S"),
         ("OPENAI_SESSION_RENEW_MARGIN_S", "3600", "OPENAI_SESSION_RENEW_MARGIN_S"),
     ],
@@ -131,10 +140,46 @@ def test_cli_rejects_unknown_command(capsys: pytest.CaptureFixture[str]) -> None
         ("postgresql://u:p:q@h/db", "postgresql://u:***@h/db"),
         ("postgresql://h/db?user=u&password=p", "postgresql://h/db?user=u&password=***"),
         ("https://u:p@proxy.example/v1?api_key=k", "https://u:***@proxy.example/v1?api_key=***"),
+        # SQLAlchemy reads these passwords; urlsplit refuses '[' and ends the host at '/'.
+        ("postgresql+psycopg://sb:p[ss@db/sb", "postgresql+psycopg://sb:***@db/sb"),
+        ("postgresql://sb:p]ss@[::1]:5432/sb", "postgresql://sb:***@[::1]:5432/sb"),
+        ("postgresql://sb:p/ss@db/sb", "postgresql://sb:***@db/sb"),
+        (
+            "postgresql://u:p@h/db?password=a&password=b",
+            "postgresql://u:***@h/db?password=***&password=***",
+        ),
+        ("sqlite:///:memory:", "sqlite:///:memory:"),
+        # Neither parser reads it: hidden whole, but for the scheme.
+        ("postgresql://sb:pw@db:port/sb", "postgresql://***"),
+        ("postgresql://sb:pw@[::1/sb", "postgresql://***"),
+        ("https://u:p[ss@proxy.example/v1", "https://***"),
+        ("u:p[ss@db/sb", "***"),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_cli_settings_masks_a_password_urlsplit_cannot_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # '[' in the password: SQLAlchemy opens it, urlsplit raises "Invalid IPv6 URL".
+    (tmp_path / ".env").write_text("DATABASE_URL=postgresql+psycopg://sb:p[ss-secret@db/sb\n")
+    assert main(["settings"]) == 0
+    out = capsys.readouterr().out
+    assert "p[ss-secret" not in out
+    assert "DATABASE_URL=postgresql+psycopg://sb:***@db/sb" in out
+
+
+@pytest.mark.parametrize("name", ["OPENAI_BASE_URL", "TWILIO_API_BASE_URL", "PUBLIC_URL"])
+def test_a_url_with_user_info_is_refused_so_it_never_reaches_repr(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    for userinfo in (f"user:{SECRET}", f":{SECRET}"):
+        monkeypatch.setenv(name, f"https://{userinfo}@example.com/v1")
+        with pytest.raises(ConfigError, match=rf"{name}: .*user:password@") as info:
+            load_settings(None)
+        assert SECRET not in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "SWITCHBOARD_API_TOKEN"])

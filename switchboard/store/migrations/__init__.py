@@ -7,6 +7,11 @@ blocks, so from asyncio code run it with ``asyncio.to_thread``).
 Upgrading is idempotent, and concurrent upgraders are serialized: SQLite by
 the writer lock (``BEGIN IMMEDIATE``), PostgreSQL by a transaction-scoped
 advisory lock, so several actors may start at once on a fresh database.
+On SQLite, migrations run with foreign keys off (a revision that rebuilds
+``calls`` would otherwise delete every child row) and are checked with
+``PRAGMA foreign_key_check`` before they commit; run them only through this
+module (:func:`upgrade_to_head`, :func:`downgrade_to`), never with a bare
+Alembic command on a connection of your own.
 
 To write a new revision, add a file under ``versions/`` (``script.py.mako`` is
 its template) and keep ``tests/store/test_migrations.py`` green: it checks that
@@ -21,6 +26,7 @@ code does not read. One that cannot keep to that must say so in the release note
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -31,12 +37,21 @@ from alembic.script.revision import ResolutionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
-from switchboard.store.database import WRITE, EngineOptions, create_engine, translate_errors
+from switchboard.errors import StoreError
+from switchboard.store.database import (
+    WRITE,
+    EngineOptions,
+    create_engine,
+    foreign_keys_off,
+    translate_errors,
+)
 
 __all__ = [
     "MIGRATIONS_DIR",
     "alembic_config",
+    "check_foreign_keys",
     "current_revision",
+    "downgrade_to",
     "head_revision",
     "upgrade",
     "upgrade_to_head",
@@ -79,6 +94,22 @@ def upgrade(connection: Connection) -> None:
         )
         return
     command.upgrade(config, "head")
+    if current_revision(connection) != current:
+        check_foreign_keys(connection)
+
+
+def check_foreign_keys(connection: Connection) -> None:
+    """SQLite: :class:`StoreError` if a row refers to a row that is not there (a migration
+    ran with enforcement off, :func:`~switchboard.store.database.foreign_keys_off`)."""
+    if connection.dialect.name != "sqlite":
+        return
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        tables = sorted({str(row[0]) for row in broken})
+        raise StoreError(
+            f"migrating the call store left {len(broken)} rows of {', '.join(tables)} "
+            "referring to rows that are not there; nothing was changed"
+        )
 
 
 def _known(config: Config, revision: str) -> bool:
@@ -90,11 +121,31 @@ def _known(config: Config, revision: str) -> bool:
 
 def upgrade_to_head(url: str, options: EngineOptions | None = None) -> None:
     """Create or upgrade the schema at ``url`` to the latest revision."""
+    _migrate(url, options, "migrating the call store", upgrade)
+
+
+def downgrade_to(url: str, revision: str, options: EngineOptions | None = None) -> None:
+    """Downgrade the schema at ``url`` to ``revision`` (``"base"``: no tables), keeping
+    every call's record. Only for tests and a manual rollback: code that does not know
+    the schema's revision uses it as it is (module docstring)."""
+
+    def downgrade(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+        command.downgrade(alembic_config(connection), revision)
+        check_foreign_keys(connection)
+
+    _migrate(url, options, "downgrading the call store", downgrade)
+
+
+def _migrate(
+    url: str, options: EngineOptions | None, doing: str, work: Callable[[Connection], None]
+) -> None:
     engine = create_engine(url, options)
     try:
-        with translate_errors("migrating the call store"), engine.connect() as connection:
+        with translate_errors(doing), engine.connect() as connection:
             writer = connection.execution_options(**{WRITE: True})
-            with writer.begin():
-                upgrade(writer)
+            with foreign_keys_off(writer), writer.begin():
+                work(writer)
     finally:
         engine.dispose()

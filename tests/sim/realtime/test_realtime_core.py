@@ -569,7 +569,7 @@ def streamed_reply(d: CoreDriver, seconds: float = 10) -> str:
     return str(first_event(events, "response.output_item.added")["item"]["id"])
 
 
-def test_truncate_within_the_audio_trims_the_transcript() -> None:
+def test_truncate_within_the_audio_cuts_it_and_deletes_the_transcript() -> None:
     d = CoreDriver()
     item_id = streamed_reply(d)
     events = d.send(
@@ -594,7 +594,7 @@ def test_truncate_within_the_audio_trims_the_transcript() -> None:
     assert record.transcript_after == "Hello! This is"
     (retrieved,) = d.send({"type": "conversation.item.retrieve", "item_id": item_id})
     part = retrieved["item"]["content"][0]
-    assert part["transcript"] == "Hello! This is"
+    assert part["transcript"] == ""  # deleted: no unheard text stays in context (3.6)
     assert len(base64.b64decode(part["audio"])) == 900 * 8
 
 
@@ -630,6 +630,64 @@ def test_truncating_a_cancelled_reply_is_bounded_by_the_audio_generated() -> Non
     assert error["type"] == "error"
     (ok,) = d.send({**cut, "audio_end_ms": run.audio_ms_sent})
     assert ok["type"] == "conversation.item.truncated"
+
+
+def truncated_mid_reply(d: CoreDriver) -> tuple[str, str, list[dict[str, object]]]:
+    """Truncate the streaming reply's item at 100 ms (what a bridge does at a barge-in
+    with interrupt_response off, before it cancels); its id, kept transcript, events."""
+    d.pcmu(turn_detection=None)
+    d.send({"type": "response.create"})
+    out = d.advance(0.30)  # item open, two 100 ms deltas out
+    item_id = str(first_event(out, "response.output_item.added")["item"]["id"])
+    spoken = "".join(
+        str(e["delta"]) for e in out if e["type"] == "response.output_audio_transcript.delta"
+    )
+    assert len([e for e in out if e["type"] == "response.output_audio.delta"]) >= 2
+    cut = {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0}
+    (truncated,) = d.send({**cut, "audio_end_ms": 100})
+    assert truncated["type"] == "conversation.item.truncated"
+    record = d.core.record.truncations[-1]
+    assert record.accepted and record.transcript_before == spoken
+    kept = str(record.transcript_after)
+    assert kept == "Hello!"  # the words that start within the first 100 ms
+    (retrieved,) = d.send({"type": "conversation.item.retrieve", "item_id": item_id})
+    part = retrieved["item"]["content"][0]
+    assert part["transcript"] == ""  # the service deletes it (3.6); the record keeps `kept`
+    assert len(base64.b64decode(part["audio"])) == 100 * 8
+    return item_id, kept, out
+
+
+def test_truncating_a_streaming_reply_then_cancelling_keeps_the_cut() -> None:
+    d = CoreDriver()
+    item_id, _, _ = truncated_mid_reply(d)
+    done = first_event(d.send({"type": "response.cancel"}), "response.done")
+    assert done["response"]["status"] == "cancelled"
+    (output,) = done["response"]["output"]
+    assert output["id"] == item_id
+    assert output["content"] == [{"type": "output_audio", "transcript": ""}]
+    item = d.core.conversation.get(item_id)
+    assert item is not None and item.audio_ms == 100
+    assert item.data["content"] == [{"type": "output_audio", "transcript": ""}]
+
+
+def test_a_truncated_reply_streams_on_but_nothing_more_is_added_to_its_item() -> None:
+    d = CoreDriver()
+    item_id, _, _ = truncated_mid_reply(d)
+    later = d.advance(10)
+    # The service keeps generating (clients drop a cut item's deltas, protocols.md 6.8) ...
+    assert any(e["type"] == "response.output_audio.delta" for e in later)
+    part_done = first_event(later, "response.content_part.done")
+    assert part_done["part"] == {"type": "audio", "transcript": ""}
+    item_done = first_event(later, "response.output_item.done")
+    assert item_done["item"]["content"] == [{"type": "output_audio", "transcript": ""}]
+    done = first_event(later, "response.done")
+    assert done["response"]["status"] == "completed"
+    assert done["response"]["output"][0]["content"] == [{"type": "output_audio", "transcript": ""}]
+    # ... but the item stays frozen at the cut.
+    (retrieved,) = d.send({"type": "conversation.item.retrieve", "item_id": item_id})
+    part = retrieved["item"]["content"][0]
+    assert part["transcript"] == ""
+    assert len(base64.b64decode(part["audio"])) == 100 * 8
 
 
 def test_item_create_delete_retrieve() -> None:

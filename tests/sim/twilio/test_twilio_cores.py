@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.scenario import CallerTurn
+from sim.scenario import ANSWERED_BY, CallerTurn
+from sim.twilio.amd import amd_result
 from sim.twilio.caller import CallerScript, Utterance, dtmf_utterance
 from sim.twilio.calls import CallEvent, CallMachine, CallPlan, CallStatus
 from sim.twilio.media import (
@@ -233,6 +234,45 @@ def test_injected_audio_plays_after_current_speech() -> None:
     first = script.frame(0)
     assert first.said == ("x",) and first.audio == b"\x33" * 160
     assert script.frame(20).audio == b"\x33" * 40 + b"\xff" * 120
+
+
+# -- answering machine detection ---------------------------------------------------------
+
+# What Twilio sends in AnsweredBy for each MachineDetection mode (protocols.md 2.6).
+AMD_VALUES = {
+    "Enable": {"human", "machine_start", "fax", "unknown"},
+    "DetectMessageEnd": {
+        "human",
+        "machine_end_beep",
+        "machine_end_silence",
+        "machine_end_other",
+        "fax",
+        "unknown",
+    },
+}
+
+
+@pytest.mark.parametrize("mode", sorted(AMD_VALUES))
+@pytest.mark.parametrize("scripted", ANSWERED_BY)
+def test_amd_reports_only_values_of_its_mode(mode: str, scripted: str) -> None:
+    result = amd_result(mode, "voicemail", scripted, {}, 4000)
+    assert result.answered_by in AMD_VALUES[mode]
+
+
+def test_amd_maps_a_scripted_machine_to_the_mode() -> None:
+    # A machine scripted without saying how its greeting ends: no beep, no silence cue.
+    assert amd_result("DetectMessageEnd", "voicemail", "machine_start", {}, 4000) == (
+        amd_result("DetectMessageEnd", "voicemail", "machine_end_other", {}, 4000)
+    )
+    assert amd_result("DetectMessageEnd", "voicemail", "machine_start", {}, 4000).duration_ms == (
+        4000  # at the end of the machine's greeting, not at speech_threshold
+    )
+    assert amd_result("Enable", "voicemail", "machine_end_beep", {}, 4000).answered_by == (
+        "machine_start"
+    )
+    assert amd_result("DetectMessageEnd", "human", "machine_start", {}, 4000).answered_by == (
+        "human"
+    )
 
 
 # -- TwiML -------------------------------------------------------------------------------

@@ -133,6 +133,8 @@ export class Api {
 const CLOSE_POLICY = 1008;
 const CLOSE_UNKNOWN_CALL = 4404;
 const MAX_BACKOFF_MS = 10_000;
+// Events received before telling the server so (serve/event_stream.py: ACK_EVERY).
+const ACK_EVERY = 100;
 
 /** One WebSocket, reopened with backoff until `stop()`; a refused token stops it. */
 class LiveStream {
@@ -163,6 +165,7 @@ class LiveStream {
     }
     this.socket = socket;
     let opened = false;
+    let received = 0; // acknowledged every ACK_EVERY: the server lets a silent viewer go
     socket.addEventListener("open", () => {
       opened = true;
       if (this.stopped) return;
@@ -172,6 +175,10 @@ class LiveStream {
     });
     socket.addEventListener("message", (message) => {
       if (this.stopped) return;
+      received += 1;
+      if (received % ACK_EVERY === 0 && socket.readyState === WebSocket.OPEN) {
+        socket.send(JSON.stringify({ ack: received }));
+      }
       let event;
       try {
         event = JSON.parse(message.data);

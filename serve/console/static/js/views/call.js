@@ -103,11 +103,13 @@ export function mountCall(container, { api, toast, setConnection }, id) {
   async function save(kind) {
     let detail;
     try {
-      detail = await api.getCall(id);
+      detail = await api.getCall(id, { signal: mounted.signal });
     } catch (failure) {
+      if (mounted.signal.aborted) return; // left, or signed out: nothing is saved
       if (failure.status !== 401) toast(`Could not read the call: ${failure.message}`, "error");
       return;
     }
+    if (mounted.signal.aborted) return; // the record came after a sign-out: it is not offered
     if (kind === "json") {
       download(`call-${id}.json`, `${JSON.stringify(detail, null, 2)}\n`, "application/json");
     } else {
