@@ -249,8 +249,9 @@ class CallActor:
         self._prepared.set()
 
     def _renew_token(self, token: str) -> None:
-        """Twilio retried the call's webhook: the stream will present the new answer's
-        token. Too late once the stream has joined (Twilio acted on the first answer)."""
+        """The call's webhook came again (Twilio retried it, or it was replayed): the
+        stream may present either answer's token (the policy keeps the last few). Too
+        late once the stream has joined."""
         assert self.plan is not None and self.shell is not None
         if self._attached or self.shell.finished.is_set():
             raise LocalProtocolError(f"call {self.plan.call_id} already has its stream")

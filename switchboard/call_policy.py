@@ -137,6 +137,7 @@ FATAL_REALTIME_CODES = frozenset(
 
 
 MAX_DTMF_DIGITS = 64  # keys held for the model at most: a longer run is sent as it is
+MAX_STREAM_TOKENS = 4  # one-time tokens issued for a call that its stream may present
 
 
 class CallPhase(Enum):
@@ -216,7 +217,9 @@ class CallPolicy:
         self._memory = ConversationMemory()
         self._reconnects = 0
         self._expected_call_sid: str | None = None
-        self._stream_token = config.stream_token
+        # Every one-time token issued for the call: Twilio acts on whichever webhook answer
+        # it got, and a replayed webhook must not lock the real stream out.
+        self._stream_tokens = () if config.stream_token is None else (config.stream_token,)
         self._waiting_since: tuple[str, float] | None = None  # for LatencyMeasured
 
     # -- state -------------------------------------------------------------
@@ -334,8 +337,9 @@ class CallPolicy:
         self._expected_call_sid = call_sid
 
     def expect_stream_token(self, token: str) -> None:
-        """A new one-time token replaces the last (Twilio retried the webhook that gave it)."""
-        self._stream_token = token
+        """Another one-time token for the stream (Twilio retried the webhook, or someone
+        replayed it): the stream may present any of the last few."""
+        self._stream_tokens = (*self._stream_tokens, token)[-MAX_STREAM_TOKENS:]
 
     def _on_stream_started(self, event: StreamStarted, now: float) -> list[Action]:
         if self._stream_live or self._ended:
@@ -354,10 +358,10 @@ class CallPolicy:
         return self._greet_if_ready()
 
     def _stream_credentials_problem(self, event: StreamStarted) -> str | None:
-        token = self._stream_token
-        if token is not None and not hmac.compare_digest(
-            event.custom_parameters.get("token", "").encode(), token.encode()
-        ):
+        given = event.custom_parameters.get("token", "").encode()
+        # Each compared in full (no early exit): the time taken tells nothing of which.
+        matches = [hmac.compare_digest(given, token.encode()) for token in self._stream_tokens]
+        if self._stream_tokens and not any(matches):
             return "the stream's one-time token is missing or wrong"
         if self._expected_call_sid is not None and event.call_sid != self._expected_call_sid:
             return f"the stream belongs to call {event.call_sid}, not {self._expected_call_sid}"

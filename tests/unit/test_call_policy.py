@@ -941,9 +941,12 @@ def test_stream_must_present_its_token_and_call_sid(
         assert feed(policy, [SAMPLES["media"]]) == []  # no audio ever flows
 
 
-@pytest.mark.parametrize(("token", "accepted"), [("second", True), ("s3cret", False)])
-def test_a_renewed_stream_token_replaces_the_first(token: str, accepted: bool) -> None:
-    # Twilio retried the inbound webhook: the TwiML it acts on carries the second token.
+@pytest.mark.parametrize(
+    ("token", "accepted"), [("second", True), ("s3cret", True), ("third", False)]
+)
+def test_every_token_issued_for_the_call_opens_its_stream(token: str, accepted: bool) -> None:
+    # The inbound webhook came twice (Twilio retried it, or someone replayed a captured
+    # one): Twilio acts on whichever answer it got, and a replay cannot lock it out.
     policy = awaiting(stream_token="s3cret")
     policy.expect_stream_token("second")
     feed(policy, [UPDATED])
