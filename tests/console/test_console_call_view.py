@@ -541,3 +541,21 @@ async def test_what_a_delta_s_offset_decides(console: Console) -> None:
         [True, "Hi", "speaking", False],
         [True, "HiHi", "speaking", False],
     ]
+
+
+async def test_a_caller_turn_never_transcribed_says_so_once_the_call_ends(
+    console: Console, tmp_path: Any
+) -> None:
+    call = await live_call(console)
+    page = await console.open(f"/#/calls/{call.id}")
+    await console.act(call.id, CallerTurnStarted("c1"))  # the caller spoke...
+    words = page.locator('.turn[data-item-id="c1"] .text')
+    await words.filter(has_text="Speaking…").wait_for()
+    await console.act(call.id, FinishCall("caller hung up"))  # ...and hung up before its words
+    await console.status(call.id, "completed")
+    await words.filter(has_text="Spoke (no transcript)").wait_for()
+    async with page.expect_download() as info:
+        await page.click("text=Download text")
+    saved = tmp_path / "call.txt"
+    await (await info.value).save_as(saved)
+    assert "Caller: (spoke; no transcript)" in saved.read_text()

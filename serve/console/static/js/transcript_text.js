@@ -22,6 +22,8 @@ export function transcriptText(detail) {
       const text = turn.text ?? "";
       const unheard = text.startsWith(heard) ? text.slice(heard.length).trim() : text;
       lines.push(`[${at}] ${who}: ${heard} [cut off; never heard: ${unheard}]`);
+    } else if (turn.role === "caller" && !turn.text) {
+      lines.push(`[${at}] ${who}: (spoke; no transcript${turn.state === "pending" && detail.ended_at === null ? " yet" : ""})`);
     } else {
       lines.push(`[${at}] ${who}: ${turn.text ?? ""}`);
     }

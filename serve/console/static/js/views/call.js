@@ -160,10 +160,10 @@ export function mountCall(container, { api, toast, setConnection }, id) {
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
     let cursor = transcript.firstChild;
     for (const entry of model.entries) {
-      const sig = signature(entry);
+      const sig = `${signature(entry)}|${model.live}`;
       let known = turnNodes.get(entry);
       if (!known || known.signature !== sig) {
-        const node = entry.kind === "tool" ? renderTool(entry, start) : renderTurn(entry, start);
+        const node = entry.kind === "tool" ? renderTool(entry, start) : renderTurn(entry, start, model.live);
         if (known) known.node.replaceWith(node);
         if (cursor === known?.node) cursor = node;
         known = { node, signature: sig };

@@ -20,7 +20,8 @@ export function signature(entry) {
     : `${entry.state}|${entry.text}|${entry.heardText}`;
 }
 
-export function renderTurn(entry, startIso) {
+/** A turn; `live` false once the call has ended (a caller turn with no words then never gets them). */
+export function renderTurn(entry, startIso, live = true) {
   const who = entry.role === "caller" ? "Caller" : "Agent";
   const meta = h("div", { class: "who" }, who, h("time", { datetime: entry.at }, offset(startIso, entry.at)));
   const text = entry.text ?? "";
@@ -44,16 +45,15 @@ export function renderTurn(entry, startIso) {
       h("p", { class: "cut-note" }, h("span", { "aria-hidden": "true" }, "✂ "), note),
     );
   }
-  const pendingCaller = entry.role === "caller" && !text;
+  const pendingCaller = entry.role === "caller" && !text && live;
+  const untranscribed = entry.role === "caller" && !text && !live;
   const streaming = entry.role === "agent" && entry.state === "speaking";
+  const state = pendingCaller ? " pending" : untranscribed ? " untranscribed" : streaming ? " streaming" : "";
   return h(
     "li",
-    {
-      class: `turn ${entry.role}${pendingCaller ? " pending" : ""}${streaming ? " streaming" : ""}`,
-      dataset: { itemId: entry.itemId },
-    },
+    { class: `turn ${entry.role}${state}`, dataset: { itemId: entry.itemId } },
     meta,
-    h("p", { class: "text" }, pendingCaller ? "Speaking…" : text || "…"),
+    h("p", { class: "text" }, pendingCaller ? "Speaking…" : untranscribed ? "Spoke (no transcript)" : text || "…"),
   );
 }
 
