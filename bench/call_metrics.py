@@ -90,6 +90,7 @@ class CallTimings:
     caller_unmatched: int
     model_to_caller_ms: list[float]
     replies: list[Reply]
+    replies_lost: int  # stopped short at the phone with no barge-in to explain it
     barge_in_ms: list[float]
     stream_window: tuple[float, float] | None
 
@@ -171,13 +172,16 @@ def _items(deltas: Sequence[tuple[float, str, bytes]]) -> list[list[tuple[float,
 
 def model_to_caller(
     received: Sequence[tuple[float, bytes]], deltas: Sequence[tuple[float, str, bytes]]
-) -> tuple[list[float], list[Reply]]:
-    """Latency (ms) from each delta to the phone's first frame of it, and the replies."""
+) -> tuple[list[float], list[Reply], int]:
+    """Latency (ms) from each delta to the phone's first frame of it, the replies, and how
+    many replies stopped short while the phone still received audio after them: cut (a
+    barge-in's ``clear`` explains one each) or lost. A reply the stream's end cut is not
+    counted, nor one that never reached the phone (cancelled before a sound of it)."""
     stream = b"".join(audio for _, audio in received)
     starts = list(accumulate((len(audio) for _, audio in received), initial=0))[:-1]
     latencies: list[float] = []
     replies: list[Reply] = []
-    cursor = 0
+    cursor = short = 0
     for item in _items(deltas):
         at = stream.find(b"".join(audio for _, audio in item)[:PROBE_BYTES], cursor)
         if at < 0:
@@ -187,14 +191,16 @@ def model_to_caller(
             pos = at + offset
             offset += len(audio)
             if pos >= len(stream) or stream[pos : pos + len(audio)] != audio[: len(stream) - pos]:
-                break  # this delta and the rest were dropped (barge-in) or never arrived
+                # This delta and the rest were dropped (a barge-in) or never arrived.
+                short += pos + len(audio) <= len(stream)
+                break
             latencies.append((received[bisect_right(starts, pos) - 1][0] - t) * 1000)
             sent.append(t)
             end = pos + len(audio)
         first, last = bisect_right(starts, at) - 1, bisect_right(starts, end - 1) - 1
         arrivals = [(received[i][0], len(received[i][1])) for i in range(first, last + 1)]
         replies.append(Reply(arrivals, sent))
-    return latencies, replies
+    return latencies, replies, short
 
 
 def longest_gap_ms(times: Sequence[float]) -> float:
@@ -232,7 +238,7 @@ def call_timings(phone: PhoneLog, model: ModelLog) -> CallTimings:
         if model.first_response_created is not None:
             start_to_create = (model.first_response_created - phone.stream_start) * 1000
     to_model, unmatched = caller_to_model(phone.sent_media, model.appends)
-    to_caller, replies = model_to_caller(phone.received_media, model.deltas)
+    to_caller, replies, short = model_to_caller(phone.received_media, model.deltas)
     window = None
     if phone.stream_start is not None and phone.stream_end is not None:
         window = (phone.stream_start, phone.stream_end)
@@ -245,6 +251,7 @@ def call_timings(phone: PhoneLog, model: ModelLog) -> CallTimings:
         caller_unmatched=unmatched,
         model_to_caller_ms=to_caller,
         replies=replies,
+        replies_lost=max(0, short - len(phone.clears)),
         barge_in_ms=barge_in_ms(model.speech_started, phone.clears),
         stream_window=window,
     )

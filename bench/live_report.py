@@ -26,14 +26,16 @@ def _cores(value: float | None) -> str:
 
 def _latency_row(r: Result) -> str:
     if "error" in r:
-        return f"| {r['calls']} | {r['error']} |" + " |" * 8
+        return f"| {r['calls']} | {r['error']} |" + " |" * 9
     return (
         f"| {r['calls']} | {r.get('placed', 0)} / {r.get('measured_calls', 0)} "
         f"| {_pair(r.get('setup_ms'))} | {_pair(r.get('setup_system_ms'))} "
         f"| {_pair(r.get('caller_to_model_ms'))} | {_pair(r.get('model_to_caller_ms'))} "
-        f"| {r.get('max_underrun_ms', 0):.1f} ({r.get('underruns', 0)}) "
         f"| {r.get('max_gap_ms', 0):.1f} ({r.get('max_sent_gap_ms', 0):.1f}) "
+        f"| {r.get('max_underrun_ms', 0):.1f} ({r.get('underruns', 0)}) "
         f"| {_pair(r.get('barge_in_ms'))} "
+        f"| {r.get('caller_unmatched', 0)} / {r.get('replies_lost', 0)} / "
+        f"{r.get('no_greeting', 0)} "
         f"| {', '.join(r.get('broken', [])) or 'all met'} |"
     )
 
@@ -59,7 +61,7 @@ def _by_process(r: Result) -> list[str]:
     rows = {
         **cpu["by_process"],
         "emulators (two processes: Twilio, Realtime)": cpu["emulators_cores"],
-        "bench process: main thread (media edge, Ray driver)": cpu["edge_cores"],
+        "bench process: main thread (media edge, Ray driver, API client)": cpu["edge_cores"],
         "bench process: other threads (Ray driver's, sampler)": bench_rest,
     }
     top = sorted(rows.items(), key=lambda kv: -kv[1])
@@ -113,10 +115,11 @@ def render_live_calls(results: Result) -> str:
         "",
         "| N | placed / measured | setup p50 / p99 ms | system part p50 / p99 ms "
         "| caller->model p50 / p99 ms | model->caller p50 / p99 ms "
-        "| longest silence heard ms (underruns) | longest arrival gap ms (as sent) "
+        "| longest arrival gap ms (as sent) | longest silence heard ms (underruns) "
         "| barge-in p50 / p99 ms "
+        "| lost: appends / replies / greetings "
         "| targets missed |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         *(_latency_row(r) for r in rows),
         "",
         "| N | PSS per call actor MB, mean (max) | CPU per call, % of a core (actor + edge) "
@@ -127,10 +130,11 @@ def render_live_calls(results: Result) -> str:
         "",
         f"**Largest N holding every target: {results['largest_n'] or 'none'}; every target "
         f"but PSS: {results.get('largest_n_but_pss') or 'none'}** (relay p99 <= "
-        f"{t['relay_p99_ms']:.0f} ms both ways, no gap over {t['gap_ms']:.0f} ms in the audio "
-        f"of a reply as the phone plays it, setup p99 <= {t['setup_p99_ms']:.0f} ms for the "
-        "system's part, "
-        f"barge-in p99 <= {t['barge_in_p99_ms']:.0f} ms, PSS <= {t['pss_mb']:.0f} MB per call).",
+        f"{t['relay_p99_ms']:.0f} ms both ways, no audio lost, no gap over {t['gap_ms']:.0f} ms "
+        "between frames of a reply as the phone received them, every call greeted and setup "
+        f"p99 <= {t['setup_p99_ms']:.0f} ms for the system's part, "
+        f"barge-in p99 <= {t['barge_in_p99_ms']:.0f} ms, PSS <= {t['pss_mb']:.0f} MB "
+        "(10^6 bytes) for every call actor; the largest N below which every N held too).",
     ]
     if measured:
         top = measured[-1]

@@ -18,7 +18,6 @@ import contextlib
 import gc
 import json
 import secrets
-import sys
 import tempfile
 import threading
 import time
@@ -30,10 +29,12 @@ from typing import get_args
 import numpy as np
 import uvloop
 
+from actors.ray_wiring import CALL_CPUS
 from bench.live_calls import RESULT_PREFIX, SCENARIO
 from bench.live_summary import INSTRUCTION, analyse, number, stats
 from bench.procfs import CALL_ACTOR, Sampler, pss_mb
 from serve.client import SwitchboardClient
+from serve.deployment import SERVICE_CPUS
 from serve.local import export_settings, free_port, local_stack
 from sim.processes import DEFAULT_LOOP, EmulatorProcesses, LoopName
 from sim.scenario import load_scenario
@@ -49,19 +50,16 @@ PSS_AFTER_S = 5.0  # into the calls: greeting played, the first caller turn unde
 # once, N calls would stream every reply in the same second (5x real time), a lockstep
 # no real traffic has, and their bursts would be measured instead of the relay.
 SPREAD_S = 10.0
-# The edge shares the GIL with the Ray driver's threads and the CPU sampler: hand it over often.
-SWITCH_INTERVAL_S = 0.001
 
 
 @contextlib.contextmanager
 def no_gc_pauses() -> Iterator[None]:
-    """No cyclic GC in this process while calls run, nor while the records arrive.
+    """No cyclic GC in this process while the records arrive (after the calls: while they
+    run, the edge's process is as ``switchboard run``'s, ``settle_edge_process``).
 
     The records (every frame both ways, millions of small objects at 100 calls) live in
     the emulators' processes, which never collect (``sim.processes``); this process
-    unpickles them at the end, which collections over them would slow down. While the
-    calls run, it keeps the edge's conditions as they were when the emulators shared
-    this process. The Ray workers are not affected.
+    unpickles them at the end, which collections over them would slow down.
     """
     gc.freeze()  # what start-up made is never scanned again
     gc.disable()
@@ -113,9 +111,10 @@ def settings(
 
 
 def logical_cpus(calls: int) -> int:
-    # Call actors ask 0.02 CPU each (pool refills included), pool and recorder 0.1, the
-    # Serve replica 1: a scheduling budget only, the machine keeps its 2 cores.
-    return int(np.ceil(0.02 * 2 * calls + 0.2 + 1)) + 1
+    # N calls and N warm actors waiting (the bench's pool, for the warm setup) at CALL_CPUS
+    # each, the replica, pool and recorder at SERVICE_CPUS: a scheduling budget only, the
+    # machine keeps its 2 cores. (`switchboard run` here budgets 2 CPUs: 85 call actors.)
+    return int(np.ceil(CALL_CPUS * 2 * calls + 3 * SERVICE_CPUS)) + 1
 
 
 async def run_calls(
@@ -166,10 +165,9 @@ async def run_once(
                 num_cpus=logical_cpus(calls),
             ) as stack:
                 result["stack_ready_s"] = time.monotonic() - began
-                with no_gc_pauses():
-                    measured, pids = await run_calls(
-                        emus, stack.public_url, api_token, sampler, calls, scenario.max_call_s + 60
-                    )
+                measured, pids = await run_calls(
+                    emus, stack.public_url, api_token, sampler, calls, scenario.max_call_s + 60
+                )
             result.update(measured, run_s=time.monotonic() - began)
         fetching = time.monotonic()
         with no_gc_pauses():
@@ -192,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
         help="the emulator processes' event loop",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     # uvloop, as `switchboard run` serves the edge from this process's loop.
     result = uvloop.run(run_once(args.calls, args.warm, args.scenario, args.emulator_loop))
     print(RESULT_PREFIX + json.dumps(result), flush=True)

@@ -68,8 +68,11 @@ def pair_records(
 def summarise(timings: Sequence[CallTimings]) -> dict[str, object]:
     replies = [r for t in timings for r in t.replies]
     silences = [s for r in replies for s in underruns_ms(r.arrivals)]
-    setups = [(t.setup_ms, t.model_first_audio_ms or 0.0) for t in timings if t.setup_ms]
+    setups = [
+        (t.setup_ms, t.model_first_audio_ms or 0.0) for t in timings if t.setup_ms is not None
+    ]
     return {
+        "no_greeting": sum(t.setup_ms is None for t in timings),  # never heard a frame
         "setup_ms": stats([total for total, _ in setups]),
         "setup_system_ms": stats([total - model for total, model in setups]),
         "model_first_audio_ms": stats([model for _, model in setups]),
@@ -81,6 +84,7 @@ def summarise(timings: Sequence[CallTimings]) -> dict[str, object]:
         "caller_unmatched": sum(t.caller_unmatched for t in timings),
         "model_to_caller_ms": stats([v for t in timings for v in t.model_to_caller_ms]),
         "replies": len(replies),
+        "replies_lost": sum(t.replies_lost for t in timings),
         "max_gap_ms": max((longest_gap_ms([a[0] for a in r.arrivals]) for r in replies), default=0),
         "max_sent_gap_ms": max((longest_gap_ms(r.sent) for r in replies), default=0.0),
         "underruns": len(silences),

@@ -35,14 +35,15 @@ def _cpu_from_stat(path: Path) -> float | None:
 
 
 def pss_mb(pid: int) -> float | None:
-    """The process's proportional set size (shared pages split among their users)."""
+    """The process's proportional set size (shared pages split among their users), in MB
+    (10^6 bytes, the target's unit; /proc counts KiB)."""
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
         return None
     for line in text.splitlines():
         if line.startswith("Pss:"):
-            return int(line.split()[1]) / 1024
+            return int(line.split()[1]) * 1024 / 1e6
     return None
 
 

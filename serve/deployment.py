@@ -182,6 +182,11 @@ class RecorderFeed:
             await asyncio.wait_for(self._viewer_came.wait(), self.idle_gather_s)
 
 
+# The ingress replica's, the pool's and each recorder's CPU budget: each measured under a
+# tenth of a core with 60 live calls (docs/benchmarks.md).
+SERVICE_CPUS = 0.1
+
+
 def url_for_recorder(database_url: str) -> str:
     """What a recorder is given: the URL, or, when it holds a secret (a password, also
     one in its query), a digest of it. A secret must not travel through Ray (an actor's
@@ -203,7 +208,7 @@ async def ensure_call_actors(
             namespace=NAMESPACE,
             lifetime="detached",
             get_if_exists=True,
-            num_cpus=0.1,
+            num_cpus=SERVICE_CPUS,
             max_restarts=-1,  # a dead recorder comes back; call actors resend (recorder.py)
         ).remote(url_for_recorder(database_url))
         for shard in range(recorder_shards)
@@ -214,14 +219,20 @@ async def ensure_call_actors(
         namespace=NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
-        num_cpus=0.1,
+        num_cpus=SERVICE_CPUS,
         max_restarts=-1,  # a dead pool comes back and adopts the running call actors
     ).remote(warm_actors)
     await pool.fill.remote()
     return recorders, pool
 
 
-@serve.deployment(max_ongoing_requests=1000, graceful_shutdown_timeout_s=5)
+# SERVICE_CPUS, not Serve's default of 1: measured at 0.08 cores with 60 live calls, and on
+# a 2-core machine a whole CPU for it left room for 40 call actors (0.02 each), not 100.
+@serve.deployment(
+    max_ongoing_requests=1000,
+    graceful_shutdown_timeout_s=5,
+    ray_actor_options={"num_cpus": SERVICE_CPUS},
+)
 @serve.ingress()
 class SwitchboardIngress:
     deps: AppDeps

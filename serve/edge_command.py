@@ -8,14 +8,13 @@ stream) where each call's actor listens. ``switchboard run`` runs its own edge.
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 
 import ray
 from ray._private.services import canonicalize_bootstrap_address
 
 from actors.ray_wiring import NAMESPACE, POOL_NAME, Handle, through_restarts
-from serve.media_edge import MediaEdge
+from serve.media_edge import MediaEdge, settle_edge_process
 from switchboard.errors import ConfigError
 
 __all__ = ["PoolResolver", "await_ray", "run_edge"]
@@ -94,7 +93,7 @@ async def run_edge(
     ray.init(address=ray_address, namespace=NAMESPACE, log_to_driver=False)
     edge = MediaEdge(PoolResolver(), ("127.0.0.1", serve_port))  # listening at once
     await edge.start(host, port)
-    gc.freeze()  # as local_stack: start-up's objects are never scanned by a collection
+    settle_edge_process()  # as local_stack
     print(f"media edge on {host}:{edge.port}, other traffic to 127.0.0.1:{serve_port}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

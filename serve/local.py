@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import gc
 import logging
 import os
 import socket
@@ -32,7 +31,7 @@ from ray import serve
 from actors.ray_wiring import CALL_SLOT, NAMESPACE, Handle
 from serve.deployment import app, ensure_call_actors
 from serve.edge_command import PoolResolver
-from serve.media_edge import MediaEdge
+from serve.media_edge import MediaEdge, settle_edge_process
 from switchboard.errors import ConfigError
 from switchboard.settings import load_settings
 
@@ -149,11 +148,7 @@ async def local_stack(
         serve.run(app, name="switchboard", route_prefix="/")
         edge = MediaEdge(PoolResolver(pool), ("127.0.0.1", serve_port))
         await edge.start(sock=listener)
-        # This process relays every live call's audio from here on. A full collection
-        # over all that Ray, Serve and the app made at start-up stalled its loop for
-        # 0.2 s (measured in the suite's process), a gap at the phone: they live as
-        # long as the process, so no collection scans them again.
-        gc.freeze()
+        settle_edge_process()  # this process relays every live call's audio from here on
         dashboard = getattr(context, "dashboard_url", None)
         yield LocalStack(
             public_url=local_url(public_host, public_port),

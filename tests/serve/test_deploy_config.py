@@ -55,6 +55,19 @@ def test_serve_config_validates_and_its_import_path_resolves() -> None:
     assert application.route_prefix == "/"
 
 
+def test_a_two_core_node_budgets_cpu_for_sixty_calls_beside_the_services() -> None:
+    """Serve gives a replica a whole CPU unless told: on 2 cores that left 40 calls."""
+    from actors.ray_wiring import CALL_CPUS
+    from serve.deployment import SERVICE_CPUS, SwitchboardIngress
+
+    replica = SwitchboardIngress.ray_actor_options["num_cpus"]
+    (application,) = yaml.safe_load(CONFIG.read_text())["applications"]
+    (deployed,) = application["deployments"]
+    assert deployed["ray_actor_options"]["num_cpus"] == replica  # `serve deploy` asks the same
+    services = replica + 2 * SERVICE_CPUS  # the ingress replica, the pool, one recorder
+    assert services + 60 * CALL_CPUS <= 2
+
+
 # -- reading the manifests --------------------------------------------------------------
 
 
