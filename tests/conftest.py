@@ -27,7 +27,7 @@ from twilio.rest import Client
 
 from actors.ray_wiring import CALL_SLOT
 from serve.client import SwitchboardClient
-from serve.local import LocalStack, free_port, local_stack
+from serve.local import LocalStack, bind_public, local_stack
 from sim.processes import EmulatorProcesses
 from sim.scenario import Scenario, parse_scenario
 
@@ -109,7 +109,9 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         api_key="sk-integration",
         validate=True,
     ) as emulators:
-        public_port = free_port()
+        # Held from now: Ray's processes, starting next, take ports of their own choosing.
+        listener = bind_public("127.0.0.1", 0)
+        public_port = listener.getsockname()[1]
         settings = {
             "TWILIO_ACCOUNT_SID": ACCOUNT,
             "TWILIO_AUTH_TOKEN": auth_token,
@@ -122,15 +124,25 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             "DATABASE_URL": f"sqlite:///{database}",
             "RECORDER_SHARDS": "2",  # every live test crosses shards; one is the same code
         }
-        # The Ray workers inherit these; the rest of the suite must not see them.
+        # The Ray nodes start with these (their workers inherit a node's environment) and
+        # the stack reads them as it starts; then they go, so no other test sees them.
         patch = pytest.MonkeyPatch()
         for name, value in settings.items():
             patch.setenv(name, value)
-        cluster = two_node_cluster()
+        try:
+            cluster = two_node_cluster()
+        except BaseException:
+            patch.undo()
+            listener.close()
+            raise
         try:
             async with local_stack(
-                public_port=public_port, warm_actors=4, ray_address=cluster.address
+                public_port=public_port,
+                warm_actors=4,
+                ray_address=cluster.address,
+                listener=listener,
             ) as stack:
+                patch.undo()
                 outcomes = {"busy": BUSY, "no-answer": NO_ANSWER, "failed": FAILED}
                 yield World(stack, emulators, api_token, auth_token, outcomes)
         finally:

