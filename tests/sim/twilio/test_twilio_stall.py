@@ -30,8 +30,8 @@ from tests.sim.twilio.test_twilio_media import dial
 
 FRAME = 160  # 20 ms of mu-law
 AUDIO = (CLIPS_DIR / "agent_reply_long.ulaw").read_bytes()[: 75 * FRAME]  # 1.5 s
-LEAD_FRAMES = 15  # sent at once, as a model's faster-than-real-time audio arrives
-STALL_S = 0.6  # twice the lead kept when it starts: without reading first, a gap
+LEAD_FRAMES = 25  # sent at once, as a model's faster-than-real-time audio arrives
+STALL_S = 1.0  # twice the lead kept when it starts: without reading first, a gap
 WAIT_S = 10.0  # a wait this long means the mark is not coming
 
 
