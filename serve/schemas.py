@@ -292,7 +292,10 @@ class TurnOut(BaseModel):
 
     item_id: str
     role: Literal["caller", "agent"]
-    state: str
+    state: str = Field(
+        description="caller: pending (spoke, transcript not in yet), transcribed, or"
+        " untranscribed (the call ended without one); agent: speaking, finished, interrupted"
+    )
     text: str | None
     interrupted: bool
     heard_text: str | None

@@ -88,11 +88,11 @@ async def record_batch(
     # On disk before the batch is acknowledged: a recorder that died after taking it
     # would lose what it held back (the call actor never sends a taken batch again).
     # Before the timeline too, which may note the batch as recorded.
-    grown = [m.item_id for m, _ in batch if type(m) is AgentTranscriptGrew]
-    if grown:
-        await store.flush_turns(call_id, grown)
     if any(type(message) is FinishCall for message, _ in batch):
-        await store.flush()
+        await store.flush_turns(call_id)  # every turn of this call, not every call's
+        await store.close_caller_turns(call_id)
+    elif grown := [m.item_id for m, _ in batch if type(m) is AgentTranscriptGrew]:
+        await store.flush_turns(call_id, grown)
     if timeline:
         await store.append_events(call_id, timeline, progress)
 

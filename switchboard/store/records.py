@@ -83,10 +83,10 @@ class Turn:
     """One turn of the transcript.
 
     ``state`` is ``pending`` (a caller turn reserved, transcript not in yet),
-    ``transcribed`` (caller), ``speaking`` / ``finished`` / ``interrupted``
-    (agent). For an interrupted agent turn ``text`` is everything generated and
-    ``heard_text`` the estimated part the caller heard
-    (:func:`~switchboard.transcript.heard_prefix`).
+    ``transcribed`` or ``untranscribed`` (the call ended without one) for the caller,
+    ``speaking`` / ``finished`` / ``interrupted`` for the agent. For an interrupted
+    agent turn ``text`` is everything generated and ``heard_text`` the estimated part
+    the caller heard (:func:`~switchboard.transcript.heard_prefix`).
     """
 
     item_id: str

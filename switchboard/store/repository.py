@@ -17,8 +17,9 @@ value the database rejects), is the subclass
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import get_args
@@ -52,8 +53,8 @@ from switchboard.store.records import (
     NewCall,
     TimelineEvent,
 )
-from switchboard.store.status import STATUSES, StatusState, apply_status
-from switchboard.store.turns import TurnWriter
+from switchboard.store.status import STATUSES, StatusState, apply_status, is_terminal
+from switchboard.store.turns import TurnWriter, close_untranscribed
 
 __all__ = ["CallStore"]
 
@@ -82,13 +83,14 @@ class CallStore:
         flush_interval_s: float,
         now: Callable[[], datetime],
         monotonic: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """Use :meth:`open`, which also brings the schema up to date."""
         self._db = database
         self._prices = prices
         self._now = now
         self._turns = TurnWriter(
-            database, interval_s=flush_interval_s, now=now, monotonic=monotonic
+            database, interval_s=flush_interval_s, now=now, monotonic=monotonic, sleep=sleep
         )
         self._closed = False
 
@@ -107,11 +109,13 @@ class CallStore:
         flush_interval_s: float = 0.25,
         now: Callable[[], datetime] = _utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> CallStore:
         """Connect to ``url``, upgrade its schema to head, and return the store.
 
         ``flush_interval_s`` bounds how often an agent turn's text is written
-        while it streams; ``now`` stamps creation times; both clocks are for tests.
+        while it streams; ``now`` stamps creation times; the clocks and ``sleep`` (how
+        a turn's next write waits, in ``monotonic``'s seconds) are for tests.
         """
         options = options or EngineOptions()
         database = Database(create_engine(url, options), options.threads)
@@ -121,7 +125,12 @@ class CallStore:
             await database.aclose()
             raise
         return cls(
-            database, prices=prices, flush_interval_s=flush_interval_s, now=now, monotonic=monotonic
+            database,
+            prices=prices,
+            flush_interval_s=flush_interval_s,
+            now=now,
+            monotonic=monotonic,
+            sleep=sleep,
         )
 
     async def close(self) -> None:
@@ -202,6 +211,8 @@ class CallStore:
                 return False  # the same report again (a retry, a resent batch): noted once
             row.status, row.answered_at, row.ended_at = new.status, new.answered_at, new.ended_at
             row.updated_at = now
+            if applied and is_terminal(new.status):
+                close_untranscribed(session, call_id)
             event = {"status": status, "applied": applied} | ({"detail": data} if data else {})
             session.add(CallEventRow(call_id=call_id, kind="status", at=at, data=event))
             return applied
@@ -312,6 +323,11 @@ class CallStore:
         check.count("generated_ms", generated_ms)
         await self._turns.cut_agent(call_id, item_id, heard_ms, generated_ms, check.aware("at", at))
 
+    async def close_caller_turns(self, call_id: str) -> None:
+        """The call's media ended: reserved caller turns with no transcript become
+        ``untranscribed`` (a terminal status does this too)."""
+        await self._turns.close_caller(call_id)
+
     async def flush(self) -> None:
         """Write buffered agent transcript text now."""
         await self._turns.flush()
@@ -320,8 +336,8 @@ class CallStore:
         """Wait for the background transcript writes scheduled so far."""
         await self._turns.settle()
 
-    async def flush_turns(self, call_id: str, item_ids: Iterable[str]) -> None:
-        """Write the buffered text of these agent turns of ``call_id`` now."""
+    async def flush_turns(self, call_id: str, item_ids: Iterable[str] | None = None) -> None:
+        """Write the buffered text of these agent turns of ``call_id`` (None: all) now."""
         await self._turns.flush_call(call_id, item_ids)
 
     # -- usage -----------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -33,7 +33,7 @@ from switchboard.store.models import TurnRow
 from switchboard.store.queries import check_call
 from switchboard.transcript import heard_prefix
 
-__all__ = ["TurnWriter"]
+__all__ = ["TurnWriter", "close_untranscribed"]
 
 log = logging.getLogger("switchboard.store")
 
@@ -46,10 +46,12 @@ class TurnWriter:
         interval_s: float,
         now: Callable[[], datetime],
         monotonic: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._db = database
         self._now = now
         self._monotonic = monotonic
+        self._sleep = sleep
         self._buffer = TranscriptBuffer(interval_s)
         self._locks: dict[TurnKey, asyncio.Lock] = {}
         self._opening = asyncio.Lock()
@@ -88,6 +90,13 @@ class TurnWriter:
             row.text, row.state, row.ended_at = text, "transcribed", at
 
         await self._db.write("recording a caller turn", work)
+
+    async def close_caller(self, call_id: str) -> None:
+        """The call ended: its reserved caller turns will get no transcript."""
+        await self._db.write(
+            "closing untranscribed caller turns",
+            lambda session: close_untranscribed(session, call_id),
+        )
 
     # -- agent turns -----------------------------------------------------------
 
@@ -174,8 +183,10 @@ class TurnWriter:
         for key in self._buffer.unwritten():
             await self._write_waiting(key)
 
-    async def flush_call(self, call_id: str, item_ids: Iterable[str]) -> None:
-        """Write the waiting text of these turns of one call now."""
+    async def flush_call(self, call_id: str, item_ids: Iterable[str] | None = None) -> None:
+        """Write the waiting text of these turns of one call (None: all of them) now."""
+        if item_ids is None:
+            item_ids = list(self._buffer.texts_of(call_id))
         for item_id in dict.fromkeys(item_ids):
             await self._write_waiting((call_id, item_id))
 
@@ -287,7 +298,7 @@ class TurnWriter:
         task.add_done_callback(self._background.discard)
 
     async def _write_later(self, key: TurnKey, delay: float) -> None:
-        await asyncio.sleep(max(0.0, delay))
+        await self._sleep(max(0.0, delay))
         self._sleeping.pop(key, None)
         try:
             await self._write_waiting(key)
@@ -306,3 +317,14 @@ def _turn(session: Session, call_id: str, item_id: str, role: str) -> TurnRow | 
             f"item {item_id!r} of call {call_id!r} is a {row.role} turn, not {role}"
         )
     return row
+
+
+def close_untranscribed(session: Session, call_id: str) -> None:
+    """``pending`` caller turns of an ended call become ``untranscribed``: no transcript
+    comes once the model's socket is closed. One that still arrives (a report sent late)
+    fills the turn as ever."""
+    session.execute(
+        update(TurnRow)
+        .where(TurnRow.call_id == call_id, TurnRow.role == "caller", TurnRow.state == "pending")
+        .values(state="untranscribed")
+    )

@@ -9,6 +9,7 @@ that need it, naming the Debian package; it never skips.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -56,11 +57,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @dataclass
 class Clock:
-    """Wall clock for ``created_at`` (one second per call) and a monotonic clock for flushes."""
+    """Wall clock for ``created_at`` (one second per call); a monotonic clock and timer for
+    flushes, moved only by ``advance``, so no write depends on how fast the test runs."""
 
     wall: datetime = START
     mono: float = 1000.0
     step: timedelta = field(default=timedelta(seconds=1))
+    _moved: asyncio.Event = field(default_factory=asyncio.Event)
 
     def now(self) -> datetime:
         self.wall += self.step
@@ -68,6 +71,17 @@ class Clock:
 
     def monotonic(self) -> float:
         return self.mono
+
+    async def sleep(self, seconds: float) -> None:
+        """The store's timer: done once ``advance`` has moved ``mono`` past it."""
+        until = self.mono + seconds
+        while self.mono < until:
+            await self._moved.wait()
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self._moved.set()
+        self._moved = asyncio.Event()
 
 
 @pytest.fixture
@@ -78,7 +92,7 @@ def clock() -> Clock:
 @pytest_asyncio.fixture
 async def store(db_url: str, clock: Clock) -> AsyncIterator[CallStore]:
     opened = await CallStore.open(
-        db_url, now=clock.now, monotonic=clock.monotonic, flush_interval_s=0.25
+        db_url, now=clock.now, monotonic=clock.monotonic, sleep=clock.sleep, flush_interval_s=0.25
     )
     try:
         yield opened

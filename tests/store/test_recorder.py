@@ -327,3 +327,29 @@ async def test_an_agent_turn_ends_when_its_finish_or_cut_happened(store: CallSto
         "a2": (t0 + 5 * s, t0 + 6 * s),  # the cut, not the finish after it
         "a3": (t0 + 7 * s, t0 + 7 * s),
     }
+
+
+async def test_a_finished_call_writes_its_own_buffered_text_not_every_calls(
+    db_url: str, store: CallStore
+) -> None:
+    # A finish puts the call's text on disk before it is acknowledged; the other calls'
+    # buffered text waits for its own interval (one recorder serves many calls).
+    ending, talking = [
+        (await store.create_call(NewCall("outbound", "+15551230001", "+15559990000"))).id
+        for _ in range(2)
+    ]
+    for call in (ending, talking):
+        await record_batch(store, call, [(AgentTurnStarted("item_a"), T0)])
+        await record_batch(store, call, [(AgentTranscriptGrew("item_a", "Written", 0), T0)])
+        await store.grow_agent_turn(call, "item_a", " and buffered", 7)
+    await record_batch(store, ending, [(FinishCall("stream_stopped"), T0)])
+    reader = await CallStore.open(db_url)
+    try:
+        texts = {}
+        for call in (ending, talking):
+            detail = await reader.get_call(call)
+            assert detail is not None
+            texts[call] = [t.text for t in detail.transcript]
+    finally:
+        await reader.close()
+    assert texts == {ending: ["Written and buffered"], talking: ["Written"]}

@@ -11,6 +11,7 @@ import pytest_asyncio
 
 from switchboard.errors import StoreError
 from switchboard.store import CallStore, NewCall, Turn
+from tests.store.conftest import Clock
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -63,6 +64,30 @@ async def test_a_late_caller_transcript_keeps_its_reserved_place(store: CallStor
     ]
     first = await turn(store, call, "item_caller_1")
     assert (first.started_at, first.ended_at) == (t(1), t(3))
+
+
+@pytest.mark.parametrize("ended_by", ["terminal_status", "call_media_closed"])
+async def test_a_caller_turn_never_transcribed_is_untranscribed_once_the_call_ends(
+    store: CallStore, ended_by: str
+) -> None:
+    call = await new_call(store)
+    other = await new_call(store)
+    for each in (call, other):
+        await store.reserve_caller_turn(each, "item_c1", t(1))
+        await store.reserve_caller_turn(each, "item_c2", t(2))
+    await store.record_caller_turn(call, "item_c1", "Hello?", t(1.5))
+    if ended_by == "terminal_status":
+        await store.update_status(call, "completed", t(3))
+    else:
+        await store.close_caller_turns(call)
+    assert await turns(store, call) == [
+        ("caller", "item_c1", "transcribed", "Hello?"),
+        ("caller", "item_c2", "untranscribed", None),
+    ]
+    assert {turn[2] for turn in await turns(store, other)} == {"pending"}  # its own only
+    # A transcript that still comes (a report sent late) fills the turn as ever.
+    await store.record_caller_turn(call, "item_c2", "Bye.", t(4))
+    assert (await turn(store, call, "item_c2")).state == "transcribed"
 
 
 async def test_an_unreserved_caller_transcript_goes_before_the_reply_to_it(
@@ -154,22 +179,23 @@ async def test_turns_without_a_start_are_kept(store: CallStore) -> None:
 
 
 async def test_deltas_are_written_at_most_once_per_interval(
-    store: CallStore, reader: CallStore, clock: object
+    store: CallStore, reader: CallStore, clock: Clock
 ) -> None:
-    mono = clock  # the store's monotonic clock (tests/store/conftest.py)
     call = await new_call(store)
     await store.start_agent_turn(call, "item_a", t(1))
     await store.grow_agent_turn(call, "item_a", "One")  # first delta: written at once
     assert (await turn(reader, call, "item_a")).text == "One"
-    mono.mono += 0.1  # type: ignore[attr-defined]
+    clock.advance(0.1)
     await store.grow_agent_turn(call, "item_a", " two")
     assert (await turn(reader, call, "item_a")).text == "One"  # waiting in memory
     assert (await turn(store, call, "item_a")).text == "One two"  # the writer sees it
-    mono.mono += 0.2  # type: ignore[attr-defined]
+    clock.advance(0.2)
     await store.grow_agent_turn(call, "item_a", " three")  # 0.3 s since the write: due
     assert (await turn(reader, call, "item_a")).text == "One two three"
     await store.grow_agent_turn(call, "item_a", " four")
-    await store.settle()  # the scheduled write lands within the interval
+    assert (await turn(reader, call, "item_a")).text == "One two three"
+    clock.advance(0.25)
+    await store.settle()  # the scheduled write lands once the interval has passed
     assert (await turn(reader, call, "item_a")).text == "One two three four"
     assert (await turn(reader, call, "item_a")).state == "speaking"
 
