@@ -19,6 +19,9 @@ looks again every ``recheck_s`` (slots are released a little after an actor
 is killed, and nodes may join); when a creation fails it waits ``backoff``
 seconds, doubling up to ``backoff_max``, before trying again.
 
+A call whose actor dies is handed to ``on_failed`` (the Ray wiring records it: the
+actor can no longer say how its call ended) once its slot is retired.
+
 A pool started again after a crash ``adopt``s the call actors the one before it
 left: the ready ones join the ready, and each live call is watched again (its
 actor's ``finished`` answers every caller), so it is recycled or retired as usual.
@@ -79,6 +82,7 @@ class CallPool(Generic[H]):
         backoff: float = 1.0,
         backoff_max: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_failed: Callable[[str, Exception], Awaitable[None]] | None = None,
     ) -> None:
         self.factory = factory
         self.size = size
@@ -87,6 +91,7 @@ class CallPool(Generic[H]):
         self.backoff = backoff
         self.backoff_max = backoff_max
         self._sleep = sleep
+        self._on_failed = on_failed
         self._ready: deque[Slot[H]] = deque()
         self._live: dict[str, Slot[H]] = {}
         # Calls waiting for an actor started for them: one creation per call, however
@@ -102,7 +107,6 @@ class CallPool(Generic[H]):
         self._timer: asyncio.Task[None] | None = None  # the one scheduled re-check
         self._holding = False  # backing off after a failure: refills wait for the timer
         self._closed = False
-        self.ended: dict[str, str] = {}  # call id -> reason, for the calls this pool served
         self.recycled = 0  # finished calls' actors put back among the ready ones
 
     @property
@@ -271,18 +275,22 @@ class CallPool(Generic[H]):
     async def _watch(self, call_id: str, slot: Slot[H]) -> None:
         # The slot stays in ``_live`` until recycled or retired: should the pool close
         # meanwhile (cancelling this task), ``close`` retires it.
+        failure: Exception | None = None
         try:
-            self.ended[call_id] = await self.factory.finished(slot)
-            healthy = True
+            await self.factory.finished(slot)
         except Exception as exc:  # the actor died: the call is over all the same
             log.warning("call actor %s failed: %s", slot.name, exc)
-            self.ended[call_id] = "actor_failed"
-            healthy = False
-        if not (healthy and await self._recycled(slot)):
+            failure = exc
+        if failure is not None or not await self._recycled(slot):
             with contextlib.suppress(Exception):
                 await self.factory.retire(slot)
             self._spawn(self._refill())  # its slot is free again (or soon: see recheck_s)
         self._live.pop(call_id, None)
+        if failure is not None and self._on_failed is not None:
+            try:
+                await self._on_failed(call_id, failure)
+            except Exception as exc:
+                log.error("call %s: recording that its actor died failed: %s", call_id, exc)
 
     async def _recycled(self, slot: Slot[H]) -> bool:
         """Put a finished call's actor back among the ready ones, up to twice ``size``.

@@ -39,7 +39,7 @@ from actors.call_actor import CallActor, HangUpVia, StatusVia
 from actors.pool import CallPool, Slot
 from actors.ray_metrics import ray_pool_metrics, watch_pool
 from actors.twilio_rest import twilio_call
-from switchboard.call_actions import Action
+from switchboard.call_actions import Action, FinishCall, ProblemNoted
 from switchboard.errors import ConfigError
 from switchboard.logs import configure_logging
 from switchboard.settings import Settings, load_settings
@@ -62,6 +62,7 @@ NAMESPACE = "switchboard"
 POOL_NAME = "switchboard-pool"
 RECORDER_PREFIX = "switchboard-recorder"
 CALL_SLOT = "call_slot"
+ACTOR_FAILED = "actor_failed"  # the reason recorded for a call whose actor died
 CALL_ACTOR_PREFIX = "call-"  # every call actor's name: how a restarted pool finds them
 DESCRIBE_S = 10.0  # a call actor that does not say what it does by then is asked again
 LATE_ADOPT_S = 300.0  # ... until this long after the pool started, then killed
@@ -330,15 +331,29 @@ class RayCallPool:
     """
 
     def __init__(self, size: int, options: dict[str, Any] | None = None) -> None:
-        configure_logging(load_settings(None).log_level)
+        settings = load_settings(None)
+        configure_logging(settings.log_level)
         self.factory = RaySlotFactory(options)
-        self.pool: CallPool[Handle] = CallPool(self.factory, size)
+        self.pool: CallPool[Handle] = CallPool(self.factory, size, on_failed=self._record_death)
+        self._recorder_shards = settings.recorder_shards
+        self._reporter: HandleReporter | None = None
         self._gauges: asyncio.Task[None] | None = None
         self._adopting: asyncio.Task[None] | None = None
         # Call actors adopted once they answer, with their handles.
         self._late: list[tuple[asyncio.Task[None], Handle]] = []
         self._adopt_failed = False  # running actors may be unknown to this pool
         self._adopt_again_at = 0.0  # monotonic: when a failed takeover is tried again
+
+    async def _record_death(self, call_id: str, exc: Exception) -> None:
+        """A call's actor died: it cannot tell how its call ended, so the pool does (the
+        media socket went with it: Twilio ends the call and reports its status)."""
+        if self._reporter is None:  # a GCS lookup: off the pool's loop
+            handles = await asyncio.to_thread(recorder_handles, self._recorder_shards)
+            self._reporter = HandleReporter(handles)
+        message = f"the call's actor died ({type(exc).__name__}); the call ended with it"
+        at = time.time()
+        problem = ProblemNoted("switchboard", ACTOR_FAILED, message, fatal=True)
+        await self._reporter.report(call_id, [(problem, at), (FinishCall(ACTOR_FAILED), at)])
 
     async def _adopted(self) -> None:
         if self._adopting is None or (

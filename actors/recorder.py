@@ -41,6 +41,10 @@ __all__ = ["POLL_LIMIT", "CallRecorder", "EventLog"]
 
 
 POLL_LIMIT = 500  # events a poll brings at most
+# A call's order lock and counts are dropped at its end, and after this long without a
+# report: a call whose actor died sends no end, and a late batch (usage, a failed
+# hang-up) may follow one. The counts are a cache; the store holds them too.
+FORGET_AFTER_S = 600.0
 
 
 class EventLog:
@@ -111,6 +115,7 @@ class CallRecorder:
         self._calls: dict[str, asyncio.Lock] = {}
         # Per call and sender: how many of its actions are recorded (module docstring).
         self._recorded: dict[tuple[str, str], int] = {}
+        self._heard: dict[str, float] = {}  # call id -> monotonic time of its last report
         self._ticker: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -133,6 +138,20 @@ class CallRecorder:
         while True:
             await asyncio.sleep(TICK_S)  # a period, not a synchronisation
             self.metrics.tick(time.time())
+            self.forget_quiet(time.monotonic())
+
+    def forget_quiet(self, now: float) -> None:
+        """Drop what is kept for calls not heard from for ``FORGET_AFTER_S``."""
+        for call_id, heard in list(self._heard.items()):
+            lock = self._calls.get(call_id)
+            if now - heard >= FORGET_AFTER_S and not (lock and lock.locked()):
+                self._forget(call_id)
+
+    def _forget(self, call_id: str) -> None:
+        self._calls.pop(call_id, None)
+        self._heard.pop(call_id, None)
+        for ended in [k for k in self._recorded if k[0] == call_id]:
+            del self._recorded[ended]
 
     async def report(
         self,
@@ -150,6 +169,7 @@ class CallRecorder:
         if not sender:  # numbers mean nothing without whose they are: record it all
             seq = None
         key = (call_id, sender)
+        self._heard[call_id] = time.monotonic()
         async with self._calls.setdefault(call_id, asyncio.Lock()):
             fresh, progress, done = batch, None, 0
             if seq is not None:
@@ -171,9 +191,7 @@ class CallRecorder:
             events = [live_event(call_id, action, at) for action, at in fresh]
             await self.events.extend([event for event in events if event is not None])
         if any(_ends(action) for action, _ in batch):
-            self._calls.pop(call_id, None)
-            for ended in [k for k in self._recorded if k[0] == call_id]:
-                del self._recorded[ended]
+            self._forget(call_id)
 
     async def publish(self, event: dict[str, object]) -> None:
         """An event from the ingress (call created, status callback...)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 
 import pytest
@@ -138,7 +139,6 @@ async def test_fill_then_acquire_uses_a_warm_actor_and_refills() -> None:
     await settle(pool)
     assert pool.ready == 2  # refilled
     assert pool.locate("call-a") is None
-    assert pool.ended == {"call-a": "stream_stopped"}
     assert factory.retired == ["slot-1"]
     await pool.close()
     assert sorted(factory.retired) == ["slot-1", "slot-2", "slot-3"]
@@ -165,15 +165,26 @@ async def test_an_empty_pool_starts_an_actor_on_demand() -> None:
     assert factory.retired == ["slot-1"]
 
 
-async def test_a_dead_actor_ends_its_call_and_is_retired() -> None:
+async def test_a_dead_actor_ends_its_call_is_retired_and_its_death_is_handed_on() -> None:
     factory = FakeFactory()
-    pool = CallPool(factory, size=1)
+    factory.recyclable = True  # a dead actor is retired all the same
+    failed: list[tuple[str, str, bool]] = []
+
+    async def on_failed(call_id: str, exc: Exception) -> None:
+        # Handed on after its actor is gone: the edge no longer finds the dead address.
+        failed.append((call_id, str(exc), pool.locate(call_id) is None))
+        if len(failed) == 1:
+            raise RuntimeError("the recorder is away")  # logged; the pool carries on
+
+    pool = CallPool(factory, size=1, on_failed=on_failed)
     await pool.fill()
-    await pool.acquire("call-c")
-    factory.endings["slot-1"].set_exception(RuntimeError("actor died"))
-    await settle(pool)
-    assert pool.ended["call-c"] == "actor_failed"
-    assert "slot-1" in factory.retired
+    for count, call_id in enumerate(("call-c", "call-d"), start=1):
+        slot = await pool.acquire(call_id)
+        factory.endings[slot.name].set_exception(RuntimeError("actor died"))
+        await until(functools.partial(lambda n: len(failed) == n, count))
+        assert slot.name in factory.retired
+    assert failed == [("call-c", "actor died", True), ("call-d", "actor died", True)]
+    assert factory.recycled == []
     await pool.close()
 
 
@@ -410,7 +421,6 @@ async def test_a_new_pool_adopts_what_the_crashed_one_left_and_finishes_its_call
     await settle(pool)
     factory.endings[live.name].set_result("completed")  # the adopted call ends
     await until(lambda: pool.locate("call-1") is None)
-    assert pool.ended["call-1"] == "completed"
     assert live.name in factory.recycled  # watched and recycled like its own
     assert factory.created == 3  # the crashed pool's two and this one's refill
     await pool.close()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from actors.recorder import CallRecorder, EventLog
+from actors.recorder import FORGET_AFTER_S, CallRecorder, EventLog
 from switchboard.call_actions import (
     AgentTranscriptGrew,
     AgentTurnStarted,
@@ -241,7 +241,29 @@ async def test_nothing_of_an_ended_call_is_kept(tmp_path: Path) -> None:
     await recorder.report(call_id, [(FinishCall("stream_stopped"), now)], 0, "actor-1")
     # A web call's status comes after its end, in a batch of its own.
     await recorder.report(call_id, [(CallStatusChanged("completed"), now)], 1, "actor-1")
-    assert (recorder._calls, recorder._recorded) == ({}, {})
+    assert (recorder._calls, recorder._recorded, recorder._heard) == ({}, {}, {})
+    await recorder.close()
+
+
+async def test_what_is_kept_for_a_call_that_never_ends_is_forgotten_when_it_goes_quiet(
+    tmp_path: Path,
+) -> None:
+    # A call whose actor died sends no end; after an end, a late batch (usage, a failed
+    # hang-up) starts its state again. Neither may stay for the recorder's lifetime.
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
+    quiet, talking = await new_call(recorder), await new_call(recorder)
+    await recorder.report(quiet, [(PhaseChanged("idle", "listening"), time.time())], 0, "a-1")
+    heard = recorder._heard[quiet]
+    await recorder.report(talking, [(PhaseChanged("idle", "listening"), time.time())], 0, "a-2")
+    recorder._heard[talking] = heard + FORGET_AFTER_S / 2  # heard from since
+    recorder.forget_quiet(heard + FORGET_AFTER_S - 1)
+    assert set(recorder._calls) == {quiet, talking}
+    recorder.forget_quiet(heard + FORGET_AFTER_S)
+    assert (set(recorder._calls), set(recorder._recorded)) == ({talking}, {(talking, "a-2")})
+    # Forgotten, a call's numbered batch is still recorded once: the store keeps count.
+    await recorder.report(quiet, [(PhaseChanged("idle", "listening"), time.time())], 0, "a-1")
+    await recorder.report(quiet, [(PhaseChanged("listening", "speaking"), time.time())], 1, "a-1")
+    assert await timeline(recorder, quiet) == ["phase:listening", "phase:speaking"]
     await recorder.close()
 
 

@@ -324,6 +324,39 @@ async def test_a_pool_killed_mid_call_comes_back_and_takes_over_the_live_call(
     assert (await ended(world, later.id))["to"] == world.outcomes["busy"]
 
 
+async def test_a_call_whose_actor_dies_is_recorded_as_ended_by_that(world: World) -> None:
+    pool = world.stack.pool
+    async with world.client() as client:
+        call = await client.place_call("+15551230600", INSTRUCTION)
+        seen: list[dict[str, Any]] = []
+
+        async def watch() -> None:  # one viewer from before the death to the end
+            killed = False
+            async for event in client.stream_events(call.id):
+                seen.append(event)
+                if event["type"] == "transcript.agent_done" and not killed:
+                    name = await pool.actor_name.remote(call.id)
+                    actor = await asyncio.to_thread(ray.get_actor, name, namespace=NAMESPACE)
+                    ray.kill(actor, no_restart=True)  # the process dies mid-call
+                    killed = True
+                # Its media socket went with it: Twilio ends the call and says so.
+                kinds = {(e["type"], e.get("status")) for e in seen}
+                if {("call.ended", None), ("call.status", "completed")} <= kinds:
+                    return
+
+        await asyncio.wait_for(watch(), CALL_TIMEOUT_S)
+        detail = (await client.get_call(call.id)).model_dump()
+    (end,) = [e for e in seen if e["type"] == "call.ended"]
+    assert end["reason"] == "actor_failed"
+    problems = [e["data"] for e in detail["timeline"] if e["kind"] == "problem"]
+    assert [(p["source"], p["reason"], p["fatal"]) for p in problems] == [
+        ("switchboard", "actor_failed", True)
+    ]
+    finished = [e["data"]["reason"] for e in detail["timeline"] if e["kind"] == "finished"]
+    assert finished == ["actor_failed"]
+    assert detail["status"] == "completed"
+
+
 async def node_address(actor_name: str) -> str:
     """The address of the Ray node the named actor runs on (Ray's state API, in a thread)."""
     (actor,) = await asyncio.to_thread(
