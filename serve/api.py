@@ -246,18 +246,30 @@ def _calls_router(deps: AppDeps) -> APIRouter:
         summary="Hang up a live call",
     )
     async def hang_up(call_id: str) -> HangupOut | JSONResponse:
-        detail = await deps.store.get_call(call_id)
-        if detail is None:
-            return _unknown(call_id)
-        if is_terminal(detail.call.status):
-            return _conflict(f"call {call_id} has already ended ({detail.call.status})")
-        if not await deps.control.hang_up(call_id):
-            return _conflict(
-                f"call {call_id} is no longer live: no call actor serves it (its record, "
-                f"still {detail.call.status}, is settled within minutes)"
-            )
+        # A live call can be ended with the store down: its actor is asked all the same
+        # (and knows only the ids of calls it serves); without the record, an id no actor
+        # serves can be neither unknown (404) nor ended (409), so the store's 503 stands.
+        try:
+            detail = await deps.store.get_call(call_id)
+        except StoreError as exc:
+            if not await deps.control.hang_up(call_id):
+                raise
+            log.warning("call %s: hung up without its record, the store failing: %s", call_id, exc)
+        else:
+            if detail is None:
+                return _unknown(call_id)
+            if is_terminal(detail.call.status):
+                return _conflict(f"call {call_id} has already ended ({detail.call.status})")
+            if not await deps.control.hang_up(call_id):
+                return _conflict(
+                    f"call {call_id} is no longer live: no call actor serves it (its record, "
+                    f"still {detail.call.status}, is settled within minutes)"
+                )
         at = utc_now()
-        await deps.store.append_event(call_id, "hangup_requested", at, {"by": "api"})
+        try:  # best effort: the call is ending, and its actor records how it ended
+            await deps.store.append_event(call_id, "hangup_requested", at, {"by": "api"})
+        except StoreError as exc:
+            log.warning("call %s: noting the hang-up request failed: %s", call_id, exc)
         deps.events.publish(call_id, {"type": "call.hangup_requested", "at": at, "by": "api"})
         return HangupOut(id=call_id)
 

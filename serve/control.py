@@ -6,18 +6,23 @@ connects the stream to ``PUBLIC_URL/media/{call_id}`` and carries a one-time
 token; the actor then knows the CallSid its stream must name. A handful of
 Ray calls per call, none per frame. A web call is the same without the dial:
 the browser gets the media URL, a CallSid and the token instead of Twilio.
+
+Ray hands an actor's exception back wrapped (``RayTaskError``, an instance of the
+cause too), its text the remote traceback with pid, address and actor id: what
+reaches a call's record and a client is the cause itself, or one line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import RayActorError, RayError, RayTaskError
 from requests import RequestException
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
@@ -26,17 +31,24 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from actors.call_actor import CallPlan
 from actors.ray_wiring import NAMESPACE, Handle, through_restarts
 from actors.twilio_rest import twilio_call
+from serve.call_journal import utc_now
 from serve.ports import WebCallTicket
 from serve.twilio_webhooks import status_callback_url
 from switchboard.errors import ConfigError, ServiceError, StoreError, TwilioServiceError
 from switchboard.settings import Settings
 from switchboard.store import CallRecord, CallStore
+from switchboard.store.status import is_terminal
 
 __all__ = ["RayCallControl", "media_url", "pool_ready", "stream_twiml"]
 
 log = logging.getLogger("switchboard.serve")
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+NO_ACTOR = "no call actor could take the call"
 INBOUND_INSTRUCTION = "You answer the phone for this business. Be brief and helpful."
+# Twilio's TimeLimit counts from the answer, the actor's max duration from the stream's
+# start: with this much more, the actor ends the call (and says why), Twilio only backs up.
+TIME_LIMIT_GRACE_S = 30
+SLOT_WAIT_S = 60.0  # CallPool's create_timeout_s, as RayCallPool makes it: a free slot's wait
 
 
 def pool_ready(stats: Mapping[str, int]) -> bool:
@@ -72,6 +84,7 @@ class RayCallControl:
 
     async def place(self, call: CallRecord) -> None:
         actor, token = await self._prepare(call, call.instruction)
+        limit = call.max_duration_s or self.settings.max_call_duration_s
         try:
             created = await twilio_call(
                 self.twilio.calls.create,
@@ -80,14 +93,14 @@ class RayCallControl:
                 twiml=stream_twiml(media_url(self.public_url, call.id), token),
                 status_callback=status_callback_url(self.public_url, call.id),
                 status_callback_event=STATUS_EVENTS,
-                time_limit=call.max_duration_s,
+                time_limit=math.ceil(limit) + TIME_LIMIT_GRACE_S,
             )
         except TwilioRestException as exc:
             await _tell_failed(actor, call.id)
             raise TwilioServiceError(f"Twilio refused the call: {exc.msg}", code=exc.code) from exc
         except (TwilioException, RequestException) as exc:
             # Not reached, or no answer in time: the actor lets its slot go. (After a
-            # timeout Twilio may still dial; that stream then finds no call to join.)
+            # timeout Twilio may still dial: on_twilio_status ends that call.)
             await _tell_failed(actor, call.id)
             raise TwilioServiceError(f"Twilio could not be reached: {exc}") from exc
         # The actor first: it binds the stream to the CallSid and can end the call. The
@@ -120,12 +133,29 @@ class RayCallControl:
 
     async def hang_up(self, call_id: str) -> bool:
         actor = await self._actor(call_id)
-        return actor is not None and bool(await actor.hang_up.remote(call_id, "api"))
+        if actor is None:
+            return False
+        try:
+            return bool(await actor.hang_up.remote(call_id, "api"))
+        except RayActorError:  # died since the pool named it: the pool records the end
+            return False
 
     async def on_twilio_status(self, call_id: str, status: str, params: Mapping[str, str]) -> None:
         actor = await self._actor(call_id)
         if actor is not None:
-            await actor.twilio_status.remote(call_id, status)
+            try:
+                await actor.twilio_status.remote(call_id, status)
+            except RayActorError:  # died since the pool named it: the pool records the end
+                log.warning(
+                    "call %s: its actor died before Twilio's %s reached it", call_id, status
+                )
+            return
+        call_sid = params.get("CallSid")
+        if is_terminal(status) or not call_sid or await self.is_live(call_id) is not False:
+            return  # over already, or an actor is being found for it (or may serve it)
+        # The actor is taken before Twilio dials: a call up at Twilio with none is an
+        # orphan (a dial whose answer timed out, an actor lost), ringing into nobody.
+        await self._end_orphan(call_id, call_sid, status)
 
     async def on_amd_result(
         self, call_id: str, answered_by: str, params: Mapping[str, str]
@@ -157,24 +187,54 @@ class RayCallControl:
         if call.twilio_sid is not None:
             await self._end_at_twilio(call.twilio_sid)
 
-    async def _end_at_twilio(self, call_sid: str) -> None:
+    async def _end_at_twilio(self, call_sid: str, end: str = "completed") -> None:
         try:
-            await twilio_call(self.twilio.calls(call_sid).update, status="completed")
+            await twilio_call(self.twilio.calls(call_sid).update, status=end)
         except (TwilioException, RequestException) as exc:
             raise TwilioServiceError(f"hanging up at Twilio failed: {exc}") from exc
+
+    async def _end_orphan(self, call_id: str, call_sid: str, status: str) -> None:
+        # `canceled` ends only a call not yet answered, `completed` only an answered one
+        # (protocols.md 2.3); one answered meanwhile is ended at its `in-progress`.
+        end = "completed" if status == "in-progress" else "canceled"
+        try:
+            await self._end_at_twilio(call_sid, end)
+        except TwilioServiceError as exc:  # it may have ended meanwhile; logged, not raised
+            log.warning("call %s: no call actor, and ending it at Twilio failed: %s", call_id, exc)
+            return
+        message = f"Twilio reported the call {status} with no call actor on it: set it {end}"
+        log.warning("call %s: %s", call_id, message)
+        problem = {
+            "source": "twilio",
+            "reason": "orphaned",
+            "message": message,
+            "fatal": True,
+            "call_sid": call_sid,
+        }
+        try:
+            await self.store.append_event(call_id, "problem", utc_now(), problem)
+        except StoreError as exc:
+            log.warning("call %s: noting its end at Twilio failed: %s", call_id, exc)
 
     async def _prepare(
         self, call: CallRecord, instruction: str, *, web: bool = False, inbound: bool = False
     ) -> tuple[Any, str]:
         token = secrets.token_urlsafe(24)
-        try:
-            # Safe to repeat: a pool that died mid-acquire left the actor unprepared,
-            # and the restarted one adopts it as ready.
-            acquired: tuple[str, Any] = await through_restarts(
-                lambda: self.pool.acquire.remote(call.id)
-            )
-            name = acquired[0]
-            actor = ray.get_actor(name, namespace=NAMESPACE)
+        with _ray_errors(NO_ACTOR):  # the pool is gone, or found no slot
+            try:
+                # Safe to repeat: a pool that died mid-acquire left the actor unprepared,
+                # and the restarted one adopts it as ready.
+                acquired: tuple[str, Any] = await through_restarts(
+                    lambda: self.pool.acquire.remote(call.id)
+                )
+            except Exception as exc:
+                if isinstance(_unwrapped(exc), TimeoutError):  # no actor could start for it
+                    raise ServiceError(
+                        f"no call slot became free within {SLOT_WAIT_S:g} s: every one is taken"
+                    ) from exc
+                raise
+        with _ray_errors(NO_ACTOR):  # the actor is gone, or could not open its session
+            actor = ray.get_actor(acquired[0], namespace=NAMESPACE)
             await actor.prepare.remote(
                 CallPlan(
                     call_id=call.id,
@@ -188,15 +248,16 @@ class RayCallControl:
                     inbound=inbound,
                 )
             )
-        except ServiceError:
-            raise
-        except Exception as exc:  # a Ray error: the actor or the pool is gone
-            raise ServiceError(f"no call actor could take the call: {exc}") from exc
         return actor, token
 
     async def _actor(self, call_id: str) -> Any:
         name: str | None = await through_restarts(lambda: self.pool.actor_name.remote(call_id))
-        return None if name is None else ray.get_actor(name, namespace=NAMESPACE)
+        if name is None:
+            return None
+        try:
+            return ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:  # gone since the pool named it
+            return None
 
 
 async def _tell_failed(actor: Any, call_id: str) -> None:
@@ -206,7 +267,34 @@ async def _tell_failed(actor: Any, call_id: str) -> None:
 
 
 async def _dialed(actor: Any, call_id: str, call_sid: str) -> None:
-    try:
+    with _ray_errors("the call's actor was lost before its stream"):
         await actor.dialed.remote(call_id, call_sid)
-    except RayError as exc:
-        raise ServiceError(f"the call's actor was lost before its stream: {exc}") from exc
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """What the actor raised, without Ray's wrapping."""
+    while isinstance(exc, RayTaskError):
+        exc = exc.cause
+    return exc
+
+
+def _as_service_error(exc: BaseException, doing: str) -> ServiceError:
+    """The actor's own ``ServiceError``, else what went wrong in one line: Ray's errors
+    run on over lines of addresses, pids and actor ids, for the log, not the client."""
+    cause = _unwrapped(exc)
+    if isinstance(cause, ServiceError):
+        return cause
+    lines = str(cause).strip().splitlines()
+    return ServiceError(f"{doing}: {type(cause).__name__}" + (f": {lines[0]}" if lines else ""))
+
+
+@contextlib.contextmanager
+def _ray_errors(doing: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        error = _as_service_error(exc, doing)
+        if error is exc:  # raised here, not wrapped: as it is
+            raise
+        log.warning("%s: %s", doing, exc)  # Ray's whole story, for the operator
+        raise error from exc

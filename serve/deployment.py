@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Sequence
 from fastapi import FastAPI
 from ray import serve
 from ray.exceptions import RayActorError
-from sqlalchemy.engine import make_url
 
 from actors.ray_recorder import RayCallRecorder, database_url_digest
 from actors.ray_wiring import (
@@ -39,6 +38,7 @@ from switchboard.errors import ConfigError
 from switchboard.logs import configure_logging
 from switchboard.settings import is_secret_param, load_settings
 from switchboard.store import CallStore
+from switchboard.store.database import database_url as store_url
 
 __all__ = ["RecorderFeed", "SwitchboardIngress", "app", "ensure_call_actors", "url_for_recorder"]
 
@@ -192,7 +192,7 @@ def url_for_recorder(database_url: str) -> str:
     one in its query), a digest of it. A secret must not travel through Ray (an actor's
     arguments stay in the GCS): the recorder reads DATABASE_URL from its own environment,
     as the ingress did, and refuses to start if that is not the URL the digest names."""
-    url = make_url(database_url)
+    url = store_url(database_url)  # ConfigError, before any actor is asked to use it
     if url.password is None and not any(is_secret_param(name) for name in url.query):
         return database_url
     return database_url_digest(database_url)

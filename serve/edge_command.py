@@ -14,6 +14,7 @@ import ray
 from ray._private.services import canonicalize_bootstrap_address
 
 from actors.ray_wiring import NAMESPACE, POOL_NAME, Handle, through_restarts
+from serve.listener import bind_public
 from serve.media_edge import MediaEdge, settle_edge_process
 from switchboard.errors import ConfigError
 
@@ -65,13 +66,17 @@ async def await_ray(ray_address: str, wait_s: float = RAY_WAIT_S) -> None:
         raise ConfigError(f"--ray-address {ray_address!r}: {exc}") from None
     if address is None:
         raise ConfigError(f"--ray-address {ray_address!r}: name a running cluster, not 'local'")
-    host, _, port = address.rpartition(":")
+    host, _, port_text = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # an IPv6 address, as Ray writes one
+    if not (port_text.isdigit() and 0 < int(port_text) < 65536):
+        raise ConfigError(f"--ray-address {ray_address!r}: {port_text!r} is not a port number")
+    port = int(port_text)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     while True:
         timeout = min(5.0, max(0.5, deadline - loop.time()))
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         except (OSError, TimeoutError) as exc:
             if loop.time() >= deadline:
                 reason = type(exc).__name__ if not str(exc) else str(exc)
@@ -89,18 +94,26 @@ async def await_ray(ray_address: str, wait_s: float = RAY_WAIT_S) -> None:
 async def run_edge(
     host: str, port: int, serve_port: int, ray_address: str = "auto", ray_wait_s: float = RAY_WAIT_S
 ) -> int:
-    await await_ray(ray_address, ray_wait_s)
-    ray.init(address=ray_address, namespace=NAMESPACE, log_to_driver=False)
-    edge = MediaEdge(PoolResolver(), ("127.0.0.1", serve_port))  # listening at once
-    await edge.start(host, port)
-    settle_edge_process()  # as local_stack
-    print(f"media edge on {host}:{edge.port}, other traffic to 127.0.0.1:{serve_port}", flush=True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    # Bound first: a port that cannot be had is one line, not a traceback after Ray. Not
+    # listening yet: a readiness probe passes once the edge serves, as before.
+    listener = bind_public(host, port, listen=False, host_is="--host", port_is="--port")
+    edge = MediaEdge(PoolResolver(), ("127.0.0.1", serve_port))
     try:
+        await await_ray(ray_address, ray_wait_s)
+        ray.init(address=ray_address, namespace=NAMESPACE, log_to_driver=False)
+        await edge.start(sock=listener)  # the resolver finds the pool at the first stream
+        settle_edge_process()  # as local_stack
+        where = f"{host}:{edge.port}, other traffic to 127.0.0.1:{serve_port}"
+        print(f"media edge on {where}", flush=True)
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
-        await edge.stop()
-        ray.shutdown()
+        if edge.started:
+            await edge.stop()  # closes the listener too
+        else:
+            listener.close()
+        if ray.is_initialized():
+            ray.shutdown()
     return 0

@@ -98,7 +98,7 @@ def _ack(message: Mapping[str, object], window: _Window) -> str | None:
         return 'binary message: expected text {"ack": <events received>}'
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
         parsed = None
     count = parsed.get("ack") if isinstance(parsed, dict) and len(parsed) == 1 else None
     if type(count) is not int:

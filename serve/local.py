@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import socket
@@ -29,8 +28,9 @@ import ray
 from ray import serve
 
 from actors.ray_wiring import CALL_SLOT, NAMESPACE, Handle
-from serve.deployment import app, ensure_call_actors
+from serve.deployment import app, ensure_call_actors, url_for_recorder
 from serve.edge_command import PoolResolver
+from serve.listener import bind_public
 from serve.media_edge import MediaEdge, settle_edge_process
 from switchboard.errors import ConfigError
 from switchboard.settings import load_settings
@@ -60,25 +60,6 @@ def local_url(host: str, port: int) -> str:
     """Where this machine reaches a listener on ``host``: loopback for a wildcard."""
     shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
     return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
-
-
-def bind_public(host: str, port: int) -> socket.socket:
-    """The public listener, bound now (as ``create_server``: listening, ``SO_REUSEADDR``).
-
-    A port that cannot be had is a ``ConfigError`` naming it, not an ``OSError``: the
-    usual cause is a Switchboard already running there."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host, port), family=family)
-    except OSError as exc:
-        where = f"port {port} on {host or 'every address'}"
-        if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(
-                f"{where} is in use: is Switchboard already running? Set PORT to use another"
-            ) from None
-        raise ConfigError(
-            f"cannot listen on {where}: {exc.strerror or exc} (set HOST and PORT)"
-        ) from None
 
 
 def export_settings(values: Mapping[str, str]) -> None:
@@ -122,6 +103,7 @@ async def local_stack(
         # Before the cluster starts, so its call actors inherit it: they listen on loopback.
         os.environ.setdefault("SWITCHBOARD_MEDIA_HOST", "127.0.0.1")
     try:
+        url_for_recorder(settings.database_url)  # a malformed one: ConfigError, before Ray
         if ray_address is None:
             context = ray.init(
                 namespace=NAMESPACE,

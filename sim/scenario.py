@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
+import phonenumbers
 import yaml
 
 from switchboard.errors import ScenarioError
@@ -139,7 +140,9 @@ def parse_scenario(data: object, base_dir: Path | None = None) -> Scenario:
     _no_unknown(root, "scenario", {"name", "numbers", "caller", "assistant", "max_call_s"})
     numbers_raw = _mapping(root.get("numbers", {}), "numbers")
     numbers = {
-        str(k): _number(v, f"numbers[{k!r}]") for k, v in numbers_raw.items() if k != "default"
+        _phone_key(k): _number(v, f"numbers[{k!r}]")
+        for k, v in numbers_raw.items()
+        if k != "default"
     }
     default = (
         _number(numbers_raw["default"], "numbers['default']")
@@ -207,7 +210,7 @@ def _caller_turn(data: object, where: str, base_dir: Path | None) -> CallerTurn:
         say=_optional_str(raw.get("say"), f"{where}.say"),
         clip=_clip(raw.get("clip"), f"{where}.clip", base_dir),
         dtmf=dtmf,
-        hangup=bool(raw.get("hangup", False)),
+        hangup=_bool(raw.get("hangup", False), f"{where}.hangup"),
         at_ms=_optional_ms(raw.get("at_ms"), f"{where}.at_ms"),
         barge_in_ms=_optional_ms(raw.get("barge_in_ms"), f"{where}.barge_in_ms"),
         after_agent_ms=_optional_ms(
@@ -246,6 +249,28 @@ def _clip(value: object, where: str, base_dir: Path | None) -> Path | None:
         if folder is not None and (folder / name).is_file():
             return folder / name
     raise ScenarioError(f"{where}: clip {name!r} not found next to the scenario or in {CLIPS_DIR}")
+
+
+def _phone_key(key: object) -> str:
+    """A ``numbers`` key as the emulator matches dialed numbers: E.164, exactly."""
+    if not isinstance(key, str):  # YAML reads +15550000002 unquoted as an integer
+        raise ScenarioError(f"numbers key {key!r} must be a quoted string, like '+15550000002'")
+    try:
+        parsed = phonenumbers.parse(key, None)
+    except phonenumbers.NumberParseException:
+        parsed = None
+    if parsed is None or not phonenumbers.is_possible_number(parsed):
+        raise ScenarioError(f"numbers key {key!r} is not a phone number in E.164 form")
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if e164 != key:
+        raise ScenarioError(f"numbers key {key!r} must be written in E.164 form: {e164!r}")
+    return key
+
+
+def _bool(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ScenarioError(f"{where} must be true or false, got {value!r}")
+    return value
 
 
 def _mapping(value: object, where: str) -> Mapping[str, object]:

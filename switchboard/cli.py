@@ -40,6 +40,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchboard", description="AI phone calls: Twilio <-> OpenAI Realtime on Ray."
@@ -70,8 +80,8 @@ def _parser() -> argparse.ArgumentParser:
 
     edge = sub.add_parser("edge", help="run one node's media edge in a running Ray cluster")
     edge.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    edge.add_argument("--port", type=int, default=8000, help="the public port")
-    edge.add_argument("--serve-port", type=int, default=8001, help="this node's Serve proxy")
+    edge.add_argument("--port", type=_port, default=8000, help="the public port")
+    edge.add_argument("--serve-port", type=_port, default=8001, help="this node's Serve proxy")
     edge.add_argument("--ray-address", default="auto", help="the Ray cluster to join")
     edge.add_argument(
         "--ray-wait",

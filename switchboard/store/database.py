@@ -99,7 +99,7 @@ def database_url(url: str) -> URL:
     """
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # no URL at all, a port that is no number
         raise ConfigError("database URL is malformed") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":

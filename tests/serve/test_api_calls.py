@@ -591,6 +591,51 @@ async def test_hangup_refused_by_twilio_is_502(
     }
 
 
+async def test_a_live_call_is_hung_up_with_the_store_down(
+    client: httpx.AsyncClient,
+    store: CallStore,
+    control: FakeCallControl,
+    hub: EventHub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    [call_id] = await seed(store, 1)
+    events = hub.subscribe(call_id)
+
+    async def down(*args: object, **kwargs: object) -> None:
+        raise StoreError("could not connect to server: Connection refused")
+
+    monkeypatch.setattr(store, "get_call", down)
+    monkeypatch.setattr(store, "append_event", down)
+    r = await client.post(f"/calls/{call_id}/hangup", headers=AUTH)
+    assert r.status_code == 202 and r.json() == {"id": call_id, "hangup": "requested"}
+    assert control.hung_up == [call_id]
+    assert (await anext(events))["type"] == "call.hangup_requested"
+
+    # No actor serves it: unknown or ended, the store alone could tell.
+    control.live = False
+    r = await client.post(f"/calls/{call_id}/hangup", headers=AUTH)
+    assert r.status_code == 503 and "call store error" in r.json()["detail"]
+    # Still behind the token.
+    assert (await client.post(f"/calls/{call_id}/hangup")).status_code == 401
+    assert control.hung_up == [call_id, call_id]
+
+
+async def test_a_hang_up_done_is_202_though_noting_it_failed(
+    client: httpx.AsyncClient,
+    store: CallStore,
+    control: FakeCallControl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    [call_id] = await seed(store, 1)
+
+    async def down(*args: object, **kwargs: object) -> None:
+        raise StoreError("could not connect to server: Connection refused")
+
+    monkeypatch.setattr(store, "append_event", down)
+    r = await client.post(f"/calls/{call_id}/hangup", headers=AUTH)
+    assert r.status_code == 202 and control.hung_up == [call_id]
+
+
 # -- store failures ------------------------------------------------------------------
 
 

@@ -236,6 +236,8 @@ def test_feed_shutdown_closes_streams_1001(live: Live, call_ids: list[str]) -> N
         (lambda ws: ws.send_text('{"ack": "1"}'), 'expected {"ack": <events received>}'),
         (lambda ws: ws.send_text('{"ack": 1, "more": 2}'), 'expected {"ack"'),
         (lambda ws: ws.send_bytes(b"\x00"), "binary message"),
+        # Nested past the JSON parser's stack: RecursionError, not ValueError.
+        (lambda ws: ws.send_text("[" * 100_000 + "]" * 100_000), 'expected {"ack"'),
         (lambda ws: ws.send_text('{"ack": 7}'), "ack 7 is not between 0 and the 1 events sent"),
     ],
 )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
+from actors.pool import CallPool
 from actors.ray_recorder import RayCallRecorder, database_url_digest
-from serve.control import pool_ready
+from serve.control import SLOT_WAIT_S, pool_ready
 from serve.deployment import url_for_recorder
 from switchboard.errors import ConfigError
 from switchboard.settings import load_settings
@@ -44,3 +47,16 @@ def test_a_database_secret_does_not_travel_through_ray(
 )
 def test_a_database_url_without_a_secret_is_given_as_it_is(url: str) -> None:
     assert url_for_recorder(url) == url
+
+
+@pytest.mark.parametrize("url", ["not a url", "postgresql://sb:s3cret@db:54x2/calls"])
+def test_a_malformed_database_url_is_a_config_error_before_any_recorder_starts(url: str) -> None:
+    # Not SQLAlchemy's own error: `switchboard run` says what is wrong in one line.
+    with pytest.raises(ConfigError, match="database URL is malformed") as info:
+        url_for_recorder(url)
+    assert "s3cret" not in str(info.value)
+
+
+def test_the_wait_for_a_free_call_slot_named_to_clients_is_the_pools() -> None:
+    # RayCallPool makes its CallPool with the default create_timeout_s.
+    assert inspect.signature(CallPool).parameters["create_timeout_s"].default == SLOT_WAIT_S

@@ -165,6 +165,8 @@ def test_urls_get_the_driver(url: str, driver: str) -> None:
     ("url", "reason"),
     [
         ("not a url", "malformed"),
+        ("postgresql://u:secret@db:54x2/calls", "malformed"),  # a port that is no number
+        ("postgresql://u:secret@[::1/calls", "malformed"),  # a broken [IPv6] host
         ("sqlite://", "in-memory"),
         ("sqlite:///:memory:", "in-memory"),
         ("mysql://u:secret@db/calls", "unsupported backend 'mysql'"),

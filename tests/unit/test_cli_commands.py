@@ -108,6 +108,27 @@ def test_the_edge_names_a_ray_address_where_nothing_answers(
     assert "--ray-address 'not an address'" in capsys.readouterr().err
 
 
+def test_the_edge_refuses_bad_ports_in_one_line_before_joining_ray(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for flag in ("--port", "--serve-port"):
+        for bad in ("99999", "http"):
+            with pytest.raises(SystemExit) as exited:  # argparse's usage error
+                main(["edge", flag, bad])
+            assert exited.value.code == 2
+            assert f"argument {flag}:" in capsys.readouterr().err
+    # Ray's address is read before anything is asked of it; the port before Ray is joined.
+    assert main(["edge", "--ray-address", "10.0.0.1:abc", "--ray-wait", "0"]) == 2
+    assert "--ray-address '10.0.0.1:abc': 'abc' is not a port number" in capsys.readouterr().err
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        argv = ["edge", "--host", "127.0.0.1", "--port", str(port), "--ray-address", "10.0.0.1:abc"]
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 is in use" in err and "Set --port" in err
+    assert "Traceback" not in err
+
+
 async def test_the_edge_goes_on_once_the_cluster_answers() -> None:
     from serve.edge_command import await_ray
 

@@ -62,15 +62,24 @@ def test_json_and_clip_next_to_file(tmp_path: Path) -> None:
     assert scenario.default_number.outcome == "human"
 
 
+N = "+15550000001"
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
         ([], "scenario must be a mapping"),
         ({"bogus": 1}, "unknown field"),
         ({"numbers": {"default": {"outcome": "maybe"}}}, "outcome 'maybe'"),
-        ({"numbers": {"+1": {"answered_by": "robot"}}}, "answered_by 'robot'"),
-        ({"numbers": {"+1": {"answer_after_s": -1}}}, "answer_after_s must be a finite number"),
-        ({"numbers": {"+1": {"hangup_after_s": 0}}}, "greater than 0"),
+        ({"numbers": {N: {"answered_by": "robot"}}}, "answered_by 'robot'"),
+        ({"numbers": {N: {"answer_after_s": -1}}}, "answer_after_s must be a finite number"),
+        ({"numbers": {N: {"hangup_after_s": 0}}}, "greater than 0"),
+        # YAML reads an unquoted +15550000001 as an integer: it would never match.
+        ({"numbers": {15550000001: {"outcome": "busy"}}}, "must be a quoted string"),
+        ({"numbers": {"+1 555 000 0001": {"outcome": "busy"}}}, "E.164 form: '[+]15550000001'"),
+        ({"numbers": {"+1": {"outcome": "busy"}}}, "'[+]1' is not a phone number"),
+        ({"numbers": {"mom": {"outcome": "busy"}}}, "'mom' is not a phone number"),
+        ({"caller": [{"hangup": "false"}]}, "hangup must be true or false, got 'false'"),
         ({"caller": {}}, "caller must be a list"),
         ({"caller": [{"say": "hi"}]}, "exactly one of clip, dtmf or hangup"),
         ({"caller": [{"dtmf": "1", "hangup": True}]}, "exactly one of clip, dtmf or hangup"),

@@ -1,0 +1,307 @@
+"""``RayCallControl`` with its Ray side faked: what it asks of Twilio, what it records,
+what a failure says. No Ray cluster: actors and the pool are plain objects whose
+methods have a ``.remote``, and Ray's wrapped errors are made the way Ray makes them."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import ray
+import requests
+from ray.exceptions import ActorDiedError, RayTaskError
+from twilio.base.exceptions import TwilioRestException
+
+from serve.api import build_app
+from serve.control import SLOT_WAIT_S, TIME_LIMIT_GRACE_S, RayCallControl
+from serve.events import EventHub
+from serve.ports import AppDeps
+from switchboard.errors import RealtimeServiceError, ServiceError, TwilioServiceError
+from switchboard.settings import Settings
+from switchboard.store import CallRecord, CallStore, NewCall
+
+pytestmark = pytest.mark.asyncio(loop_scope="function")
+
+SID = "CA" + "7" * 32
+AUTH = {"Authorization": "Bearer tok"}
+
+
+def ray_wrapped(cause: Exception, where: str) -> Exception:
+    """``cause`` as awaiting an actor method that raised it gives it back."""
+    try:
+        raise cause
+    except Exception as exc:
+        wrapped = RayTaskError(  # type: ignore[no-untyped-call]
+            where,
+            traceback.format_exc(),
+            exc,
+            proctitle=f"ray::{where}()",
+            pid=4242,
+            ip="10.0.3.17",
+            actor_repr="CallActor(call-x)",
+            actor_id="f00dfeed",
+        )
+    made: Exception = wrapped.as_instanceof_cause()  # type: ignore[no-untyped-call]
+    return made
+
+
+class Remote:
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def remote(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
+class FakeActor:
+    def __init__(self) -> None:
+        self.said: list[str] = []
+        self.prepare_error: Exception | None = None
+        for name in ("prepare", "twilio_status", "dialed", "hang_up"):
+            setattr(self, name, Remote(self._method(name)))
+
+    def _method(self, name: str) -> Any:
+        async def method(*args: Any) -> bool:
+            self.said.append(name)
+            if name == "prepare" and self.prepare_error is not None:
+                raise self.prepare_error
+            return True
+
+        return method
+
+
+class FakePool:
+    """``serving``: calls an actor serves; ``live``: what ``serves`` says of the others."""
+
+    def __init__(self) -> None:
+        self.serving: set[str] = set()
+        self.others_live: bool | None = False
+        self.acquire_error: Exception | None = None
+
+        async def acquire(call_id: str) -> tuple[str, tuple[str, int]]:
+            if self.acquire_error is not None:
+                raise self.acquire_error
+            self.serving.add(call_id)
+            return "call-x", ("127.0.0.1", 1)
+
+        async def actor_name(call_id: str) -> str | None:
+            return "call-x" if call_id in self.serving else None
+
+        async def serves(call_id: str) -> bool | None:
+            return True if call_id in self.serving else self.others_live
+
+        self.acquire, self.actor_name, self.serves = map(Remote, (acquire, actor_name, serves))
+
+
+class FakeTwilio:
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+        self.updated: list[tuple[str, dict[str, Any]]] = []
+        self.create_error: Exception | None = None
+        self.update_error: Exception | None = None
+        twilio = self
+
+        def update(sid: str, **kw: Any) -> None:
+            if twilio.update_error is not None:
+                raise twilio.update_error
+            twilio.updated.append((sid, kw))
+
+        class Calls:
+            def create(self, **kw: Any) -> Any:
+                twilio.created.append(kw)
+                if twilio.create_error is not None:
+                    raise twilio.create_error
+                return SimpleNamespace(sid=SID)
+
+            def __call__(self, sid: str) -> Any:
+                return SimpleNamespace(update=lambda **kw: update(sid, **kw))
+
+        self.calls = Calls()
+
+
+class World:
+    def __init__(self, store: CallStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.store = store
+        self.actor, self.pool, self.twilio = FakeActor(), FakePool(), FakeTwilio()
+        monkeypatch.setattr(ray, "get_actor", lambda name, namespace=None: self.actor)
+        self.settings = Settings.model_validate(
+            {
+                "public_url": "https://sb.example.com",
+                "twilio_auth_token": "t",
+                "twilio_from_number": "+15005550006",
+                "max_call_duration_s": 900.0,
+            }
+        )
+        self.control = RayCallControl(self.settings, store, self.pool, self.twilio)  # type: ignore[arg-type]
+
+    async def call(self, max_duration_s: int | None = None) -> CallRecord:
+        new = NewCall(
+            direction="outbound",
+            to="+15551234567",
+            from_="+15005550006",
+            instruction="Hi",
+            max_duration_s=max_duration_s,
+        )
+        return await self.store.create_call(new)
+
+    async def problems(self, call_id: str) -> list[dict[str, object]]:
+        detail = await self.store.get_call(call_id)
+        assert detail is not None
+        return [e.data for e in detail.timeline if e.kind == "problem"]
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
+    store = await CallStore.open(f"sqlite:///{tmp_path}/calls.db")
+    try:
+        yield World(store, monkeypatch)
+    finally:
+        await store.close()
+
+
+# -- a dial whose answer never came ----------------------------------------------------
+
+
+async def test_a_call_twilio_dials_after_create_timed_out_is_ended_there(world: World) -> None:
+    world.twilio.create_error = requests.exceptions.ReadTimeout("Read timed out.")
+    call = await world.call()
+    with pytest.raises(TwilioServiceError, match="could not be reached"):
+        await world.control.place(call)
+    assert world.actor.said == ["prepare", "twilio_status"]  # told "failed": its slot goes
+    world.pool.serving.discard(call.id)
+
+    # Twilio took the call all the same: its callbacks come, to a call no actor serves.
+    for status in ("initiated", "ringing", "in-progress"):
+        await world.control.on_twilio_status(call.id, status, {"CallSid": SID})
+    # Not answered yet: cancel (completed would not do); answered: complete.
+    assert world.twilio.updated == [
+        (SID, {"status": "canceled"}),
+        (SID, {"status": "canceled"}),
+        (SID, {"status": "completed"}),
+    ]
+    problems = await world.problems(call.id)
+    assert [p["reason"] for p in problems] == ["orphaned"] * 3
+    assert problems[-1]["call_sid"] == SID and "in-progress" in str(problems[-1]["message"])
+    assert world.actor.said == ["prepare", "twilio_status"]  # no actor was asked
+
+
+async def test_a_status_of_a_served_or_ended_call_ends_nothing_at_twilio(world: World) -> None:
+    call = await world.call()
+    await world.control.place(call)
+    await world.control.on_twilio_status(call.id, "ringing", {"CallSid": SID})
+    assert world.actor.said[-1] == "twilio_status"  # its actor is told
+
+    world.pool.serving.clear()
+    for status in ("completed", "canceled", "busy", "no-answer", "failed"):
+        await world.control.on_twilio_status(call.id, status, {"CallSid": SID})
+    await world.control.on_twilio_status(call.id, "ringing", {})  # no CallSid: nothing to end
+    world.pool.others_live = None  # a restarted pool not yet knowing every running actor
+    await world.control.on_twilio_status(call.id, "in-progress", {"CallSid": SID})
+    assert world.twilio.updated == []
+    assert await world.problems(call.id) == []
+
+
+async def test_ending_an_orphan_that_twilio_refuses_is_logged_not_raised(world: World) -> None:
+    call = await world.call()
+    world.twilio.update_error = TwilioRestException(400, "/Calls", "Call is not in-progress", 21220)
+    await world.control.on_twilio_status(call.id, "in-progress", {"CallSid": SID})
+    assert await world.problems(call.id) == []
+
+
+# -- Twilio's time limit -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("asked", "actor_limit"), [(120, 120), (None, 900)])
+async def test_twilios_time_limit_leaves_the_call_to_its_actor(
+    world: World, asked: int | None, actor_limit: int
+) -> None:
+    await world.control.place(await world.call(asked))
+    # The actor counts from the stream's start, Twilio from the answer: Twilio's limit
+    # must be later, so the actor ends the call and records max_duration.
+    assert world.twilio.created[0]["time_limit"] == actor_limit + TIME_LIMIT_GRACE_S
+    assert TIME_LIMIT_GRACE_S >= 30
+
+
+# -- what a failure says -------------------------------------------------------------------
+
+
+async def test_an_actors_error_comes_back_as_itself(world: World) -> None:
+    message = "cannot open the Realtime session: HTTP 429 Too Many Requests: quota"
+    wrapped = ray_wrapped(RealtimeServiceError(message), "CallActor.prepare")
+    assert isinstance(wrapped, RealtimeServiceError) and "10.0.3.17" in str(wrapped)
+    world.actor.prepare_error = wrapped
+    with pytest.raises(RealtimeServiceError) as raised:
+        await world.control.place(await world.call())
+    assert type(raised.value) is RealtimeServiceError and str(raised.value) == message
+
+
+async def test_the_client_and_the_record_see_no_ray_internals(world: World) -> None:
+    message = "cannot open the Realtime session: HTTP 429 Too Many Requests: quota"
+    world.actor.prepare_error = ray_wrapped(RealtimeServiceError(message), "CallActor.prepare")
+    app = build_app(AppDeps(world.settings, world.store, world.control, EventHub(), ("tok",)))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        answer = await client.post(
+            "/calls", json={"to": "+15551234567", "instruction": "Hi"}, headers=AUTH
+        )
+    assert answer.status_code == 502
+    body = answer.json()
+    assert body["error"] == "RealtimeServiceError"
+    assert body["detail"] == f"the call could not be placed: RealtimeServiceError: {message}"
+    problem = (await world.problems(body["call"]["id"]))[0]
+    assert problem["reason"] == "RealtimeServiceError" and problem["message"] == message
+
+
+async def test_no_free_call_slot_says_so(world: World) -> None:
+    world.pool.acquire_error = ray_wrapped(TimeoutError(), "RayCallPool.acquire")
+    with pytest.raises(ServiceError) as raised:
+        await world.control.place(await world.call())
+    assert str(raised.value) == (
+        f"no call slot became free within {SLOT_WAIT_S:g} s: every one is taken"
+    )
+
+
+async def test_a_ray_failure_is_told_in_one_line(world: World) -> None:
+    lost = RuntimeError("The actor died unexpectedly.\n\tpid: 4242\n\tip: 10.0.3.17")
+    world.actor.prepare_error = ray_wrapped(lost, "CallActor.prepare")
+    with pytest.raises(ServiceError) as raised:
+        await world.control.place(await world.call())
+    assert str(raised.value) == (
+        "no call actor could take the call: RuntimeError: The actor died unexpectedly."
+    )
+
+
+# -- an actor that died after the pool named it ----------------------------------------
+
+
+@pytest.mark.parametrize("gone", ["dead", "unnamed"])
+async def test_an_actor_dead_since_the_pool_named_it_is_no_live_call(
+    world: World, monkeypatch: pytest.MonkeyPatch, gone: str
+) -> None:
+    call = await world.call()
+    await world.control.place(call)
+    if gone == "dead":  # its process died: every method raises what Ray raises
+        for name in ("hang_up", "twilio_status"):
+            setattr(world.actor, name, Remote(_raises(ActorDiedError())))
+    else:  # its name is gone from the GCS too
+
+        def no_such_actor(name: str, namespace: str | None = None) -> Any:
+            raise ValueError(f"Failed to look up actor with name '{name}'")
+
+        monkeypatch.setattr(ray, "get_actor", no_such_actor)
+    assert await world.control.hang_up(call.id) is False  # the API's 409, not a 500
+    await world.control.on_twilio_status(call.id, "completed", {"CallSid": SID})  # no raise
+
+
+def _raises(error: Exception) -> Any:
+    async def method(*args: Any) -> Any:
+        raise error
+
+    return method
