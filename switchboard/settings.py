@@ -225,7 +225,10 @@ def _redact_web_url(url: str) -> str | None:
     hidden = _hidden(params)
     if netloc == parts.netloc and hidden == params:
         return url  # as given (urlunsplit would drop an empty netloc's "//")
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(hidden, safe="*")))
+    try:  # quoting fails on the lone surrogates os.environ makes of bytes not UTF-8
+        return urlunsplit(parts._replace(netloc=netloc, query=urlencode(hidden, safe="*")))
+    except UnicodeError:
+        return None
 
 
 def _redact_database_url(url: str) -> str | None:

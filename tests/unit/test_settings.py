@@ -154,6 +154,8 @@ def test_cli_rejects_unknown_command(capsys: pytest.CaptureFixture[str]) -> None
         ("postgresql://sb:pw@[::1/sb", "postgresql://***"),
         ("https://u:p[ss@proxy.example/v1", "https://***"),
         ("u:p[ss@db/sb", "***"),
+        # A lone surrogate (os.environ's reading of bytes not UTF-8) cannot be quoted.
+        ("https://u:p@proxy.example/v1?q=\ud800", "https://***"),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:
