@@ -29,6 +29,11 @@ failed) gives up after ``PREPARE_WAIT_S`` and is retired.
 
 What the call says and does is batched to a ``Reporter`` (the recorder: store
 and live events) every ``REPORT_INTERVAL_S``, and at once when the call ends.
+While the recorder fails (restarting, its database away) the actions wait, and
+reports are tried with a back-off up to ``REPORT_RETRY_MAX_S``, at most
+``REPORT_CHUNK`` actions each; the backlog drops what only live viewers want,
+merges transcript deltas, and is bounded by ``MAX_BACKLOG`` (a ``backlog_full``
+problem says that something was dropped).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import contextlib
 import hmac
 import json
 import logging
+import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -54,9 +60,13 @@ from actors.realtime_connect import connect_realtime, realtime_url
 from switchboard.bridge import CallBridge
 from switchboard.call_actions import (
     Action,
+    AgentTranscriptGrew,
     CallEnded,
     CallStatusChanged,
+    FinishCall,
+    HangUp,
     HangupRequested,
+    LevelsMeasured,
     PhaseChanged,
     ProblemNoted,
 )
@@ -79,6 +89,14 @@ ANSWER_GRACE_S = 15.0  # Twilio says answered but no stream yet: one wait this l
 STREAM_GIVE_UP_S = 900.0  # however Twilio queues or rings it, no longer than this
 PREPARE_WAIT_S = 60.0  # handed out, never prepared: the ingress that acquired it is gone
 REPORT_TIMEOUT_S = 20.0  # one report; a recorder whose database hangs must not hold a call
+REPORT_RETRY_MAX_S = 4.0  # the longest pause between reports to a recorder that fails
+REPORT_CHUNK = 500  # actions a report carries at most: a backlog goes in several
+# Actions kept while the recorder is away (minutes of speech, with transcript deltas
+# merged): past it, only what ends the call's record is kept.
+MAX_BACKLOG = 5000
+# For live viewers only: the store keeps every other action a call reports
+# (switchboard/store/recorder.py), and these are stale once the recorder is back.
+LIVE_ONLY = frozenset({LevelsMeasured})
 # Placing a call hung up before Twilio's create answered: the wrap-up waits this long for
 # the CallSid, to end the call Twilio is about to ring (the create's timeout and retries).
 DIAL_WAIT_S = 90.0
@@ -119,6 +137,13 @@ class Reporter(Protocol):
         a batch sent again after a failure the recorder did not see (its answer lost as
         it restarted) is recorded once. A recorder restarted since the first report takes
         the call over rather than counting it as started again."""
+
+
+def _ends_record(action: Action) -> bool:
+    """Kept past MAX_BACKLOG: how the call ended (a handful a call)."""
+    if type(action) is ProblemNoted:
+        return action.fatal
+    return type(action) in (FinishCall, HangUp, CallStatusChanged)
 
 
 HangUpVia = Callable[[str], Awaitable[None]]  # Twilio REST: end the call with this CallSid
@@ -168,7 +193,14 @@ class CallActor:
         self._carrier_status: str | None = None  # a final status read from Twilio itself
         self._watch_began = 0.0  # monotonic: when the watchdog started waiting
         self._answer_grace = False  # Twilio said in-progress, no stream yet: waited once
+        self._answered = False  # Twilio said in-progress: a stream should come
+        self._refused: str | None = None  # why a handshake for this call was refused
         self._delivered = 0  # actions of this call a report delivered: the next one's seq
+        # How many at the head of _pending went in a report not (yet) known recorded.
+        self._unconfirmed = 0
+        self._failing_since: float | None = None  # monotonic: the recorder's outage began
+        self._retry_wait = REPORT_INTERVAL_S  # the flusher's pause: doubles while failing
+        self._dropped = 0  # actions the bounded backlog let go
         self._sender = secrets.token_hex(8)  # this actor serving this call, to the recorder
         self._flusher: asyncio.Task[None] | None = None
         self._wall_offset = time.time() - time.monotonic()
@@ -292,9 +324,22 @@ class CallActor:
         if status in FINAL_STATUSES:
             self._dial_settled.set()  # also the ingress's word that the dial failed
             if not self._attached:
+                self._note_no_stream(status)
                 self.shell.feed(CallEnded(status))
         elif not self._attached:  # still ringing (a queued call starts late): wait on
+            self._answered = self._answered or status == "in-progress"
             self._expect_stream()
+
+    def _note_no_stream(self, status: str) -> None:
+        """An answered call ending with no stream joined: the callee heard nothing."""
+        assert self.shell is not None
+        if self.shell.finished.is_set():
+            return  # ended already (a status repeated, a hang-up first): noted if it was
+        if status != "completed" and not self._answered:
+            return  # never answered (busy, no-answer...): its status says it all
+        refused = "" if self._refused is None else f" (its handshake was refused: {self._refused})"
+        message = f"the call was answered but its media stream never joined{refused}"
+        self.record(ProblemNoted("twilio", "no_stream", message, fatal=True), time.monotonic())
 
     def _expect_stream(self) -> None:
         assert self.plan is not None
@@ -415,9 +460,9 @@ class CallActor:
         return await connect_realtime(url, key.get_secret_value())
 
     def record(self, action: Action, now: float) -> None:
-        self._pending.append((action, now + self._wall_offset))
         if type(action) is PhaseChanged and action.old == CallPhase.AWAITING_ANSWER.value:
             self._stream_started.set()
+        self._keep(action, now + self._wall_offset)
 
     # -- media server ------------------------------------------------------
 
@@ -430,9 +475,18 @@ class CallActor:
         wanted = (WEB_TOKEN_PROTOCOL + plan.stream_token).encode()
         offered = headers.get("Sec-WebSocket-Protocol", "").split(",")
         if not any(hmac.compare_digest(item.strip().encode(), wanted) for item in offered):
-            log.warning("web call handshake refused: no token", extra={"call_id": plan.call_id})
+            self._refuse("no valid token offered")
             return HTTPStatus.FORBIDDEN, "offer the call's token as subprotocol token.<token>\n"
         return {"Sec-WebSocket-Protocol": wanted.decode()}
+
+    def _refuse(self, why: str) -> None:
+        """A handshake for this call's path refused: logged, and noted on the call's
+        timeline once (a prober trying again and again adds nothing to the record)."""
+        assert self.plan is not None
+        log.warning("media handshake refused: %s", why, extra={"call_id": self.plan.call_id})
+        if self._refused is None:
+            self._refused = why
+            self.record(ProblemNoted("twilio", "stream_refused", why), time.monotonic())
 
     def _check_handshake(
         self, path: str, headers: Mapping[str, str]
@@ -454,15 +508,12 @@ class CallActor:
             signature = headers.get("X-Twilio-Signature", "")
             url = self._public_url(path, headers)
             if url is None:  # no signature can match: refused as a bad one is, not a 500
-                log.warning(
-                    "media handshake refused: Host / X-Forwarded-Host is no valid host[:port]",
-                    extra={"call_id": plan.call_id},
-                )
+                self._refuse("Host / X-Forwarded-Host is no valid host[:port]")
                 return HTTPStatus.FORBIDDEN, "Host / X-Forwarded-Host is no valid host[:port]\n"
             if not self._validator.validate(url, {}, signature):
-                log.warning(
-                    "media handshake refused: bad signature", extra={"call_id": plan.call_id}
-                )
+                # Signed for another URL: PUBLIC_URL (or the proxy's forwarded host) is
+                # not the one Twilio dialed, or the request is not Twilio's.
+                self._refuse(f"X-Twilio-Signature does not match {url[:200]}")
                 return HTTPStatus.FORBIDDEN, "invalid X-Twilio-Signature\n"
         # Claimed now, not when the socket task runs: two upgrades checked back to back
         # would otherwise both join, and split the agent's audio between them.
@@ -523,6 +574,7 @@ class CallActor:
             if status in FINAL_STATUSES:
                 self._carrier_status = status  # its callback was lost: Twilio's word
                 self._dial_settled.set()
+                self._note_no_stream(status)
                 self.shell.feed(CallEnded(status))
                 return
             if now - self._watch_began < STREAM_GIVE_UP_S:  # else: end it, whatever it says
@@ -563,7 +615,10 @@ class CallActor:
 
     async def _flush_reports(self) -> None:
         while True:
-            await asyncio.sleep(REPORT_INTERVAL_S)  # a batching period, not synchronisation
+            wait = REPORT_INTERVAL_S
+            if self._failing_since is not None:  # backing off, spread over calls
+                wait = self._retry_wait * random.uniform(0.5, 1.0)
+            await asyncio.sleep(wait)  # a batching period or a back-off, not synchronisation
             # Shielded: stopping the flusher must not drop a batch already on its way.
             await asyncio.shield(self._send_reports())
 
@@ -573,31 +628,102 @@ class CallActor:
         ``LAST_REPORT_WAIT_S``; this actor is not recycled or retired before."""
         give_up = time.monotonic() + LAST_REPORT_WAIT_S
         delay = 0.25
-        await self._send_reports(min(REPORT_TIMEOUT_S, LAST_REPORT_WAIT_S))
+        await self._send_reports(give_up)
         while self._pending and time.monotonic() + delay < give_up:
             await asyncio.sleep(delay)  # a back-off between tries, not synchronisation
             delay = min(2 * delay, 5.0)
-            await self._send_reports(min(REPORT_TIMEOUT_S, give_up - time.monotonic()))
-        if self._pending:
+            await self._send_reports(give_up)
+        if self._pending or self._dropped:
             log.error(
-                "the last %d actions of the call were not recorded",
+                "the last %d actions of the call were not recorded (%d dropped before)",
                 len(self._pending),
+                self._dropped,
                 extra={"call_id": self.plan.call_id if self.plan else None},
             )
 
-    async def _send_reports(self, timeout: float | None = None) -> None:
+    async def _send_reports(self, give_up: float | None = None) -> None:
+        """Send what is pending now, ``REPORT_CHUNK`` actions a report, until done, a
+        report fails, or ``give_up`` (monotonic) passes. What comes meanwhile waits for
+        the next flush: one report an interval, not one per action."""
         async with self._reporting:
-            if not self._pending or self.plan is None:
+            backlog = len(self._pending)
+            while backlog > 0 and self.plan is not None:
+                left = REPORT_TIMEOUT_S if give_up is None else give_up - time.monotonic()
+                if left <= 0:
+                    return
+                # A report that failed may have been recorded all the same (its answer
+                # lost): it goes again as it was, under the same number, for the recorder
+                # skips by count what it holds. Only what came after it may change.
+                size = self._unconfirmed or min(backlog, REPORT_CHUNK)
+                self._unconfirmed = size
+                batch = self._pending[:size]
+                try:
+                    # Bounded: a recorder whose database hangs must not hold the call.
+                    await asyncio.wait_for(
+                        self.reporter.report(
+                            self.plan.call_id, batch, self._delivered, self._sender
+                        ),
+                        min(REPORT_TIMEOUT_S, left),
+                    )
+                except Exception as exc:  # the recorder is down: kept for the next try
+                    self._report_failed(exc)
+                    return
+                del self._pending[:size]
+                backlog -= size
+                self._delivered += size
+                self._unconfirmed = 0
+                self._report_taken()
+
+    def _report_failed(self, exc: Exception) -> None:
+        self._retry_wait = min(2 * self._retry_wait, REPORT_RETRY_MAX_S)
+        # What waits behind the unconfirmed report and only live viewers want is stale.
+        behind = self._pending[self._unconfirmed :]
+        self._pending[self._unconfirmed :] = [e for e in behind if type(e[0]) not in LIVE_ONLY]
+        if self._failing_since is None:  # once an outage, not a traceback every try
+            self._failing_since = time.monotonic()
+            log.warning(
+                "reporting to the recorder failed (%s: %s): the call's actions are kept "
+                "and sent again, backing off",
+                type(exc).__name__,
+                exc,
+                extra={"call_id": self.plan.call_id if self.plan else None},
+            )
+
+    def _report_taken(self) -> None:
+        self._retry_wait = REPORT_INTERVAL_S
+        if self._failing_since is not None:
+            log.warning(
+                "the recorder took reports again after %.1f s (%d actions dropped meanwhile)",
+                time.monotonic() - self._failing_since,
+                self._dropped,
+                extra={"call_id": self.plan.call_id if self.plan else None},
+            )
+            self._failing_since = None
+
+    def _keep(self, action: Action, at: float) -> None:
+        """Add to the backlog: compacted while the recorder is away, and bounded."""
+        if self._failing_since is not None:
+            if type(action) in LIVE_ONLY:
+                return  # stale long before it could be sent
+            last = self._pending[-1][0] if len(self._pending) > self._unconfirmed else None
+            if (
+                type(action) is AgentTranscriptGrew
+                and type(last) is AgentTranscriptGrew
+                and last.item_id == action.item_id
+                and last.offset is not None
+                and action.offset == last.offset + len(last.delta)
+            ):
+                # One delta for the run: the same text at the same place, to the store
+                # and to viewers, in one action instead of one per token.
+                self._pending[-1] = (replace(last, delta=last.delta + action.delta), at)
                 return
-            batch, self._pending = self._pending, []
-            try:
-                # Bounded: a recorder whose database hangs must not hold the call. Sent
-                # again later, with the same number, the batch is still recorded once.
-                await asyncio.wait_for(
-                    self.reporter.report(self.plan.call_id, batch, self._delivered, self._sender),
-                    max(REPORT_TIMEOUT_S if timeout is None else timeout, 0.01),
+        if len(self._pending) >= MAX_BACKLOG and not _ends_record(action):
+            self._dropped += 1
+            if self._dropped == 1:  # the record says so, once
+                message = (
+                    f"the recorder took no report while {MAX_BACKLOG} actions waited: later "
+                    "ones were dropped until it took them (transcript text, timeline)"
                 )
-                self._delivered += len(batch)
-            except Exception:  # the recorder is down: keep the batch for the next try
-                log.exception("report failed", extra={"call_id": self.plan.call_id})
-                self._pending[:0] = batch
+                self._pending.append((ProblemNoted("recorder", "backlog_full", message), at))
+            return
+        self._pending.append((action, at))

@@ -14,7 +14,9 @@ call is over when ``finished`` is set (the stream stopped, or the policy
 ended the call), after which ``close`` releases everything. On
 ``RenewSession`` the shell drops the Realtime socket for a new one from
 ``CallHooks.open_realtime``; what the bridge sends meanwhile waits in the new
-socket's queue (at most the connect timeout's worth of caller audio).
+socket's queue (at most the connect timeout's worth of caller audio). One that
+fails to open is reported to the bridge as ``RealtimeClosed``: the policy says
+when to try again (a ``RenewSession`` at its deadline) or ends the call.
 """
 
 from __future__ import annotations
@@ -199,7 +201,9 @@ class CallShell:
                 await old.close(1000, "session renewed")
         try:
             socket = await asyncio.wait_for(self.hooks.open_realtime(), REOPEN_TIMEOUT_S)
-        except Exception as exc:  # no new session: the call cannot go on
+        except Exception as exc:  # the policy tries again after a back-off, or gives up
+            if self.finished.is_set() or queue is not self._to_realtime:
+                return  # the call ended, or a later renewal replaced this one
             self.log.warning("renewed Realtime session failed to open: %s", type(exc).__name__)
             reason = f"could not open a renewed session: {type(exc).__name__}: {exc}"
             self._dispatch(self.bridge.handle(RealtimeClosed(None, reason), self.clock()))

@@ -280,7 +280,7 @@ class UsageReported:
 
 @dataclass(frozen=True, slots=True)
 class ProblemNoted:
-    source: str  # "twilio" | "realtime" | "policy"
+    source: str  # "twilio" | "realtime" | "policy" | "recorder" | "switchboard" | "store"
     reason: str
     message: str
     fatal: bool = False

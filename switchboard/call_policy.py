@@ -20,15 +20,19 @@ inputs (``call_actions.ShellEvent``) and the time, and answers with
 - The greeting starts once the stream has started and the session has
   accepted its configuration (pitfall 3).
 - Deadlines (``next_deadline`` / ``tick``): the maximum call length, caller
-  silence (a nudge, then a hang-up), DTMF digit collection, and the Realtime
-  session's 60-minute cap.
+  silence (a nudge, then a hang-up), DTMF digit collection, the Realtime
+  session's 60-minute cap, and the next try to reconnect a lost session.
 - Session renewal: from ``session_renew_margin_s`` before the cap, the call
   moves to a fresh session at its first quiet moment (idle, and the caller's
   last turn answered and transcribed): ``RenewSession``, the same
   configuration, then the conversation so far as text
   (``ConversationMemory``). If the session expires first, or its socket is
   lost (up to ``max_realtime_reconnects`` times a call), the move happens at
-  once and an interrupted reply is asked for again.
+  once and an interrupted reply is asked for again. A new session that cannot
+  connect is tried again after a jittered back-off (``RECONNECT_FIRST_S``
+  doubling to ``RECONNECT_MAX_S``: the service refusing connections for a
+  moment is not worth a hang-up, nor a burst of retries from every call),
+  until ``realtime_reconnect_budget_s`` after the loss.
 
 The phase (``CallPhase``) is derived from that state; ``HANDLERS`` maps each
 event type to its handler, and every handler is defined for every phase.
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import binascii
 import hmac
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -138,6 +143,11 @@ FATAL_REALTIME_CODES = frozenset(
 
 MAX_DTMF_DIGITS = 64  # keys held for the model at most: a longer run is sent as it is
 MAX_STREAM_TOKENS = 4  # one-time tokens issued for a call that its stream may present
+# A new session that failed to connect is tried again after this, doubled each time up to
+# RECONNECT_MAX_S; each wait is drawn from its upper half, so calls that lost the service
+# together do not all come back in the same instant.
+RECONNECT_FIRST_S = 0.25
+RECONNECT_MAX_S = 2.0
 
 
 class CallPhase(Enum):
@@ -167,6 +177,9 @@ class PolicyConfig:
     history_chars: int = 12_000  # of earlier turns given to a renewed session (~3k tokens)
     # A Realtime socket lost mid-call is replaced this many times before the call gives up.
     max_realtime_reconnects: int = 2
+    # How long after a loss a new session may take to connect (tried with back-off), while
+    # the caller hears nothing: past it the call is hung up.
+    realtime_reconnect_budget_s: float = 15.0
     max_peer_errors: int = 50
     # The one-time <Parameter name="token"> the stream must present in `start`.
     stream_token: str | None = None
@@ -216,6 +229,12 @@ class CallPolicy:
         self._untranscribed: set[str] = set()
         self._memory = ConversationMemory()
         self._reconnects = 0
+        # A new session being opened (renewed, or replacing a lost one): since when (None
+        # once it has answered), the next back-off, and when the next try is due.
+        self._connecting_since: float | None = None
+        self._reconnect_wait = RECONNECT_FIRST_S
+        self._reconnect_due: float | None = None
+        self._jitter = random.Random()
         self._expected_call_sid: str | None = None
         # Every one-time token issued for the call: Twilio acts on whichever webhook answer
         # it got, and a replayed webhook must not lock the real stream out.
@@ -242,7 +261,7 @@ class CallPolicy:
     def next_deadline(self) -> float | None:
         if self._ended:
             return None
-        due = [d for d in (self._dtmf_due, self._renew_due) if d is not None]
+        due = [d for d in (self._dtmf_due, self._renew_due, self._reconnect_due) if d is not None]
         if self._answered_at is not None:
             due.append(self._answered_at + self.config.max_call_s)
             if self.phase is CallPhase.IDLE:
@@ -286,7 +305,7 @@ class CallPolicy:
         for action in actions:
             self._memory.note(action)
         if self._renew_wanted and after is CallPhase.IDLE and self._caller_turns_settled:
-            actions += self._renew("session_cap")
+            actions += self._renew("session_cap", now)
         return actions
 
     def _measure_levels(self, payload: str, now: float) -> LevelsMeasured | None:
@@ -315,6 +334,10 @@ class CallPolicy:
         if self._renew_due is not None and now >= self._renew_due:
             self._renew_due = None
             self._renew_wanted = True  # acted on in _phase_change, once the call is quiet
+        if self._reconnect_due is not None and now >= self._reconnect_due:
+            self._reconnect_due = None
+            self._forwarding = True  # the new session's queue takes the caller's audio again
+            actions += self._renew("realtime_lost", now)
         if self._answered_at is not None and now >= self._answered_at + self.config.max_call_s:
             return actions + self._hang_up("max_duration")
         if (
@@ -399,6 +422,8 @@ class CallPolicy:
 
     def _on_session_created(self, event: SessionCreated, now: float) -> list[Action]:
         self._renew_due = now + self.config.session_max_s - self.config.session_renew_margin_s
+        self._connecting_since = None  # a new session answered: no more tries
+        self._reconnect_wait = RECONNECT_FIRST_S
         return []
 
     def _on_session_updated(self, event: SessionUpdated, now: float) -> list[Action]:
@@ -534,7 +559,7 @@ class CallPolicy:
             # Renewal at a quiet moment did not come in time: move now.
             return [
                 ProblemNoted("realtime", code, event.message),
-                *self._renew("session_expired"),
+                *self._renew("session_expired", now),
             ]
         if code in FATAL_REALTIME_CODES:
             return [
@@ -597,17 +622,39 @@ class CallPolicy:
         if self._ended:
             return []
         message = f"the Realtime socket closed ({event.code}: {event.reason})"
+        if self._connecting_since is not None:
+            return self._reconnect_failed(message, now)
         if self._reconnects < self.config.max_realtime_reconnects:
             # A dropped connection, not a refusal (those end the call at their error):
             # go on in a new session, told of the call so far.
             self._reconnects += 1
             return [
                 ProblemNoted("realtime", "closed", f"{message}; reconnecting"),
-                *self._renew("realtime_lost"),
+                *self._renew("realtime_lost", now),
             ]
         return [
             ProblemNoted("realtime", "closed", message, fatal=True),
             *self._hang_up("realtime_closed"),
+        ]
+
+    def _reconnect_failed(self, message: str, now: float) -> list[Action]:
+        """The new session did not connect (refused, unreachable, closed before it said
+        `session.created`): try again after a back-off, within the budget."""
+        assert self._connecting_since is not None
+        wait = self._reconnect_wait * (0.5 + 0.5 * self._jitter.random())
+        self._reconnect_wait = min(2 * self._reconnect_wait, RECONNECT_MAX_S)
+        spent = now + wait - self._connecting_since
+        if spent > self.config.realtime_reconnect_budget_s:
+            budget = self.config.realtime_reconnect_budget_s
+            gave_up = f"no new Realtime session connected in {budget:g} s; last: {message}"
+            return [
+                ProblemNoted("realtime", "closed", gave_up, fatal=True),
+                *self._hang_up("realtime_closed"),
+            ]
+        self._reconnect_due = now + wait
+        self._forwarding = False  # no socket will take it: the next session gets new audio
+        return [
+            ProblemNoted("realtime", "reconnect_failed", f"{message}; next try in {wait:.2f} s")
         ]
 
     # -- helpers -----------------------------------------------------------
@@ -651,8 +698,10 @@ class CallPolicy:
     def _caller_turns_settled(self) -> bool:
         return not self._caller_turn_open and not self._untranscribed
 
-    def _renew(self, reason: str) -> list[Action]:
+    def _renew(self, reason: str, now: float) -> list[Action]:
         """Move to a fresh session: configure it as the first, tell it the call so far."""
+        if self._connecting_since is None:
+            self._connecting_since = now  # a try after a back-off keeps the first's time
         generating = self._response_requested or self._active_response is not None
         interrupted = generating or bool(self._pending_tools)
         self._renew_wanted = False

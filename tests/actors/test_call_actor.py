@@ -276,6 +276,30 @@ async def test_a_web_calls_socket_must_offer_its_token_at_the_handshake(world: W
         assert ws.subprotocol == "token.tok"
         assert await actor.hang_up("call-w") is True
     assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
+    refused = [a for a in world.recorder.actions if isinstance(a, ProblemNoted)]
+    assert refused == [ProblemNoted("twilio", "stream_refused", "no valid token offered")]
+
+
+async def test_a_refused_handshake_is_noted_once_and_an_answered_call_without_a_stream_fails(
+    world: World,
+) -> None:
+    actor = make_actor(world)
+    _, port = await actor.start()
+    await actor.prepare(CallPlan("call-s", "Test.", stream_token="t"))
+    for _ in range(3):  # Twilio retrying, or a prober: one note on the call's timeline
+        signed = {"Host": f"127.0.0.1:{port}", "X-Twilio-Signature": "x"}
+        assert await handshake_status(port, "/media/call-s", signed) == 403
+    assert await handshake_status(port, "/media/another-call", {}) == 404  # not this call's
+    await actor.twilio_status("call-s", "in-progress")
+    await actor.twilio_status("call-s", "completed")
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "completed"
+    problems = [a for a in world.recorder.actions if isinstance(a, ProblemNoted)]
+    assert [(p.reason, p.fatal) for p in problems] == [
+        ("stream_refused", False),
+        ("no_stream", True),
+    ]
+    assert problems[0].message.endswith(f"does not match ws://127.0.0.1:{port}/media/call-s")
+    assert "handshake was refused" in problems[1].message
 
 
 async def test_a_bad_signature_is_refused_before_any_audio(
@@ -381,6 +405,7 @@ async def test_a_busy_line_ends_the_call_before_any_stream(world: World) -> None
     await actor.twilio_status("call-other", "busy")  # not its call: ignored
     await actor.twilio_status("call-4", "busy")
     assert await asyncio.wait_for(actor.wait_finished(), 10) == "busy"
+    assert not [a for a in world.recorder.actions if isinstance(a, ProblemNoted)]  # not answered
 
 
 async def test_a_warm_actor_reads_the_wall_clock_as_its_call_begins(
@@ -425,7 +450,10 @@ async def test_an_answered_call_whose_stream_never_joined_ends_at_completed(worl
     await actor.prepare(CallPlan("call-5", "Test.", stream_token="t"))
     await actor.twilio_status("call-5", "in-progress")
     await actor.twilio_status("call-5", "completed")
+    await actor.twilio_status("call-5", "completed")  # a callback repeated
     assert await asyncio.wait_for(actor.wait_finished(), 10) == "completed"
+    problems = [a for a in world.recorder.actions if isinstance(a, ProblemNoted)]
+    assert [(p.reason, p.fatal) for p in problems] == [("no_stream", True)]  # heard nothing
 
 
 async def test_a_call_outlasting_its_realtime_session_moves_to_a_new_one() -> None:

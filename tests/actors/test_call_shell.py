@@ -275,14 +275,47 @@ async def test_a_lost_model_socket_is_replaced_and_the_call_goes_on() -> None:
 async def test_model_socket_loss_hangs_up_when_no_new_one_opens() -> None:
     hooks = Hooks()
     hooks.open_error = OSError("network unreachable")
-    shell, realtime, twilio = await live_call(hooks)
+    shell, realtime, twilio = await live_call(hooks, realtime_reconnect_budget_s=0.5)
     realtime.inbox.put_nowait(None)  # the service went away, and stays away
     await asyncio.wait_for(shell.finished.wait(), 5)
     await hooks.until(lambda: hooks.hangups == ["realtime_closed"])
     renewals = [a for a in hooks.recorded if isinstance(a, RenewSession)]
-    assert len(renewals) == 2  # PolicyConfig.max_realtime_reconnects
+    assert len(renewals) >= 2  # tried again after a back-off, until the budget ran out
+    fatal = [a for a in hooks.recorded if isinstance(a, ProblemNoted) and a.fatal]
+    assert len(fatal) == 1 and "network unreachable" in fatal[0].message
     await shell.close()
     assert twilio.closed_with is not None
+
+
+class FlakyHooks(Hooks):
+    """The Realtime service refuses the first ``refusals`` connections (a short outage)."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+        self.tried_at: list[float] = []
+
+    async def open_realtime(self) -> MemorySocket:
+        self.tried_at.append(asyncio.get_running_loop().time())
+        if len(self.tried_at) <= self.refusals:
+            raise OSError("connection refused")
+        return await super().open_realtime()
+
+
+async def test_a_short_realtime_outage_is_waited_out_with_back_off() -> None:
+    hooks = FlakyHooks(refusals=3)  # more failed tries than the two reconnects a call has
+    shell, realtime, twilio = await live_call(hooks)
+    realtime.inbox.put_nowait(None)  # the connection dropped
+    await hooks.until(lambda: len(hooks.opened) == 1)
+    new = hooks.opened[0]
+    await new.wait_for("type", "session.update")
+    twilio.inbox.put_nowait(media(1, b"\x01" * 160))
+    await new.wait_for("type", "input_audio_buffer.append")
+    assert not shell.finished.is_set() and hooks.hangups == []
+    # Spaced by the back-off (at least half of 0.25 s, 0.5 s, 1 s), not back to back.
+    gaps = [b - a for a, b in zip(hooks.tried_at, hooks.tried_at[1:], strict=False)]
+    assert len(gaps) == 3 and all(gap >= 0.125 * 2**n for n, gap in enumerate(gaps))
+    await shell.close()
 
 
 async def test_stream_end_finishes_without_rest_hangup() -> None:
@@ -394,7 +427,7 @@ async def test_an_expired_session_is_replaced_and_audio_meanwhile_waits_for_it()
 async def test_a_renewed_session_that_cannot_connect_ends_the_call() -> None:
     hooks = Hooks()
     hooks.open_error = OSError("connection refused")
-    shell, old, _ = await live_call(hooks)
+    shell, old, _ = await live_call(hooks, realtime_reconnect_budget_s=0.5)
     old.inbox.put_nowait(EXPIRED)
     await asyncio.wait_for(shell.finished.wait(), 5)
     await hooks.until(lambda: hooks.hangups == ["realtime_closed"])

@@ -49,6 +49,8 @@ from switchboard.call_actions import (
 from switchboard.call_policy import (
     HANDLERS,
     MAX_DTMF_DIGITS,
+    RECONNECT_FIRST_S,
+    RECONNECT_MAX_S,
     RENEWED_NOTE,
     CallPhase,
     CallPolicy,
@@ -993,6 +995,97 @@ def test_a_lost_realtime_socket_is_replaced_twice_then_the_call_ends() -> None:
     final = policy.handle(lost, 3.0)
     assert kinds(final) == [ProblemNoted, HangUp, FinishCall]
     assert HangUp("realtime_closed") in final
+
+
+def fail_reconnect(policy: CallPolicy, now: float) -> list[Action]:
+    """The new session's socket could not be opened (the shell's word for it)."""
+    return policy.handle(RealtimeClosed(None, "could not open a renewed session: refused"), now)
+
+
+def test_a_new_session_that_cannot_connect_is_tried_again_after_a_growing_wait() -> None:
+    policy = idle()
+    policy.handle(RealtimeClosed(1006, "connection reset"), 2.0)  # renewed at once
+    now, waits = 2.0, []
+    for _ in range(5):
+        failed = fail_reconnect(policy, now)
+        assert kinds(failed) == [ProblemNoted]  # not fatal, no renewal yet, no hang-up
+        assert isinstance(failed[0], ProblemNoted) and failed[0].reason == "reconnect_failed"
+        assert not failed[0].fatal
+        due = policy.next_deadline
+        assert due is not None and due > now
+        assert policy.tick(due - 0.001) == []  # nothing before the back-off is over
+        waits.append(due - now)
+        now = due
+        assert kinds(policy.tick(now)) == RENEWAL  # the next try
+    # Jittered in the upper half of 0.25 s, 0.5 s, 1 s, 2 s, 2 s.
+    bases = [min(RECONNECT_FIRST_S * 2**n, RECONNECT_MAX_S) for n in range(5)]
+    assert all(base / 2 <= wait <= base for wait, base in zip(waits, bases, strict=True))
+    assert policy.phase is not CallPhase.ENDED
+    # It connects: the call goes on, and a later loss is tried at once, from a fresh wait.
+    feed(policy, [SessionCreated("sess_2", "gpt-realtime", None), UPDATED], now=now)
+    assert kinds(policy.handle(RealtimeClosed(1006, "reset"), now + 60))[1:] == RENEWAL
+    fail_reconnect(policy, now + 60)
+    due = policy.next_deadline
+    assert due is not None and due - (now + 60) <= RECONNECT_FIRST_S
+
+
+def test_reconnecting_gives_up_on_a_time_budget_not_a_count_of_tries() -> None:
+    policy = idle(realtime_reconnect_budget_s=15.0)
+    policy.handle(RealtimeClosed(1006, "connection reset"), 2.0)
+    now, tries = 2.0, 1
+    while True:
+        failed = fail_reconnect(policy, now)
+        if HangUp("realtime_closed") in failed:
+            break
+        now = policy.next_deadline  # type: ignore[assignment]
+        assert kinds(policy.tick(now)) == RENEWAL
+        tries += 1
+    problem = failed[0]
+    assert isinstance(problem, ProblemNoted) and problem.fatal
+    assert "15 s" in problem.message and "refused" in problem.message
+    assert kinds(failed) == [ProblemNoted, HangUp, FinishCall]
+    assert tries > 3  # far more than the two reconnects a call is allowed
+    assert 15.0 - RECONNECT_MAX_S <= now - 2.0 <= 15.0  # it tried until the budget was spent
+
+
+def test_a_session_lost_while_a_reconnect_connects_is_one_more_failed_try() -> None:
+    policy = idle()
+    policy.handle(RealtimeClosed(1006, "connection reset"), 2.0)
+    # Connected, then closed before `session.created`: the loss is not over.
+    assert kinds(policy.handle(RealtimeClosed(1011, "overloaded"), 2.1)) == [ProblemNoted]
+    assert kinds(policy.tick(policy.next_deadline)) == RENEWAL  # type: ignore[arg-type]
+    feed(policy, [SessionCreated("sess_2", "gpt-realtime", None), UPDATED], now=3.0)
+    # Not counted as a second loss: the next one is still replaced.
+    assert kinds(policy.handle(RealtimeClosed(1006, "reset"), 9.0))[1:] == RENEWAL
+
+
+def test_a_renewal_that_cannot_connect_is_tried_again_not_counted_as_a_loss() -> None:
+    policy = idle(max_realtime_reconnects=0)
+    expired = RealtimeErrorReported("invalid_request_error", "session_expired", "expired")
+    assert RenewSession in kinds(policy.handle(expired, 2.0))
+    failed = fail_reconnect(policy, 2.1)
+    assert kinds(failed) == [ProblemNoted] and not failed[0].fatal  # type: ignore[union-attr]
+    assert kinds(policy.tick(policy.next_deadline)) == RENEWAL  # type: ignore[arg-type]
+
+
+def test_caller_audio_waits_for_no_socket_while_the_next_try_is_due() -> None:
+    policy = idle()
+    frame = SAMPLES["media"]
+    policy.handle(RealtimeClosed(1006, "connection reset"), 2.0)
+    assert ForwardCallerAudio in kinds(policy.handle(frame, 2.01))  # queued for the new socket
+    fail_reconnect(policy, 2.02)
+    assert ForwardCallerAudio not in kinds(policy.handle(frame, 2.03))  # no socket will come
+    policy.tick(policy.next_deadline)  # type: ignore[arg-type]
+    assert ForwardCallerAudio in kinds(policy.handle(frame, 2.5))
+
+
+def test_an_ended_call_makes_no_further_tries() -> None:
+    policy = idle()
+    policy.handle(RealtimeClosed(1006, "connection reset"), 2.0)
+    fail_reconnect(policy, 2.1)
+    policy.handle(HangupRequested("api"), 2.2)
+    assert policy.next_deadline is None
+    assert fail_reconnect(policy, 2.3) == []
 
 
 # -- a forced renewal mid-reply ----------------------------------------------
