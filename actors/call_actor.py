@@ -146,6 +146,14 @@ def _ends_record(action: Action) -> bool:
     return type(action) in (FinishCall, HangUp, CallStatusChanged)
 
 
+# The handshake headers the checks read (the signed URL, the signature, a web call's token).
+CHECKED_HEADERS = (
+    "Host",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "X-Twilio-Signature",
+    "Sec-WebSocket-Protocol",
+)
 HangUpVia = Callable[[str], Awaitable[None]]  # Twilio REST: end the call with this CallSid
 StatusVia = Callable[[str], Awaitable[str | None]]  # Twilio REST: that call's status now
 STILL_COMING = frozenset({"queued", "initiated", "ringing"})  # Twilio statuses worth waiting on
@@ -233,14 +241,21 @@ class CallActor:
         assert self._server is not None, "start() first"
         return self._server.address
 
-    async def prepare(self, plan: CallPlan) -> None:
-        """Open and configure the Realtime session while the phone rings."""
+    async def prepare(self, plan: CallPlan) -> str:
+        """Open and configure the Realtime session while the phone rings; the one-time
+        token the call's stream must present.
+
+        Asked again for the same call (Twilio retried its webhook, or someone replayed a
+        captured one), it is the first plan's token: every answer gives the one token, so
+        no number of replays can push out the one Twilio acts on.
+        """
         if self.plan is not None and self.plan.call_id == plan.call_id:
             await self._prepared.wait()
             if self.shell is None:
                 raise LocalProtocolError(f"call {plan.call_id} could not be prepared")
-            self._renew_token(plan.stream_token)
-            return
+            if self._attached or self.shell.finished.is_set():
+                raise LocalProtocolError(f"call {plan.call_id} already has its stream")
+            return self.plan.stream_token
         if self.plan is not None:
             raise LocalProtocolError(f"slot {self.slot} already serves call {self.plan.call_id}")
         if self._given_up:
@@ -279,16 +294,7 @@ class CallActor:
         self._expect_stream()
         self._watchdog = asyncio.ensure_future(self._await_stream())
         self._prepared.set()
-
-    def _renew_token(self, token: str) -> None:
-        """The call's webhook came again (Twilio retried it, or it was replayed): the
-        stream may present either answer's token (the policy keeps the last few). Too
-        late once the stream has joined."""
-        assert self.plan is not None and self.shell is not None
-        if self._attached or self.shell.finished.is_set():
-            raise LocalProtocolError(f"call {self.plan.call_id} already has its stream")
-        self.plan = replace(self.plan, stream_token=token)
-        self.shell.bridge.policy.expect_stream_token(token)
+        return plan.stream_token
 
     # Each names its call: an actor is recycled, so a late word about its last call (a
     # hang-up racing the call's end, a repeated status callback) must not reach the next.
@@ -494,6 +500,12 @@ class CallActor:
         plan, shell = self.plan, self.shell
         if plan is None or shell is None or path != f"/media/{plan.call_id}":
             return HTTPStatus.NOT_FOUND, "no such call here\n"
+        # Bytes past ASCII (obs-text, passed on by the edge) make no URL Twilio signed
+        # and no token we issued; read on, they would fail the checks below as a 500.
+        unreadable = [name for name in CHECKED_HEADERS if not headers.get(name, "").isascii()]
+        if unreadable:
+            self._refuse(f"{', '.join(unreadable)} not ASCII")
+            return HTTPStatus.FORBIDDEN, f"{', '.join(unreadable)} must be ASCII\n"
         if shell.finished.is_set():
             return HTTPStatus.GONE, "this call has ended\n"
         if self._claimed:

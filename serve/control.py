@@ -235,7 +235,8 @@ class RayCallControl:
                 raise
         with _ray_errors(NO_ACTOR):  # the actor is gone, or could not open its session
             actor = ray.get_actor(acquired[0], namespace=NAMESPACE)
-            await actor.prepare.remote(
+            # Prepared before (a webhook retried or replayed): the token its first got.
+            token = await actor.prepare.remote(
                 CallPlan(
                     call_id=call.id,
                     instruction=instruction,

@@ -142,7 +142,6 @@ FATAL_REALTIME_CODES = frozenset(
 
 
 MAX_DTMF_DIGITS = 64  # keys held for the model at most: a longer run is sent as it is
-MAX_STREAM_TOKENS = 4  # one-time tokens issued for a call that its stream may present
 # A new session that failed to connect is tried again after this, doubled each time up to
 # RECONNECT_MAX_S; each wait is drawn from its upper half, so calls that lost the service
 # together do not all come back in the same instant.
@@ -236,9 +235,6 @@ class CallPolicy:
         self._reconnect_due: float | None = None
         self._jitter = random.Random()
         self._expected_call_sid: str | None = None
-        # Every one-time token issued for the call: Twilio acts on whichever webhook answer
-        # it got, and a replayed webhook must not lock the real stream out.
-        self._stream_tokens = () if config.stream_token is None else (config.stream_token,)
         self._waiting_since: tuple[str, float] | None = None  # for LatencyMeasured
 
     # -- state -------------------------------------------------------------
@@ -359,11 +355,6 @@ class CallPolicy:
         """Bind the stream to the call Twilio created: its `start` must name this CallSid."""
         self._expected_call_sid = call_sid
 
-    def expect_stream_token(self, token: str) -> None:
-        """Another one-time token for the stream (Twilio retried the webhook, or someone
-        replayed it): the stream may present any of the last few."""
-        self._stream_tokens = (*self._stream_tokens, token)[-MAX_STREAM_TOKENS:]
-
     def _on_stream_started(self, event: StreamStarted, now: float) -> list[Action]:
         if self._stream_live or self._ended:
             return [ProblemNoted("twilio", "duplicate_start", "a second `start` was ignored")]
@@ -382,9 +373,8 @@ class CallPolicy:
 
     def _stream_credentials_problem(self, event: StreamStarted) -> str | None:
         given = event.custom_parameters.get("token", "").encode()
-        # Each compared in full (no early exit): the time taken tells nothing of which.
-        matches = [hmac.compare_digest(given, token.encode()) for token in self._stream_tokens]
-        if self._stream_tokens and not any(matches):
+        wanted = self.config.stream_token
+        if wanted is not None and not hmac.compare_digest(given, wanted.encode()):
             return "the stream's one-time token is missing or wrong"
         if self._expected_call_sid is not None and event.call_sid != self._expected_call_sid:
             return f"the stream belongs to call {event.call_sid}, not {self._expected_call_sid}"

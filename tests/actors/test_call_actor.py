@@ -348,6 +348,11 @@ async def handshake_status(port: int, path: str, headers: dict[str, str]) -> int
         {"Host": "127.0.0.1", "X-Forwarded-Host": "calls.example.com:abc"},
         {"Host": "127.0.0.1", "X-Forwarded-Host": "calls.example.com:99999"},
         {"Host": "127.0.0.1", "X-Forwarded-Host": "[::1"},
+        # Bytes past ASCII (obs-text, which the edge passes on): no URL Twilio signs.
+        {"Host": "caf\u00e9.example.com"},
+        {"Host": "127.0.0.1", "X-Forwarded-Host": "caf\u00e9.example.com"},
+        {"Host": "127.0.0.1", "X-Forwarded-Proto": "http\u00e9"},
+        {"Host": "127.0.0.1", "X-Twilio-Signature": "\u00e9"},
     ],
 )
 async def test_a_host_that_makes_no_url_is_refused_like_a_bad_signature(
@@ -360,12 +365,26 @@ async def test_a_host_that_makes_no_url_is_refused_like_a_bad_signature(
     actor = make_actor(world)
     _, port = await actor.start()
     await actor.prepare(CallPlan("call-h", "Test.", stream_token="t"))
-    headers = forwarded | {"X-Twilio-Signature": "whatever"}
+    headers = {"X-Twilio-Signature": "whatever"} | forwarded
     assert await handshake_status(port, "/media/call-h", headers) == 403
     assert not [r for r in caplog.records if r.exc_info], "refused with a traceback"
     assert "media handshake refused" in caplog.text
     # Refused, not claimed: the call's own stream could still join; here it is hung up.
     assert await actor.hang_up("call-h") is True
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
+
+
+async def test_a_web_token_past_ascii_is_refused_not_a_500(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(call_actor, "DIAL_WAIT_S", 0.1)
+    actor = make_actor(world)
+    _, port = await actor.start()
+    await actor.prepare(CallPlan("call-w", "Test.", stream_token="t", web=True))
+    headers = {"Host": "127.0.0.1", "Sec-WebSocket-Protocol": "token.\u00e9"}
+    assert await handshake_status(port, "/media/call-w", headers) == 403
+    assert not [r for r in caplog.records if r.exc_info], "refused with a traceback"
+    assert await actor.hang_up("call-w") is True
     assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
 
 
@@ -425,17 +444,21 @@ async def test_a_warm_actor_reads_the_wall_clock_as_its_call_begins(
     assert stamps and all(at > real_time() + 3000 for at in stamps)
 
 
-async def test_a_retried_webhook_gives_the_same_call_a_new_token(world: World) -> None:
-    # Twilio retried the inbound webhook: the actor is prepared again for its call (not
-    # refused, not a second session), and the stream presents the second answer's token.
+async def test_a_retried_webhook_gets_the_calls_first_token(world: World) -> None:
+    # Twilio retried the inbound webhook, or someone replayed a captured one, however
+    # often: the actor is prepared again for its call (not refused, not a second
+    # session), and each answer carries the first token, the one Twilio acts on.
     actor = make_actor(world)
     await actor.start()
-    await actor.prepare(CallPlan("call-6", "Book a cleaning.", stream_token="first"))
+    assert await actor.prepare(CallPlan("call-6", "Book a cleaning.", stream_token="first")) == (
+        "first"
+    )
     session = actor.shell
-    token = secrets.token_urlsafe(16)
-    await actor.prepare(CallPlan("call-6", "Book a cleaning.", stream_token=token))
+    for _ in range(10):
+        again = CallPlan("call-6", "Book a cleaning.", stream_token=secrets.token_urlsafe(16))
+        assert await actor.prepare(again) == "first"
     assert actor.shell is session
-    await dial(world, actor, token)
+    await dial(world, actor, "first")
     assert await asyncio.wait_for(actor.wait_finished(), 60) == "stream_stopped"
     assert not [a for a in world.recorder.actions if isinstance(a, ProblemNoted)]
     with pytest.raises(LocalProtocolError):  # its stream came and went: too late now

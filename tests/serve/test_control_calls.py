@@ -67,10 +67,12 @@ class FakeActor:
             setattr(self, name, Remote(self._method(name)))
 
     def _method(self, name: str) -> Any:
-        async def method(*args: Any) -> bool:
+        async def method(*args: Any) -> Any:
             self.said.append(name)
             if name == "prepare" and self.prepare_error is not None:
                 raise self.prepare_error
+            if name == "prepare":  # the token the stream must present: its plan's
+                return args[0].stream_token
             return True
 
         return method

@@ -943,14 +943,9 @@ def test_stream_must_present_its_token_and_call_sid(
         assert feed(policy, [SAMPLES["media"]]) == []  # no audio ever flows
 
 
-@pytest.mark.parametrize(
-    ("token", "accepted"), [("second", True), ("s3cret", True), ("third", False)]
-)
-def test_every_token_issued_for_the_call_opens_its_stream(token: str, accepted: bool) -> None:
-    # The inbound webhook came twice (Twilio retried it, or someone replayed a captured
-    # one): Twilio acts on whichever answer it got, and a replay cannot lock it out.
+@pytest.mark.parametrize(("token", "accepted"), [("s3cret", True), ("s3cre", False), ("", False)])
+def test_only_the_calls_token_opens_its_stream(token: str, accepted: bool) -> None:
     policy = awaiting(stream_token="s3cret")
-    policy.expect_stream_token("second")
     feed(policy, [UPDATED])
     actions = policy.handle(started_with(token, "CA1"), 1.0)
     assert (FinishCall("stream_refused", close_code=1008) not in actions) is accepted
