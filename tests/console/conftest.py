@@ -289,12 +289,14 @@ async def running_console(
     database: Path,
     viewport: dict[str, int] = WIDE,
     now: Callable[[], datetime] | None = None,
+    more_tokens: Sequence[str] = (),
 ) -> AsyncIterator[Console]:
-    """The app on loopback over a fresh store (clock ``now``), a new browser context and page."""
+    """The app on loopback over a fresh store (clock ``now``) accepting ``TOKEN`` and
+    ``more_tokens``, a new browser context and page."""
     store = await CallStore.open(f"sqlite:///{database}", **({"now": now} if now else {}))
     hub = EventHub(queue_size=4096, replay=200)
     control = FakeCallControl()
-    app = build_app(AppDeps(settings(), store, control, hub, (TOKEN,)))
+    app = build_app(AppDeps(settings(), store, control, hub, (TOKEN, *more_tokens)))
     try:
         async with serve_on_loopback(app) as base_url:
             context = await browser.new_context(viewport=viewport, accept_downloads=True)
@@ -324,13 +326,14 @@ async def console(
         assert c.unexpected_errors() == [], "errors in the browser console"
 
 
-ConsoleFactory = Callable[[Any], contextlib.AbstractAsyncContextManager[Console]]
+ConsoleFactory = Callable[..., contextlib.AbstractAsyncContextManager[Console]]
 
 
 @pytest.fixture
 def console_with(tmp_path: Path) -> ConsoleFactory:
-    """``async with console_with(browser) as c``: a console on a browser the test launched."""
-    return lambda browser: running_console(browser, tmp_path / "calls.db")
+    """``async with console_with(browser) as c``: a console on a browser the test launched
+    (``console_with(browser, more_tokens=[...])``: accepting more tokens)."""
+    return lambda browser, **options: running_console(browser, tmp_path / "calls.db", **options)
 
 
 @pytest.fixture(scope="session")

@@ -147,3 +147,25 @@ async def test_a_download_asked_for_before_a_sign_out_is_not_offered_after_it(
         await asyncio.wait_for(failed.wait(), 15)
     assert read.routes[0].request.failure is not None  # aborted: the view went with the user
     assert downloads == []
+
+
+async def test_an_error_page_that_is_not_the_api_s_is_not_shown(console: Console) -> None:
+    """A proxy in front of the server answers with its own HTML page: the user is told
+    the status, not shown the markup."""
+    console.expect_error("502")
+    proxy_page = (
+        "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+        "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.25.3</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
+
+    async def bad_gateway(route: Any) -> None:
+        await route.fulfill(status=502, content_type="text/html", body=proxy_page)
+
+    page = await console.open(signed_in=False)
+    await page.route(re.compile(r"/calls\?limit=1$"), bad_gateway)
+    await page.fill("#token", console.token)
+    await page.click("button[type=submit]")
+    error = page.locator("#token-error")
+    await error.filter(has_text="502").wait_for()
+    assert await error.text_content() == "the server answered 502 (Bad Gateway)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -232,3 +233,107 @@ async def test_the_page_acknowledges_the_events_it_receives(console: Console) ->
         console.publish(call.id, type="noise", n=n)
     await asyncio.wait_for(acked.wait(), 15)
     assert frames == ['{"ack":100}']
+
+
+RECENT_LIMIT = 12  # ended calls the board keeps (board.js)
+
+# A tab the browser paints nothing in (hidden): animation frames wait, queued, until
+# `window.showTab()`. Counts the live stream's messages the page has received.
+HIDDEN_TAB = """
+(() => {
+  const frames = [];
+  window.requestAnimationFrame = (callback) => frames.push(callback);
+  window.cancelAnimationFrame = () => {};
+  window.showTab = () => { for (const callback of frames.splice(0)) callback(performance.now()); };
+  const Real = window.WebSocket;
+  window.received = 0;
+  window.WebSocket = class extends Real {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", () => { window.received += 1; });
+    }
+  };
+})();
+"""
+
+
+async def call_models_alive(console: Console, page: Any) -> int:
+    """How many CallModel objects the page holds (after a garbage collection)."""
+    cdp = await console.context.new_cdp_session(page)
+    proto = await cdp.send(
+        "Runtime.evaluate",
+        {
+            "expression": "import('/console/js/live_call.js').then((m) => m.CallModel.prototype)",
+            "awaitPromise": True,
+        },
+    )
+    await cdp.send("HeapProfiler.collectGarbage")
+    found = await cdp.send(
+        "Runtime.queryObjects", {"prototypeObjectId": proto["result"]["objectId"]}
+    )
+    count = await cdp.send(
+        "Runtime.callFunctionOn",
+        {
+            "objectId": found["objects"]["objectId"],
+            "functionDeclaration": "function () { return this.length; }",
+            "returnByValue": True,
+        },
+    )
+    await cdp.detach()
+    alive: int = count["result"]["value"]
+    return alive
+
+
+async def test_a_hidden_tab_lets_go_of_calls_that_ended(console: Console) -> None:
+    """Ended calls beyond those "Recently ended" shows are let go as they end, not when
+    the board is painted: a hidden tab paints nothing for as long as it stays hidden."""
+    await console.context.add_init_script(HIDDEN_TAB)
+    live = await console.new_call("+15552810000")
+    await console.status(live.id, "in-progress")
+    page = await console.open()
+    await card(page, live.id).wait_for()  # the lists are in: events apply as they come
+    baseline = await page.evaluate("window.received")
+    ended = []
+    for n in range(1, 31):
+        call = await console.new_call(f"+1555281{n:04d}")
+        await console.status(call.id, "in-progress")
+        await console.status(call.id, "completed")
+        ended.append(call.id)
+    await page.wait_for_function(
+        f"() => window.received >= {baseline + 3 * len(ended)}", polling=100
+    )
+    assert await call_models_alive(console, page) == RECENT_LIMIT + 1
+
+    # Shown again, the board has the newest ended calls, and the one still live.
+    await page.evaluate("window.showTab()")
+    shown = await page.locator("#recent-calls .call-card").evaluate_all(
+        "cards => cards.map((c) => c.dataset.callId)"
+    )
+    assert shown == ended[::-1][:RECENT_LIMIT]
+    assert await page.locator("#active-calls .call-card").evaluate_all(
+        "cards => cards.map((c) => c.dataset.callId)"
+    ) == [live.id]
+
+
+async def test_a_first_load_that_failed_is_tried_again(console: Console) -> None:
+    """A quiet live call (no event to bring it) reaches the board once the lists load."""
+    console.expect_error("503")
+    quiet = await console.new_call("+15552820001")
+    await console.status(quiet.id, "in-progress")
+    failed = 0
+
+    async def fail_once(route: Any) -> None:
+        nonlocal failed
+        if failed:
+            await route.continue_()
+            return
+        failed += 1
+        await route.fulfill(status=503, json={"detail": "call store error: database is locked"})
+
+    await console.page.route(re.compile(rf"/calls\?limit={RECENT_LIMIT}$"), fail_once)
+    page = await console.open()
+    await page.locator(
+        ".toast.error", has_text="Could not load calls (call store error: database is locked)"
+    ).wait_for()
+    await card(page, quiet.id).locator(".badge", has_text="In progress").wait_for()
+    assert failed == 1

@@ -8,7 +8,7 @@ import random
 import re
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -353,6 +353,139 @@ async def test_an_unknown_call_says_so(console: Console) -> None:
     console.expect_error("404")
     page = await console.open("/#/calls/01NOSUCHCALL")
     await page.locator("h1", has_text="Call not found").wait_for()
+    assert await page.text_content("#connection") == ""  # no stream: nothing is live
+    assert await page.evaluate("document.activeElement.textContent") == "Call not found"
+
+
+async def test_a_call_that_cannot_be_read_says_so_and_is_read_again(console: Console) -> None:
+    """Only a 404 is "not found": the server or its store down a moment is said, and the
+    call read again (backing off) until it is."""
+    console.expect_error("503")
+    call = await live_call(console)
+    failed = 0
+
+    async def fail_twice(route: Any) -> None:
+        nonlocal failed
+        if failed == 2:
+            await route.continue_()
+            return
+        failed += 1
+        await route.fulfill(status=503, json={"detail": "call store error: database is locked"})
+
+    await console.page.route(re.compile(rf"/calls/{call.id}$"), fail_twice)
+    page = await console.open(f"/#/calls/{call.id}")
+    error = page.locator(".load-error")
+    await error.filter(
+        has_text="Could not load this call: call store error: database is locked. Trying again"
+    ).wait_for()
+    await page.locator("h1", has_text="Call to +15551230001").wait_for()
+    assert failed == 2
+    assert await error.is_hidden()
+    assert await page.get_by_text("Call not found").count() == 0
+    await page.locator("#connection", has_text="Live").wait_for()
+    await console.act(call.id, AgentTurnStarted("a1"), *growing("a1", "Hello", " again."))
+    await page.locator('.turn[data-item-id="a1"] .text', has_text="Hello again.").wait_for()
+
+
+# Counts the nodes put into, or taken out of, each of the call view's lists.
+WATCH_LISTS = """
+() => {
+  window.changed = { timeline: 0, usage: 0, transcript: 0 };
+  for (const name of Object.keys(window.changed)) {
+    new MutationObserver((records) => {
+      for (const r of records) window.changed[name] += r.addedNodes.length + r.removedNodes.length;
+    }).observe(document.getElementById(name), { childList: true });
+  }
+}
+"""
+
+
+async def test_a_long_call_redraws_only_what_changed(console: Console) -> None:
+    """A reply streaming word by word changes its own turn's words: the timeline (thousands
+    of entries on a long call) and the usage are left alone, and the turn is not redrawn."""
+    call = await live_call(console)
+    base = datetime.now(UTC)
+    phases = ["idle", "thinking", "speaking"]
+    entries = 600
+    await console.store.append_events(
+        call.id,
+        [
+            (
+                "phase",
+                base + timedelta(milliseconds=n),
+                {"old": phases[n % 3], "new": phases[(n + 1) % 3]},
+            )
+            for n in range(entries)
+        ],
+    )
+    page = await console.open(f"/#/calls/{call.id}")
+    await page.locator("#connection", has_text="Live").wait_for()
+    await page.locator("#timeline li").nth(entries + 1).wait_for(state="attached")  # and 2 statuses
+    await page.locator("#usage dd").first.wait_for()
+    await page.evaluate(WATCH_LISTS)
+
+    words = [f"{' ' if n else ''}word{n}" for n in range(30)]
+    await console.act(call.id, AgentTurnStarted("a1"), *growing("a1", words[0]))
+    reply = page.locator('.turn[data-item-id="a1"]')
+    await reply.locator(".text", has_text="word0").wait_for()
+    await reply.evaluate("(li) => { li.seen = true; }")
+    for grown in growing("a1", *words[1:], start=len(words[0])):
+        await console.act(call.id, grown)
+    await console.act(call.id, AgentTurnFinished("a1", "".join(words)))
+    await (
+        page.locator('.turn.agent:not(.streaming)[data-item-id="a1"] .text')
+        .filter(has_text="word29")
+        .wait_for()
+    )
+    assert await reply.evaluate("(li) => li.seen === true")  # the same item, its words updated
+    assert await reply.locator(".text").text_content() == "".join(words)
+    assert await page.evaluate("window.changed") == {"timeline": 0, "usage": 0, "transcript": 1}
+
+    # What is new on the timeline is added to it.
+    await console.act(call.id, PhaseChanged("speaking", "idle"))
+    await page.locator("#timeline li").nth(entries + 2).wait_for(state="attached")
+    assert await page.evaluate("window.changed") == {"timeline": 1, "usage": 0, "transcript": 1}
+
+
+async def test_each_turn_is_announced_once_it_is_over(console: Console) -> None:
+    """The transcript is no live region (a screen reader would read a reply again for each
+    of its words): each turn is announced once, when it is said in full, or cut."""
+    call = await live_call(console)
+    await console.act(call.id, AgentTurnStarted("a0"), AgentTurnFinished("a0", GREETING))
+    page = await console.open(f"/#/calls/{call.id}")
+    await page.locator("#connection", has_text="Live").wait_for()
+    await page.locator('.turn[data-item-id="a0"]').wait_for()
+    assert await page.get_attribute("#transcript", "aria-live") is None
+    announcer = page.locator("#transcript-announcer")
+    assert await announcer.get_attribute("aria-live") == "polite"
+
+    async def announced() -> list[str]:
+        said: list[str] = await announcer.locator("p").all_text_contents()
+        return said
+
+    assert await announced() == []  # what was said before the page opened is read, not announced
+    await console.act(call.id, AgentTurnStarted("a1"), *growing("a1", "Sure,", " one", " moment."))
+    await page.locator(
+        '.turn.streaming[data-item-id="a1"] .text', has_text="Sure, one moment."
+    ).wait_for()
+    assert await announced() == []
+    await console.act(call.id, AgentTurnFinished("a1", "Sure, one moment."))
+    await page.locator('.turn.agent:not(.streaming)[data-item-id="a1"]').wait_for()
+    assert await announced() == ["Agent: Sure, one moment."]
+
+    await console.act(call.id, CallerTurnStarted("c1"))
+    await page.locator('.turn.caller.pending[data-item-id="c1"]').wait_for()
+    await console.act(call.id, CallerTurnTranscribed("c1", "Is Monday free?"))
+    await page.locator('.turn[data-item-id="c1"] .text', has_text="Is Monday free?").wait_for()
+    await console.act(call.id, AgentTurnStarted("a2"), *growing("a2", LONG))
+    await console.act(call.id, AgentTurnInterrupted("a2", 2300, 6100))
+    await page.locator('.turn.interrupted[data-item-id="a2"]').wait_for()
+    heard = heard_prefix(LONG, 2300, 6100)
+    assert await announced() == [
+        "Agent: Sure, one moment.",
+        "Caller: Is Monday free?",
+        f"Agent, cut off: {heard}",
+    ]
 
 
 async def test_the_heard_cut_matches_the_store_s(console: Console) -> None:

@@ -133,3 +133,50 @@ async def test_the_api_docs_run_from_this_origin_alone(console: Console) -> None
     assert "script-src 'self' 'sha256-" in csp and "frame-ancestors 'none'" in csp
     await page.get_by_text("/calls/{call_id}/hangup").first.wait_for()  # rendered from the schema
     assert requested and all(url.startswith(console.base_url) for url in requested)
+
+
+async def test_the_skip_link_goes_to_the_content_and_keeps_the_view(console: Console) -> None:
+    """The route lives in the URL's fragment: the skip link must not replace it (History's
+    filters would be lost to the board)."""
+    page = await console.open("/#/history?status=completed")
+    await page.locator("#history-title").wait_for()
+    await page.focus(".skip-link")
+    await page.keyboard.press("Enter")
+    assert await page.evaluate("document.activeElement.id") == "main"
+    assert await page.evaluate("location.hash") == "#/history?status=completed"
+    assert await page.locator("#history-title").count() == 1
+    assert await page.input_value("#history-status") == "completed"
+    # An in-page anchor reached some other way leaves the view be, too (this listener
+    # runs after the page's own).
+    await page.evaluate(
+        """() => new Promise((done) => {
+            window.addEventListener('hashchange', done, { once: true });
+            location.hash = '#main';
+        })"""
+    )
+    assert await page.locator("#history-title").count() == 1
+
+
+async def test_a_new_view_starts_at_its_heading(console: Console) -> None:
+    call = await console.new_call("+15551230008")
+    await console.status(call.id, "in-progress")
+    page = await console.open()
+    await page.locator("#board-title").wait_for()
+    assert await page.evaluate("document.activeElement.id") == "board-title"
+    await page.locator(f'.call-card[data-call-id="{call.id}"]').focus()
+    await page.keyboard.press("Enter")
+    heading = page.locator("main h1", has_text="Call to +15551230008")
+    await heading.wait_for()
+    assert await heading.evaluate("(h1) => h1 === document.activeElement")
+    await page.keyboard.press("Tab")  # on from the heading: what follows it
+    assert await page.evaluate("document.activeElement.textContent") == "Hang up"
+
+
+async def test_an_address_with_a_malformed_escape_says_not_found(console: Console) -> None:
+    page = await console.open()
+    await page.locator("#board-title").wait_for()
+    await page.evaluate("location.hash = '#/calls/%E0%A4%A'")
+    await page.locator("main h1", has_text="Page not found").wait_for()
+    assert await page.title() == "Not found · Switchboard"
+    await page.get_by_role("link", name="Live calls").last.click()
+    await page.locator("#board-title").wait_for()

@@ -34,6 +34,7 @@ import pytest
 from serve.auth import TokenChecker
 from sim.testing_realtime import clip_bytes
 from switchboard.codec import mulaw_decode, mulaw_encode
+from switchboard.errors import RealtimeServiceError
 
 pytestmark = pytest.mark.integration
 
@@ -264,3 +265,52 @@ async def test_mu_law_tables_match_the_codec(console: Console) -> None:
     )
     assert bytes(encode) == mulaw_encode(np.arange(65536, dtype=np.uint16).view(np.int16))
     assert decode == mulaw_decode(bytes(range(256))).tolist()
+
+
+async def test_a_web_call_takes_the_form_s_time_limit(console: Console) -> None:
+    await console.context.add_init_script(UNANSWERED_PROMPT)
+    page = await console.open()
+    talk = page.get_by_role("button", name="Talk from this browser")
+    await talk.wait_for()
+    await page.fill("#call-instruction", "You are Ava from Bright Smiles Dental.")
+    await page.click("summary")
+    await page.fill("#call-max-duration", "90")
+    await page.fill("#call-metadata", '{"customer": "C-1042"}')
+    await talk.click()
+    await page.wait_for_function("() => window.asked === 1")  # the call is started
+    [call] = console.control.web
+    assert (call.max_duration_s, call.metadata) == (90, {"customer": "C-1042"})
+
+
+async def test_a_web_call_that_cannot_start_says_why_and_is_listed_as_failed(
+    console: Console,
+) -> None:
+    """As a phone call that cannot be placed: the server recorded it, so it is on the board."""
+    console.control.web_error = RealtimeServiceError("the model is not reachable")
+    console.expect_error("502")
+    page = await console.open()
+    talk = page.get_by_role("button", name="Talk from this browser")
+    await talk.wait_for()
+    await page.fill("#call-instruction", "You are Ava from Bright Smiles Dental.")
+    await talk.click()
+    await page.locator(".form-error", has_text="the model is not reachable").wait_for()
+    [call] = console.control.web
+    failed = page.locator(f'#recent-calls .call-card[data-call-id="{call.id}"]')
+    await failed.locator(".badge", has_text="Failed").wait_for()
+    assert await page.locator("#webcall").is_hidden()
+
+
+async def test_a_web_call_s_time_limit_the_server_refuses_lands_on_the_field(
+    console: Console,
+) -> None:
+    console.expect_error("422")
+    page = await console.open()
+    talk = page.get_by_role("button", name="Talk from this browser")
+    await talk.wait_for()
+    await page.fill("#call-instruction", "You are Ava from Bright Smiles Dental.")
+    await page.click("summary")
+    await page.fill("#call-max-duration", "3600")  # over the server's 1800 s
+    await talk.click()
+    await page.locator("#call-max-duration-error", has_text="must be at most").wait_for()
+    assert await page.get_attribute("#call-max-duration", "aria-invalid") == "true"
+    assert console.control.web == []

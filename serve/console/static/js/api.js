@@ -22,21 +22,50 @@ export function tokenWorksForStreams(token) {
   return SUBPROTOCOL.test(`bearer.${token}`);
 }
 
-function describe(status, body) {
+// Error text from a server is shown to the user: kept to a readable length.
+const MESSAGE_MAX = 300;
+// Reason phrases for when the response has none (HTTP/2 sends no status text).
+const REASONS = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  408: "Request Timeout",
+  409: "Conflict",
+  413: "Content Too Large",
+  422: "Unprocessable Content",
+  429: "Too Many Requests",
+  500: "Internal Server Error",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+};
+
+function capped(text) {
+  return text.length > MESSAGE_MAX ? `${text.slice(0, MESSAGE_MAX - 1)}…` : text;
+}
+
+/** "the server answered 502 (Bad Gateway)": for an answer with no JSON body to say more. */
+function answered(response) {
+  const reason = capped(response.statusText || REASONS[response.status] || "");
+  return `the server answered ${response.status}${reason ? ` (${reason})` : ""}`;
+}
+
+function describe(response, body) {
   const detail = body?.detail;
   const fields = {};
   if (Array.isArray(detail)) {
     const lines = detail.map((error) => {
       const loc = (error.loc ?? []).filter((part) => part !== "body" && part !== "query");
       const field = loc.length ? String(loc[0]) : "";
-      const message = String(error.msg ?? "is invalid").replace(/^Value error, /, "");
+      const message = capped(String(error.msg ?? "is invalid").replace(/^Value error, /, ""));
       if (field && !(field in fields)) fields[field] = message;
       return field ? `${field}: ${message}` : message;
     });
-    return { message: lines.join("; ") || `request refused (${status})`, fields };
+    return { message: capped(lines.join("; ")) || `request refused (${response.status})`, fields };
   }
-  if (typeof detail === "string") return { message: detail, fields };
-  return { message: `the server answered ${status}`, fields };
+  if (typeof detail === "string" && detail.trim()) return { message: capped(detail), fields };
+  return { message: answered(response), fields };
 }
 
 export class Api {
@@ -71,14 +100,17 @@ export class Api {
     }
     const text = await response.text();
     signal?.throwIfAborted();
+    // Only a JSON body is the API's: anything else (a proxy's HTML error page) is not shown.
     let parsed = null;
+    let json = true;
     try {
       parsed = text ? JSON.parse(text) : null;
     } catch {
-      parsed = { detail: text };
+      json = false;
     }
-    if (response.ok) return parsed;
-    const { message, fields } = describe(response.status, parsed);
+    if (response.ok && json) return parsed;
+    if (response.ok) throw new ApiError(response.status, `${answered(response)}, but not with JSON`);
+    const { message, fields } = describe(response, parsed);
     const error = new ApiError(response.status, message, { fields, body: parsed });
     if (response.status === 401) this.onUnauthorized("The server refused the API token. Sign in again.");
     throw error;
@@ -122,7 +154,8 @@ export class Api {
   /**
    * Live events of one call (`callId`) or of every call (null).
    * `onEvent(message)` for each event; `onState(state, info)` with state one of
-   * "connecting", "live" (info.resumed after a reconnect), "reconnecting", "gone".
+   * "connecting", "live" (info.resumed after a reconnect), "reconnecting", "gone";
+   * info.reason says why it is not live, when known (the server's close reason).
    */
   events(callId, { onEvent, onState = () => {} }) {
     const path = callId === null ? "/events" : `/calls/${encodeURIComponent(callId)}/events`;
@@ -132,7 +165,12 @@ export class Api {
 
 const CLOSE_POLICY = 1008;
 const CLOSE_UNKNOWN_CALL = 4404;
+const FIRST_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 10_000;
+// A socket counts as a working connection (the wait before the next one starts over)
+// once it brought an event or stayed open this long: a server that accepts and closes
+// at once (1011 when its call store fails) is retried backing off, not twice a second.
+const STABLE_MS = 5000;
 // Events received before telling the server so (serve/event_stream.py: ACK_EVERY).
 const ACK_EVERY = 100;
 
@@ -145,8 +183,10 @@ class LiveStream {
     this.onState = onState;
     this.stopped = false;
     this.opened = 0;
-    this.backoff = 500;
+    this.backoff = FIRST_BACKOFF_MS;
     this.timer = null;
+    this.stableTimer = null;
+    this.reason = ""; // the last close's, until a connection works
     this.socket = null;
     this.connect();
   }
@@ -154,28 +194,34 @@ class LiveStream {
   connect() {
     if (this.stopped) return;
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    this.onState(this.opened ? "reconnecting" : "connecting", {});
+    this.onState(this.opened ? "reconnecting" : "connecting", this.reason ? { reason: this.reason } : {});
     let socket;
     try {
       socket = new WebSocket(`${scheme}//${location.host}${this.path}`, [`bearer.${this.api.token}`]);
     } catch {
       this.stopped = true;
-      this.onState("gone", { reason: "This token cannot be sent on a live stream." });
+      this.onState("gone", { reason: "this token has characters a live stream cannot carry" });
       return;
     }
     this.socket = socket;
     let opened = false;
     let received = 0; // acknowledged every ACK_EVERY: the server lets a silent viewer go
+    const working = () => {
+      clearTimeout(this.stableTimer);
+      this.backoff = FIRST_BACKOFF_MS;
+      this.reason = "";
+    };
     socket.addEventListener("open", () => {
       opened = true;
       if (this.stopped) return;
-      this.backoff = 500;
+      this.stableTimer = setTimeout(working, STABLE_MS);
       this.onState("live", { resumed: this.opened > 0 });
       this.opened += 1;
     });
     socket.addEventListener("message", (message) => {
       if (this.stopped) return;
       received += 1;
+      if (received === 1) working();
       if (received % ACK_EVERY === 0 && socket.readyState === WebSocket.OPEN) {
         socket.send(JSON.stringify({ ack: received }));
       }
@@ -190,6 +236,7 @@ class LiveStream {
     socket.addEventListener("close", (closed) => {
       if (this.socket !== socket || this.stopped) return;
       this.socket = null;
+      clearTimeout(this.stableTimer);
       if (closed.code === CLOSE_POLICY) {
         this.stopped = true;
         this.onState("gone", { reason: "token refused" });
@@ -215,13 +262,15 @@ class LiveStream {
         );
         return;
       }
-      this.#retry();
+      this.#retry(closed.reason);
     });
   }
 
-  #retry() {
+  /** `reason`: why the server closed the last socket, if it said. */
+  #retry(reason = "") {
     if (this.stopped) return;
-    this.onState("reconnecting", {});
+    if (reason) this.reason = reason;
+    this.onState("reconnecting", this.reason ? { reason: this.reason } : {});
     this.timer = setTimeout(() => this.connect(), this.backoff);
     this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
   }
@@ -229,6 +278,7 @@ class LiveStream {
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.stableTimer);
     if (this.socket) {
       const socket = this.socket;
       this.socket = null;

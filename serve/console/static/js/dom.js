@@ -45,6 +45,14 @@ export function setText(node, text) {
   if (node.textContent !== value) node.textContent = value;
 }
 
+/** Focus the first heading in `container`, so keyboard and screen reader users start from it. */
+export function focusHeading(container) {
+  const heading = container.querySelector("h1");
+  if (!heading) return;
+  heading.tabIndex = -1;
+  heading.focus({ preventScroll: true });
+}
+
 /** Offer `text` as a file download named `name`. */
 export function download(name, text, type) {
   const url = URL.createObjectURL(new Blob([text], { type }));

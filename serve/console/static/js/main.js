@@ -4,7 +4,7 @@
 // button works without server routes: #/ (live calls), #/history?…, #/calls/<id>.
 
 import { Api, ApiError, tokenWorksForStreams } from "./api.js";
-import { h, replace } from "./dom.js";
+import { focusHeading, h, replace } from "./dom.js";
 import { clearToken, loadToken, saveToken } from "./store.js";
 import { mountBoard } from "./views/board.js";
 import { mountCall } from "./views/call.js";
@@ -30,9 +30,12 @@ export function toast(message, kind = "info") {
   setTimeout(() => note.remove(), kind === "error" ? 8000 : 4000);
 }
 
-function setConnection(state) {
+/** The live stream's state in the top bar; `info.reason` says why it is not live. */
+function setConnection(state, info = {}) {
   const labels = { live: "Live", connecting: "Connecting…", reconnecting: "Reconnecting…", gone: "Offline" };
-  connection.textContent = labels[state] ?? "";
+  const label = labels[state] ?? "";
+  const reason = state && state !== "live" ? info?.reason : "";
+  connection.textContent = reason ? `${label} (${reason})` : label;
   connection.dataset.state = state ?? "";
 }
 
@@ -41,17 +44,37 @@ function parseRoute() {
   const [path, query = ""] = raw.split("?");
   const params = new URLSearchParams(query);
   const call = path.match(/^\/calls\/([^/]+)$/);
-  if (call) return { name: "call", id: decodeURIComponent(call[1]), params };
+  if (call) {
+    try {
+      return { name: "call", id: decodeURIComponent(call[1]), params };
+    } catch {
+      return { name: "unknown" }; // a malformed escape: no call has that id
+    }
+  }
   if (path === "/history") return { name: "history", params };
   return { name: "board", params };
 }
 
+function mountUnknown(container) {
+  replace(
+    container,
+    h(
+      "div",
+      { class: "panel" },
+      h("h1", {}, "Page not found"),
+      h("p", {}, "This console has no page at this address."),
+      h("p", {}, h("a", { href: "#/" }, "Live calls"), " · ", h("a", { href: "#/history" }, "History")),
+    ),
+  );
+  return () => {};
+}
+
 function route() {
   if (!api) return;
+  const current = parseRoute();
   dispose();
   dispose = () => {};
   setConnection(null);
-  const current = parseRoute();
   for (const link of nav.querySelectorAll("a")) {
     const active = link.dataset.route === current.name;
     if (active) link.setAttribute("aria-current", "page");
@@ -61,9 +84,17 @@ function route() {
   replace(main);
   if (current.name === "call") dispose = mountCall(main, context, current.id);
   else if (current.name === "history") dispose = mountHistory(main, context, current.params);
-  else dispose = mountBoard(main, context);
-  const title = { call: "Call", history: "History", board: "Live calls" }[current.name];
+  else if (current.name === "board") dispose = mountBoard(main, context);
+  else dispose = mountUnknown(main);
+  const title = { call: "Call", history: "History", board: "Live calls", unknown: "Not found" }[current.name];
   document.title = `${title} · Switchboard`;
+  focusHeading(main);
+}
+
+// Routes are fragments that start with "/": any other (an in-page anchor) leaves the view be.
+function onHashChange() {
+  if (location.hash.length > 1 && !location.hash.startsWith("#/")) return;
+  route();
 }
 
 /**
@@ -92,7 +123,9 @@ function start(token) {
   nav.hidden = false;
   signOutButton.hidden = false;
   route();
-  main.focus({ preventScroll: true });
+  if (!tokenWorksForStreams(token)) {
+    toast("This token has characters a live stream cannot carry: live updates will not work.", "error");
+  }
 }
 
 function showSignIn(message = "") {
@@ -157,9 +190,6 @@ function showSignIn(message = "") {
       return;
     }
     saveToken(token, remember.checked);
-    if (!tokenWorksForStreams(token)) {
-      toast("This token has characters a live stream cannot carry: live updates will not work.", "error");
-    }
     start(token);
   });
   replace(main, form);
@@ -167,7 +197,12 @@ function showSignIn(message = "") {
 }
 
 signOutButton.addEventListener("click", () => signOut("Signed out."));
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", onHashChange);
+// The skip link goes to the content without touching the fragment, which holds the route.
+document.querySelector(".skip-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  main.focus();
+});
 
 const saved = loadToken();
 if (saved) start(saved);

@@ -24,7 +24,7 @@ import { placeCallForm } from "./place_call.js";
 const RECENT_LIMIT = 12;
 const PAGE_LIMIT = 200; // the API's largest page
 const READ_AT_ONCE = 6; // re-reads of single calls in flight at a time
-const RETRY_MS = 1000; // a failed re-read is tried again after this, doubling
+const RETRY_MS = 1000; // a failed read (the lists, or a re-read) is tried again after this, doubling
 const RETRY_MAX_MS = 15_000; // up to this
 // Among queued events, where the stream came back: what follows is its replay.
 const RESUMED = Object.freeze({ type: "stream.resumed" });
@@ -130,6 +130,7 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
   const rows = new Map(); // call id -> card
   const waiting = new Map(); // call id -> its first read: {id, events that arrived meanwhile, done}
   const dirty = new Set();
+  const ended = new Set(); // ids of the models no longer live: the newest RECENT_LIMIT are kept
   let frame = 0;
   let loaded = false; // the lists of calls are in: live events apply as they come
   let pending = []; // events that arrived while the lists were read
@@ -174,7 +175,18 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
 
   function mark(id) {
     dirty.add(id);
+    if (models.get(id)?.live === false) {
+      ended.add(id);
+      if (ended.size > RECENT_LIMIT) trim();
+    }
     if (!frame) frame = requestAnimationFrame(flush);
+  }
+
+  // Only the newest RECENT_LIMIT ended calls are kept, trimmed as calls end rather than
+  // when painted: a hidden tab paints nothing (no animation frames) but still gets events.
+  function trim() {
+    const byNewest = [...ended].map((id) => models.get(id)).sort(newestFirst);
+    for (const model of byNewest.slice(RECENT_LIMIT)) forget(model.id);
   }
 
   function flush() {
@@ -199,18 +211,12 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
     if (reorder) arrange();
   }
 
-  // Newest first in both lists; only the last RECENT_LIMIT ended calls are kept on screen.
+  // Newest first in both lists (`trim` keeps the ended ones to RECENT_LIMIT).
   function arrange() {
     const byNewest = [...models.values()].sort(newestFirst);
     const active = byNewest.filter((m) => m.live);
-    const ended = byNewest.filter((m) => !m.live).slice(0, RECENT_LIMIT);
     placeRows(activeList, active);
-    placeRows(recentList, ended);
-    for (const model of byNewest.filter((m) => !m.live).slice(RECENT_LIMIT)) {
-      rows.get(model.id)?.node.remove();
-      rows.delete(model.id);
-      models.delete(model.id);
-    }
+    placeRows(recentList, byNewest.filter((m) => !m.live));
     empty.hidden = active.length > 0;
     setText(count, active.length ? `(${active.length})` : "");
   }
@@ -375,6 +381,7 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
     rows.delete(id);
     models.delete(id);
     dirty.delete(id);
+    ended.delete(id);
   }
 
   /**
@@ -408,7 +415,9 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
   // apply again as soon as the lists are in, while those cards are re-read: a record
   // and events fold in any order (statuses only move forward; turns, tools and
   // timeline entries are matched by id). A newer load, or leaving the board, cancels it.
-  async function load() {
+  // Lists that fail to load are read again, backing off (`attempt` counts the failures),
+  // as a quiet live call would otherwise stay off the board until the stream reconnects.
+  async function load(attempt = 0) {
     loading?.abort();
     const run = new AbortController();
     loading = run;
@@ -416,6 +425,7 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
     const before = new Set([...models.keys(), ...waiting.keys()]);
     for (const event of pending) if (event.call_id) before.add(event.call_id);
     let lists = null;
+    let again = false;
     try {
       // In lifecycle order only when there are cards the lists may prove ended (see listLive).
       const live = listLive(signal, before.size > 0);
@@ -423,7 +433,8 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
     } catch (failure) {
       if (signal.aborted) return;
       run.abort(); // the other lists' reads too: this catch-up is over
-      if (failure.status !== 401) toast(`Could not load calls: ${failure.message}`, "error");
+      again = failure.status !== 401;
+      if (again && attempt === 0) toast(`Could not load calls (${failure.message}): trying again.`, "error");
     }
     const confirmed = new Set();
     if (lists) {
@@ -439,9 +450,16 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
     applyPending();
     // Not live in any list, and its card has no final status (it may have seen the call
     // end, not how: Twilio's last status may have been lost with the stream).
-    const ended = lists ? [...before].filter((id) => !confirmed.has(id) && unfinished(id)) : [];
-    const toRead = shownOnceEnded(ended);
+    const endedUnseen = lists ? [...before].filter((id) => !confirmed.has(id) && unfinished(id)) : [];
+    const toRead = shownOnceEnded(endedUnseen);
     arrange();
+    if (again) {
+      const wait = new AbortController(); // a newer load, or leaving, cancels the retry
+      loading = wait;
+      await pause(Math.min(RETRY_MS * 2 ** attempt, RETRY_MAX_MS), wait.signal);
+      if (!wait.signal.aborted) load(attempt + 1);
+      return;
+    }
     await Promise.all([reread(toRead, signal), rereadAfterFirstReads(firstReads, signal)]);
     if (!signal.aborted) loading = null;
   }
@@ -449,7 +467,7 @@ export function mountBoard(container, { api, toast, setConnection, startWebCall 
   const stream = api.events(null, {
     onEvent,
     onState: (state, info) => {
-      setConnection(state);
+      setConnection(state, info);
       if (state === "live" && info.resumed) {
         // Catch up on what happened while the stream was down: the lists first, then
         // the replay, which follows on from what the board has only from a replayed start.

@@ -2,14 +2,17 @@
 // usage and cost, the hang-up button while it is live, and downloads.
 
 import { ApiError } from "../api.js";
-import { download, h, replace, setText } from "../dom.js";
+import { download, focusHeading, h, replace, setText } from "../dom.js";
 import { clock, median, millis, ms, offset, phaseLabel, statusLabel, usd, when } from "../format.js";
 import { CallModel } from "../live_call.js";
 import { transcriptText } from "../transcript_text.js";
-import { renderTool, renderTurn, signature, timelineLabel } from "./call_parts.js";
+import { finishedTurn, renderTool, renderTurn, signature, timelineLabel, updateTurn } from "./call_parts.js";
 
 const USAGE_REFRESH_MS = 2000;
 const CATCH_UP_MS = 500; // a reply the stream cannot be followed for is re-read at most this often
+const RETRY_MS = 1000; // a call that could not be read is read again after this, doubling
+const RETRY_MAX_MS = 15_000; // up to this
+const ANNOUNCED_KEPT = 3; // finished turns left in the announcer (older ones are removed)
 
 export function mountCall(container, { api, toast, setConnection }, id) {
   let model = null;
@@ -19,7 +22,14 @@ export function mountCall(container, { api, toast, setConnection }, id) {
   let painted = -1;
   let usageTimer = 0;
   let catchUpTimer = 0;
-  const turnNodes = new Map(); // entry -> {node, signature}
+  let retryTimer = 0;
+  let failures = 0; // reads of the call that failed in a row, before it was first read
+  let reading = false; // the first read is out
+  const turnNodes = new Map(); // entry -> {node, signature, announced}
+  const timelineNodes = new WeakMap(); // timeline item -> its <li>
+  let transcriptShown = false;
+  let timelineShown = 0; // timeline items on screen (the model only ever adds some)
+  let usageShown = ""; // the usage rows on screen, as text
 
   const title = h("h1", {}, "Call");
   const status = h("span", { class: "badge" });
@@ -27,7 +37,13 @@ export function mountCall(container, { api, toast, setConnection }, id) {
   const duration = h("span", { class: "duration" });
   const latency = h("span", { class: "latency" });
   const hangup = h("button", { class: "button danger", type: "button", hidden: true }, "Hang up");
-  const transcript = h("ol", { class: "transcript", id: "transcript", "aria-live": "polite", "aria-relevant": "additions" });
+  // Not a live region: a reply grows word by word. Each turn is announced once, when it
+  // is over (said in full, or cut), by the announcer.
+  const transcript = h("ol", { class: "transcript", id: "transcript" });
+  const announcer = h("div", { class: "visually-hidden", id: "transcript-announcer", "aria-live": "polite" });
+  const loadErrorText = h("p", {});
+  const retryButton = h("button", { class: "button", type: "button" }, "Try again now");
+  const loadError = h("div", { class: "panel load-error", role: "alert", hidden: true }, loadErrorText, retryButton);
   const transcriptEmpty = h("p", { class: "empty" }, "Nothing said yet.");
   const timeline = h("ol", { class: "timeline", id: "timeline" });
   const showPhases = h("input", { type: "checkbox", id: "show-phases", checked: true });
@@ -47,6 +63,7 @@ export function mountCall(container, { api, toast, setConnection }, id) {
       "div",
       { class: "call-view" },
       h("p", { class: "crumbs" }, h("a", { href: "#/" }, "← Live calls"), " · ", h("a", { href: "#/history" }, "History")),
+      loadError,
       h(
         "header",
         { class: "call-head" },
@@ -56,7 +73,7 @@ export function mountCall(container, { api, toast, setConnection }, id) {
       h(
         "div",
         { class: "call-columns" },
-        h("section", { class: "panel", "aria-labelledby": "transcript-title" }, h("h2", { id: "transcript-title" }, "Transcript"), scroller),
+        h("section", { class: "panel", "aria-labelledby": "transcript-title" }, h("h2", { id: "transcript-title" }, "Transcript"), scroller, announcer),
         h(
           "div",
           { class: "side" },
@@ -158,38 +175,68 @@ export function mountCall(container, { api, toast, setConnection }, id) {
     const start = model.record.created_at;
     const box = scroller;
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+    const first = !transcriptShown; // what the call had when opened is read, not announced
     let cursor = transcript.firstChild;
     for (const entry of model.entries) {
       const sig = `${signature(entry)}|${model.live}`;
       let known = turnNodes.get(entry);
-      if (!known || known.signature !== sig) {
+      if (!known) {
         const node = entry.kind === "tool" ? renderTool(entry, start) : renderTurn(entry, start, model.live);
-        if (known) known.node.replaceWith(node);
-        if (cursor === known?.node) cursor = node;
-        known = { node, signature: sig };
+        known = { node, signature: sig, announced: false };
         turnNodes.set(entry, known);
+      } else if (known.signature !== sig) {
+        if (entry.kind === "tool") {
+          const node = renderTool(entry, start);
+          known.node.replaceWith(node);
+          if (cursor === known.node) cursor = node;
+          known.node = node;
+        } else {
+          updateTurn(known.node, entry, model.live);
+        }
+        known.signature = sig;
+      }
+      if (!known.announced) {
+        const said = finishedTurn(entry);
+        if (said !== null) {
+          known.announced = true;
+          if (!first) announce(said);
+        }
       }
       if (known.node === cursor) cursor = cursor.nextSibling;
       else transcript.insertBefore(known.node, cursor);
     }
     transcriptEmpty.hidden = model.entries.length > 0;
+    transcriptShown = true;
     if (atBottom) box.scrollTop = box.scrollHeight;
   }
 
+  function announce(text) {
+    announcer.append(h("p", {}, text));
+    while (announcer.childElementCount > ANNOUNCED_KEPT) announcer.firstElementChild.remove();
+  }
+
+  // Items are only ever added to a call's timeline (in time order, mostly at the end):
+  // only new ones are drawn.
   function paintTimeline() {
+    if (model.timeline.length === timelineShown) return;
     const start = model.record.created_at;
     const atBottom = timeline.scrollHeight - timeline.scrollTop - timeline.clientHeight < 40;
-    replace(
-      timeline,
-      model.timeline.map((item) =>
-        h(
+    let cursor = timeline.firstChild;
+    for (const item of model.timeline) {
+      let node = timelineNodes.get(item);
+      if (!node) {
+        node = h(
           "li",
           { class: `event ${item.kind}`, dataset: { kind: item.kind } },
           h("time", { datetime: item.at, title: when(item.at) }, offset(start, item.at)),
           h("span", {}, timelineLabel(item)),
-        ),
-      ),
-    );
+        );
+        timelineNodes.set(item, node);
+      }
+      if (node === cursor) cursor = cursor.nextSibling;
+      else timeline.insertBefore(node, cursor);
+    }
+    timelineShown = model.timeline.length;
     if (atBottom) timeline.scrollTop = timeline.scrollHeight; // follow a live call
   }
 
@@ -202,8 +249,11 @@ export function mountCall(container, { api, toast, setConnection }, id) {
       ["Output tokens", tokens.output_tokens],
       ["  audio / text", [tokens.output_audio_tokens, tokens.output_text_tokens].map((n) => n ?? 0).join(" / ")],
       ["Estimated cost", model.costUsd === null ? "–" : usd(model.costUsd)],
-    ];
-    replace(usage, rows.map(([label, value]) => [h("dt", {}, label.trim()), h("dd", {}, value ?? 0)]));
+    ].map(([label, value]) => [label.trim(), String(value ?? 0)]);
+    const shown = JSON.stringify(rows);
+    if (shown === usageShown) return;
+    usageShown = shown;
+    replace(usage, rows.map(([label, value]) => [h("dt", {}, label), h("dd", {}, value)]));
   }
 
   function paintDetails() {
@@ -272,18 +322,45 @@ export function mountCall(container, { api, toast, setConnection }, id) {
     }
   }
 
+  // The first read of the call. Only a 404 means there is no such call: any other failure
+  // (the server or its store briefly down) is said, and the read tried again, backing off.
   async function start() {
+    if (reading || model) return;
+    reading = true;
+    clearTimeout(retryTimer);
+    let detail;
     try {
-      const detail = await api.getCall(id, { signal: mounted.signal });
-      if (model) model.refresh(detail); // a reconnect's re-read came first
-      else model = new CallModel(detail);
+      detail = await api.getCall(id, { signal: mounted.signal });
     } catch (failure) {
-      if (mounted.signal.aborted) return; // left, or signed out: the page is another view's now
-      stream?.stop();
-      const message = failure.status === 404 ? "There is no call with this id." : `Could not load the call: ${failure.message}`;
-      if (failure.status !== 401) replace(container, h("div", { class: "panel" }, h("h1", {}, "Call not found"), h("p", {}, message), h("p", {}, h("a", { href: "#/history" }, "Back to History"))));
+      reading = false;
+      if (mounted.signal.aborted || failure.status === 401) return; // another view's now, or signing out
+      if (failure.status === 404) {
+        stream.stop();
+        setConnection(null);
+        const focused = container.contains(document.activeElement);
+        replace(
+          container,
+          h(
+            "div",
+            { class: "panel" },
+            h("h1", {}, "Call not found"),
+            h("p", {}, "There is no call with this id."),
+            h("p", {}, h("a", { href: "#/history" }, "Back to History")),
+          ),
+        );
+        if (focused) focusHeading(container);
+        return;
+      }
+      setText(loadErrorText, `Could not load this call: ${failure.message}. Trying again…`);
+      loadError.hidden = false;
+      retryTimer = setTimeout(start, Math.min(RETRY_MS * 2 ** failures, RETRY_MAX_MS));
+      failures += 1;
       return;
     }
+    reading = false;
+    loadError.hidden = true;
+    if (model) model.refresh(detail); // a reconnect's re-read came first
+    else model = new CallModel(detail);
     paintDetails();
     for (const event of pending) model.apply(event);
     pending = [];
@@ -295,6 +372,7 @@ export function mountCall(container, { api, toast, setConnection }, id) {
     }
     schedule();
   }
+  retryButton.addEventListener("click", start);
 
   // Leaving the view cancels its reads: a late answer must not paint over the next view.
   const mounted = new AbortController();
@@ -302,9 +380,13 @@ export function mountCall(container, { api, toast, setConnection }, id) {
   stream = api.events(id, {
     onEvent,
     onState: (state, info) => {
-      setConnection(state);
+      setConnection(state, info);
       if (state === "live" && info.resumed) {
-        model?.resume(); // before the replay comes in
+        if (!model) {
+          start(); // not read yet: now, rather than when the retry was due
+          return;
+        }
+        model.resume(); // before the replay comes in
         reload().catch(() => {});
       }
     },
@@ -319,6 +401,7 @@ export function mountCall(container, { api, toast, setConnection }, id) {
     clearTimeout(usageTimer);
     clearTimeout(catchUpTimer);
     clearTimeout(confirmTimer);
+    clearTimeout(retryTimer);
     cancelAnimationFrame(frame);
   };
 }

@@ -1,6 +1,6 @@
 // How a call's pieces read: transcript turns (with the cut), tool calls, timeline entries.
 
-import { h } from "../dom.js";
+import { h, replace, setText } from "../dom.js";
 import { millis, offset, phaseLabel, statusLabel } from "../format.js";
 
 function pretty(json) {
@@ -20,41 +20,64 @@ export function signature(entry) {
     : `${entry.state}|${entry.text}|${entry.heardText}`;
 }
 
-/** A turn; `live` false once the call has ended (a caller turn with no words then never gets them). */
+/** A turn's item; `live` false once the call has ended. `updateTurn` keeps it up to date. */
 export function renderTurn(entry, startIso, live = true) {
   const who = entry.role === "caller" ? "Caller" : "Agent";
-  const meta = h("div", { class: "who" }, who, h("time", { datetime: entry.at }, offset(startIso, entry.at)));
+  const node = h(
+    "li",
+    { dataset: { itemId: entry.itemId } },
+    h("div", { class: "who" }, who, h("time", { datetime: entry.at }, offset(startIso, entry.at))),
+    h("p", { class: "text" }),
+  );
+  updateTurn(node, entry, live);
+  return node;
+}
+
+/**
+ * Bring a turn's item up to date in place (a reply growing word by word changes one text
+ * node, not the item): a caller turn with no words once the call ended never gets them;
+ * a reply the caller interrupted shows what they heard, then the rest struck through.
+ */
+export function updateTurn(node, entry, live = true) {
+  const paragraph = node.querySelector(".text");
   const text = entry.text ?? "";
+  let className;
   if (entry.state === "interrupted") {
+    className = "turn agent interrupted";
     const heard = entry.heardText ?? "";
     const rest = text.startsWith(heard) ? text.slice(heard.length) : text;
     const unheard = rest.trimStart();
     const gap = heard && rest.length > unheard.length ? " " : "";
-    const note = `Cut off: the caller heard ${millis(entry.heardMs)} of ${millis(entry.generatedMs)}`;
-    return h(
-      "li",
-      { class: "turn agent interrupted", dataset: { itemId: entry.itemId } },
-      meta,
-      h(
-        "p",
-        { class: "text" },
-        heard ? h("span", { class: "heard" }, heard) : null,
-        gap,
-        unheard ? h("del", { class: "unheard", title: "Never heard: the caller spoke over it" }, unheard) : null,
-      ),
-      h("p", { class: "cut-note" }, h("span", { "aria-hidden": "true" }, "✂ "), note),
+    replace(
+      paragraph,
+      heard ? h("span", { class: "heard" }, heard) : null,
+      gap,
+      unheard ? h("del", { class: "unheard", title: "Never heard: the caller spoke over it" }, unheard) : null,
     );
+    let note = node.querySelector(".cut-note");
+    if (!note) node.append((note = h("p", { class: "cut-note" })));
+    const said = `Cut off: the caller heard ${millis(entry.heardMs)} of ${millis(entry.generatedMs)}`;
+    replace(note, h("span", { "aria-hidden": "true" }, "✂ "), said);
+  } else {
+    node.querySelector(".cut-note")?.remove();
+    const pendingCaller = entry.role === "caller" && !text && live;
+    const untranscribed = entry.role === "caller" && !text && !live;
+    const streaming = entry.role === "agent" && entry.state === "speaking";
+    const state = pendingCaller ? " pending" : untranscribed ? " untranscribed" : streaming ? " streaming" : "";
+    className = `turn ${entry.role}${state}`;
+    if (paragraph.children.length) paragraph.replaceChildren(); // it was a cut
+    setText(paragraph, pendingCaller ? "Speaking…" : untranscribed ? "Spoke (no transcript)" : text || "…");
   }
-  const pendingCaller = entry.role === "caller" && !text && live;
-  const untranscribed = entry.role === "caller" && !text && !live;
-  const streaming = entry.role === "agent" && entry.state === "speaking";
-  const state = pendingCaller ? " pending" : untranscribed ? " untranscribed" : streaming ? " streaming" : "";
-  return h(
-    "li",
-    { class: `turn ${entry.role}${state}`, dataset: { itemId: entry.itemId } },
-    meta,
-    h("p", { class: "text" }, pendingCaller ? "Speaking…" : untranscribed ? "Spoke (no transcript)" : text || "…"),
-  );
+  if (node.className !== className) node.className = className;
+}
+
+/** What to announce once a turn is over (said in full, or cut), or null while it is not. */
+export function finishedTurn(entry) {
+  if (entry.kind !== "turn") return null;
+  if (entry.state === "interrupted") return `Agent, cut off: ${entry.heardText || "nothing heard"}`;
+  if (entry.role === "agent" && entry.state === "finished") return `Agent: ${entry.text ?? ""}`;
+  if (entry.role === "caller" && entry.state === "transcribed") return `Caller: ${entry.text ?? ""}`;
+  return null;
 }
 
 export function renderTool(entry, startIso) {

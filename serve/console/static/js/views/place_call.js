@@ -223,34 +223,41 @@ export function placeCallForm({ api, toast, startWebCall, onPlaced }) {
       toTouched = false;
       checkTo();
     } catch (failure) {
-      if (!(failure instanceof ApiError)) throw failure;
-      if (failure.status === 502 && failure.body?.call) {
-        onPlaced(failure.body.call);
-        setText(formError, failure.message);
-      } else if (failure.status === 422) {
-        let placed = false;
-        for (const [name, message] of Object.entries(failure.fields)) {
-          if (showError(form, name, message)) {
-            if (!placed) {
-              const control = form.querySelector(`#${FIELD_IDS[name]}`);
-              if (control.closest("details")) control.closest("details").open = true;
-              control.focus();
-            }
-            placed = true;
-          }
-        }
-        if (!placed) setText(formError, failure.message);
-      } else if (failure.status !== 401) {
-        setText(formError, failure.message);
-      }
+      refused(failure);
     } finally {
       submit.disabled = false;
       setText(submit, "Place call");
     }
   });
 
-  // A web call needs no number: the same instruction, voice and greeting, spoken
-  // to this browser's microphone (offered only when the server has POST /calls/web).
+  // The API's answer to a call it did not place (phone or web call alike): a call it
+  // recorded and could not place (502) goes on the board; its word on a field lands there.
+  function refused(failure) {
+    if (!(failure instanceof ApiError)) throw failure;
+    if (failure.status === 502 && failure.body?.call) {
+      onPlaced(failure.body.call);
+      setText(formError, failure.message);
+    } else if (failure.status === 422) {
+      let placed = false;
+      for (const [name, message] of Object.entries(failure.fields)) {
+        if (showError(form, name, message)) {
+          if (!placed) {
+            const control = form.querySelector(`#${FIELD_IDS[name]}`);
+            if (control.closest("details")) control.closest("details").open = true;
+            control.focus();
+          }
+          placed = true;
+        }
+      }
+      if (!placed) setText(formError, failure.message);
+    } else if (failure.status !== 401) {
+      setText(formError, failure.message);
+    }
+  }
+
+  // A web call needs no number: the same instruction, voice, greeting, time limit and
+  // metadata, spoken to this browser's microphone (offered only when the server has
+  // POST /calls/web).
   api.webCallsOffered().then((offered) => {
     talk.hidden = !offered || !startWebCall;
   });
@@ -271,11 +278,14 @@ export function placeCallForm({ api, toast, startWebCall, onPlaced }) {
     const body = { instruction: instruction.value };
     if (voice.value) body.voice = voice.value;
     if (greeting.value.trim()) body.greeting = greeting.value.trim();
+    if (maxDuration.value) body.max_duration_s = Number(maxDuration.value);
     if (Object.keys(meta.value).length) body.metadata = meta.value;
     talk.disabled = true;
     try {
       const call = await startWebCall(body);
       if (call) onPlaced(call);
+    } catch (failure) {
+      refused(failure);
     } finally {
       talk.disabled = false;
     }

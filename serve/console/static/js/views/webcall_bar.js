@@ -17,7 +17,9 @@ function level(dbfs) {
 }
 
 /**
- * Returns `start(body)`, which places a web call with the form's fields, and
+ * Returns `start(body)`, which places a web call with the form's fields (resolving to
+ * the call's record, or null if none was started; rejecting with the API's error other
+ * than 401, for the form to show as it does a phone call's), and
  * `close(detail, {tokenWorks})`, which hangs up the running one (if any) and
  * refuses new ones: signing out ends what was started under the token.
  */
@@ -36,8 +38,8 @@ export function webCallBar(bar, { api, toast }) {
     try {
       minted = await api.startWebCall(body);
     } catch (failure) {
-      if (failure instanceof ApiError && failure.status !== 401) toast(`The web call could not start: ${failure.message}`, "error");
-      return null;
+      if (failure instanceof ApiError && failure.status === 401) return null; // signing out
+      throw failure;
     }
     const call = minted.call;
     if (closed) {
