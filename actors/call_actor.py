@@ -323,10 +323,15 @@ class CallActor:
             self._start_rest_hang_up(call_sid)
         self._expect_stream()
 
-    async def twilio_status(self, call_id: str, status: str) -> None:
-        """A status callback: a call that ends before its stream joined ends here."""
+    async def twilio_status(self, call_id: str, status: str) -> bool:
+        """A status callback: a call that ends before its stream joined ends here.
+
+        Whether the call was still live here: an actor winding up a call that is over
+        (its dial failed, say) says no, so a call Twilio still rings is ended as an orphan.
+        """
         if not self._serves(call_id) or self.shell is None:
-            return
+            return False
+        live = not self.shell.finished.is_set()
         if status in FINAL_STATUSES:
             self._dial_settled.set()  # also the ingress's word that the dial failed
             if not self._attached:
@@ -335,6 +340,7 @@ class CallActor:
         elif not self._attached:  # still ringing (a queued call starts late): wait on
             self._answered = self._answered or status == "in-progress"
             self._expect_stream()
+        return live
 
     def _note_no_stream(self, status: str) -> None:
         """An answered call ending with no stream joined: the callee heard nothing."""
@@ -500,16 +506,16 @@ class CallActor:
         plan, shell = self.plan, self.shell
         if plan is None or shell is None or path != f"/media/{plan.call_id}":
             return HTTPStatus.NOT_FOUND, "no such call here\n"
+        if shell.finished.is_set():
+            return HTTPStatus.GONE, "this call has ended\n"
+        if self._claimed:
+            return HTTPStatus.CONFLICT, "this call's stream is connected\n"
         # Bytes past ASCII (obs-text, passed on by the edge) make no URL Twilio signed
         # and no token we issued; read on, they would fail the checks below as a 500.
         unreadable = [name for name in CHECKED_HEADERS if not headers.get(name, "").isascii()]
         if unreadable:
             self._refuse(f"{', '.join(unreadable)} not ASCII")
             return HTTPStatus.FORBIDDEN, f"{', '.join(unreadable)} must be ASCII\n"
-        if shell.finished.is_set():
-            return HTTPStatus.GONE, "this call has ended\n"
-        if self._claimed:
-            return HTTPStatus.CONFLICT, "this call's stream is connected\n"
         accepted: dict[str, str] | None = None
         if plan.web:
             checked = self._check_web_token(plan, headers)

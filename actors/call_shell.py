@@ -48,7 +48,9 @@ __all__ = ["CallHooks", "CallShell", "TextSocket"]
 
 log = logging.getLogger(__name__)
 TOOL_TIMEOUT_S = 30.0
-REOPEN_TIMEOUT_S = 10.0  # a renewed Realtime session that cannot connect by then ends the call
+# A renewed Realtime session that has not connected by then (or by the end of the policy's
+# reconnect budget, if sooner) failed to open: the policy tries again or hangs up.
+REOPEN_TIMEOUT_S = 10.0
 # Messages waiting for a peer that does not read (connected, its window shut): about 30 s
 # of audio either way. Past it the peer counts as gone, so no queue grows without end.
 MAX_UNSENT = 1500
@@ -184,8 +186,9 @@ class CallShell:
             except TimeoutError:
                 self._dispatch(self.bridge.tick(self.clock()))
 
-    def _renew_realtime(self) -> None:
-        """Retire the Realtime socket; queue for a new one, opened in the background."""
+    def _renew_realtime(self, open_within_s: float | None) -> None:
+        """Retire the Realtime socket; queue for a new one, opened in the background
+        within ``open_within_s`` (and ``REOPEN_TIMEOUT_S``)."""
         old, tasks = self._realtime, self._realtime_tasks
         self._realtime, self._realtime_tasks = None, []
         for task in tasks:
@@ -193,14 +196,19 @@ class CallShell:
         # The old queue's count stays: its writer, cancelled mid-send, still settles it.
         self._to_realtime = asyncio.Queue()
         self._unsent[id(self._to_realtime)] = 0
-        self._spawn(self._reopen_realtime(old, self._to_realtime))
+        timeout = (
+            REOPEN_TIMEOUT_S if open_within_s is None else min(REOPEN_TIMEOUT_S, open_within_s)
+        )
+        self._spawn(self._reopen_realtime(old, self._to_realtime, max(timeout, 0.0)))
 
-    async def _reopen_realtime(self, old: TextSocket | None, queue: asyncio.Queue[str]) -> None:
+    async def _reopen_realtime(
+        self, old: TextSocket | None, queue: asyncio.Queue[str], timeout: float
+    ) -> None:
         if old is not None:
             with contextlib.suppress(SocketClosed, OSError):
                 await old.close(1000, "session renewed")
         try:
-            socket = await asyncio.wait_for(self.hooks.open_realtime(), REOPEN_TIMEOUT_S)
+            socket = await asyncio.wait_for(self.hooks.open_realtime(), timeout)
         except Exception as exc:  # the policy tries again after a back-off, or gives up
             if self.finished.is_set() or queue is not self._to_realtime:
                 return  # the call ended, or a later renewal replaced this one
@@ -228,8 +236,8 @@ class CallShell:
 
     def _dispatch(self, actions: list[Action]) -> None:
         for action in actions:
-            if type(action) is RenewSession:
-                self._renew_realtime()  # before the flush: it is the new session's data
+            if type(action) is RenewSession:  # before the flush: it is the new session's data
+                self._renew_realtime(action.open_within_s)
         for text in self.bridge.realtime_data_to_send():
             self._send(self._realtime, self._to_realtime, text)
         for text in self.bridge.twilio_data_to_send():

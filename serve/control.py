@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.exceptions import ActorDiedError, RayError, RayTaskError
 from requests import RequestException
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
@@ -135,26 +135,30 @@ class RayCallControl:
         actor = await self._actor(call_id)
         if actor is None:
             return False
-        try:
-            return bool(await actor.hang_up.remote(call_id, "api"))
-        except RayActorError:  # died since the pool named it: the pool records the end
-            return False
+        with _ray_errors("the call's actor did not answer"):  # unreachable for a moment
+            try:
+                return bool(await actor.hang_up.remote(call_id, "api"))
+            except ActorDiedError:  # died since the pool named it: the pool records the end
+                return False
 
     async def on_twilio_status(self, call_id: str, status: str, params: Mapping[str, str]) -> None:
         actor = await self._actor(call_id)
         if actor is not None:
-            try:
-                await actor.twilio_status.remote(call_id, status)
-            except RayActorError:  # died since the pool named it: the pool records the end
-                log.warning(
-                    "call %s: its actor died before Twilio's %s reached it", call_id, status
-                )
-            return
+            with _ray_errors("the call's actor did not answer"):  # unreachable for a moment
+                try:
+                    if await actor.twilio_status.remote(call_id, status):
+                        return  # live there: the actor's to act on
+                except ActorDiedError:  # the pool records the end
+                    log.warning("call %s: its actor died before Twilio's %s", call_id, status)
+                    return
+        elif await self.is_live(call_id) is not False:
+            return  # an actor is being started for it, or the pool cannot tell now
         call_sid = params.get("CallSid")
-        if is_terminal(status) or not call_sid or await self.is_live(call_id) is not False:
-            return  # over already, or an actor is being found for it (or may serve it)
-        # The actor is taken before Twilio dials: a call up at Twilio with none is an
-        # orphan (a dial whose answer timed out, an actor lost), ringing into nobody.
+        if is_terminal(status) or not call_sid:
+            return  # over at Twilio too
+        # The actor is taken before Twilio dials: a call up at Twilio that no actor serves
+        # live is an orphan (a dial whose answer timed out, an actor lost), ringing into
+        # nobody.
         await self._end_orphan(call_id, call_sid, status)
 
     async def on_amd_result(

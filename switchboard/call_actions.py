@@ -186,6 +186,9 @@ class RenewSession:
     """
 
     reason: str  # session_cap (renewed in time), session_expired, or realtime_lost
+    # How long the new session may take to connect: what is left of the reconnect budget
+    # (the caller hears nothing meanwhile). None: the shell's own limit alone.
+    open_within_s: float | None = None
 
 
 Command = (

@@ -704,8 +704,9 @@ class CallPolicy:
         # Its items cannot be truncated in the new one; what of them was generated and
         # heard still counts when one is cut (a barge-in, the call's end) after it.
         self._truncatable.clear()
+        spent = now - self._connecting_since
         actions: list[Action] = [
-            RenewSession(reason),
+            RenewSession(reason, self.config.realtime_reconnect_budget_s - spent),
             ConfigureSession(self.config.session),
             SeedConversation(RENEWED_NOTE, self._memory.recent(self.config.history_chars)),
         ]

@@ -471,10 +471,12 @@ async def test_an_answered_call_whose_stream_never_joined_ends_at_completed(worl
     actor = make_actor(world)
     await actor.start()
     await actor.prepare(CallPlan("call-5", "Test.", stream_token="t"))
-    await actor.twilio_status("call-5", "in-progress")
+    assert await actor.twilio_status("call-5", "in-progress") is True  # live here
+    assert await actor.twilio_status("call-6", "in-progress") is False  # not its call
     await actor.twilio_status("call-5", "completed")
-    await actor.twilio_status("call-5", "completed")  # a callback repeated
     assert await asyncio.wait_for(actor.wait_finished(), 10) == "completed"
+    # Over here: a callback now says so (Twilio still ringing it would be an orphan).
+    assert await actor.twilio_status("call-5", "completed") is False  # a callback repeated
     problems = [a for a in world.recorder.actions if isinstance(a, ProblemNoted)]
     assert [(p.reason, p.fatal) for p in problems] == [("no_stream", True)]  # heard nothing
 

@@ -318,6 +318,27 @@ async def test_a_short_realtime_outage_is_waited_out_with_back_off() -> None:
     await shell.close()
 
 
+class SilentHooks(Hooks):
+    """The Realtime service takes connections and never answers (a black hole)."""
+
+    async def open_realtime(self) -> MemorySocket:
+        await asyncio.Event().wait()  # until the shell gives up on it
+        raise AssertionError("unreachable")
+
+
+async def test_a_session_that_never_connects_ends_the_call_within_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each try may wait only for what is left of the budget: the shell's own limit (made
+    # an hour here) must not stretch the silence the caller hears past it.
+    monkeypatch.setattr(call_shell, "REOPEN_TIMEOUT_S", 3600.0)
+    hooks = SilentHooks()
+    shell, realtime, _ = await live_call(hooks, realtime_reconnect_budget_s=0.3)
+    realtime.inbox.put_nowait(None)  # the connection dropped
+    await asyncio.wait_for(shell.finished.wait(), 60)  # a bound, not a measure
+    assert FinishCall("realtime_closed") in hooks.recorded
+
+
 async def test_stream_end_finishes_without_rest_hangup() -> None:
     hooks = Hooks()
     shell, _, twilio = await live_call(hooks)

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 import ray
 import requests
-from ray.exceptions import ActorDiedError, RayTaskError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 from twilio.base.exceptions import TwilioRestException
 
 from serve.api import build_app
@@ -307,3 +307,31 @@ def _raises(error: Exception) -> Any:
         raise error
 
     return method
+
+
+async def test_an_actor_unreachable_for_a_moment_is_no_dead_call(world: World) -> None:
+    # Its node's link, not its death: the call may well be live, so no "no longer live".
+    call = await world.call()
+    await world.control.place(call)
+    world.actor.hang_up = Remote(_raises(ActorUnavailableError("node link lost", None)))
+    with pytest.raises(ServiceError, match="the call's actor did not answer"):
+        await world.control.hang_up(call.id)
+
+
+async def test_a_call_twilio_rings_while_its_actor_winds_up_is_ended_there(
+    world: World,
+) -> None:
+    # The dial's answer timed out: the actor was told, and winds up (its last reports may
+    # take minutes with the recorder away) while the pool still lists it. Twilio dialed
+    # all the same: the actor says the call is over there, so it is ended as an orphan.
+    call = await world.call()
+    await world.control.place(call)
+
+    async def over_here(*args: Any) -> bool:
+        return False
+
+    world.actor.twilio_status = Remote(over_here)
+    await world.control.on_twilio_status(call.id, "ringing", {"CallSid": SID})
+    assert world.twilio.updated == [(SID, {"status": "canceled"})]
+    await world.control.on_twilio_status(call.id, "completed", {"CallSid": SID})
+    assert len(world.twilio.updated) == 1  # over at Twilio too: nothing to end
