@@ -387,6 +387,35 @@ async def test_a_call_that_cannot_be_read_says_so_and_is_read_again(console: Con
     await page.locator('.turn[data-item-id="a1"] .text', has_text="Hello again.").wait_for()
 
 
+async def test_focus_on_the_retry_button_goes_to_the_call_once_it_is_read(
+    console: Console,
+) -> None:
+    """A keyboard user on "Try again now" is not dropped to the page's start when the
+    panel holding the button goes away."""
+    console.expect_error("503")
+    call = await live_call(console)
+    failed = 0
+    focused = asyncio.Event()
+
+    async def fail_once(route: Any) -> None:
+        nonlocal failed
+        if failed:
+            await focused.wait()  # the next read (the timer's) waits for the keyboard user
+            await route.continue_()
+            return
+        failed += 1
+        await route.fulfill(status=503, json={"detail": "call store error: database is locked"})
+
+    await console.page.route(re.compile(rf"/calls/{call.id}$"), fail_once)
+    page = await console.open(f"/#/calls/{call.id}")
+    await page.locator(".load-error").wait_for()
+    await page.get_by_role("button", name="Try again now").focus()
+    assert await page.evaluate("document.activeElement.textContent") == "Try again now"
+    focused.set()
+    await page.locator("h1", has_text="Call to +15551230001").wait_for()
+    assert await page.evaluate("document.activeElement.tagName") == "H1"
+
+
 # Counts the nodes put into, or taken out of, each of the call view's lists.
 WATCH_LISTS = """
 () => {
@@ -486,6 +515,27 @@ async def test_each_turn_is_announced_once_it_is_over(console: Console) -> None:
         "Caller: Is Monday free?",
         f"Agent, cut off: {heard}",
     ]
+
+    # Its words are written before they are heard: a reply done but still playing is not
+    # announced as said, and a cut after its end is announced as the cut.
+    await console.act(call.id, PhaseChanged("idle", "speaking"), AgentTurnStarted("a3"))
+    await console.act(call.id, *growing("a3", LONG), AgentTurnFinished("a3", LONG))
+    await page.locator('.turn.agent:not(.streaming)[data-item-id="a3"]').wait_for()
+    await console.act(call.id, AgentTurnStarted("a4"), AgentTurnFinished("a4", LONG))
+    await page.locator('.turn.agent:not(.streaming)[data-item-id="a4"]').wait_for()
+    # a3 is over (a reply after it began): announced as said; a4 still plays.
+    assert (await announced())[-1] == f"Agent: {LONG}"
+    await console.act(call.id, AgentTurnInterrupted("a4", 1000, 6100))
+    await page.locator('.turn.interrupted[data-item-id="a4"]').wait_for()
+    assert (await announced())[-2:] == [
+        f"Agent: {LONG}",
+        f"Agent, cut off: {heard_prefix(LONG, 1000, 6100)}",
+    ]
+    await console.act(call.id, AgentTurnStarted("a5"), AgentTurnFinished("a5", "Goodbye."))
+    await page.locator('.turn.agent:not(.streaming)[data-item-id="a5"]').wait_for()
+    assert "Agent: Goodbye." not in await announced()  # still playing
+    await console.act(call.id, PhaseChanged("speaking", "idle"))  # played out
+    await page.locator("#transcript-announcer p", has_text="Agent: Goodbye.").wait_for()
 
 
 async def test_the_heard_cut_matches_the_store_s(console: Console) -> None:

@@ -254,6 +254,7 @@ class LiveStream {
         this.api.request("GET", "/calls?limit=1").then(
           () => this.#retry(),
           (failure) => {
+            if (this.stopped) return; // signed out meanwhile (the 401 does that): not ours
             if (failure instanceof ApiError && failure.status === 401) {
               this.stopped = true;
               this.onState("gone", { reason: "token refused" });

@@ -176,6 +176,10 @@ export function mountCall(container, { api, toast, setConnection }, id) {
     const box = scroller;
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
     const first = !transcriptShown; // what the call had when opened is read, not announced
+    // Generation runs ahead of playback: a reply whose transcript is done may still be
+    // playing, and may yet be cut. The last one is announced once it is played out.
+    const lastAgent = model.entries.findLast((e) => e.kind === "turn" && e.role === "agent");
+    const playing = model.live && model.speaking === "agent" ? lastAgent : null;
     let cursor = transcript.firstChild;
     for (const entry of model.entries) {
       const sig = `${signature(entry)}|${model.live}`;
@@ -195,7 +199,7 @@ export function mountCall(container, { api, toast, setConnection }, id) {
         }
         known.signature = sig;
       }
-      if (!known.announced) {
+      if (!known.announced && !(entry === playing && entry.state === "finished")) {
         const said = finishedTurn(entry);
         if (said !== null) {
           known.announced = true;
@@ -358,10 +362,12 @@ export function mountCall(container, { api, toast, setConnection }, id) {
       return;
     }
     reading = false;
+    const retried = loadError.contains(document.activeElement); // "Try again now" pressed
     loadError.hidden = true;
     if (model) model.refresh(detail); // a reconnect's re-read came first
     else model = new CallModel(detail);
     paintDetails();
+    if (retried) focusHeading(container); // not lost to the page with the hidden button
     for (const event of pending) model.apply(event);
     pending = [];
     if (model.missed) catchUp();
