@@ -323,7 +323,7 @@ class CallMetrics:
                     "fatal": "true" if fatal else "false",
                 }
                 self.sink.inc(PROBLEMS, 1, tags)
-            case RenewSession(reason=reason):
+            case RenewSession(reason=reason, attempt=1):  # its tries again are one move
                 reason = self._label(SESSION_RENEWALS, "reason", reason)
                 self.sink.inc(SESSION_RENEWALS, 1, {"reason": reason})
             case UsageReported(usage=usage):

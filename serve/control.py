@@ -29,6 +29,8 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from actors.call_actor import CallPlan
+from actors.call_metrics import PROBLEMS, MetricsSink
+from actors.ray_metrics import RayMetricsSink
 from actors.ray_wiring import NAMESPACE, Handle, through_restarts
 from actors.twilio_rest import twilio_call
 from serve.call_journal import utc_now
@@ -81,6 +83,11 @@ class RayCallControl:
         self.store = store
         self.pool = pool
         self.twilio = twilio
+        self.metrics: MetricsSink = RayMetricsSink()
+
+    def noted(self, source: str, reason: str, fatal: bool) -> None:
+        tags = {"source": source, "reason": reason, "fatal": "true" if fatal else "false"}
+        self.metrics.inc(PROBLEMS, 1, tags)  # the ingress's own: fixed labels, bounded
 
     async def place(self, call: CallRecord) -> None:
         actor, token = await self._prepare(call, call.instruction)
@@ -198,6 +205,17 @@ class RayCallControl:
             raise TwilioServiceError(f"hanging up at Twilio failed: {exc}") from exc
 
     async def _end_orphan(self, call_id: str, call_sid: str, status: str) -> None:
+        # Callbacks can come out of order (protocols.md 2.5): a late `ringing` of a call
+        # that is over must end nothing. So Twilio is asked what the call is now.
+        try:
+            status = str((await twilio_call(self.twilio.calls(call_sid).fetch)).status)
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return  # not Twilio's (any more): nothing rings
+        except (TwilioException, RequestException) as exc:  # cannot tell: go by the callback
+            log.warning("call %s: asking Twilio for its status failed: %s", call_id, exc)
+        if is_terminal(status):
+            return
         # `canceled` ends only a call not yet answered, `completed` only an answered one
         # (protocols.md 2.3); one answered meanwhile is ended at its `in-progress`.
         end = "completed" if status == "in-progress" else "canceled"
@@ -215,6 +233,7 @@ class RayCallControl:
             "fatal": True,
             "call_sid": call_sid,
         }
+        self.noted("twilio", "orphaned", True)
         try:
             await self.store.append_event(call_id, "problem", utc_now(), problem)
         except StoreError as exc:

@@ -84,6 +84,12 @@ class CallControl(Protocol):
         """Whether new calls can be placed now (actors, sessions); for ``/readyz``."""
         ...
 
+    def noted(self, source: str, reason: str, fatal: bool) -> None:
+        """Count a problem the ingress recorded itself, with no call actor to report it
+        (an orphaned or abandoned call), with those the calls report: the problems
+        metric, and the alert on fatal ones."""
+        ...
+
     async def is_live(self, call_id: str) -> bool | None:
         """Whether a call actor serves the call now (to its end, wrap-up included) or is
         being found for it; None when that cannot be told now (running actors not all

@@ -149,6 +149,7 @@ class Reconciler:
         if status is not None:
             await self._end_at_carrier(call, 0)
         problem = {"source": "settling", "reason": "abandoned", "message": reason, "fatal": True}
+        self.deps.control.noted("settling", "abandoned", True)
         await self.deps.store.append_event(call.id, "problem", at, problem)
         self.deps.events.publish(
             call.id,

@@ -53,6 +53,10 @@ class FakeCallControl:
     is_ready: bool = True
     ready_error: BaseException | None = None
     twiml: str = '<Response><Connect><Stream url="wss://example.com/media"/></Connect></Response>'
+    problems: list[tuple[str, str, bool]] = field(default_factory=list)  # ``noted``
+
+    def noted(self, source: str, reason: str, fatal: bool) -> None:
+        self.problems.append((source, reason, fatal))
 
     async def place(self, call: CallRecord) -> None:
         self.placed.append(call)

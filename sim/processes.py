@@ -202,6 +202,7 @@ async def _emulator(settings: Settings) -> AsyncIterator[tuple[Any, str]]:
             account_sid=settings.account_sid,
             auth_token=settings.auth_token,
             scenario=settings.scenario,
+            ordered_callbacks=False,  # as Twilio sends them: what runs on these must cope
         ) as twilio:
             yield twilio, twilio.base_url
     else:

@@ -44,6 +44,7 @@ async def run_twilio_emulator(
     default_caller: bool = True,
     log_dir: str | Path | None = None,
     log_payloads: bool = False,
+    ordered_callbacks: bool = True,
 ) -> AsyncIterator[TwilioEmulator]:
     config = EmulatorConfig(
         account_sid=account_sid,
@@ -59,6 +60,7 @@ async def run_twilio_emulator(
         default_caller=default_caller,
         log_dir=None if log_dir is None else Path(log_dir),
         log_payloads=log_payloads,
+        ordered_callbacks=ordered_callbacks,
     )
     emulator = TwilioEmulator(config)
     await emulator.start()

@@ -189,6 +189,9 @@ class RenewSession:
     # How long the new session may take to connect: what is left of the reconnect budget
     # (the caller hears nothing meanwhile). None: the shell's own limit alone.
     open_within_s: float | None = None
+    # 1 for a move; 2, 3... for the tries again after a new session failed to connect:
+    # one renewal, however many tries it took.
+    attempt: int = 1
 
 
 Command = (

@@ -231,6 +231,7 @@ class CallPolicy:
         # A new session being opened (renewed, or replacing a lost one): since when (None
         # once it has answered), the next back-off, and when the next try is due.
         self._connecting_since: float | None = None
+        self._attempt = 0  # tries to connect the session being opened
         self._reconnect_wait = RECONNECT_FIRST_S
         self._reconnect_due: float | None = None
         self._jitter = random.Random()
@@ -692,6 +693,8 @@ class CallPolicy:
         """Move to a fresh session: configure it as the first, tell it the call so far."""
         if self._connecting_since is None:
             self._connecting_since = now  # a try after a back-off keeps the first's time
+            self._attempt = 0
+        self._attempt += 1
         generating = self._response_requested or self._active_response is not None
         interrupted = generating or bool(self._pending_tools)
         self._renew_wanted = False
@@ -706,7 +709,7 @@ class CallPolicy:
         self._truncatable.clear()
         spent = now - self._connecting_since
         actions: list[Action] = [
-            RenewSession(reason, self.config.realtime_reconnect_budget_s - spent),
+            RenewSession(reason, self.config.realtime_reconnect_budget_s - spent, self._attempt),
             ConfigureSession(self.config.session),
             SeedConversation(RENEWED_NOTE, self._memory.recent(self.config.history_chars)),
         ]

@@ -7,9 +7,10 @@ go into the query string and the full URL is signed with no parameters.
 Connection failures are retried a bounded number of times; HTTP errors are
 not (Twilio does not retry a 4xx/5xx status callback either).
 
-Status callbacks of one call go out in order through a ``Lane``; their
-``SequenceNumber`` is the ordering key anyway (callbacks may arrive out of
-order in the real service).
+Status callbacks of one call go out through a ``Lane``: in order, one at a
+time, or (``ordered_callbacks=False``) each as its own request at once, as the
+real service sends them, so they may arrive out of order (``SequenceNumber``
+is the ordering key).
 """
 
 from __future__ import annotations
@@ -111,24 +112,30 @@ def stream_status_params(
 
 
 class Lane:
-    """Runs submitted coroutines one after another, in submission order."""
+    """Runs submitted coroutines one after another, in submission order; or, not
+    ``ordered``, each at once, as Twilio sends callbacks (they may then arrive out of
+    order, and one slow answer holds up no other)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ordered: bool = True) -> None:
+        self.ordered = ordered
         self._tail: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
 
     def submit(self, job: Callable[[], Awaitable[object]]) -> None:
-        previous = self._tail
+        previous = self._tail if self.ordered else None
 
         async def run() -> None:
             if previous is not None:
                 await asyncio.wait([previous])
             await job()
 
-        self._tail = asyncio.get_running_loop().create_task(run())
+        task = self._tail = asyncio.get_running_loop().create_task(run())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def drain(self) -> None:
-        if self._tail is not None:
-            await asyncio.wait([self._tail])
+        if self._running:
+            await asyncio.wait(list(self._running))
 
 
 class Webhooks:

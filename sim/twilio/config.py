@@ -39,6 +39,9 @@ class EmulatorConfig:
     log_dir: Path | None = None
     log_payloads: bool = False
     callback_retries: int = 2
+    # False: each callback is its own request at once, as Twilio sends them (protocols.md
+    # 2.5: they may arrive out of order); True: one at a time, in order.
+    ordered_callbacks: bool = True
 
     def ws_allowed(self, scheme: str, host: str | None) -> bool:
         if scheme == "wss":

@@ -58,7 +58,7 @@ class CallSession:
         self.status_callback_method = record.param("StatusCallbackMethod") or "POST"
         events = " ".join(record.params_all("StatusCallbackEvent")).split()
         self.status_events = set(events) or {"completed"}
-        self.lane = Lane()
+        self.lane = Lane(ordered=exchange.config.ordered_callbacks)
         self.answered_at: float | None = None
         self.task: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()

@@ -139,8 +139,10 @@ def _timeline_event(message: Recordable) -> tuple[str, dict[str, object]] | None
             return "latency", {"kind": kind, "ms": ms}
         case HangUp(reason=reason):
             return "hangup", {"reason": reason}
-        case RenewSession(reason=reason):
-            return "session_renewed", {"reason": reason}
+        case RenewSession(reason=reason, attempt=attempt):
+            return "session_renewed", {"reason": reason} | (
+                {"attempt": attempt} if attempt > 1 else {}
+            )
         case FinishCall(reason=reason):
             return "finished", {"reason": reason}
         case _:

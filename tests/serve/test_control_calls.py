@@ -107,6 +107,7 @@ class FakeTwilio:
         self.updated: list[tuple[str, dict[str, Any]]] = []
         self.create_error: Exception | None = None
         self.update_error: Exception | None = None
+        self.status_now = "ringing"  # what a fetch of the call says
         twilio = self
 
         def update(sid: str, **kw: Any) -> None:
@@ -122,7 +123,10 @@ class FakeTwilio:
                 return SimpleNamespace(sid=SID)
 
             def __call__(self, sid: str) -> Any:
-                return SimpleNamespace(update=lambda **kw: update(sid, **kw))
+                return SimpleNamespace(
+                    update=lambda **kw: update(sid, **kw),
+                    fetch=lambda: SimpleNamespace(sid=sid, status=twilio.status_now),
+                )
 
         self.calls = Calls()
 
@@ -141,6 +145,12 @@ class World:
             }
         )
         self.control = RayCallControl(self.settings, store, self.pool, self.twilio)  # type: ignore[arg-type]
+        self.counted: list[tuple[str, str, str]] = []  # problems counted in the metric
+        self.control.metrics = SimpleNamespace(  # type: ignore[assignment]
+            inc=lambda spec, value, tags: self.counted.append(
+                (tags["source"], tags["reason"], tags["fatal"])
+            )
+        )
 
     async def call(self, max_duration_s: int | None = None) -> CallRecord:
         new = NewCall(
@@ -180,6 +190,7 @@ async def test_a_call_twilio_dials_after_create_timed_out_is_ended_there(world: 
 
     # Twilio took the call all the same: its callbacks come, to a call no actor serves.
     for status in ("initiated", "ringing", "in-progress"):
+        world.twilio.status_now = "ringing" if status == "initiated" else status
         await world.control.on_twilio_status(call.id, status, {"CallSid": SID})
     # Not answered yet: cancel (completed would not do); answered: complete.
     assert world.twilio.updated == [
@@ -189,6 +200,7 @@ async def test_a_call_twilio_dials_after_create_timed_out_is_ended_there(world: 
     ]
     problems = await world.problems(call.id)
     assert [p["reason"] for p in problems] == ["orphaned"] * 3
+    assert world.counted == [("twilio", "orphaned", "true")] * 3  # the problems metric
     assert problems[-1]["call_sid"] == SID and "in-progress" in str(problems[-1]["message"])
     assert world.actor.said == ["prepare", "twilio_status"]  # no actor was asked
 
@@ -335,3 +347,14 @@ async def test_a_call_twilio_rings_while_its_actor_winds_up_is_ended_there(
     assert world.twilio.updated == [(SID, {"status": "canceled"})]
     await world.control.on_twilio_status(call.id, "completed", {"CallSid": SID})
     assert len(world.twilio.updated) == 1  # over at Twilio too: nothing to end
+
+
+async def test_a_late_callback_of_a_call_over_at_twilio_ends_nothing(world: World) -> None:
+    # Callbacks come out of order: a `ringing` after the call completed, with no actor.
+    call = await world.call()
+    await world.control.place(call)
+    world.pool.serving.discard(call.id)
+    world.twilio.status_now = "completed"
+    await world.control.on_twilio_status(call.id, "ringing", {"CallSid": SID})
+    assert world.twilio.updated == []
+    assert await world.problems(call.id) == []

@@ -95,6 +95,8 @@ async def test_calls_left_without_an_end_are_settled_as_twilio_or_we_know_it(
         assert detail is not None
         [problem] = [e for e in detail.timeline if e.kind == "problem"]
         assert problem.data["reason"] == "abandoned"
+    # Counted with the problems calls report: no actor is left to report these.
+    assert world.control.problems == [("settling", "abandoned", True)] * 3
     assert await world.status(served) == "in-progress"  # its actor serves it
     assert await world.status(recent) == "ringing"
     published = [await anext(events) for _ in range(4)]

@@ -107,6 +107,8 @@ def test_a_whole_call_becomes_counts_latencies_and_a_duration(sink: RegistrySink
             (RunTool("tc_2", "book_slot", "{}"), T0 + 6),
             (ProblemNoted("realtime", "rate_limited", "slow down"), T0 + 7),
             (RenewSession("session_cap"), T0 + 7.5),
+            # Tried again after the new session failed to connect: the same move.
+            (RenewSession("session_cap", attempt=2), T0 + 7.8),
             (
                 UsageReported("resp_1", usage(input_audio_tokens=120, output_audio_tokens=80)),
                 T0 + 8,

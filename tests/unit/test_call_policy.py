@@ -1033,8 +1033,14 @@ def test_reconnecting_gives_up_on_a_time_budget_not_a_count_of_tries() -> None:
         if HangUp("realtime_closed") in failed:
             break
         now = policy.next_deadline  # type: ignore[assignment]
-        assert kinds(policy.tick(now)) == RENEWAL
+        renewed = policy.tick(now)
+        assert kinds(renewed) == RENEWAL
         tries += 1
+        # Each try says which it is (a metric counts one move), and may wait only for
+        # what is left of the budget to connect.
+        [renewal] = [a for a in renewed if isinstance(a, RenewSession)]
+        assert renewal.attempt == tries
+        assert renewal.open_within_s == pytest.approx(15.0 - (now - 2.0))
     problem = failed[0]
     assert isinstance(problem, ProblemNoted) and problem.fatal
     assert "15 s" in problem.message and "refused" in problem.message

@@ -216,6 +216,7 @@ def test_each_ray_pod_runs_a_media_edge_that_joins_its_node() -> None:
         assert argv[0] == "switchboard"
         ns = _parser().parse_args(argv[1:])  # the real CLI accepts these flags
         assert ns.command == "edge"
+        assert ns.host == "0.0.0.0"  # the Service reaches it on the pod's IP
         assert ns.port == port(edge, "edge")
         assert ns.serve_port == serve_port
         assert ns.ray_address == "auto"

@@ -15,6 +15,7 @@ from twilio.rest import Client
 from sim.scenario import Scenario, parse_scenario
 from sim.testing_twilio import TwilioEmulator, run_twilio_emulator
 from sim.twilio.amd import load_greeting, machine_audio
+from sim.twilio.callbacks import Lane
 from sim.twilio.probe_app import ProbeApp, stream_twiml
 
 ACCOUNT_SID = "AC" + "1" * 32
@@ -77,6 +78,30 @@ async def test_status_callbacks_are_signed_ordered_and_complete(app: ProbeApp) -
     assert params[3]["SipResponseCode"] == "200"
     assert emu.call(sid).end_reason == "twiml-ended"
     assert [i.source for i in emu.call(sid).heard.items] == ["say"]
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_a_slow_callback_holds_up_the_next_only_when_ordered(ordered: bool) -> None:
+    # Twilio sends each callback as its own request (protocols.md 2.5): one slow answer
+    # holds up no other, and they may arrive out of order. The processes the integration
+    # tests and `make run` use send them so; in order, one at a time, on request.
+    lane, answered, seen = Lane(ordered=ordered), asyncio.Event(), []
+
+    async def slow() -> None:
+        await answered.wait()
+        seen.append("initiated")
+
+    async def fast() -> None:
+        seen.append("ringing")
+
+    lane.submit(slow)
+    lane.submit(fast)
+    for _ in range(20):  # let the lane run all it may, no clock involved
+        await asyncio.sleep(0)
+    assert seen == ([] if ordered else ["ringing"])
+    answered.set()
+    await lane.drain()
+    assert seen == (["initiated", "ringing"] if ordered else ["ringing", "initiated"])
 
 
 async def test_only_completed_by_default_and_get_method(app: ProbeApp) -> None:
