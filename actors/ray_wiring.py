@@ -38,7 +38,7 @@ from twilio.rest import Client
 from actors.call_actor import CallActor, HangUpVia, StatusVia
 from actors.pool import CallPool, Slot
 from actors.ray_metrics import ray_pool_metrics, watch_pool
-from actors.twilio_rest import twilio_call
+from actors.twilio_rest import end_call, twilio_call
 from switchboard.call_actions import Action, FinishCall, ProblemNoted
 from switchboard.errors import ConfigError
 from switchboard.logs import configure_logging
@@ -117,7 +117,7 @@ def rest_calls(settings: Settings) -> tuple[HangUpVia, StatusVia]:
     client = twilio_client(settings)
 
     async def hang_up(call_sid: str) -> None:
-        await twilio_call(client.calls(call_sid).update, status="completed")
+        await end_call(client, call_sid)  # over already (its socket closed first): done
 
     async def status(call_sid: str) -> str | None:
         try:

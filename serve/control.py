@@ -32,7 +32,7 @@ from actors.call_actor import CallPlan
 from actors.call_metrics import PROBLEMS, MetricsSink
 from actors.ray_metrics import RayMetricsSink
 from actors.ray_wiring import NAMESPACE, Handle, through_restarts
-from actors.twilio_rest import twilio_call
+from actors.twilio_rest import end_call, twilio_call
 from serve.call_journal import utc_now
 from serve.ports import WebCallTicket
 from serve.twilio_webhooks import status_callback_url
@@ -198,9 +198,10 @@ class RayCallControl:
         if call.twilio_sid is not None:
             await self._end_at_twilio(call.twilio_sid)
 
-    async def _end_at_twilio(self, call_sid: str, end: str = "completed") -> None:
+    async def _end_at_twilio(self, call_sid: str, status: str | None = None) -> bool:
+        """End the call at Twilio (``status``: what it is, if known); False if it was over."""
         try:
-            await twilio_call(self.twilio.calls(call_sid).update, status=end)
+            return await end_call(self.twilio, call_sid, status)
         except (TwilioException, RequestException) as exc:
             raise TwilioServiceError(f"hanging up at Twilio failed: {exc}") from exc
 
@@ -216,15 +217,13 @@ class RayCallControl:
             log.warning("call %s: asking Twilio for its status failed: %s", call_id, exc)
         if is_terminal(status):
             return
-        # `canceled` ends only a call not yet answered, `completed` only an answered one
-        # (protocols.md 2.3); one answered meanwhile is ended at its `in-progress`.
-        end = "completed" if status == "in-progress" else "canceled"
         try:
-            await self._end_at_twilio(call_sid, end)
-        except TwilioServiceError as exc:  # it may have ended meanwhile; logged, not raised
+            if not await self._end_at_twilio(call_sid, status):
+                return  # it ended meanwhile
+        except TwilioServiceError as exc:  # logged, not raised: Twilio's callback is answered
             log.warning("call %s: no call actor, and ending it at Twilio failed: %s", call_id, exc)
             return
-        message = f"Twilio reported the call {status} with no call actor on it: set it {end}"
+        message = f"Twilio had the call {status} with no call actor on it: ended it there"
         log.warning("call %s: %s", call_id, message)
         problem = {
             "source": "twilio",

@@ -106,6 +106,7 @@ async def local_stack(
         url_for_recorder(settings.database_url)  # a malformed one: ConfigError, before Ray
         if ray_address is None:
             context = ray.init(
+                address="local",  # a cluster of its own, not one RAY_ADDRESS or a `ray start` names
                 namespace=NAMESPACE,
                 _node_ip_address="127.0.0.1",  # keep every Ray socket on loopback
                 resources={CALL_SLOT: call_slots},

@@ -40,8 +40,13 @@ def ensure_api_token(settings: Settings, env_file: Path, out: TextIO) -> str:
     if settings.switchboard_api_token is not None:
         raise ConfigError("SWITCHBOARD_API_TOKEN is set but holds no token, only commas")
     token = secrets.token_urlsafe(24)
-    with env_file.open("a", encoding="utf-8") as env:
-        env.write(f"SWITCHBOARD_API_TOKEN={token}\n")
+    with env_file.open("a+b") as env:  # appended: every write goes to the end
+        size = env.seek(0, os.SEEK_END)
+        if size:
+            env.seek(size - 1)
+            if env.read(1) != b"\n":  # a last line with no newline is not run into
+                env.write(b"\n")
+        env.write(f"SWITCHBOARD_API_TOKEN={token}\n".encode())
     env_file.chmod(0o600)
     print(f"A new API token was written to {env_file} (SWITCHBOARD_API_TOKEN).", file=out)
     return token
@@ -158,6 +163,12 @@ async def run_server(settings: Settings, out: TextIO, env_file: Path = Path(".en
     demo = not (settings.has_twilio_credentials and settings.has_openai_credentials)
     if not demo and settings.public_url is None:
         raise ConfigError("PUBLIC_URL must be the https URL Twilio can reach this machine at")
+    real_twilio = not demo and settings.twilio_api_base_url is None
+    if real_twilio and settings.public_url is not None and settings.public_url.scheme != "https":
+        raise ConfigError(  # real Twilio connects media streams only over wss
+            f"PUBLIC_URL must be https for real Twilio, not {settings.public_url.scheme}:"
+            " media streams connect only over wss (Twilio error 31922)"
+        )
     public = local_url(settings.host, settings.port)
     async with contextlib.AsyncExitStack() as stack:
         # The public port first, before the emulators and Ray: one already taken (a

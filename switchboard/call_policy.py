@@ -738,10 +738,16 @@ class CallPolicy:
 
     def _cut_at_end(self, now: float) -> list[Action]:
         """Replies the call's end cut short (the caller hung up mid-sentence): recorded
-        with what was played of them, as a barge-in's are, not left open."""
+        with what was played of them, as a barge-in's are, not left open. That includes
+        one generated in full but still playing (generation runs ahead of playback)."""
+        items = set(self._open_turns)
+        if self._buffered and self._playing_item is not None:
+            items.add(self._playing_item)
         cuts: list[Action] = []
-        for item in sorted(self._open_turns - self._cut_items):
+        for item in sorted(items - self._cut_items):
             heard_ms, generated_ms = self._heard(item, now)
+            if item not in self._open_turns and generated_ms - heard_ms < FRAME_MS:
+                continue  # played out but for the frame in hand: heard whole
             self._cut_items.add(item)
             cuts.append(AgentTurnInterrupted(item, heard_ms, generated_ms))
         self._open_turns.clear()

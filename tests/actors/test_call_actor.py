@@ -19,6 +19,7 @@ from websockets.typing import Subprotocol
 
 from actors import call_actor
 from actors.call_actor import CallActor, CallPlan
+from actors.twilio_rest import end_call
 from sim.scenario import Scenario, parse_scenario
 from sim.testing_realtime import RunningRealtimeEmulator, run_realtime_emulator
 from sim.testing_twilio import run_twilio_emulator
@@ -133,9 +134,9 @@ async def world() -> AsyncIterator[World]:
 
 
 def make_actor(world: World) -> CallActor:
-    async def end_via_rest(call_sid: str) -> None:
+    async def end_via_rest(call_sid: str) -> None:  # as rest_calls (actors/ray_wiring.py)
         world.ended.append(call_sid)
-        await asyncio.to_thread(world.twilio.calls(call_sid).update, status="completed")
+        await end_call(world.twilio, call_sid)
 
     async def status_via_rest(call_sid: str) -> str | None:
         call = await asyncio.to_thread(world.twilio.calls(call_sid).fetch)
@@ -323,6 +324,23 @@ async def test_a_bad_signature_is_refused_before_any_audio(
     assert await actor.hang_up("call-other") is False  # not its call
     assert await actor.hang_up("call-2") is True
     assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
+
+
+async def test_an_api_hang_up_of_a_live_call_notes_no_failed_hang_up(world: World) -> None:
+    # Closing the call's media socket ends it at Twilio too (nothing follows </Connect>),
+    # so the REST hang-up may find it over (21220): that is the hang-up done, no problem.
+    actor = make_actor(world)
+    await actor.start()
+    token = secrets.token_urlsafe(16)
+    await actor.prepare(CallPlan("call-9", "Test.", stream_token=token))
+    sid = await dial(world, actor, token)
+    await asyncio.wait_for(actor._stream_started.wait(), 30)
+    assert await actor.hang_up("call-9") is True
+    assert await asyncio.wait_for(actor.wait_finished(), 30) == "api"
+    assert world.ended == [sid]
+    assert (await asyncio.to_thread(world.twilio.calls(sid).fetch)).status == "completed"
+    problems = [a for a in world.recorder.actions if isinstance(a, ProblemNoted)]
+    assert [p.reason for p in problems if p.reason == "hangup_failed"] == []
 
 
 async def handshake_status(port: int, path: str, headers: dict[str, str]) -> int:

@@ -7,10 +7,12 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from actors import twilio_rest
-from actors.twilio_rest import ATTEMPTS, twilio_call
+from actors.twilio_rest import ATTEMPTS, end_call, twilio_call
+from sim.scenario import parse_scenario
 from sim.testing_twilio import TwilioEmulator, run_twilio_emulator
 
 TO, FROM = "+15551230000", "+15559870000"
+SLOW = "+15551230099"  # rings until the test is done
 HOLD = '<Response><Pause length="30"/></Response>'
 
 
@@ -66,3 +68,25 @@ async def test_any_other_error_is_not_retried() -> None:
             await twilio_call(calls.create, to="not a number", from_=FROM, twiml=HOLD)
         assert info.value.status == 400
         assert calls.attempts == 1
+
+
+async def test_ending_a_call_picks_the_status_its_state_needs_and_an_ended_one_is_no_error() -> (
+    None
+):
+    numbers = {"default": {"answer_after_s": 0.05}, SLOW: {"answer_after_s": 600}}
+    scenario = parse_scenario({"numbers": numbers})
+    async with run_twilio_emulator(
+        account_sid="AC" + "7" * 32, auth_token="tok", scenario=scenario
+    ) as emu:
+        client = sdk(emu)
+        held = await twilio_call(client.calls.create, to=TO, from_=FROM, twiml=HOLD)
+        await emu.wait_for_call_status(held.sid, "in-progress")
+        assert await end_call(client, held.sid) is True  # answered: completed
+        await emu.wait_for_call_status(held.sid, "completed")
+        # Over already (a hang-up racing the call's own end): Twilio refuses with 21220,
+        # which is what was wanted, not a failure to report.
+        assert await end_call(client, held.sid) is False
+        ringing = await twilio_call(client.calls.create, to=SLOW, from_=FROM, twiml=HOLD)
+        assert await end_call(client, ringing.sid, "ringing") is True  # not answered: canceled
+        await emu.wait_for_call_status(ringing.sid, "canceled")
+        assert await end_call(client, "CA" + "0" * 32) is False  # Twilio has no such call

@@ -38,14 +38,11 @@ INSTRUCTION = "You are booking a dental cleaning for Jane Doe, any weekday after
 
 def clean_environment(port: int) -> dict[str, str]:
     """This process's environment without any setting Switchboard reads (no credentials:
-    demo mode) or a Ray cluster to join, on a port of its own."""
+    demo mode), on a port of its own; and a Ray user's RAY_ADDRESS naming a cluster
+    (none answers there), which `make run` must not try to join: it starts its own."""
     settings = {name.upper() for name in Settings.model_fields}
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name.upper() not in settings and name != "RAY_ADDRESS"
-    }
-    return env | {"PORT": str(port)}
+    env = {name: value for name, value in os.environ.items() if name.upper() not in settings}
+    return env | {"PORT": str(port), "RAY_ADDRESS": "127.0.0.1:1"}
 
 
 def descendants(root: int) -> dict[int, str]:

@@ -427,6 +427,31 @@ def test_barge_in_truncates_at_the_acknowledged_playback_offset() -> None:
     assert policy.phase is CallPhase.THINKING  # the response is still active
 
 
+@pytest.mark.parametrize(
+    "ending", [StreamStopped(5, "MZ1", "AC1", "CA1"), HangupRequested("api")], ids=type
+)
+@pytest.mark.parametrize(("played_ms", "cut"), [(100, True), (990, False)])
+def test_a_reply_generated_in_full_but_still_playing_at_the_end_is_cut_where_heard(
+    ending: PolicyEvent, played_ms: int, cut: bool
+) -> None:
+    # Generation runs ahead of playback (protocols.md 3): the reply's transcript is done,
+    # and the call ends while the phone plays it. What was heard is what stands.
+    policy = thinking()
+    playback = policy._playback
+    assert isinstance(playback, FakePlayback)
+    feed(policy, [ResponseStarted("r"), OutputItemAdded("r", "item_A", "message")])
+    feed(policy, [AudioDelta("r", "item_A", b64(b"\x01" * 8000))])  # 1000 ms generated
+    done = feed(policy, [AudioDone("r", "item_A"), TranscriptDone("r", "item_A", "Hello.")])
+    assert AgentTurnFinished("item_A", "Hello.") in done
+    assert policy.phase is CallPhase.SPEAKING  # still playing
+    playback.played["item_A"] = played_ms * 8  # bytes of mu-law
+    actions = policy.handle(ending, 2.0)
+    cuts = [a for a in actions if isinstance(a, AgentTurnInterrupted)]
+    # Played out but for less than a frame, it was heard whole: no cut.
+    assert cuts == ([AgentTurnInterrupted("item_A", played_ms, 1000)] if cut else [])
+    assert FinishCall in kinds(actions)
+
+
 def test_truncate_past_the_audio_is_clamped_to_what_was_generated() -> None:
     policy = speaking()  # 800 bytes = 100 ms generated
     playback = policy._playback

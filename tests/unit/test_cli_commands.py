@@ -39,6 +39,16 @@ def test_a_new_api_token_is_kept_in_a_private_env_file(
     assert ensure_api_token(again, env, out) == token
 
 
+def test_a_new_api_token_does_not_run_into_a_last_line_with_no_newline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SWITCHBOARD_API_TOKEN", raising=False)
+    env = tmp_path / ".env"
+    env.write_text("LOG_LEVEL=info")  # an editor or `echo -n` left no newline
+    token = ensure_api_token(Settings(_env_file=None), env, StringIO())  # type: ignore[call-arg]
+    assert env.read_text() == f"LOG_LEVEL=info\nSWITCHBOARD_API_TOKEN={token}\n"
+
+
 def test_the_first_of_several_api_tokens_is_used_and_blank_ones_are_not_tokens(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

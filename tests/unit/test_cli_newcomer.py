@@ -85,6 +85,38 @@ async def test_run_checks_the_port_before_it_starts_the_emulators_or_ray(
         await run_server(config, StringIO(), tmp_path / ".env")
 
 
+@pytest.mark.parametrize(
+    ("public_url", "twilio_base", "refused"),
+    [
+        ("http://calls.example.com", None, True),  # real Twilio streams only over wss
+        ("https://calls.example.com", None, False),
+        ("http://127.0.0.1:8000", "http://127.0.0.1:9000", False),  # an emulator: its choice
+    ],
+)
+async def test_live_mode_wants_an_https_public_url_for_real_twilio(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    public_url: str,
+    twilio_base: str | None,
+    refused: bool,
+) -> None:
+    monkeypatch.setattr(serve.runner, "demo_services", must_not_start)
+    monkeypatch.setattr(serve.runner, "local_stack", must_not_start)
+    monkeypatch.setattr(serve.runner, "bind_public", must_not_start)  # got this far: allowed
+    config = settings(
+        switchboard_api_token="tok",
+        public_url=public_url,
+        twilio_api_base_url=twilio_base,
+        twilio_account_sid="AC" + "1" * 32,
+        twilio_auth_token="secret",
+        twilio_from_number="+15005550006",
+        openai_api_key="sk-x",
+    )
+    expected = "PUBLIC_URL must be https" if refused else "started something"
+    with pytest.raises((ConfigError, AssertionError), match=expected):
+        await run_server(config, StringIO(), tmp_path / ".env")
+
+
 def test_make_run_on_a_taken_port_prints_one_line(
     occupied: int,
     tmp_path: Path,
