@@ -16,21 +16,42 @@ import httpx
 from websockets.exceptions import WebSocketException
 
 from serve.client import ApiError, SwitchboardClient
+from switchboard.transcript import heard_prefix
 
 __all__ = ["follow_call", "hang_up_call"]
 
 FINAL = {"completed", "busy", "no-answer", "failed", "canceled"}
 
 
-def describe(event: dict[str, object]) -> str | None:
-    """One line for a live event, or ``None`` for the ones a person need not see."""
+def describe(event: dict[str, object], said: dict[str, str] | None = None) -> str | None:
+    """One line for a live event, or ``None`` for the ones a person need not see.
+
+    ``said``: each agent reply's text so far, by item, kept up here from the deltas, so a
+    cut reply shows what the caller heard of it (its words come before they are heard).
+    """
+    said = {} if said is None else said
+    item = str(event.get("item_id", ""))
     match event.get("type"):
         case "transcript.caller":
             return f"caller: {event['text']}"
+        case "transcript.agent_delta":
+            offset = event.get("offset")
+            text = said.get(item, "")
+            cut = len(text) if not isinstance(offset, int) else offset
+            said[item] = text[:cut] + str(event.get("delta", ""))
+            return None
         case "transcript.agent_done":
+            said[item] = str(event["text"])
             return f"agent:  {event['text']}"
         case "transcript.agent_interrupted":
-            return f"agent:  (cut off after {event['heard_ms']} ms of {event['generated_ms']} ms)"
+            heard_ms, generated_ms = event["heard_ms"], event["generated_ms"]
+            heard = ""
+            if isinstance(heard_ms, int) and isinstance(generated_ms, int):
+                heard = heard_prefix(said.get(item, ""), heard_ms, generated_ms)
+            return (
+                f"agent:  (cut off after {heard_ms} ms of {generated_ms} ms; "
+                f"the caller heard: {heard or 'nothing'})"
+            )
         case "tool.called":
             return f"tool:   {event['name']}({event['arguments']})"
         case "latency":
@@ -103,9 +124,10 @@ async def follow_call(
             raise
         print(f"call {call.id} to {call.to}: {call.status}", file=out, flush=True)
         ended = status_final = False
+        said: dict[str, str] = {}
         try:
             async for event in client.stream_events(call.id):
-                line = describe(event)
+                line = describe(event, said)
                 if line is not None:
                     print(line, file=out, flush=True)
                 ended = ended or event.get("type") == "call.ended"

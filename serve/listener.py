@@ -1,4 +1,5 @@
-"""The public port, bound before anything else starts (Ray opens ports of its own choosing)."""
+"""The public port: bound before anything else starts (Ray opens ports of its own
+choosing), and the URL this machine reaches it at."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import socket
 
 from switchboard.errors import ConfigError
 
-__all__ = ["bind_public"]
+__all__ = ["bind_public", "local_url"]
 
 
 def bind_public(
@@ -45,3 +46,9 @@ def bind_public(
         raise ConfigError(
             f"cannot listen on {host}:{port}: {exc} (set {host_is} and {port_is})"
         ) from None
+
+
+def local_url(host: str, port: int) -> str:
+    """Where this machine reaches a listener on ``host``: loopback for a wildcard."""
+    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"

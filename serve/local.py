@@ -30,7 +30,7 @@ from ray import serve
 from actors.ray_wiring import CALL_SLOT, NAMESPACE, Handle
 from serve.deployment import app, ensure_call_actors, url_for_recorder
 from serve.edge_command import PoolResolver
-from serve.listener import bind_public
+from serve.listener import bind_public, local_url
 from serve.media_edge import MediaEdge, settle_edge_process
 from switchboard.errors import ConfigError
 from switchboard.settings import load_settings
@@ -54,12 +54,6 @@ class LocalStack:
     pool: Handle
     recorders: list[Handle]
     dashboard_url: str | None
-
-
-def local_url(host: str, port: int) -> str:
-    """Where this machine reaches a listener on ``host``: loopback for a wildcard."""
-    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-    return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
 
 
 def export_settings(values: Mapping[str, str]) -> None:

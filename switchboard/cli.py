@@ -143,12 +143,13 @@ def _demo(ns: argparse.Namespace) -> int:
 def _api(ns: argparse.Namespace) -> tuple[str, str]:
     """The API's URL and token, for the subcommands that are its clients."""
     from serve.auth import tokens_from_settings
+    from serve.listener import local_url
 
     settings = load_settings()
     tokens = tokens_from_settings(settings)
     if not tokens:
         raise ConfigError("SWITCHBOARD_API_TOKEN is not set (switchboard run writes it to .env)")
-    return ns.url or f"http://127.0.0.1:{settings.port}", tokens[0]
+    return ns.url or local_url(settings.host, settings.port), tokens[0]  # where `run` listens
 
 
 def _call(ns: argparse.Namespace) -> int:

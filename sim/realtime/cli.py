@@ -29,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--scenario", type=Path, help="YAML/JSON scenario (sim/scenario.py)")
-    parser.add_argument("--api-key", default="sk-test", help="accepted bearer key ('' = any)")
+    parser.add_argument(
+        "--api-key", default="sk-test", help="accepted bearer key (default: %(default)s; '' = any)"
+    )
     parser.add_argument("--connect-latency-ms", type=int, default=0)
     parser.add_argument("--first-audio-ms", type=int, default=300)
     parser.add_argument("--chunk-ms", type=int, default=100, help="audio per delta")

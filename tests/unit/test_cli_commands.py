@@ -13,6 +13,7 @@ from serve.runner import dotenv_settings, ensure_api_token
 from switchboard.cli import main
 from switchboard.errors import ConfigError
 from switchboard.settings import Settings, load_settings
+from switchboard.transcript import heard_prefix
 
 
 @pytest.mark.parametrize("service", ["twilio", "realtime"])
@@ -92,7 +93,7 @@ def test_settings_from_the_env_file_reach_the_ray_workers_through_the_environmen
         ({"type": "transcript.agent_done", "text": "Hello"}, "agent:  Hello"),
         (
             {"type": "transcript.agent_interrupted", "heard_ms": 640, "generated_ms": 3000},
-            "agent:  (cut off after 640 ms of 3000 ms)",
+            "agent:  (cut off after 640 ms of 3000 ms; the caller heard: nothing)",
         ),
         ({"type": "tool.called", "name": "lookup", "arguments": "{}"}, "tool:   lookup({})"),
         ({"type": "call.status", "status": "ringing"}, "status: ringing"),
@@ -102,6 +103,38 @@ def test_settings_from_the_env_file_reach_the_ray_workers_through_the_environmen
 )
 def test_live_events_read_as_a_transcript(event: dict[str, object], line: str | None) -> None:
     assert describe(event) == line
+
+
+def test_a_cut_reply_shows_what_the_caller_heard_of_it() -> None:
+    # The reply's words come before it is heard: a cut after its end says what was heard.
+    said: dict[str, str] = {}
+    text = "We have openings on Monday at four and Tuesday at ten."
+    for offset, delta in (
+        (0, "We have openings"),
+        (16, " on Monday at four"),
+        (16, " on Monday at four"),
+    ):
+        event = {
+            "type": "transcript.agent_delta",
+            "item_id": "a1",
+            "delta": delta,
+            "offset": offset,
+        }
+        assert describe(event, said) is None  # the repeat lands where it did
+    assert said["a1"] == "We have openings on Monday at four"
+    done = {"type": "transcript.agent_done", "item_id": "a1", "text": text}
+    assert describe(done, said) == f"agent:  {text}"
+    cut = {
+        "type": "transcript.agent_interrupted",
+        "item_id": "a1",
+        "heard_ms": 1500,
+        "generated_ms": 4500,
+    }
+    heard = heard_prefix(text, 1500, 4500)
+    assert heard and heard != text
+    assert describe(cut, said) == (
+        f"agent:  (cut off after 1500 ms of 4500 ms; the caller heard: {heard})"
+    )
 
 
 def test_the_edge_names_a_ray_address_where_nothing_answers(
@@ -146,3 +179,20 @@ async def test_the_edge_goes_on_once_the_cluster_answers() -> None:
     async with server:
         port = server.sockets[0].getsockname()[1]
         await await_ray(f"127.0.0.1:{port}", wait_s=0)  # no ConfigError: it answered
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [("0.0.0.0", "http://127.0.0.1:8123"), ("10.1.2.3", "http://10.1.2.3:8123")],
+)
+def test_the_clients_find_the_api_where_run_listens(
+    monkeypatch: pytest.MonkeyPatch, host: str, url: str
+) -> None:
+    from argparse import Namespace
+
+    from switchboard.cli import _api
+
+    monkeypatch.setenv("HOST", host)
+    monkeypatch.setenv("PORT", "8123")
+    monkeypatch.setenv("SWITCHBOARD_API_TOKEN", "tok")
+    assert _api(Namespace(url=None)) == (url, "tok")
