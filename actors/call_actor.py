@@ -326,12 +326,18 @@ class CallActor:
     async def twilio_status(self, call_id: str, status: str) -> bool:
         """A status callback: a call that ends before its stream joined ends here.
 
-        Whether the call was still live here: an actor winding up a call that is over
-        (its dial failed, say) says no, so a call Twilio still rings is ended as an orphan.
+        Whether the call is this actor's to end: one winding up a call whose dial failed
+        unseen says no, so a call Twilio still rings is ended as an orphan.
         """
         if not self._serves(call_id) or self.shell is None:
             return False
-        live = not self.shell.finished.is_set()
+        # Its own to end while live, or while it ends it at Twilio itself (knowing the
+        # CallSid, or about to); not once its dial failed unseen (the create timed out).
+        live = (
+            not self.shell.finished.is_set()
+            or self.call_sid is not None
+            or (self._hang_up_when_dialed and not self._dial_settled.is_set())
+        )
         if status in FINAL_STATUSES:
             self._dial_settled.set()  # also the ingress's word that the dial failed
             if not self._attached:

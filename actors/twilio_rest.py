@@ -52,9 +52,13 @@ async def end_call(client: Client, call_sid: str, status: str | None = None) -> 
     media socket ends it too), and Twilio refuses to end what has ended (21220)."""
     end = "canceled" if status in NOT_ANSWERED else "completed"
     for _ in range(3):  # the call may move on between a refusal and the next try
+        canceled = False
         try:
             await twilio_call(client.calls(call_sid).update, status=end)
-            return True
+            if end == "completed":
+                return True
+            # `canceled` is taken, and does nothing, once the call is answered (2.3).
+            canceled = True
         except TwilioRestException as exc:
             if exc.status == 404:
                 return False
@@ -67,7 +71,7 @@ async def end_call(client: Client, call_sid: str, status: str | None = None) -> 
                 return False
             raise
         if now in ENDED:
-            return False
+            return canceled and now == "canceled"  # ended by this cancel, or over before
         end = "canceled" if now in NOT_ANSWERED else "completed"
     await twilio_call(client.calls(call_sid).update, status=end)  # its error, if any, stands
     return True

@@ -45,13 +45,12 @@ def describe(event: dict[str, object], said: dict[str, str] | None = None) -> st
             return f"agent:  {event['text']}"
         case "transcript.agent_interrupted":
             heard_ms, generated_ms = event["heard_ms"], event["generated_ms"]
-            heard = ""
-            if isinstance(heard_ms, int) and isinstance(generated_ms, int):
-                heard = heard_prefix(said.get(item, ""), heard_ms, generated_ms)
-            return (
-                f"agent:  (cut off after {heard_ms} ms of {generated_ms} ms; "
-                f"the caller heard: {heard or 'nothing'})"
-            )
+            line = f"agent:  (cut off after {heard_ms} ms of {generated_ms} ms"
+            words = said.get(item)
+            if words is None or not (isinstance(heard_ms, int) and isinstance(generated_ms, int)):
+                return line + ")"  # joined after its words: what they were is not known here
+            heard = heard_prefix(words, heard_ms, generated_ms) or "nothing"
+            return f"{line}; the caller heard: {heard})"
         case "tool.called":
             return f"tool:   {event['name']}({event['arguments']})"
         case "latency":

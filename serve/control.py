@@ -213,6 +213,7 @@ class RayCallControl:
         except TwilioRestException as exc:
             if exc.status == 404:
                 return  # not Twilio's (any more): nothing rings
+            log.warning("call %s: asking Twilio for its status failed: %s", call_id, exc)
         except (TwilioException, RequestException) as exc:  # cannot tell: go by the callback
             log.warning("call %s: asking Twilio for its status failed: %s", call_id, exc)
         if is_terminal(status):

@@ -159,7 +159,6 @@ def banner(
 
 async def run_server(settings: Settings, out: TextIO, env_file: Path = Path(".env")) -> int:
     token_from = token_source(env_file)
-    token = ensure_api_token(settings, env_file, out)
     demo = not (settings.has_twilio_credentials and settings.has_openai_credentials)
     if not demo and settings.public_url is None:
         raise ConfigError("PUBLIC_URL must be the https URL Twilio can reach this machine at")
@@ -169,6 +168,7 @@ async def run_server(settings: Settings, out: TextIO, env_file: Path = Path(".en
             f"PUBLIC_URL must be https for real Twilio, not {settings.public_url.scheme}:"
             " media streams connect only over wss (Twilio error 31922)"
         )
+    token = ensure_api_token(settings, env_file, out)  # once the settings are found usable
     public = local_url(settings.host, settings.port)
     async with contextlib.AsyncExitStack() as stack:
         # The public port first, before the emulators and Ray: one already taken (a

@@ -483,6 +483,27 @@ async def test_a_retried_webhook_gets_the_calls_first_token(world: World) -> Non
         await actor.prepare(CallPlan("call-6", "Book a cleaning.", stream_token="third"))
 
 
+async def test_a_callback_after_the_end_is_the_actors_only_if_it_ends_the_call_itself(
+    world: World,
+) -> None:
+    # Hung up while ringing: the actor ends the call at Twilio itself (it has the
+    # CallSid), so a `ringing` callback meanwhile is its own, not an orphan's.
+    actor = make_actor(world)
+    await actor.start()
+    await actor.prepare(CallPlan("call-a", "Test.", stream_token="t"))
+    await actor.dialed("call-a", "CA" + "a" * 32)  # Twilio has no such call: 404, done
+    assert await actor.hang_up("call-a") is True
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
+    assert await actor.twilio_status("call-a", "ringing") is True
+    # Its dial failed unseen (the create timed out): a call Twilio rings is nobody's.
+    other = make_actor(world)
+    await other.start()
+    await other.prepare(CallPlan("call-b", "Test.", stream_token="t"))
+    await other.twilio_status("call-b", "failed")  # the ingress's word: never dialed
+    assert await asyncio.wait_for(other.wait_finished(), 10) == "failed"
+    assert await other.twilio_status("call-b", "ringing") is False
+
+
 async def test_an_answered_call_whose_stream_never_joined_ends_at_completed(world: World) -> None:
     # Answered, then the handshake was refused (or the callee hung up first): Twilio ends
     # the call with `completed`, and nothing else would free the actor and its session.

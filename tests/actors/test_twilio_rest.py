@@ -90,3 +90,9 @@ async def test_ending_a_call_picks_the_status_its_state_needs_and_an_ended_one_i
         assert await end_call(client, ringing.sid, "ringing") is True  # not answered: canceled
         await emu.wait_for_call_status(ringing.sid, "canceled")
         assert await end_call(client, "CA" + "0" * 32) is False  # Twilio has no such call
+        # A status that went stale (a late `ringing` of a call since answered): the cancel
+        # Twilio takes and ignores is not taken for the end.
+        answered = await twilio_call(client.calls.create, to=TO, from_=FROM, twiml=HOLD)
+        await emu.wait_for_call_status(answered.sid, "in-progress")
+        assert await end_call(client, answered.sid, "ringing") is True
+        await emu.wait_for_call_status(answered.sid, "completed")

@@ -114,6 +114,9 @@ class FakeTwilio:
             if twilio.update_error is not None:
                 raise twilio.update_error
             twilio.updated.append((sid, kw))
+            # As Twilio: a cancel ends only a call not answered; completed ends any.
+            if kw["status"] == "completed" or twilio.status_now in ("queued", "ringing"):
+                twilio.status_now = kw["status"]
 
         class Calls:
             def create(self, **kw: Any) -> Any:
