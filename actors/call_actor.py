@@ -71,7 +71,7 @@ from switchboard.call_actions import (
     ProblemNoted,
 )
 from switchboard.call_policy import CallPhase, PolicyConfig
-from switchboard.errors import ConfigError, LocalProtocolError
+from switchboard.errors import CallCanceled, ConfigError, LocalProtocolError
 from switchboard.session_config import SessionConfig
 from switchboard.settings import Settings
 
@@ -197,6 +197,7 @@ class CallActor:
         self._rest_hangup: asyncio.Task[None] | None = None
         self._stream_lost = False  # the watchdog ended it: no stream, no word from Twilio
         self._given_up = False  # never prepared in time: a late prepare is refused
+        self._canceled_by: str | None = None  # hung up while preparing: not to be dialed
         self._dial_abandoned = False  # the wrap-up stopped waiting for the CallSid
         self._carrier_status: str | None = None  # a final status read from Twilio itself
         self._watch_began = 0.0  # monotonic: when the watchdog started waiting
@@ -283,6 +284,12 @@ class CallActor:
                 with contextlib.suppress(Exception):
                     await socket.close(1000, "call given up")
                 raise LocalProtocolError(f"call {plan.call_id} was given up while preparing")
+            if self._canceled_by is not None:
+                with contextlib.suppress(Exception):
+                    await socket.close(1000, "call hung up")
+                raise CallCanceled(
+                    f"call {plan.call_id} was hung up ({self._canceled_by}) before it was dialed"
+                )
         except BaseException:
             self._prepared.set()  # with no shell: the wrap-up retires this actor
             raise
@@ -365,7 +372,14 @@ class CallActor:
         self._stream_due = max(self._stream_due, time.monotonic() + wait)
 
     async def hang_up(self, call_id: str, reason: str = "api") -> bool:
-        if not self._serves(call_id) or self.shell is None or self.shell.finished.is_set():
+        if not self._serves(call_id):
+            return False
+        if self.shell is None:  # its session is opening: ``prepare`` refuses to go on
+            if self._prepared.is_set() or self._given_up:
+                return False  # it failed to open: the call is not being placed
+            self._canceled_by = reason
+            return True
+        if self.shell.finished.is_set():
             return False
         self.shell.feed(HangupRequested(reason))
         return True

@@ -49,6 +49,7 @@ __all__ = [
     "INTERRUPTIONS",
     "LATENCY",
     "LIVE_CALLS",
+    "MEDIA_REFUSED",
     "METRICS",
     "NO_METRICS",
     "POOL_LIVE",
@@ -62,6 +63,7 @@ __all__ = [
     "TOKENS",
     "TOOL_CALLS",
     "CallMetrics",
+    "EdgeMetrics",
     "LabelValues",
     "MetricKind",
     "MetricSpec",
@@ -119,7 +121,10 @@ LATENCY = MetricSpec(
 )
 AGENT_TURNS = MetricSpec("switchboard_agent_turns", _C, "Agent turns started.")
 INTERRUPTIONS = MetricSpec(
-    "switchboard_interruptions", _C, "Agent turns the caller cut off (barge-in)."
+    "switchboard_interruptions",
+    _C,
+    "Agent turns cut off, by whom: caller (a barge-in) or end (the call ended mid-reply).",
+    ("by",),
 )
 TOOL_CALLS = MetricSpec("switchboard_tool_calls", _C, "Tool calls the model made.", ("tool",))
 PROBLEMS = MetricSpec(
@@ -156,6 +161,14 @@ RECORDER_LAG = MetricSpec(
 )
 POOL_READY = MetricSpec("switchboard_pool_ready", _G, "Warm call actors waiting for a call.")
 POOL_LIVE = MetricSpec("switchboard_pool_live", _G, "Call actors serving a call.")
+MEDIA_REFUSED = MetricSpec(
+    "switchboard_media_refused",
+    _C,
+    "Connections the media edge refused, by reason: unknown_call (no such live call); "
+    "bad_head, bad_call_id, head_timeout, ... (a malformed request); resolver_error, "
+    "resolver_timeout, upstream_unreachable, default_unreachable (our side failed).",
+    ("reason",),
+)
 
 METRICS: tuple[MetricSpec, ...] = (
     CALLS_STARTED,
@@ -174,6 +187,7 @@ METRICS: tuple[MetricSpec, ...] = (
     RECORDER_LAG,
     POOL_READY,
     POOL_LIVE,
+    MEDIA_REFUSED,
 )
 
 # Usage fields counted as tokens, and the `kind` label each gets.
@@ -312,8 +326,8 @@ class CallMetrics:
                 self.sink.observe(LATENCY, ms, {"kind": self._label(LATENCY, "kind", kind)})
             case AgentTurnStarted():
                 self.sink.inc(AGENT_TURNS, 1, {})
-            case AgentTurnInterrupted():
-                self.sink.inc(INTERRUPTIONS, 1, {})
+            case AgentTurnInterrupted(by=by):
+                self.sink.inc(INTERRUPTIONS, 1, {"by": self._label(INTERRUPTIONS, "by", by)})
             case RunTool(name=name):
                 self.sink.inc(TOOL_CALLS, 1, {"tool": self._label(TOOL_CALLS, "tool", name)})
             case ProblemNoted(source=source, reason=reason, fatal=fatal):
@@ -401,3 +415,13 @@ class PoolMetrics:
     def update(self, ready: int, live: int) -> None:
         self.sink.set(POOL_READY, ready, {})
         self.sink.set(POOL_LIVE, live, {})
+
+
+class EdgeMetrics:
+    """The media edge's refusals (its reasons are its own few: no label limit)."""
+
+    def __init__(self, sink: MetricsSink) -> None:
+        self.sink = sink
+
+    def refused(self, reason: str) -> None:
+        self.sink.inc(MEDIA_REFUSED, 1, {"reason": reason})

@@ -41,6 +41,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from switchboard.errors import CallCanceled
+
 __all__ = ["CallPool", "Slot", "SlotFactory"]
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ class CallPool(Generic[H]):
         # Calls waiting for an actor started for them: one creation per call, however
         # often it is asked for (a retried webhook), registered by the creation itself.
         self._acquiring: dict[str, asyncio.Task[Slot[H]]] = {}
+        self._canceled: set[str] = set()  # hung up while their actor was being started
         self._tasks: set[asyncio.Task[None]] = set()  # refills: short-lived
         self._watchers: set[asyncio.Task[None]] = set()  # one per live call
         self._starting = 0  # refill creations in flight: they count toward ``size``
@@ -157,7 +160,20 @@ class CallPool(Generic[H]):
         finally:
             self._on_demand -= 1
             self._acquiring.pop(call_id, None)
+            canceled = call_id in self._canceled
+            self._canceled.discard(call_id)
+        if canceled:
+            self._ready.append(slot)  # unused: the next call's
+            raise CallCanceled(f"call {call_id} was hung up before an actor could take it")
         return self._hand_out(call_id, slot)
+
+    def cancel(self, call_id: str) -> bool:
+        """Hang up a call whose actor is still being started: the actor goes to the next
+        call instead. False if the call is not waiting for one."""
+        if call_id not in self._acquiring:
+            return False
+        self._canceled.add(call_id)
+        return True
 
     def _hand_out(self, call_id: str, slot: Slot[H]) -> Slot[H]:
         self._live[call_id] = slot

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from ray.util import metrics
 
-from actors.call_metrics import CallMetrics, MetricKind, MetricSpec, PoolMetrics
+from actors.call_metrics import CallMetrics, EdgeMetrics, MetricKind, MetricSpec, PoolMetrics
 
 __all__ = [
     "EXPORT_PREFIX",
@@ -35,6 +35,7 @@ __all__ = [
     "RayMetricsSink",
     "exported_names",
     "ray_call_metrics",
+    "ray_edge_metrics",
     "ray_pool_metrics",
     "watch_pool",
 ]
@@ -122,6 +123,11 @@ def ray_call_metrics() -> CallMetrics:
 def ray_pool_metrics() -> PoolMetrics:
     """The pool's gauges, exported by Ray."""
     return PoolMetrics(RayMetricsSink())
+
+
+def ray_edge_metrics() -> EdgeMetrics:
+    """The media edge's counters, exported by Ray (the edge's process is a driver)."""
+    return EdgeMetrics(RayMetricsSink())
 
 
 class PoolCounts(Protocol):

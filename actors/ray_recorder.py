@@ -72,6 +72,9 @@ class RayCallRecorder:
     ) -> None:
         await self.recorder.report(call_id, batch, seq, sender)
 
+    async def actor_died(self, call_id: str, cause: str, at: float) -> None:
+        await self.recorder.actor_died(call_id, cause, at)
+
     async def publish(self, event: dict[str, object]) -> None:
         await self.recorder.publish(event)
 

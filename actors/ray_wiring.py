@@ -39,7 +39,7 @@ from actors.call_actor import CallActor, HangUpVia, StatusVia
 from actors.pool import CallPool, Slot
 from actors.ray_metrics import ray_pool_metrics, watch_pool
 from actors.twilio_rest import end_call, twilio_call
-from switchboard.call_actions import Action, FinishCall, ProblemNoted
+from switchboard.call_actions import Action
 from switchboard.errors import ConfigError
 from switchboard.logs import configure_logging
 from switchboard.settings import Settings, load_settings
@@ -62,7 +62,6 @@ NAMESPACE = "switchboard"
 POOL_NAME = "switchboard-pool"
 RECORDER_PREFIX = "switchboard-recorder"
 CALL_SLOT = "call_slot"
-ACTOR_FAILED = "actor_failed"  # the reason recorded for a call whose actor died
 CALL_ACTOR_PREFIX = "call-"  # every call actor's name: how a restarted pool finds them
 DESCRIBE_S = 10.0  # a call actor that does not say what it does by then is asked again
 LATE_ADOPT_S = 300.0  # ... until this long after the pool started, then killed
@@ -165,6 +164,10 @@ class HandleReporter:
     ) -> None:
         shard = self.recorders[shard_of(call_id, len(self.recorders))]
         await through_restarts(lambda: shard.report.remote(call_id, batch, seq, sender))
+
+    async def actor_died(self, call_id: str, cause: str, at: float) -> None:
+        shard = self.recorders[shard_of(call_id, len(self.recorders))]
+        await through_restarts(lambda: shard.actor_died.remote(call_id, cause, at))
 
 
 @ray.remote
@@ -350,10 +353,8 @@ class RayCallPool:
         if self._reporter is None:  # a GCS lookup: off the pool's loop
             handles = await asyncio.to_thread(recorder_handles, self._recorder_shards)
             self._reporter = HandleReporter(handles)
-        message = f"the call's actor died ({type(exc).__name__}); the call ended with it"
-        at = time.time()
-        problem = ProblemNoted("switchboard", ACTOR_FAILED, message, fatal=True)
-        await self._reporter.report(call_id, [(problem, at), (FinishCall(ACTOR_FAILED), at)])
+        # The recorder knows whether the call had ended before: then this is no end of it.
+        await self._reporter.actor_died(call_id, type(exc).__name__, time.time())
 
     async def _adopted(self) -> None:
         if self._adopting is None or (
@@ -423,6 +424,11 @@ class RayCallPool:
         await self._adopted()
         slot = self.pool.slot(call_id)
         return None if slot is None else slot.name
+
+    async def cancel(self, call_id: str) -> bool:
+        """Hang up a call still waiting for its actor (``CallPool.cancel``)."""
+        await self._adopted()
+        return self.pool.cancel(call_id)
 
     async def serves(self, call_id: str) -> bool | None:
         """Whether an actor serves the call (or is being started for it); None when this

@@ -32,12 +32,12 @@ from collections import deque
 from datetime import UTC, datetime
 
 from actors.call_metrics import NO_METRICS, TICK_S, RecorderMetrics
-from switchboard.call_actions import Action, CallStatusChanged, FinishCall
+from switchboard.call_actions import Action, CallStatusChanged, FinishCall, ProblemNoted
 from switchboard.live_events import live_event
 from switchboard.store import CallStore, record_batch
 from switchboard.store.status import TERMINAL_STATUSES
 
-__all__ = ["POLL_LIMIT", "CallRecorder", "EventLog"]
+__all__ = ["ACTOR_FAILED", "POLL_LIMIT", "CallRecorder", "EventLog"]
 
 
 POLL_LIMIT = 500  # events a poll brings at most
@@ -90,6 +90,9 @@ class EventLog:
             wanted = min(self._last - seq, len(self._events))
             found = list(itertools.islice(reversed(self._events), wanted))[::-1][:limit]
             return [event for _, event in found], found[-1][0] if found else seq
+
+
+ACTOR_FAILED = "actor_failed"  # the reason recorded for a call whose actor died
 
 
 def _ends(action: Action) -> bool:
@@ -165,33 +168,72 @@ class CallRecorder:
         all recorded."""
         received = time.time()
         await self.open()
+        async with self._call_lock(call_id):
+            await self._record(call_id, batch, seq, sender, received)
+        if any(_ends(action) for action, _ in batch):
+            self._forget(call_id)
+
+    def _call_lock(self, call_id: str) -> asyncio.Lock:
+        self._heard[call_id] = time.monotonic()
+        return self._calls.setdefault(call_id, asyncio.Lock())
+
+    async def _record(
+        self,
+        call_id: str,
+        batch: list[tuple[Action, float]],
+        seq: int | None,
+        sender: str,
+        received: float,
+    ) -> None:
+        """``report``'s work, under the call's lock."""
         assert self.store is not None
         if not sender:  # numbers mean nothing without whose they are: record it all
             seq = None
         key = (call_id, sender)
-        self._heard[call_id] = time.monotonic()
-        async with self._calls.setdefault(call_id, asyncio.Lock()):
-            fresh, progress, done = batch, None, 0
-            if seq is not None:
-                done = self._recorded.get(key, -1)
-                if done < 0:
-                    done = await self.store.actions_recorded(call_id, sender)
-                fresh, progress = batch[max(0, done - seq) :], (sender, seq + len(batch))
-            timed = [(action, datetime.fromtimestamp(at, UTC)) for action, at in fresh]
-            try:
-                await record_batch(self.store, call_id, timed, progress)
-            except BaseException:
-                # It may have committed all the same (its answer lost): ask the store next time.
-                self._recorded.pop(key, None)
-                raise
-            if progress is not None:
-                self._recorded[key] = max(progress[1], self._recorded.get(key, 0))
-            # Counted once recorded: a batch that failed is sent again.
-            self.metrics.reported(call_id, fresh, received, not seq and not done)
-            events = [live_event(call_id, action, at) for action, at in fresh]
-            await self.events.extend([event for event in events if event is not None])
-        if any(_ends(action) for action, _ in batch):
-            self._forget(call_id)
+        fresh, progress, done = batch, None, 0
+        if seq is not None:
+            done = self._recorded.get(key, -1)
+            if done < 0:
+                done = await self.store.actions_recorded(call_id, sender)
+            fresh, progress = batch[max(0, done - seq) :], (sender, seq + len(batch))
+        timed = [(action, datetime.fromtimestamp(at, UTC)) for action, at in fresh]
+        try:
+            written = await record_batch(self.store, call_id, timed, progress)
+        except BaseException:
+            # It may have committed all the same (its answer lost): ask the store next time.
+            self._recorded.pop(key, None)
+            raise
+        if progress is not None:
+            self._recorded[key] = max(progress[1], self._recorded.get(key, 0))
+        # Counted once recorded: a batch that failed is sent again.
+        self.metrics.reported(call_id, fresh, received, not seq and not done)
+        if len(written) < len(timed):  # an end after the call's end: not one to show
+            fresh = [(action, at) for action, at in fresh if type(action) is not FinishCall]
+        events = [live_event(call_id, action, at) for action, at in fresh]
+        await self.events.extend([event for event in events if event is not None])
+
+    async def actor_died(self, call_id: str, cause: str, at: float) -> None:
+        """The pool's word that the call's actor died (``cause``, at unix time ``at``): the
+        call ended with it, unless it had ended before, the actor dying in its wrap-up
+        (then its last reports may be lost, but the end it reported stands)."""
+        received = time.time()
+        await self.open()
+        assert self.store is not None
+        async with self._call_lock(call_id):  # after any report of the actor's in hand
+            ended = await self.store.finish_reason(call_id)
+            batch: list[tuple[Action, float]]
+            if ended is None:
+                message = f"the call's actor died ({cause}); the call ended with it"
+                died = ProblemNoted("switchboard", ACTOR_FAILED, message, fatal=True)
+                batch = [(died, at), (FinishCall(ACTOR_FAILED), at)]
+            else:
+                message = (
+                    f"the call's actor died ({cause}) after the call ended ({ended}),"
+                    " in its wrap-up"
+                )
+                batch = [(ProblemNoted("switchboard", ACTOR_FAILED, message), at)]
+            await self._record(call_id, batch, None, "", received)
+        self._forget(call_id)
 
     async def publish(self, event: dict[str, object]) -> None:
         """An event from the ingress (call created, status callback...)."""

@@ -34,7 +34,13 @@ from pydantic import AwareDatetime
 from serve.api_docs import mount_api_docs
 from serve.api_errors import BodyLimit, install_error_handlers, validation_error
 from serve.auth import TokenChecker, bearer_dependency
-from serve.call_journal import error_code, publish_created, record_failure, utc_now
+from serve.call_journal import (
+    error_code,
+    publish_created,
+    record_canceled,
+    record_failure,
+    utc_now,
+)
 from serve.console import mount_console
 from serve.event_stream import stream_events
 from serve.ports import AppDeps
@@ -53,7 +59,7 @@ from serve.schemas import (
     WebCallOut,
 )
 from serve.twilio_webhooks import twilio_router
-from switchboard.errors import ServiceError, StoreError
+from switchboard.errors import CallCanceled, ServiceError, StoreError
 from switchboard.store import CallRecord, NewCall
 from switchboard.store.queries import decode_cursor
 from switchboard.store.records import Direction
@@ -162,7 +168,7 @@ def _calls_router(deps: AppDeps) -> APIRouter:
         "/calls",
         status_code=status.HTTP_201_CREATED,
         response_model=CallOut,
-        responses={502: {"model": PlaceFailedOut}},
+        responses={409: {"model": PlaceFailedOut}, 502: {"model": PlaceFailedOut}},
         summary="Place an outbound call",
     )
     async def place_call(body: CallCreate) -> JSONResponse:
@@ -172,7 +178,7 @@ def _calls_router(deps: AppDeps) -> APIRouter:
         "/create-call",
         status_code=status.HTTP_201_CREATED,
         response_model=CallOut,
-        responses={502: {"model": PlaceFailedOut}},
+        responses={409: {"model": PlaceFailedOut}, 502: {"model": PlaceFailedOut}},
         summary="Place an outbound call (the original UI's contract; prefer POST /calls)",
     )
     async def create_call_alias(body: CreateCallAlias) -> JSONResponse:
@@ -182,7 +188,7 @@ def _calls_router(deps: AppDeps) -> APIRouter:
         "/calls/web",
         status_code=status.HTTP_201_CREATED,
         response_model=WebCallOut,
-        responses={502: {"model": PlaceFailedOut}},
+        responses={409: {"model": PlaceFailedOut}, 502: {"model": PlaceFailedOut}},
         summary="Start a web call: the browser is the phone (Media Streams over WebSocket)",
     )
     async def start_web_call(body: WebCallCreate) -> JSONResponse:
@@ -366,17 +372,24 @@ async def _hand_over(deps: AppDeps, call: CallRecord, handing: Awaitable[T]) -> 
     outcome = await asyncio.shield(placing)
     if isinstance(outcome, ServiceError):
         return await _place_failed(deps, call.id, outcome)
+    if isinstance(outcome, CallCanceled):
+        return await _place_failed(deps, call.id, outcome, status.HTTP_409_CONFLICT)
     return outcome
 
 
 _settling: set[asyncio.Task[object]] = set()  # placings whose request went away
 
 
-async def _settle(deps: AppDeps, call: CallRecord, handing: Awaitable[T]) -> T | ServiceError:
+async def _settle(
+    deps: AppDeps, call: CallRecord, handing: Awaitable[T]
+) -> T | ServiceError | CallCanceled:
     try:
         return await handing
     except ServiceError as exc:
         await record_failure(deps, call.id, "placing", exc)
+        return exc
+    except CallCanceled as exc:  # hung up (POST /calls/{id}/hangup) before the dial
+        await record_canceled(deps, call.id, exc)
         return exc
     except BaseException as exc:
         # A bug: the call must not stay "queued" forever.
@@ -384,7 +397,12 @@ async def _settle(deps: AppDeps, call: CallRecord, handing: Awaitable[T]) -> T |
         raise
 
 
-async def _place_failed(deps: AppDeps, call_id: str, exc: ServiceError) -> JSONResponse:
+async def _place_failed(
+    deps: AppDeps,
+    call_id: str,
+    exc: ServiceError | CallCanceled,
+    status_code: int = status.HTTP_502_BAD_GATEWAY,
+) -> JSONResponse:
     detail = await deps.store.get_call(call_id)
     if detail is None:  # pragma: no cover - the record was written above
         raise StoreError(f"call {call_id} vanished after it failed")
@@ -395,7 +413,7 @@ async def _place_failed(deps: AppDeps, call_id: str, exc: ServiceError) -> JSONR
         call=CallOut.from_record(detail.call),
     )
     return JSONResponse(
-        status_code=status.HTTP_502_BAD_GATEWAY, content=body.model_dump(mode="json", by_alias=True)
+        status_code=status_code, content=body.model_dump(mode="json", by_alias=True)
     )
 
 

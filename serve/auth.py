@@ -119,8 +119,10 @@ def websocket_auth(
     checker: TokenChecker, authorization: str | None, subprotocols: Sequence[str]
 ) -> WebSocketAuth:
     """Decide on a WebSocket upgrade from its ``Authorization`` header and offered subprotocols."""
-    if authorization is not None:
-        if checker.accepts(bearer_token(authorization)):
+    # Only a Bearer header decides: a browser resends a proxy's Basic credentials on the
+    # upgrade too, and the console's token is then in the subprotocol.
+    if (token := bearer_token(authorization)) is not None:
+        if checker.accepts(token):
             return WebSocketAuth(True)
         return WebSocketAuth(False, reason="invalid bearer token")
     for offered in subprotocols:

@@ -16,7 +16,7 @@ from serve.ports import AppDeps
 from switchboard.errors import SwitchboardError
 from switchboard.store import CallRecord
 
-__all__ = ["error_code", "publish_created", "record_failure", "utc_now"]
+__all__ = ["error_code", "publish_created", "record_canceled", "record_failure", "utc_now"]
 
 log = logging.getLogger("switchboard.serve")
 
@@ -71,4 +71,19 @@ async def record_failure(deps: AppDeps, call_id: str, stage: str, exc: BaseExcep
     deps.events.publish(
         call_id,
         {"type": "call.status", "at": at, "status": "failed", "applied": applied} | problem,
+    )
+
+
+async def record_canceled(deps: AppDeps, call_id: str, exc: BaseException) -> None:
+    """The call was hung up before it was dialed: ``canceled``, as Twilio would have it for
+    a call ended before its answer. Never raises (as ``record_failure``)."""
+    at = utc_now()
+    log.info("call %s: %s", call_id, exc)
+    applied = False
+    try:
+        applied = await deps.store.update_status(call_id, "canceled", at, {"by": "api"})
+    except SwitchboardError as store_exc:
+        log.error("call %s: could not record its cancelation: %s", call_id, store_exc)
+    deps.events.publish(
+        call_id, {"type": "call.status", "at": at, "status": "canceled", "applied": applied}
     )

@@ -140,8 +140,9 @@ class RayCallControl:
 
     async def hang_up(self, call_id: str) -> bool:
         actor = await self._actor(call_id)
-        if actor is None:
-            return False
+        if actor is None:  # none yet, if one is being started for it: it is not dialed
+            canceled: bool = await through_restarts(lambda: self.pool.cancel.remote(call_id))
+            return canceled
         with _ray_errors("the call's actor did not answer"):  # unreachable for a moment
             try:
                 return bool(await actor.hang_up.remote(call_id, "api"))

@@ -13,6 +13,7 @@ import signal
 import ray
 from ray._private.services import canonicalize_bootstrap_address
 
+from actors.ray_metrics import ray_edge_metrics
 from actors.ray_wiring import NAMESPACE, POOL_NAME, Handle, through_restarts
 from serve.listener import bind_public
 from serve.media_edge import MediaEdge, settle_edge_process
@@ -97,7 +98,9 @@ async def run_edge(
     # Bound first: a port that cannot be had is one line, not a traceback after Ray. Not
     # listening yet: a readiness probe passes once the edge serves, as before.
     listener = bind_public(host, port, listen=False, host_is="--host", port_is="--port")
-    edge = MediaEdge(PoolResolver(), ("127.0.0.1", serve_port))
+    edge = MediaEdge(
+        PoolResolver(), ("127.0.0.1", serve_port), on_refused=ray_edge_metrics().refused
+    )
     try:
         await await_ray(ray_address, ray_wait_s)
         ray.init(address=ray_address, namespace=NAMESPACE, log_to_driver=False)

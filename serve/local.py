@@ -23,10 +23,12 @@ import os
 import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 from ray import serve
 
+from actors.ray_metrics import ray_edge_metrics
 from actors.ray_wiring import CALL_SLOT, NAMESPACE, Handle
 from serve.deployment import app, ensure_call_actors, url_for_recorder
 from serve.edge_command import PoolResolver
@@ -54,6 +56,18 @@ class LocalStack:
     pool: Handle
     recorders: list[Handle]
     dashboard_url: str | None
+
+
+def ray_token_file() -> Path:
+    """Where ``ray.init`` keeps a new local cluster's token (Ray 2.60: ``~/.ray/auth_token``)."""
+    return Path.home() / ".ray" / "auth_token"
+
+
+def keep_private(path: Path) -> None:
+    """Ray writes its token with the umask's mode (0644, often): whoever reads it may run
+    code in the cluster, with every secret of its processes."""
+    with contextlib.suppress(FileNotFoundError):
+        path.chmod(0o600)
 
 
 def export_settings(values: Mapping[str, str]) -> None:
@@ -109,6 +123,7 @@ async def local_stack(
                 dashboard_host="127.0.0.1",
                 log_to_driver=False,
             )
+            keep_private(ray_token_file())
         else:
             context = ray.init(address=ray_address, namespace=NAMESPACE, log_to_driver=False)
         recorders, pool = await ensure_call_actors(
@@ -123,7 +138,9 @@ async def local_stack(
             proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": serve_port}
         )
         serve.run(app, name="switchboard", route_prefix="/")
-        edge = MediaEdge(PoolResolver(pool), ("127.0.0.1", serve_port))
+        edge = MediaEdge(
+            PoolResolver(pool), ("127.0.0.1", serve_port), on_refused=ray_edge_metrics().refused
+        )
         await edge.start(sock=listener)
         settle_edge_process()  # this process relays every live call's audio from here on
         dashboard = getattr(context, "dashboard_url", None)

@@ -32,7 +32,7 @@ import logging
 import socket
 import sys
 from collections import Counter
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
@@ -112,6 +112,7 @@ class MediaEdge:
         resolve_timeout_s: float = 5.0,
         connect_timeout_s: float = 5.0,
         linger_s: float = 2.0,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         if not (media_prefix.startswith("/") and media_prefix.endswith("/")):
             raise ValueError("media_prefix must start and end with '/'")
@@ -131,6 +132,7 @@ class MediaEdge:
         self._tasks: set[asyncio.Task[None]] = set()
         self._counts: Counter[str] = Counter()
         self._refusals: Counter[str] = Counter()
+        self._on_refused = on_refused  # each refusal's reason, as it happens (a metric)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -183,6 +185,14 @@ class MediaEdge:
         )
 
     # -- called by _Front ----------------------------------------------------
+
+    def _refused(self, reason: str) -> None:
+        self._refusals[reason] += 1
+        if self._on_refused is not None:
+            try:
+                self._on_refused(reason)
+            except Exception:  # a metric that failed must not take the connection's answer
+                logger.exception("edge: counting a refusal (%s) failed", reason)
 
     def _opened(self, front: _Front) -> None:
         self._open.add(front)
@@ -309,7 +319,7 @@ class _Front(Leg):
 
     def _head_timed_out(self) -> None:
         self._timer = None
-        self._edge._refusals["head_timeout"] += 1
+        self._edge._refused("head_timeout")
         self.abort()
 
     # -- routing ---------------------------------------------------------------
@@ -371,7 +381,7 @@ class _Front(Leg):
 
     def _refuse(self, refusal: Refuse, call_id: str | None = None) -> None:
         self._cancel_timer()
-        self._edge._refusals[refusal.reason] += 1
+        self._edge._refused(refusal.reason)
         if call_id is not None:
             logger.info("edge: call %s refused %d (%s)", call_id, refusal.status, refusal.reason)
         self._phase = _Phase.REFUSING

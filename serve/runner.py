@@ -40,14 +40,16 @@ def ensure_api_token(settings: Settings, env_file: Path, out: TextIO) -> str:
     if settings.switchboard_api_token is not None:
         raise ConfigError("SWITCHBOARD_API_TOKEN is set but holds no token, only commas")
     token = secrets.token_urlsafe(24)
-    with env_file.open("a+b") as env:  # appended: every write goes to the end
+    # Private before the token is in it: made 600, or made so before the write.
+    descriptor = os.open(env_file, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "a+b") as env:  # appended: every write goes to the end
         size = env.seek(0, os.SEEK_END)
         if size:
             env.seek(size - 1)
             if env.read(1) != b"\n":  # a last line with no newline is not run into
                 env.write(b"\n")
         env.write(f"SWITCHBOARD_API_TOKEN={token}\n".encode())
-    env_file.chmod(0o600)
     print(f"A new API token was written to {env_file} (SWITCHBOARD_API_TOKEN).", file=out)
     return token
 

@@ -34,9 +34,9 @@ from twilio.request_validator import (
 )
 from twilio.twiml.voice_response import VoiceResponse
 
-from serve.call_journal import publish_created, record_failure, utc_now
+from serve.call_journal import publish_created, record_canceled, record_failure, utc_now
 from serve.ports import AppDeps
-from switchboard.errors import ServiceError, StoreError, SwitchboardError
+from switchboard.errors import CallCanceled, ServiceError, StoreError, SwitchboardError
 from switchboard.store import CallRecord, NewCall
 from switchboard.store.status import STATUSES
 
@@ -222,8 +222,11 @@ class _Webhooks:
                     await store.update_status(call.id, reported, utc_now(), {"call_sid": call_sid})
         try:
             twiml = await self.deps.control.answer_inbound(call, call_sid)
-        except ServiceError as exc:
-            await record_failure(self.deps, call.id, "answering", exc)
+        except (ServiceError, CallCanceled) as exc:
+            if isinstance(exc, CallCanceled):  # hung up through the API while preparing
+                await record_canceled(self.deps, call.id, exc)
+            else:
+                await record_failure(self.deps, call.id, "answering", exc)
             # Reject before answering: the caller hears busy and is not billed.
             twiml = str(VoiceResponse().reject(reason="busy"))
         return Response(twiml, media_type="text/xml")

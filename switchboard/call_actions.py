@@ -262,11 +262,13 @@ class AgentTurnFinished:
 
 @dataclass(frozen=True, slots=True)
 class AgentTurnInterrupted:
-    """The caller cut the agent off after ``heard_ms`` of ``generated_ms``."""
+    """The agent's turn was cut off after ``heard_ms`` of ``generated_ms``: ``by`` the
+    caller (a barge-in) or by the call's ``end`` while it still played."""
 
     item_id: str
     heard_ms: int
     generated_ms: int
+    by: str = "caller"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,13 @@ inputs (``call_actions.ShellEvent``) and the time, and answers with
 - Model audio is cut into fixed 20 ms frames per item, each followed by a
   mark, so Twilio's echoes tell how much of which item was really played.
 - Barge-in (``speech_started`` while our audio is buffered at Twilio):
-  ``clear`` Twilio, truncate the item at the acknowledged playback offset
-  (clamped to what was generated), cancel the response only if it is still
-  active and the server will not cancel it itself, drop later deltas of the
-  cut item (protocols.md section 6, pitfalls 1, 2, 7, 8). A reply we cancel
+  ``clear`` Twilio, truncate each item queued there (generation runs ahead of
+  playback: a reply can wait behind an earlier one) at its own acknowledged
+  playback offset (clamped to what was generated), unless it was heard whole;
+  cancel the response only if it is still active and the server will not
+  cancel it itself, drop later deltas of the cut items (protocols.md section
+  6, pitfalls 1, 2, 7, 8). The call's end records those items cut the same
+  way, without truncating them. A reply we cancel
   while nothing of it is buffered at Twilio is cut at the server's next event
   for it, at the playback acknowledged by then; it is truncated only if some
   of its audio went unheard (truncation deletes the transcript, 3.6).
@@ -28,7 +31,9 @@ inputs (``call_actions.ShellEvent``) and the time, and answers with
   configuration, then the conversation so far as text
   (``ConversationMemory``). If the session expires first, or its socket is
   lost (up to ``max_realtime_reconnects`` times a call), the move happens at
-  once and an interrupted reply is asked for again. A new session that cannot
+  once and an interrupted reply is asked for again; if none of our audio was
+  sent yet (the phone rang, or the greeting was lost before it), the new
+  session greets instead. A new session that cannot
   connect is tried again after a jittered back-off (``RECONNECT_FIRST_S``
   doubling to ``RECONNECT_MAX_S``: the service refusing connections for a
   moment is not worth a hang-up, nor a burst of retries from every call),
@@ -131,6 +136,10 @@ RENEWED_NOTE = (
     "This phone call is already under way: it continues on a new connection. The "
     "conversation so far follows. Carry on from where it stands; do not greet the caller again."
 )
+UNGREETED_NOTE = (
+    "This phone call continues on a new connection; the caller has not heard from you yet. "
+    "What they said so far follows."
+)
 
 PolicyEvent = TwilioEvent | RealtimeEvent | ShellEvent
 
@@ -200,7 +209,7 @@ class CallPolicy:
         self._stream_live = False
         self._configured = False
         self._greeted = False
-        self._buffered = False
+        self._spoken = False  # some agent audio was sent to Twilio (the greeting reached it)
         self._response_requested = False
         self._active_response: str | None = None
         self._response_wanted = False
@@ -213,7 +222,10 @@ class CallPolicy:
         self._cancelled: str | None = None
         self._generated: dict[str, int] = {}  # bytes of audio per item, the whole call
         self._truncatable: set[str] = set()  # items of the current session (renewals)
-        self._playing_item: str | None = None
+        # Items with audio sent since Twilio's buffer was last known empty, in play order
+        # (a dict as an ordered set): generation runs ahead of playback, so a reply can be
+        # queued behind an earlier one still playing, and a barge-in or the end cuts both.
+        self._queued: dict[str, None] = {}
         self._dtmf_digits = ""
         self._peer_errors = 0
         self._answered_at: float | None = None
@@ -239,6 +251,10 @@ class CallPolicy:
         self._waiting_since: tuple[str, float] | None = None  # for LatencyMeasured
 
     # -- state -------------------------------------------------------------
+
+    @property
+    def _buffered(self) -> bool:
+        return bool(self._queued)
 
     @property
     def phase(self) -> CallPhase:
@@ -393,8 +409,7 @@ class CallPolicy:
 
     def _on_playback(self, event: PlaybackAcknowledged, now: float) -> list[Action]:
         # Only reached with buffer_empty: ``handle`` answers the others at once.
-        self._buffered = False
-        self._playing_item = None
+        self._queued.clear()
         return []
 
     def _on_stream_stopped(self, event: StreamStopped | TwilioClosed, now: float) -> list[Action]:
@@ -429,17 +444,15 @@ class CallPolicy:
         if self.config.session.transcription_model is not None:
             self._untranscribed.add(event.item_id)
         actions: list[Action] = [CallerTurnStarted(event.item_id)]
-        item = self._playing_item
-        if self._buffered and item is not None:
-            heard_ms, generated_ms = self._heard(item, now)
-            self._cut_items.add(item)
+        if self._buffered:
+            queued = list(self._queued)
+            self._queued.clear()
             self.audio.drop_item()
-            self._buffered = False
-            self._playing_item = None
             actions.append(ClearPlayback())
-            if item in self._truncatable:  # not an item of a session since renewed
-                actions.append(TruncateItem(item, heard_ms))
-            actions.append(AgentTurnInterrupted(item, heard_ms, generated_ms))
+            for item, heard_ms, generated_ms in self._cut(queued, now):
+                if item in self._truncatable:  # not an item of a session since renewed
+                    actions.append(TruncateItem(item, heard_ms))
+                actions.append(AgentTurnInterrupted(item, heard_ms, generated_ms))
         if self._active_response is not None and not self._server_interrupts:
             self._cancelled = self._active_response
             actions.append(CancelResponse())
@@ -457,6 +470,22 @@ class CallPolicy:
         unheard = item_id in self._truncatable and generated_ms - heard_ms >= FRAME_MS
         cut: list[Action] = [TruncateItem(item_id, heard_ms)] if unheard else []
         return [*cut, AgentTurnInterrupted(item_id, heard_ms, generated_ms)]
+
+    def _cut(self, items: list[str], now: float) -> list[tuple[str, int, int]]:
+        """Cut short those of ``items`` (in play order) not cut already nor heard whole:
+        (item, heard_ms, generated_ms) each. An item played out but for the frame in hand,
+        its audio done, was heard whole: truncating it would delete its transcript
+        (protocols.md 3.6), and it is no interruption (the last mark's echo was late)."""
+        cuts: list[tuple[str, int, int]] = []
+        for item in items:
+            if item in self._cut_items:
+                continue
+            heard_ms, generated_ms = self._heard(item, now)
+            if item not in self._open_turns and generated_ms - heard_ms < FRAME_MS:
+                continue
+            self._cut_items.add(item)
+            cuts.append((item, heard_ms, generated_ms))
+        return cuts
 
     def _heard(self, item_id: str, now: float) -> tuple[int, int]:
         """(heard_ms, generated_ms): acknowledged playback, clamped to what was generated."""
@@ -676,8 +705,8 @@ class CallPolicy:
     def _play(self, item_id: str, frames: list[bytes], now: float) -> list[Action]:
         if not frames:
             return []
-        self._buffered = True
-        self._playing_item = item_id
+        self._spoken = True
+        self._queued[item_id] = None
         actions: list[Action] = [PlayAgentAudio(item_id, tuple(frames))]
         if self._waiting_since is not None:
             kind, since = self._waiting_since
@@ -711,8 +740,18 @@ class CallPolicy:
         actions: list[Action] = [
             RenewSession(reason, self.config.realtime_reconnect_budget_s - spent, self._attempt),
             ConfigureSession(self.config.session),
-            SeedConversation(RENEWED_NOTE, self._memory.recent(self.config.history_chars)),
         ]
+        said = self._memory.recent(self.config.history_chars)
+        if not self._spoken:
+            # The caller has heard nothing from us (the phone rings, or the greeting was
+            # lost before any of its audio was sent): the new session greets as the first
+            # would have, once configured, and is not told that the call is under way.
+            self._greeted = False
+            said = tuple(turn for turn in said if turn[0] == "user")  # ours went unheard
+            if said:
+                actions.append(SeedConversation(UNGREETED_NOTE, said))
+            return actions
+        actions.append(SeedConversation(RENEWED_NOTE, said))
         if interrupted:
             actions += self._respond(None)  # the reply the old session could not finish
         return actions
@@ -739,19 +778,15 @@ class CallPolicy:
     def _cut_at_end(self, now: float) -> list[Action]:
         """Replies the call's end cut short (the caller hung up mid-sentence): recorded
         with what was played of them, as a barge-in's are, not left open. That includes
-        one generated in full but still playing (generation runs ahead of playback)."""
-        items = set(self._open_turns)
-        if self._buffered and self._playing_item is not None:
-            items.add(self._playing_item)
-        cuts: list[Action] = []
-        for item in sorted(items - self._cut_items):
-            heard_ms, generated_ms = self._heard(item, now)
-            if item not in self._open_turns and generated_ms - heard_ms < FRAME_MS:
-                continue  # played out but for the frame in hand: heard whole
-            self._cut_items.add(item)
-            cuts.append(AgentTurnInterrupted(item, heard_ms, generated_ms))
+        those generated in full but still playing or queued (generation runs ahead of
+        playback)."""
+        items = [*self._queued, *sorted(self._open_turns.difference(self._queued))]
+        cuts = self._cut(items, now)
         self._open_turns.clear()
-        return cuts
+        return [
+            AgentTurnInterrupted(item, heard, generated, by="end")
+            for item, heard, generated in cuts
+        ]
 
     def _hang_up(self, reason: str) -> list[Action]:
         if self._ended:

@@ -16,6 +16,7 @@
     ├── ServiceError                a remote service answered with an error
     │   ├── TwilioServiceError
     │   └── RealtimeServiceError
+    ├── CallCanceled                a call hung up while it was being placed, before the dial
     └── SocketClosed                a WebSocket peer went away (code and reason kept)
 
 Cores never let a peer's bad input escape as an exception: they turn a
@@ -28,6 +29,7 @@ boundary with ``raise X(...) from exc``.
 from __future__ import annotations
 
 __all__ = [
+    "CallCanceled",
     "CodecError",
     "ConfigError",
     "IllegalTransition",
@@ -131,6 +133,11 @@ class TwilioServiceError(ServiceError):
 
 class RealtimeServiceError(ServiceError):
     """The OpenAI Realtime service refused or closed the session."""
+
+
+class CallCanceled(SwitchboardError):
+    """The call was hung up while it was being placed (its actor starting or opening its
+    session): it is not dialed, and it ends ``canceled``."""
 
 
 class SocketClosed(SwitchboardError):

@@ -98,12 +98,13 @@ def notice_event(notice: Notice) -> dict[str, object]:
             return grew if offset is None else grew | {"offset": offset}
         case AgentTurnFinished(item_id=item_id, transcript=transcript):
             return {"type": "transcript.agent_done", "item_id": item_id, "text": transcript}
-        case AgentTurnInterrupted(item_id=item_id, heard_ms=heard, generated_ms=generated):
+        case AgentTurnInterrupted(item_id=item_id, heard_ms=heard, generated_ms=generated, by=by):
             return {
                 "type": "transcript.agent_interrupted",
                 "item_id": item_id,
                 "heard_ms": heard,
                 "generated_ms": generated,
+                "by": by,
             }
         case ToolReturned(call_id=tool_call_id, output=output):
             return {"type": "tool.returned", "tool_call_id": tool_call_id, "output": output}

@@ -69,9 +69,14 @@ async def record_batch(
     call_id: str,
     batch: Sequence[tuple[Recordable, datetime]],
     progress: tuple[str, int] | None = None,
-) -> None:
+) -> list[tuple[Recordable, datetime]]:
     """Write a call's messages, in the order they happened; ``progress`` is noted with
-    their timeline events (module docstring)."""
+    their timeline events (module docstring). Returns the messages written: all but a
+    ``FinishCall`` for a call that has ended before (its actor died in its wrap-up, say,
+    and the pool reported an end too): a call ends once."""
+    ends = any(type(message) is FinishCall for message, _ in batch)
+    if ends and await store.finish_reason(call_id) is not None:
+        batch = [(message, at) for message, at in batch if type(message) is not FinishCall]
     timeline: list[TimelineEntry] = []
     for message, at in batch:
         try:
@@ -88,13 +93,14 @@ async def record_batch(
     # On disk before the batch is acknowledged: a recorder that died after taking it
     # would lose what it held back (the call actor never sends a taken batch again).
     # Before the timeline too, which may note the batch as recorded.
-    if any(type(message) is FinishCall for message, _ in batch):
+    if ends:
         await store.flush_turns(call_id)  # every turn of this call, not every call's
         await store.close_caller_turns(call_id)
     elif grown := [m.item_id for m, _ in batch if type(m) is AgentTranscriptGrew]:
         await store.flush_turns(call_id, grown)
     if timeline:
         await store.append_events(call_id, timeline, progress)
+    return list(batch)
 
 
 async def _write_apart(
@@ -112,9 +118,9 @@ async def _write_apart(
             await store.grow_agent_turn(call_id, item_id, delta, offset)
         case AgentTurnFinished(item_id=item_id, transcript=transcript):
             await store.finish_agent_turn(call_id, item_id, transcript, at)
-        case AgentTurnInterrupted(item_id=item_id, heard_ms=heard, generated_ms=generated):
+        case AgentTurnInterrupted(item_id=item_id, heard_ms=heard, generated_ms=generated, by=by):
             await store.cut_agent_turn(call_id, item_id, heard, generated, at)
-            cut = {"item_id": item_id, "heard_ms": heard, "generated_ms": generated}
+            cut = {"item_id": item_id, "heard_ms": heard, "generated_ms": generated, "by": by}
             return "interruption", cut
         case UsageReported(response_id=response_id, usage=usage):
             await store.add_usage(call_id, response_id, usage)

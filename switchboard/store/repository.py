@@ -264,6 +264,21 @@ class CallStore:
 
         return await self._db.read("reading a call's recorded actions", work)
 
+    async def finish_reason(self, call_id: str) -> str | None:
+        """Why the call's media ended, as its first ``finished`` event says (None: not yet)."""
+
+        def work(session: Session) -> str | None:
+            query = (
+                select(CallEventRow.data)
+                .where(CallEventRow.call_id == call_id, CallEventRow.kind == "finished")
+                .order_by(CallEventRow.id)
+                .limit(1)
+            )
+            data = session.scalar(query)
+            return None if data is None else str(data.get("reason", ""))
+
+        return await self._db.read("reading how a call ended", work)
+
     async def last_event_at(self, call_id: str) -> datetime | None:
         """When the newest event on the call's timeline happened (None: it has none)."""
 

@@ -8,6 +8,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import websockets
@@ -33,7 +34,7 @@ from switchboard.call_actions import (
     ProblemNoted,
     RenewSession,
 )
-from switchboard.errors import LocalProtocolError
+from switchboard.errors import CallCanceled, LocalProtocolError
 from switchboard.settings import Settings
 
 ACCOUNT = "AC" + "e" * 32
@@ -577,6 +578,33 @@ async def test_a_call_whose_session_failed_to_open_lets_its_actor_go(world: Worl
         await actor.prepare(CallPlan("call-p", "Test.", stream_token="t2"))  # a retry
     assert await actor.recycle(max_calls=5) is None  # retired, not handed out again
     assert world.recorder.batches == []
+
+
+async def test_a_call_hung_up_while_its_session_opens_is_not_dialed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    actor = make_actor(world)
+    await actor.start()
+    ending = asyncio.ensure_future(actor.wait_finished())
+    opening, opened = asyncio.Event(), asyncio.Event()
+    real_open = actor.open_realtime
+
+    async def open_slowly() -> Any:
+        opening.set()
+        await opened.wait()
+        return await real_open()
+
+    monkeypatch.setattr(actor, "open_realtime", open_slowly)
+    preparing = asyncio.ensure_future(actor.prepare(CallPlan("call-h", "Test.", stream_token="t")))
+    await opening.wait()
+    assert not await actor.hang_up("call-other")  # another call's word changes nothing
+    assert await actor.hang_up("call-h")  # taken: the placing stops before the dial
+    opened.set()
+    with pytest.raises(CallCanceled, match=r"call-h was hung up \(api\) before it was dialed"):
+        await preparing
+    assert await asyncio.wait_for(ending, 10) == "not_prepared"
+    assert not await actor.hang_up("call-h")  # nothing left to hang up
+    assert await actor.recycle(max_calls=5) is None
 
 
 async def test_an_actor_handed_out_but_never_prepared_gives_up(

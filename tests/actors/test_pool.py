@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from actors.pool import CallPool, Slot
+from switchboard.errors import CallCanceled
 
 
 class FakeFactory:
@@ -451,4 +452,22 @@ async def test_a_call_asked_for_twice_while_its_actor_starts_gets_one_actor() ->
     factory.gate.set()
     slot = await second
     assert factory.created == 1 and pool.slot("a") == slot and pool.live == 1
+    await pool.close()
+
+
+async def test_a_call_hung_up_while_its_actor_starts_is_not_handed_one() -> None:
+    factory = FakeFactory()
+    factory.gate = asyncio.Event()
+    pool = CallPool(factory, size=0, sleep=FakeSleep())
+    assert not pool.cancel("a")  # not waiting for an actor: nothing to cancel
+    acquiring = asyncio.ensure_future(pool.acquire("a"))
+    await until(lambda: factory.created == 1)
+    assert pool.cancel("a")
+    factory.gate.set()
+    with pytest.raises(CallCanceled, match="call a was hung up"):
+        await acquiring
+    # The actor started for it waits for the next call, which gets it at once.
+    assert (pool.serves("a"), pool.ready, pool.live) == (False, 1, 0)
+    assert (await pool.acquire("b")).name == "slot-1" and factory.created == 1
+    assert not pool.cancel("b")  # served: a live call is hung up at its actor
     await pool.close()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from actors.recorder import FORGET_AFTER_S, CallRecorder, EventLog
+from actors.recorder import ACTOR_FAILED, FORGET_AFTER_S, CallRecorder, EventLog
 from switchboard.call_actions import (
     AgentTranscriptGrew,
     AgentTurnStarted,
@@ -264,6 +264,63 @@ async def test_what_is_kept_for_a_call_that_never_ends_is_forgotten_when_it_goes
     await recorder.report(quiet, [(PhaseChanged("idle", "listening"), time.time())], 0, "a-1")
     await recorder.report(quiet, [(PhaseChanged("listening", "speaking"), time.time())], 1, "a-1")
     assert await timeline(recorder, quiet) == ["phase:listening", "phase:speaking"]
+    await recorder.close()
+
+
+async def ends_and_problems(recorder: CallRecorder, call_id: str) -> list[tuple[object, ...]]:
+    assert recorder.store is not None
+    detail = await recorder.store.get_call(call_id)
+    assert detail is not None
+    return [
+        (e.kind, e.data["reason"], e.data.get("fatal"))
+        for e in detail.timeline
+        if e.kind in ("finished", "problem")
+    ]
+
+
+async def test_an_actor_that_died_in_its_call_ends_the_call(tmp_path: Path) -> None:
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
+    call_id = await new_call(recorder)
+    await recorder.report(call_id, [(PhaseChanged("idle", "listening"), time.time())], 0, "a-1")
+    await recorder.actor_died(call_id, "ActorDiedError", time.time())
+    assert await ends_and_problems(recorder, call_id) == [
+        ("problem", ACTOR_FAILED, True),
+        ("finished", ACTOR_FAILED, None),
+    ]
+    assert (await live_types(recorder))[-2:] == ["problem", "call.ended"]
+    await recorder.close()
+
+
+async def test_an_actor_that_died_after_its_call_ended_adds_no_second_end(tmp_path: Path) -> None:
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
+    call_id = await new_call(recorder)
+    await recorder.report(call_id, [(FinishCall("stream_stopped"), time.time())], 0, "a-1")
+    await recorder.actor_died(call_id, "ActorDiedError", time.time())
+    assert await ends_and_problems(recorder, call_id) == [
+        ("finished", "stream_stopped", None),
+        ("problem", ACTOR_FAILED, False),
+    ]
+    assert await live_types(recorder) == ["call.ended", "problem"]
+    await recorder.close()
+
+
+async def test_an_end_reported_after_the_calls_end_is_not_recorded(tmp_path: Path) -> None:
+    # The pool's word of a death, then the dead actor's last report, delivered late.
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
+    call_id = await new_call(recorder)
+    await recorder.actor_died(call_id, "ActorDiedError", time.time())
+    late = [(LatencyMeasured("answer", 300.0), time.time()), (FinishCall("hangup"), time.time())]
+    await recorder.report(call_id, late, 0, "a-1")
+    assert await ends_and_problems(recorder, call_id) == [
+        ("problem", ACTOR_FAILED, True),
+        ("finished", ACTOR_FAILED, None),
+    ]
+    assert await timeline(recorder, call_id) == [
+        "problem:None",
+        "finished:None",
+        "latency:300.0",
+    ]
+    assert (await live_types(recorder))[-2:] == ["call.ended", "latency"]
     await recorder.close()
 
 

@@ -138,6 +138,11 @@ async def test_a_conversation_streams_in_order_with_the_cut_and_a_tool(console: 
     assert "Model session renewed: the old one neared its 60-minute limit" in timeline
     await page.uncheck("#show-phases")
     assert await page.locator("#timeline li.phase").first.is_hidden()
+    # A reply the call's end cut is no barge-in.
+    await console.act(call.id, AgentTurnStarted("a4"), AgentTranscriptGrew("a4", "Goodbye"))
+    await console.act(call.id, AgentTurnInterrupted("a4", 500, 1000, by="end"))
+    ended = "The call ended while the agent spoke (heard 500 ms of 1.0 s)"
+    await page.locator("#timeline li span", has_text=ended).wait_for()
 
 
 async def test_hang_up_asks_for_confirmation_then_ends_the_call(console: Console) -> None:

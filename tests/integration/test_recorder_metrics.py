@@ -1,4 +1,5 @@
-"""A real recorder actor's metrics reach the node's Prometheus endpoint.
+"""A real recorder actor's metrics, and the media edge's, reach the node's Prometheus
+endpoint.
 
 Runs on the suite's one Ray cluster (the ``world`` fixture of conftest.py).
 Ray exports metrics periodically (every 10 s by default), so the test polls
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import ray
+import websockets
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from ray.util.state import get_actor
@@ -120,3 +123,25 @@ async def test_a_reported_batch_reaches_the_nodes_metrics_endpoint(
     session = Path(ray_node.get_session_dir_path())
     targets = json.loads((session / "prom_metrics_service_discovery.json").read_text())
     assert any(endpoint in group["targets"] for group in targets)
+
+
+async def test_the_edges_refusals_reach_its_nodes_metrics_endpoint(world: World) -> None:
+    # The edge runs in this process (a Ray driver, as `switchboard run` and `switchboard
+    # edge` are): a stream for no live call is refused, and counted.
+    no_call = "0" * 26  # a well-formed call id no call has
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(
+            world.stack.public_url.replace("http", "ws", 1) + f"/media/{no_call}"
+        ):
+            pass
+    assert refused.value.response.status_code == 404
+    here = ray.get_runtime_context().get_node_id()
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    (node,) = [n for n in nodes if n["Alive"] and n["NodeID"] == here]
+    endpoint = f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
+
+    def exported(samples: list[Sample]) -> bool:
+        count = value(samples, "ray_switchboard_media_refused_total", reason="unknown_call")
+        return count is not None and count >= 1
+
+    await scrape_until(f"http://{endpoint}/metrics", exported, EXPORT_DEADLINE_S)

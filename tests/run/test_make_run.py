@@ -161,7 +161,9 @@ async def switchboard_run(directory: Path, env: dict[str, str]) -> AsyncIterator
 async def test_make_run_places_a_call_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert not ray.is_initialized(), "make run must start before the session's Ray cluster"
     port = free_port()
-    async with switchboard_run(tmp_path, clean_environment(port)) as run:
+    home = tmp_path / "home"  # a newcomer's, where Ray keeps the new cluster's token
+    home.mkdir()
+    async with switchboard_run(tmp_path, clean_environment(port) | {"HOME": str(home)}) as run:
         try:
             await asyncio.wait_for(run.ready.wait(), START_TIMEOUT_S)
         except TimeoutError:
@@ -178,6 +180,8 @@ async def test_make_run_places_a_call_and_stops_cleanly_on_ctrl_c(tmp_path: Path
         env_file = tmp_path / ".env"
         assert "SWITCHBOARD_API_TOKEN=" in env_file.read_text()
         assert env_file.stat().st_mode & 0o777 == 0o600
+        # The dashboard's token runs code in the cluster: Ray writes it with the umask's mode.
+        assert (home / ".ray" / "auth_token").stat().st_mode & 0o777 == 0o600
         async with httpx.AsyncClient(base_url=public) as http:
             assert (await http.get("/healthz")).status_code == 200
             assert (await http.get("/docs")).status_code == 200

@@ -21,6 +21,7 @@ from serve.ports import AppDeps
 from serve.schemas import MAX_INSTRUCTION_CHARS, MAX_METADATA_BYTES
 from serve.testing import FakeCallControl
 from switchboard.errors import (
+    CallCanceled,
     ConfigError,
     RealtimeServiceError,
     ServiceError,
@@ -322,6 +323,25 @@ async def test_twilio_refusal_is_502_and_the_call_is_recorded_failed(
         "call.created",
         "call.status",
     ]
+
+
+async def test_a_call_hung_up_before_its_dial_is_409_and_recorded_canceled(
+    client: httpx.AsyncClient, store: CallStore, control: FakeCallControl, hub: EventHub
+) -> None:
+    # POST /calls/{id}/hangup from another client while the call's actor was starting.
+    control.place_error = CallCanceled("call x was hung up (api) before it was dialed")
+    events = hub.subscribe(None)
+    r = await client.post("/calls", json={"to": TO, "instruction": "hi"}, headers=AUTH)
+    assert r.status_code == 409, r.text
+    body = r.json()
+    assert body["error"] == "CallCanceled" and "before it was dialed" in body["detail"]
+    assert body["call"]["status"] == "canceled"
+    detail = await store.get_call(body["call"]["id"])
+    assert detail is not None and detail.call.status == "canceled"
+    assert [e.kind for e in detail.timeline if e.kind == "problem"] == []  # not a failure
+    created, status_event = await anext(events), await anext(events)
+    assert (created["type"], status_event["type"]) == ("call.created", "call.status")
+    assert status_event["status"] == "canceled"
 
 
 async def test_a_failure_after_the_call_ended_says_it_changed_nothing(

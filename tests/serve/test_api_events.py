@@ -130,6 +130,18 @@ def test_browser_subprotocol_auth_is_echoed(live: Live, call_ids: list[str]) -> 
         assert ws.receive_json()["type"] == "hello"
 
 
+def test_a_proxys_basic_credentials_leave_the_subprotocol_token_to_decide(
+    live: Live, call_ids: list[str]
+) -> None:
+    # Behind a proxy guarded by Basic auth, the browser resends it on the upgrade.
+    live.publish(call_ids[0], type="hello")
+    basic = {"Authorization": "Basic dXNlcjpwdw=="}
+    offered = [f"bearer.{TOKEN}"]
+    with live.client.websocket_connect("/events", headers=basic, subprotocols=offered) as ws:
+        assert ws.accepted_subprotocol == f"bearer.{TOKEN}"
+        assert ws.receive_json()["type"] == "hello"
+
+
 @pytest.mark.parametrize(
     ("path", "headers", "subprotocols"),
     [

@@ -21,7 +21,7 @@ from serve.events import EventHub
 from serve.ports import AppDeps
 from serve.testing import FakeCallControl, twilio_headers
 from serve.twilio_webhooks import amd_callback_url, status_callback_url, voice_url
-from switchboard.errors import StoreError, TwilioServiceError
+from switchboard.errors import CallCanceled, StoreError, TwilioServiceError
 from switchboard.settings import Settings
 from switchboard.store import CallStore, NewCall
 
@@ -612,6 +612,16 @@ async def test_inbound_answer_failure_rejects_and_records_the_call_failed(
     assert r.status_code == 200 and '<Reject reason="busy" />' in r.text
     stored = await h.store.find_by_twilio_sid(SID)
     assert stored is not None and stored.status == "failed"
+
+
+async def test_inbound_hung_up_while_answering_rejects_and_records_the_call_canceled(
+    client: httpx.AsyncClient, h: Harness
+) -> None:
+    h.control.answer_error = CallCanceled("call x was hung up (api) before it was dialed")
+    r = await post_signed(client, "/twilio/voice", voice_form())
+    assert r.status_code == 200 and '<Reject reason="busy" />' in r.text
+    stored = await h.store.find_by_twilio_sid(SID)
+    assert stored is not None and stored.status == "canceled"
 
 
 @pytest.mark.parametrize("missing", ["CallSid", "From", "To"])

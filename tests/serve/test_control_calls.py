@@ -85,6 +85,8 @@ class FakePool:
         self.serving: set[str] = set()
         self.others_live: bool | None = False
         self.acquire_error: Exception | None = None
+        self.acquiring: set[str] = set()  # calls waiting for an actor started for them
+        self.canceled: list[str] = []
 
         async def acquire(call_id: str) -> tuple[str, tuple[str, int]]:
             if self.acquire_error is not None:
@@ -98,7 +100,15 @@ class FakePool:
         async def serves(call_id: str) -> bool | None:
             return True if call_id in self.serving else self.others_live
 
-        self.acquire, self.actor_name, self.serves = map(Remote, (acquire, actor_name, serves))
+        async def cancel(call_id: str) -> bool:
+            if call_id not in self.acquiring:
+                return False
+            self.canceled.append(call_id)
+            return True
+
+        self.acquire, self.actor_name, self.serves, self.cancel = map(
+            Remote, (acquire, actor_name, serves, cancel)
+        )
 
 
 class FakeTwilio:
@@ -315,6 +325,17 @@ async def test_an_actor_dead_since_the_pool_named_it_is_no_live_call(
         monkeypatch.setattr(ray, "get_actor", no_such_actor)
     assert await world.control.hang_up(call.id) is False  # the API's 409, not a 500
     await world.control.on_twilio_status(call.id, "completed", {"CallSid": SID})  # no raise
+
+
+async def test_a_hang_up_while_the_calls_actor_starts_cancels_the_call_at_the_pool(
+    world: World,
+) -> None:
+    call = await world.call()
+    world.pool.acquiring.add(call.id)  # no actor named yet: one is being started for it
+    assert await world.control.hang_up(call.id) is True  # the API's 202
+    assert world.pool.canceled == [call.id]
+    other = await world.call()
+    assert await world.control.hang_up(other.id) is False  # neither served nor starting
 
 
 def _raises(error: Exception) -> Any:

@@ -228,6 +228,17 @@ USAGE = Usage(total_tokens=30, input_tokens=10, output_tokens=20, output_audio_t
                 "item_id": "i2",
                 "heard_ms": 400,
                 "generated_ms": 1200,
+                "by": "caller",
+            },
+        ),
+        (
+            AgentTurnInterrupted("i3", 300, 900, by="end"),
+            {
+                "type": "transcript.agent_interrupted",
+                "item_id": "i3",
+                "heard_ms": 300,
+                "generated_ms": 900,
+                "by": "end",
             },
         ),
         (

@@ -483,6 +483,28 @@ async def test_unknown_call_is_404(make_edge: EdgeFactory) -> None:
     assert edge.stats().refusals == {"unknown_call": 1}
 
 
+async def test_each_refusal_is_handed_on_as_it_happens(
+    make_edge: EdgeFactory, serve_proxy: Address
+) -> None:
+    reasons: list[str] = []
+    edge = await make_edge(Resolver(), serve_proxy, head_timeout_s=0.2, on_refused=reasons.append)
+    assert (await refused(edge, UPGRADE))[0] == 404
+    assert await exchange(edge.port, b"GET /calls HTTP/1.1\r\nHost: h\r\n") == b""
+    assert reasons == ["unknown_call", "head_timeout"]
+
+
+async def test_a_refusal_that_cannot_be_counted_is_answered_all_the_same(
+    make_edge: EdgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(reason: str) -> None:
+        raise RuntimeError("metrics agent gone")
+
+    edge = await make_edge(Resolver(), on_refused=broken)
+    assert await refused(edge, UPGRADE) == (404, b"not found\n")
+    assert edge.stats().refusals == {"unknown_call": 1}
+    assert "counting a refusal (unknown_call) failed" in caplog.text
+
+
 async def test_malformed_call_id_is_404_without_asking(make_edge: EdgeFactory) -> None:
     resolver = Resolver()
     edge = await make_edge(resolver)

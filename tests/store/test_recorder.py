@@ -79,7 +79,8 @@ async def test_a_conversation_recorded_from_notices(store: CallStore) -> None:
         "name": "lookup_order",
         "arguments": '{"id": 7}',
     }
-    assert detail.timeline[3].data == {"item_id": "item_a1", "heard_ms": 1200, "generated_ms": 4000}
+    cut = {"item_id": "item_a1", "heard_ms": 1200, "generated_ms": 4000, "by": "caller"}
+    assert detail.timeline[3].data == cut
     assert detail.timeline[4].data["fatal"] is False
     assert detail.usage == Usage(100, 60, 40, 50, 10, 0, 30, 10)
 

@@ -119,7 +119,11 @@ def test_a_whole_call_becomes_counts_latencies_and_a_duration(sink: RegistrySink
     )
     metrics.reported(
         "call-1",
-        [(HangUp("caller_silence"), T0 + 65), (FinishCall("caller_silence"), T0 + 65)],
+        [
+            (AgentTurnInterrupted("item_d", 300, 800, by="end"), T0 + 65),
+            (HangUp("caller_silence"), T0 + 65),
+            (FinishCall("caller_silence"), T0 + 65),
+        ],
         now=T0 + 65.1,
     )
 
@@ -134,7 +138,8 @@ def test_a_whole_call_becomes_counts_latencies_and_a_duration(sink: RegistrySink
     assert sink.value("switchboard_latency_ms_bucket", kind="answer", le="500.0") == 1
     assert sink.value("switchboard_latency_ms_count", kind="response") == 1
     assert sink.value("switchboard_agent_turns_total") == 2
-    assert sink.value("switchboard_interruptions_total") == 1
+    assert sink.value("switchboard_interruptions_total", by="caller") == 1
+    assert sink.value("switchboard_interruptions_total", by="end") == 1
     assert sink.value("switchboard_tool_calls_total", tool="book_slot") == 2
     problem = {"source": "realtime", "reason": "rate_limited", "fatal": "false"}
     assert sink.value("switchboard_problems_total", **problem) == 1
@@ -273,6 +278,14 @@ def test_a_failing_sink_never_reaches_the_recorder() -> None:
 def test_pool_gauges(sink: RegistrySink) -> None:
     PoolMetrics(sink).update(ready=3, live=7)
     assert (sink.value("switchboard_pool_ready"), sink.value("switchboard_pool_live")) == (3, 7)
+
+
+def test_the_edges_refusals_are_counted_by_reason(sink: RegistrySink) -> None:
+    metrics = cm.EdgeMetrics(sink)
+    for reason in ("unknown_call", "head_timeout", "unknown_call"):
+        metrics.refused(reason)
+    assert sink.value("switchboard_media_refused_total", reason="unknown_call") == 2
+    assert sink.value("switchboard_media_refused_total", reason="head_timeout") == 1
 
 
 def test_every_metric_is_listed_and_valid_for_ray_and_prometheus() -> None:

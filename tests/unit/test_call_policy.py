@@ -52,6 +52,7 @@ from switchboard.call_policy import (
     RECONNECT_FIRST_S,
     RECONNECT_MAX_S,
     RENEWED_NOTE,
+    UNGREETED_NOTE,
     CallPhase,
     CallPolicy,
     PolicyConfig,
@@ -59,6 +60,7 @@ from switchboard.call_policy import (
 )
 from switchboard.codec import FRAME_BYTES, MULAW_SILENCE
 from switchboard.errors import RealtimeProtocolError, TwilioProtocolError
+from switchboard.playback import PlaybackTracker
 from switchboard.realtime_events import (
     AudioDelta,
     AudioDone,
@@ -159,8 +161,19 @@ def thinking(**kw: object) -> CallPolicy:
 
 def idle(**kw: object) -> CallPolicy:
     policy = thinking(**kw)
-    feed(policy, [ResponseStarted("resp_1"), ResponseDone("resp_1", "completed", None, None)])
-    return policy
+    feed(
+        policy,
+        [
+            ResponseStarted("resp_1"),
+            OutputItemAdded("resp_1", "item_hi", "message"),
+            AudioDelta("resp_1", "item_hi", b64(b"\x01" * 800)),
+            AudioDone("resp_1", "item_hi"),
+            TranscriptDone("resp_1", "item_hi", "Hello."),
+            ResponseDone("resp_1", "completed", None, None),
+            PlaybackAcknowledged("item_hi", 800, buffer_empty=True),
+        ],
+    )
+    return policy  # the greeting was heard
 
 
 def speaking(**kw: object) -> CallPolicy:
@@ -276,7 +289,8 @@ EXPECTED: dict[str, list[tuple[tuple[CallPhase, ...], list[type]]]] = {
     "audio_delta": [
         ((P.AWAITING_ANSWER,), [ProblemNoted]),
         ((P.SPEAKING,), [PlayAgentAudio]),
-        ((P.IDLE, P.THINKING, P.TOOL_WAIT), [PlayAgentAudio, LatencyMeasured]),  # first audio
+        ((P.THINKING,), [PlayAgentAudio, LatencyMeasured]),  # the first audio of the call
+        ((P.IDLE, P.TOOL_WAIT), [PlayAgentAudio]),
     ],
     "transcript_delta": [((*ALL, P.ENDED), [AgentTranscriptGrew])],
     "transcript_done": [((*ALL, P.ENDED), [AgentTurnFinished])],
@@ -290,10 +304,12 @@ EXPECTED: dict[str, list[tuple[tuple[CallPhase, ...], list[type]]]] = {
         (ALL, [HangUp, FinishCall]),
     ],
     "call_ended": [((P.SPEAKING,), [AgentTurnInterrupted, FinishCall]), (ALL, [FinishCall])],
-    # a lost Realtime socket is replaced; a reply it was busy with is asked for again
+    # a lost Realtime socket is replaced; a reply it was busy with is asked for again,
+    # but a greeting none of which was sent is asked for afresh once the session is ready
     "realtime_closed": [
-        ((P.AWAITING_ANSWER, P.IDLE), [ProblemNoted, *RENEWAL]),
-        ((P.THINKING, P.SPEAKING, P.TOOL_WAIT), [ProblemNoted, *RENEWAL, CreateResponse]),
+        ((P.AWAITING_ANSWER, P.THINKING), [ProblemNoted, RenewSession, ConfigureSession]),
+        ((P.IDLE,), [ProblemNoted, *RENEWAL]),
+        ((P.SPEAKING, P.TOOL_WAIT), [ProblemNoted, *RENEWAL, CreateResponse]),
     ],
     "twilio_closed": [((P.SPEAKING,), [AgentTurnInterrupted, FinishCall]), (ALL, [FinishCall])],
 }
@@ -448,7 +464,7 @@ def test_a_reply_generated_in_full_but_still_playing_at_the_end_is_cut_where_hea
     actions = policy.handle(ending, 2.0)
     cuts = [a for a in actions if isinstance(a, AgentTurnInterrupted)]
     # Played out but for less than a frame, it was heard whole: no cut.
-    assert cuts == ([AgentTurnInterrupted("item_A", played_ms, 1000)] if cut else [])
+    assert cuts == ([AgentTurnInterrupted("item_A", played_ms, 1000, by="end")] if cut else [])
     assert FinishCall in kinds(actions)
 
 
@@ -801,7 +817,11 @@ def test_renewal_waits_until_the_reply_has_played_and_carries_the_conversation()
     assert kinds(renewal(actions)) == [RenewSession, ConfigureSession, SeedConversation]
     seed = renewal(actions)[2]
     assert isinstance(seed, SeedConversation)
-    assert seed.turns == (("user", "What time is it?"), ("assistant", "It is nine o'clock."))
+    assert seed.turns == (
+        ("assistant", "Hello."),
+        ("user", "What time is it?"),
+        ("assistant", "It is nine o'clock."),
+    )
 
 
 def test_an_expired_session_is_replaced_at_once_and_the_cut_reply_asked_again() -> None:
@@ -1137,4 +1157,186 @@ def test_a_reply_played_out_before_a_renewal_is_not_recorded_unheard_at_the_end(
         for a in policy.handle(HangupRequested("test"), 5.0)
         if isinstance(a, AgentTurnInterrupted)
     ]
-    assert cut == [AgentTurnInterrupted("item_A", 100, 100)]
+    assert cut == [AgentTurnInterrupted("item_A", 100, 100, by="end")]
+
+
+# -- replies queued behind one another at Twilio -----------------------------
+
+ONE_SECOND = b64(b"\x01" * 8000)
+
+
+class TrackedPlayback(PlaybackTracker):
+    """The real tracker, fed what the policy sends (the shell's part)."""
+
+    def follow(self, actions: list[Action], now: float) -> list[Action]:
+        for action in actions:
+            if isinstance(action, PlayAgentAudio):
+                self.audio_sent(action.item_id, sum(map(len, action.frames)), now)
+            elif isinstance(action, ClearPlayback):
+                self.cleared(now)
+        return actions
+
+
+def reply(response_id: str, item_id: str, text: str) -> list[PolicyEvent]:
+    """A whole reply of one second, generated at once."""
+    return [
+        ResponseStarted(response_id),
+        OutputItemAdded(response_id, item_id, "message"),
+        AudioDelta(response_id, item_id, ONE_SECOND),
+        AudioDone(response_id, item_id),
+        TranscriptDone(response_id, item_id, text),
+        ResponseDone(response_id, "completed", None, None),
+    ]
+
+
+def two_replies_queued() -> tuple[CallPolicy, TrackedPlayback]:
+    """Reply A generated in full at t=1.1 and playing until t=2.1; the caller presses
+    `#` at 1.3 and reply B's audio, sent at 1.4, queues behind the rest of A."""
+    playback = TrackedPlayback()
+    policy = CallPolicy(make()[0].config, playback)
+    feed(policy, [START, UPDATED])  # the greeting is asked for: reply A
+    playback.follow(feed(policy, reply("r1", "item_A", "Hello, about your cleaning."), 1.1), 1.1)
+    assert CreateResponse(None) in feed(policy, [DtmfReceived(5, "MZ1", "inbound", "#")], 1.3)
+    started: list[PolicyEvent] = [ResponseStarted("r2"), OutputItemAdded("r2", "item_B", "message")]
+    playback.follow(feed(policy, [*started, AudioDelta("r2", "item_B", ONE_SECOND)], 1.4), 1.4)
+    return policy, playback
+
+
+def test_a_barge_in_cuts_every_reply_queued_not_only_the_last() -> None:
+    policy, playback = two_replies_queued()
+    actions = playback.follow(policy.handle(SpeechStarted("item_U", 0), 1.5), 1.5)
+    # Each is cut where the caller was in it: 400 ms into A, nothing of B.
+    assert kinds(actions) == [
+        CallerTurnStarted,
+        ClearPlayback,
+        TruncateItem,
+        AgentTurnInterrupted,
+        TruncateItem,
+        AgentTurnInterrupted,
+    ]
+    assert actions[2:6] == [
+        TruncateItem("item_A", 400),
+        AgentTurnInterrupted("item_A", 400, 1000),
+        TruncateItem("item_B", 0),
+        AgentTurnInterrupted("item_B", 0, 1000),
+    ]
+    # Neither is heard further, nor recorded as finished.
+    late = feed(policy, [AudioDone("r2", "item_B"), TranscriptDone("r2", "item_B", "Noted.")])
+    assert kinds(late) == []
+
+
+def test_the_calls_end_cuts_every_reply_queued_not_only_the_last() -> None:
+    policy, _ = two_replies_queued()
+    feed(policy, [AudioDone("r2", "item_B"), TranscriptDone("r2", "item_B", "Noted.")], 1.45)
+    cuts = [
+        a for a in policy.handle(HangupRequested("api"), 1.5) if type(a) is AgentTurnInterrupted
+    ]
+    assert cuts == [
+        AgentTurnInterrupted("item_A", 400, 1000, by="end"),
+        AgentTurnInterrupted("item_B", 0, 1000, by="end"),
+    ]
+
+
+def test_a_reply_played_out_before_the_barge_in_is_not_cut_nor_truncated() -> None:
+    # All of A played (by interpolation) before the caller spoke; its last mark's echo
+    # is not in yet. Truncating it would delete its transcript (protocols.md 3.6).
+    policy, playback = make()
+    feed(policy, [START, UPDATED])
+    feed(policy, reply("r1", "item_A", "Hello."), 1.1)
+    playback.played["item_A"] = 8000
+    actions = policy.handle(SpeechStarted("item_U", 0), 2.2)
+    assert kinds(actions) == [CallerTurnStarted, ClearPlayback]  # the clear is harmless
+    assert policy.phase is CallPhase.IDLE
+
+
+def test_a_barge_in_cuts_the_queued_reply_but_not_the_one_heard_whole_before_it() -> None:
+    policy, playback = two_replies_queued()
+    # At 2.2 s all of A has played (to 2.1 s), and 100 ms of B.
+    actions = playback.follow(policy.handle(SpeechStarted("item_U", 0), 2.2), 2.2)
+    assert kinds(actions) == [CallerTurnStarted, ClearPlayback, TruncateItem, AgentTurnInterrupted]
+    assert actions[2:4] == [TruncateItem("item_B", 100), AgentTurnInterrupted("item_B", 100, 1000)]
+
+
+def test_a_barge_in_after_the_buffer_emptied_asks_only_about_the_reply_since() -> None:
+    policy, playback = make()
+    feed(policy, [START, UPDATED])
+    feed(policy, reply("r1", "item_A", "Hello."), 1.1)
+    feed(policy, [PlaybackAcknowledged("item_A", 8000, buffer_empty=True)], 2.1)
+    feed(policy, [DtmfReceived(5, "MZ1", "inbound", "#")], 2.2)
+    feed(policy, [ResponseStarted("r2"), OutputItemAdded("r2", "item_B", "message")], 2.3)
+    feed(policy, [AudioDelta("r2", "item_B", ONE_SECOND)], 2.3)
+    playback.asked.clear()
+    playback.played["item_B"] = 1600
+    cut = [a for a in policy.handle(SpeechStarted("item_U", 0), 2.5) if type(a) is not PhaseChanged]
+    assert playback.asked == [("item_B", 2.5)]
+    assert cut[2:] == [TruncateItem("item_B", 200), AgentTurnInterrupted("item_B", 200, 1000)]
+
+
+def test_a_barge_in_after_a_forced_renewal_cuts_the_old_reply_and_the_new_one() -> None:
+    # A reply of the lost session still plays while the new session's reply queues.
+    policy = speaking()  # item_A: 100 ms of the first session, playing
+    playback = policy._playback
+    assert isinstance(playback, FakePlayback)
+    assert CreateResponse(None) in policy.handle(RealtimeClosed(1006, "reset"), 1.2)
+    feed(policy, [SessionCreated("sess_2", "gpt-realtime", None), UPDATED], 1.3)
+    feed(policy, [ResponseStarted("r2"), OutputItemAdded("r2", "item_B", "message")], 1.3)
+    feed(policy, [AudioDelta("r2", "item_B", ONE_SECOND)], 1.3)
+    playback.played = {"item_A": 400, "item_B": 0}
+    actions = policy.handle(SpeechStarted("item_U", 0), 1.4)
+    assert [a for a in actions if type(a) in (TruncateItem, AgentTurnInterrupted)] == [
+        AgentTurnInterrupted("item_A", 50, 100),  # not truncated: not the new session's
+        TruncateItem("item_B", 0),
+        AgentTurnInterrupted("item_B", 0, 1000),
+    ]
+
+
+# -- a session lost before the greeting was heard ----------------------------
+
+GREETING = "Hi, this is Ava from Bright Smiles."
+
+
+def greeting_asked(actions: list[Action]) -> bool:
+    return any(
+        isinstance(a, CreateResponse) and a.instructions is not None and GREETING in a.instructions
+        for a in actions
+    )
+
+
+def test_a_session_lost_while_the_phone_rings_greets_in_the_new_one() -> None:
+    policy = awaiting(greeting=GREETING)
+    feed(policy, [SessionCreated("sess_1", "gpt-realtime", None), UPDATED])
+    actions = policy.handle(RealtimeClosed(1006, "lost"), 5.0)
+    # Not told that the call is under way and not to greet: it has not begun.
+    assert kinds(actions) == [ProblemNoted, RenewSession, ConfigureSession]
+    assert kinds(feed(policy, [SessionCreated("sess_2", "gpt-realtime", None), UPDATED], 6.0)) == []
+    assert greeting_asked(policy.handle(START, 7.0))
+
+
+def test_a_session_lost_during_the_greeting_before_its_audio_greets_again() -> None:
+    policy = awaiting(greeting=GREETING)
+    assert greeting_asked(
+        feed(policy, [SessionCreated("sess_1", "gpt-realtime", None), UPDATED, START])
+    )
+    # The callee said something; the greeting's text began, none of its audio was sent.
+    feed(policy, [SpeechStarted("item_U", 0), SpeechStopped("item_U", 500)], 1.05)
+    feed(policy, [InputTranscriptCompleted("item_U", "Hello?")], 1.06)
+    feed(policy, [ResponseStarted("r1"), OutputItemAdded("r1", "item_G", "message")], 1.1)
+    feed(policy, [TranscriptDelta("r1", "item_G", "Hi, this is")], 1.1)
+    actions = policy.handle(RealtimeClosed(1006, "lost"), 1.2)
+    assert not any(isinstance(a, CreateResponse) for a in actions)  # not a bare re-ask
+    seeds = [a for a in actions if isinstance(a, SeedConversation)]
+    assert seeds == [SeedConversation(UNGREETED_NOTE, (("user", "Hello?"),))]  # no "Hi, this is"
+    # The new session, once configured, gets the configured greeting.
+    feed(policy, [SessionCreated("sess_2", "gpt-realtime", None)], 1.5)
+    assert greeting_asked(policy.handle(UPDATED, 1.6))
+    assert policy.phase is CallPhase.THINKING
+
+
+def test_a_session_lost_once_the_greeting_was_sent_does_not_greet_again() -> None:
+    policy = speaking(greeting=GREETING)  # some of the greeting went to the phone
+    actions = policy.handle(RealtimeClosed(1006, "lost"), 1.2)
+    seeds = [a for a in actions if isinstance(a, SeedConversation)]
+    assert [seed.note for seed in seeds] == [RENEWED_NOTE]
+    assert CreateResponse(None) in actions  # the reply it could not finish
+    renewed = feed(policy, [SessionCreated("sess_2", "gpt-realtime", None), UPDATED], 1.5)
+    assert not any(isinstance(a, CreateResponse) for a in renewed)

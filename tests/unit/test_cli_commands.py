@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import stat
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +50,47 @@ def test_a_new_api_token_does_not_run_into_a_last_line_with_no_newline(
     env.write_text("LOG_LEVEL=info")  # an editor or `echo -n` left no newline
     token = ensure_api_token(Settings(_env_file=None), env, StringIO())  # type: ignore[call-arg]
     assert env.read_text() == f"LOG_LEVEL=info\nSWITCHBOARD_API_TOKEN={token}\n"
+
+
+@pytest.mark.parametrize("existing", [None, "LOG_LEVEL=info\n"])
+def test_the_env_file_is_private_before_the_token_is_written_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: str | None
+) -> None:
+    # Another user who opens it before a late chmod keeps reading through the handle.
+    monkeypatch.delenv("SWITCHBOARD_API_TOKEN", raising=False)
+    env = tmp_path / ".env"
+    if existing is not None:
+        env.write_text(existing)
+        env.chmod(0o644)
+    modes: list[int] = []
+    real_fdopen = os.fdopen
+
+    class Watched:  # the file the token goes to: its mode at each write
+        def __init__(self, file: Any) -> None:
+            self.file = file
+
+        def __enter__(self) -> Watched:
+            self.file.__enter__()
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.__exit__(*exc)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.file, name)
+
+        def write(self, data: bytes) -> int:
+            modes.append(stat.S_IMODE(os.fstat(self.file.fileno()).st_mode))
+            return int(self.file.write(data))
+
+    monkeypatch.setattr(os, "fdopen", lambda *a, **kw: Watched(real_fdopen(*a, **kw)))
+    old_umask = os.umask(0o022)
+    try:
+        ensure_api_token(Settings(_env_file=None), env, StringIO())  # type: ignore[call-arg]
+    finally:
+        os.umask(old_umask)
+    assert modes and set(modes) == {0o600}
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
 
 
 def test_the_first_of_several_api_tokens_is_used_and_blank_ones_are_not_tokens(

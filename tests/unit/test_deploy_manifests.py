@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import shlex
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,6 +249,147 @@ def test_the_ingress_sends_media_to_the_edges_and_the_rest_to_serve() -> None:
     namespaces = {doc["metadata"]["namespace"] for doc in docs}
     namespaces |= {doc["metadata"]["namespace"] for doc in kubernetes_monitoring()}
     assert len(namespaces) == 1
+
+
+# -- who can reach Ray -------------------------------------------------------------
+
+# Every Ray pod holds every secret, and whoever runs code on Ray reads them: the cluster
+# must demand Ray's token of every caller, and only its own pods may reach Ray's ports.
+
+AUTH_TOKEN_KEY = "auth_token"  # the key KubeRay reads from authOptions.secretName
+# What ray.init(address="auto") does about auth before it connects (ray/_private/worker.py).
+DRIVER_AUTH_CHECK = """
+from ray._private.authentication.authentication_token_setup import (
+    ensure_token_if_auth_enabled, maybe_enable_token_auth_if_token_available)
+from ray._private.authentication.authentication_utils import is_token_auth_enabled
+from ray._raylet import AuthenticationTokenLoader
+maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+ensure_token_if_auth_enabled({}, create_token_if_missing=False)
+print(is_token_auth_enabled(), AuthenticationTokenLoader.instance().get_token_for_http_header())
+"""
+
+
+def auth_secret() -> str:
+    options = rayservice()["spec"]["rayClusterConfig"]["authOptions"]
+    return str(options["secretName"])
+
+
+def joins_ray(container: dict[str, Any]) -> bool:
+    """A Ray driver: it shares its node's Ray temp directory or names a Ray address."""
+    script = " ".join([*container.get("command", []), *container.get("args", [])])
+    return bool(ray_temp_volumes(container)) or "--ray-address" in script
+
+
+def ray_drivers() -> list[dict[str, Any]]:
+    """The containers that join Ray besides the Ray node, which KubeRay gives the token."""
+    return [c for g in groups() for c in g["template"]["spec"]["containers"][1:] if joins_ray(c)]
+
+
+def policy_ports(rule: dict[str, Any]) -> set[str]:
+    return {str(p["port"]) for p in rule.get("ports", [])}
+
+
+def peer(rule: dict[str, Any]) -> tuple[str | None, str]:
+    """(namespace, app name) of a rule's one source; namespace None: this namespace."""
+    (source,) = rule["from"]
+    namespace = source.get("namespaceSelector", {}).get("matchLabels", {})
+    app = source["podSelector"]["matchLabels"]
+    return namespace.get("kubernetes.io/metadata.name"), app.get("app.kubernetes.io/name", "")
+
+
+def test_ray_demands_its_token_from_a_secret_every_cluster_of_the_service_shares() -> None:
+    cluster = rayservice()["spec"]["rayClusterConfig"]
+    # KubeRay (>= 1.6) then sets RAY_AUTH_MODE and RAY_AUTH_TOKEN in the Ray containers.
+    assert cluster["authOptions"] == {"mode": "token", "secretName": auth_secret()}
+    for group in groups():  # KubeRay skips any a Ray container sets itself (could disagree)
+        env = {e["name"] for e in ray_container(group).get("env", [])}
+        assert not {n for n in env if n.startswith("RAY_AUTH")}
+    # The README's commands create that Secret with that key, and apply every manifest.
+    readme = (DOCKER / "README.md").read_text()
+    assert f"create secret generic {auth_secret()}" in readme
+    assert f"--from-literal={AUTH_TOKEN_KEY}=" in readme
+    for path in KUBERAY.glob("*.yaml"):
+        assert f"-f docker/kuberay/{path.name}" in readme, path.name
+
+
+def test_every_container_that_joins_ray_carries_the_token() -> None:
+    drivers = ray_drivers()
+    assert {c["name"] for c in drivers} == {"media-edge"}  # the edges, in every pod
+    assert len(drivers) == len(groups())
+    for container in drivers:
+        env = {e["name"]: e for e in container.get("env", [])}
+        assert env["RAY_AUTH_MODE"]["value"] == "token"
+        ref = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": auth_secret(), "key": AUTH_TOKEN_KEY}
+
+
+def test_the_edges_environment_gives_ray_init_the_token(tmp_path: Path) -> None:
+    """Ray's own pre-connect checks, run in the edge's environment (Secret filled in)."""
+    token = "0123abcd"
+    env: dict[str, str] = {}
+    for entry in sidecar(groups()[0]).get("env", []):
+        if entry["name"].startswith("RAY_"):
+            env[entry["name"]] = entry.get("value", token)  # valueFrom: the Secret's token
+    ran = subprocess.run(
+        [sys.executable, "-c", DRIVER_AUTH_CHECK],
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env},  # no ~/.ray token
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split(" ", 1) == ["True", f"{{'authorization': 'Bearer {token}'}}\n"]
+
+
+def test_only_the_rayservices_own_pods_reach_rays_ports() -> None:
+    policy = one("NetworkPolicy")
+    spec = policy["spec"]
+    selector = spec["podSelector"]["matchLabels"]
+    assert selector == {"switchboard.io/rayservice": rayservice()["metadata"]["name"]}
+    for group in groups():  # head and workers alike
+        assert selector.items() <= group["template"]["metadata"]["labels"].items()
+    assert spec["policyTypes"] == ["Ingress"]  # egress open: Twilio, OpenAI, the database
+    rules = spec["ingress"]
+    assert all(rule.get("from") for rule in rules)  # no rule admits every source
+    # Ray between nodes, and edges splicing to call actors on kernel-chosen ports: any port.
+    own = [r for r in rules if r["from"] == [{"podSelector": {"matchLabels": selector}}]]
+    assert own == [{"from": own[0]["from"]}]
+    others = {peer(rule): policy_ports(rule) for rule in rules if rule not in own}
+    assert len(others) == len(rules) - 1
+    # Every named port exists on the pods, and no one else reaches GCS or the client server.
+    named = {
+        p["name"]
+        for g in groups()
+        for c in g["template"]["spec"]["containers"]
+        for p in c.get("ports", [])
+    }
+    assert set().union(*others.values()) <= named - {"gcs-server", "client"}
+    # The Ingress's backends (ingress.yaml) from ingress-nginx: the edges and Serve.
+    assert one("Service")["spec"]["ports"][0]["targetPort"] == "edge"
+    assert port(ray_container(groups()[0]), "serve") == serve_config()["http_options"]["port"]
+    assert others[("ingress-nginx", "ingress-nginx")] == {"edge", "serve"}
+    # The operator: serveConfigV2 and Serve's status on the dashboard, the head's proxy.
+    assert others[("kuberay-system", "kuberay-operator")] == {"dashboard", "serve"}
+    assert [p for p, ports in others.items() if "dashboard" in ports] == [
+        ("kuberay-system", "kuberay-operator")
+    ]
+    # Prometheus, where the RayService's RAY_PROMETHEUS_HOST says it is, on the PodMonitor's port.
+    (monitor,) = [d for d in kubernetes_monitoring() if d["kind"] == "PodMonitor"]
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    env = {e["name"]: e.get("value") for e in ray_container(groups()[0])["env"]}
+    prometheus_namespace = str(urlsplit(env["RAY_PROMETHEUS_HOST"]).hostname).split(".")[1]
+    assert others[(prometheus_namespace, "prometheus")] == {endpoint["port"]}
+    assert len(others) == 3
+
+
+def test_the_dashboard_listens_beyond_its_pod_only_behind_the_token_and_the_policy() -> None:
+    head = groups()[0]
+    # The operator reaches the dashboard from its own pod: it must not be 127.0.0.1 ...
+    assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+    # ... so the tests above must hold: the token on, and the port closed to the rest.
+    assert rayservice()["spec"]["rayClusterConfig"]["authOptions"]["mode"] == "token"
+    assert port(ray_container(head), "dashboard") == 8265
+    assert one("NetworkPolicy")["metadata"]["namespace"] == rayservice()["metadata"]["namespace"]
 
 
 # -- monitoring -------------------------------------------------------------------

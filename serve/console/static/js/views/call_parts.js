@@ -105,8 +105,12 @@ export function timelineLabel(item) {
       return `Status: ${statusLabel(data.status)}${data.applied === false ? " (late report, ignored)" : ""}`;
     case "phase":
       return `Phase: ${phaseLabel(data.new)}`;
-    case "interruption":
-      return `Caller interrupted the agent (heard ${millis(data.heard_ms)} of ${millis(data.generated_ms)})`;
+    case "interruption": {
+      const heard = `heard ${millis(data.heard_ms)} of ${millis(data.generated_ms)}`;
+      return data.by === "end"
+        ? `The call ended while the agent spoke (${heard})`
+        : `Caller interrupted the agent (${heard})`;
+    }
     case "tool_call":
       return `Tool called: ${data.name ?? ""}`;
     case "tool_result":
