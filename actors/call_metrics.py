@@ -123,7 +123,8 @@ AGENT_TURNS = MetricSpec("switchboard_agent_turns", _C, "Agent turns started.")
 INTERRUPTIONS = MetricSpec(
     "switchboard_interruptions",
     _C,
-    "Agent turns cut off, by whom: caller (a barge-in) or end (the call ended mid-reply).",
+    "Agent turns cut off, by: caller (a barge-in), end (the call ended mid-reply), session "
+    "(the Realtime session was lost mid-reply).",
     ("by",),
 )
 TOOL_CALLS = MetricSpec("switchboard_tool_calls", _C, "Tool calls the model made.", ("tool",))
@@ -217,10 +218,16 @@ class RecorderMetrics(Protocol):
     """What the recorder calls with every batch it receives."""
 
     def reported(
-        self, call_id: str, batch: Sequence[tuple[Action, float]], now: float, first: bool = True
+        self,
+        call_id: str,
+        batch: Sequence[tuple[Action, float]],
+        now: float,
+        first: bool = True,
+        over: bool = False,
     ) -> None:
         """A call actor reported ``batch``; ``now`` is the recorder's unix time. ``first``
-        is False when the call reported before (to a recorder that has since restarted)."""
+        is False when the call reported before (to a recorder that has since restarted);
+        ``over`` when the call had ended before: its actions count, no call is live."""
 
     def tick(self, now: float) -> None:
         """Called every ``TICK_S`` whether or not anything reported: a call whose actor
@@ -231,7 +238,12 @@ class NoMetrics:
     """The recorder's default: metrics off."""
 
     def reported(
-        self, call_id: str, batch: Sequence[tuple[Action, float]], now: float, first: bool = True
+        self,
+        call_id: str,
+        batch: Sequence[tuple[Action, float]],
+        now: float,
+        first: bool = True,
+        over: bool = False,
     ) -> None:
         pass
 
@@ -299,10 +311,15 @@ class CallMetrics:
         return len(self._live)
 
     def reported(
-        self, call_id: str, batch: Sequence[tuple[Action, float]], now: float, first: bool = True
+        self,
+        call_id: str,
+        batch: Sequence[tuple[Action, float]],
+        now: float,
+        first: bool = True,
+        over: bool = False,
     ) -> None:
         try:
-            self._reported(call_id, batch, now, first)
+            self._reported(call_id, batch, now, first, over)
         except Exception:
             self.failures += 1
             if self.failures == 1:  # once: a broken sink would otherwise log every batch
@@ -352,10 +369,18 @@ class CallMetrics:
     # -- internals ---------------------------------------------------------
 
     def _reported(
-        self, call_id: str, batch: Sequence[tuple[Action, float]], now: float, first: bool
+        self,
+        call_id: str,
+        batch: Sequence[tuple[Action, float]],
+        now: float,
+        first: bool,
+        over: bool,
     ) -> None:
         if not batch:
             return
+        if over:  # its end was counted (by a recorder before this one, perhaps): not live
+            self._live.pop(call_id, None)
+            self._ended.setdefault(call_id, now)
         oldest = min(at for _, at in batch)
         self.sink.observe(RECORDER_BATCH_SIZE, len(batch), {})
         self.sink.observe(RECORDER_LAG, max(0.0, (now - oldest) * 1000.0), {})

@@ -157,6 +157,10 @@ class CallPool(Generic[H]):
             # Bounded: a full cluster would hold the call's placing (and its record,
             # "queued") for as long as it stays full.
             slot = await asyncio.wait_for(self.factory.create(), self.create_timeout_s)
+        except Exception as exc:
+            if call_id in self._canceled:  # hung up meanwhile: that is how it ended
+                raise _canceled(call_id) from exc
+            raise
         finally:
             self._on_demand -= 1
             self._acquiring.pop(call_id, None)
@@ -164,7 +168,7 @@ class CallPool(Generic[H]):
             self._canceled.discard(call_id)
         if canceled:
             self._ready.append(slot)  # unused: the next call's
-            raise CallCanceled(f"call {call_id} was hung up before an actor could take it")
+            raise _canceled(call_id)
         return self._hand_out(call_id, slot)
 
     def cancel(self, call_id: str) -> bool:
@@ -345,3 +349,7 @@ def _retrieved(task: asyncio.Task[Any]) -> None:
     """Mark a creation's failure seen: its callers may all have gone."""
     if not task.cancelled():
         task.exception()
+
+
+def _canceled(call_id: str) -> CallCanceled:
+    return CallCanceled(f"call {call_id} was hung up before an actor could take it")

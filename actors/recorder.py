@@ -184,8 +184,9 @@ class CallRecorder:
         seq: int | None,
         sender: str,
         received: float,
+        over: bool = False,
     ) -> None:
-        """``report``'s work, under the call's lock."""
+        """``report``'s work, under the call's lock; ``over``: the call had ended before."""
         assert self.store is not None
         if not sender:  # numbers mean nothing without whose they are: record it all
             seq = None
@@ -206,7 +207,7 @@ class CallRecorder:
         if progress is not None:
             self._recorded[key] = max(progress[1], self._recorded.get(key, 0))
         # Counted once recorded: a batch that failed is sent again.
-        self.metrics.reported(call_id, fresh, received, not seq and not done)
+        self.metrics.reported(call_id, fresh, received, not seq and not done, over)
         if len(written) < len(timed):  # an end after the call's end: not one to show
             fresh = [(action, at) for action, at in fresh if type(action) is not FinishCall]
         events = [live_event(call_id, action, at) for action, at in fresh]
@@ -232,7 +233,7 @@ class CallRecorder:
                     " in its wrap-up"
                 )
                 batch = [(ProblemNoted("switchboard", ACTOR_FAILED, message), at)]
-            await self._record(call_id, batch, None, "", received)
+            await self._record(call_id, batch, None, "", received, over=ended is not None)
         self._forget(call_id)
 
     async def publish(self, event: dict[str, object]) -> None:

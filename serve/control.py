@@ -36,7 +36,13 @@ from actors.twilio_rest import end_call, twilio_call
 from serve.call_journal import utc_now
 from serve.ports import WebCallTicket
 from serve.twilio_webhooks import status_callback_url
-from switchboard.errors import ConfigError, ServiceError, StoreError, TwilioServiceError
+from switchboard.errors import (
+    CallCanceled,
+    ConfigError,
+    ServiceError,
+    StoreError,
+    TwilioServiceError,
+)
 from switchboard.settings import Settings
 from switchboard.store import CallRecord, CallStore
 from switchboard.store.status import is_terminal
@@ -318,6 +324,8 @@ def _ray_errors(doing: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
+        if isinstance(cause := _unwrapped(exc), CallCanceled):  # no failure: as it is
+            raise cause from None
         error = _as_service_error(exc, doing)
         if error is exc:  # raised here, not wrapped: as it is
             raise

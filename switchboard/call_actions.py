@@ -263,7 +263,8 @@ class AgentTurnFinished:
 @dataclass(frozen=True, slots=True)
 class AgentTurnInterrupted:
     """The agent's turn was cut off after ``heard_ms`` of ``generated_ms``: ``by`` the
-    caller (a barge-in) or by the call's ``end`` while it still played."""
+    caller (a barge-in), by the call's ``end`` while it still played, or by the loss of
+    its Realtime ``session`` (the reply never went on)."""
 
     item_id: str
     heard_ms: int

@@ -737,7 +737,13 @@ class CallPolicy:
         # heard still counts when one is cut (a barge-in, the call's end) after it.
         self._truncatable.clear()
         spent = now - self._connecting_since
+        # The old session's replies none of whose audio is still to play will never go on:
+        # cut where heard (nothing, if none was sent). Those still playing at Twilio are
+        # cut, like any, at a barge-in or the end.
+        lost = self._cut(sorted(self._open_turns.difference(self._queued)), now)
+        self._open_turns.difference_update(item for item, _, _ in lost)
         actions: list[Action] = [
+            *(AgentTurnInterrupted(item, heard, made, by="session") for item, heard, made in lost),
             RenewSession(reason, self.config.realtime_reconnect_budget_s - spent, self._attempt),
             ConfigureSession(self.config.session),
         ]

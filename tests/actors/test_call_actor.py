@@ -607,6 +607,21 @@ async def test_a_call_hung_up_while_its_session_opens_is_not_dialed(
     assert await actor.recycle(max_calls=5) is None
 
 
+async def test_a_call_hung_up_once_its_actor_is_handed_out_is_not_prepared(
+    world: World,
+) -> None:
+    actor = make_actor(world)
+    await actor.start()
+    assert not await actor.hang_up("call-e")  # a ready actor serves no call
+    ending = asyncio.ensure_future(actor.wait_finished())  # handed out: the pool waits
+    await asyncio.sleep(0)  # one turn of the loop: the wait begins (for ``prepare``)
+    assert await actor.hang_up("call-e")  # the ingress named it; ``prepare`` is on its way
+    with pytest.raises(CallCanceled, match=r"call-e was hung up \(api\) before it was dialed"):
+        await actor.prepare(CallPlan("call-e", "Test.", stream_token="t"))
+    assert await asyncio.wait_for(ending, 10) == "not_prepared"
+    assert await actor.recycle(max_calls=5) is None
+
+
 async def test_an_actor_handed_out_but_never_prepared_gives_up(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -471,3 +471,24 @@ async def test_a_call_hung_up_while_its_actor_starts_is_not_handed_one() -> None
     assert (await pool.acquire("b")).name == "slot-1" and factory.created == 1
     assert not pool.cancel("b")  # served: a live call is hung up at its actor
     await pool.close()
+
+
+async def test_a_call_hung_up_while_its_actor_fails_to_start_is_canceled_all_the_same() -> None:
+    class Crashing(FakeFactory):
+        async def create(self) -> Slot[str]:
+            self.created += 1
+            assert self.gate is not None
+            await self.gate.wait()
+            raise RuntimeError("worker crashed in __init__")
+
+    factory = Crashing()
+    factory.gate = asyncio.Event()
+    pool = CallPool(factory, size=0, sleep=FakeSleep())
+    acquiring = asyncio.ensure_future(pool.acquire("a"))
+    await until(lambda: factory.created == 1)
+    assert pool.cancel("a")
+    factory.gate.set()
+    with pytest.raises(CallCanceled, match="call a was hung up"):
+        await acquiring
+    assert not pool.serves("a")
+    await pool.close()

@@ -22,7 +22,12 @@ from serve.api import build_app
 from serve.control import SLOT_WAIT_S, TIME_LIMIT_GRACE_S, RayCallControl
 from serve.events import EventHub
 from serve.ports import AppDeps
-from switchboard.errors import RealtimeServiceError, ServiceError, TwilioServiceError
+from switchboard.errors import (
+    CallCanceled,
+    RealtimeServiceError,
+    ServiceError,
+    TwilioServiceError,
+)
 from switchboard.settings import Settings
 from switchboard.store import CallRecord, CallStore, NewCall
 
@@ -336,6 +341,19 @@ async def test_a_hang_up_while_the_calls_actor_starts_cancels_the_call_at_the_po
     assert world.pool.canceled == [call.id]
     other = await world.call()
     assert await world.control.hang_up(other.id) is False  # neither served nor starting
+
+
+@pytest.mark.parametrize("where", ["RayCallPool.acquire", "CallActor.prepare"])
+async def test_a_call_hung_up_while_placed_is_canceled_not_failed(world: World, where: str) -> None:
+    # Raised in the pool or the actor, it reaches the API as itself through Ray's wrapping.
+    canceled = CallCanceled("call x was hung up (api) before it was dialed")
+    if where == "RayCallPool.acquire":
+        world.pool.acquire_error = ray_wrapped(canceled, where)
+    else:
+        world.actor.prepare_error = ray_wrapped(canceled, where)
+    with pytest.raises(CallCanceled, match="before it was dialed"):
+        await world.control.place(await world.call())
+    assert world.twilio.created == []  # never dialed
 
 
 def _raises(error: Exception) -> Any:

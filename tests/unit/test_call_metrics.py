@@ -320,6 +320,29 @@ def test_a_call_taken_over_after_a_recorder_restart_is_not_started_twice(
     assert sink.value("switchboard_call_duration_s_count") == 0  # its start is not known here
 
 
+async def test_an_actor_that_died_after_its_call_ended_starts_no_call_in_the_metrics(
+    tmp_path: Path, sink: RegistrySink
+) -> None:
+    # The end was recorded by the shard before this one (restarted since): this one
+    # counts the problem, and no call started or live.
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    before = CallRecorder(url)
+    await before.open()
+    assert before.store is not None
+    call = await before.store.create_call(NewCall("outbound", "+15551234567", "+15005550006"))
+    await before.report(call.id, [(FinishCall("stream_stopped"), T0)], seq=0, sender="a-1")
+    await before.close()
+    after = CallRecorder(url, CallMetrics(sink))
+    await after.actor_died(call.id, "ActorDiedError", T0 + 5)
+    assert sink.value("switchboard_calls_started_total") == 0
+    assert sink.value("switchboard_live_calls") in (None, 0)
+    problem = {"source": "switchboard", "reason": "actor_failed", "fatal": "false"}
+    assert sink.value("switchboard_problems_total", **problem) == 1
+    after.metrics.tick(T0 + 4000)  # no "lost" call an hour on
+    assert sink.value("switchboard_calls_ended_total", reason="lost") in (None, 0)
+    await after.close()
+
+
 async def test_the_recorder_hands_every_batch_to_its_metrics(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -327,7 +350,12 @@ async def test_the_recorder_hands_every_batch_to_its_metrics(
 
     class Spy:
         def reported(
-            self, call_id: str, batch: Sequence[tuple[Action, float]], now: float, first: bool
+            self,
+            call_id: str,
+            batch: Sequence[tuple[Action, float]],
+            now: float,
+            first: bool,
+            over: bool = False,
         ) -> None:
             seen.append((call_id, len(batch), now, first))
 

@@ -1332,6 +1332,34 @@ def test_a_session_lost_during_the_greeting_before_its_audio_greets_again() -> N
     assert policy.phase is CallPhase.THINKING
 
 
+def test_a_greeting_the_lost_session_began_is_cut_then_not_at_the_calls_end() -> None:
+    policy = awaiting(greeting=GREETING)
+    feed(policy, [SessionCreated("sess_1", "gpt-realtime", None), UPDATED, START])
+    feed(policy, [ResponseStarted("r1"), OutputItemAdded("r1", "item_G", "message")], 1.1)
+    feed(policy, [TranscriptDelta("r1", "item_G", "Hi, this is")], 1.1)
+    lost = policy.handle(RealtimeClosed(1006, "lost"), 1.2)
+    # It will never go on, and nothing of it was heard: cut at once, by the session.
+    assert [a for a in lost if isinstance(a, AgentTurnInterrupted)] == [
+        AgentTurnInterrupted("item_G", 0, 0, by="session")
+    ]
+    feed(policy, [SessionCreated("sess_2", "gpt-realtime", None)], 1.5)
+    feed(policy, [UPDATED], 1.6)
+    feed(policy, reply("r2", "item_G2", "Hi, this is Ava."), 2.0)
+    feed(policy, [PlaybackAcknowledged("item_G2", 8000, buffer_empty=True)], 3.0)
+    end = policy.handle(HangupRequested("api"), 300.0)
+    assert [a for a in end if isinstance(a, AgentTurnInterrupted)] == []
+
+
+def test_a_reply_still_playing_when_its_session_is_lost_is_cut_as_it_plays_on() -> None:
+    policy = speaking()  # item_A: 100 ms of audio sent, still playing
+    lost = policy.handle(RealtimeClosed(1006, "lost"), 1.2)
+    assert not any(isinstance(a, AgentTurnInterrupted) for a in lost)
+    end = policy.handle(HangupRequested("api"), 1.21)
+    assert [a for a in end if isinstance(a, AgentTurnInterrupted)] == [
+        AgentTurnInterrupted("item_A", 0, 100, by="end")
+    ]
+
+
 def test_a_session_lost_once_the_greeting_was_sent_does_not_greet_again() -> None:
     policy = speaking(greeting=GREETING)  # some of the greeting went to the phone
     actions = policy.handle(RealtimeClosed(1006, "lost"), 1.2)

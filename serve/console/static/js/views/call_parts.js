@@ -107,9 +107,9 @@ export function timelineLabel(item) {
       return `Phase: ${phaseLabel(data.new)}`;
     case "interruption": {
       const heard = `heard ${millis(data.heard_ms)} of ${millis(data.generated_ms)}`;
-      return data.by === "end"
-        ? `The call ended while the agent spoke (${heard})`
-        : `Caller interrupted the agent (${heard})`;
+      if (data.by === "end") return `The call ended while the agent spoke (${heard})`;
+      if (data.by === "session") return `The model's connection was lost mid-reply (${heard})`;
+      return `Caller interrupted the agent (${heard})`;
     }
     case "tool_call":
       return `Tool called: ${data.name ?? ""}`;
