@@ -21,7 +21,8 @@ inputs (``call_actions.ShellEvent``) and the time, and answers with
   for it, at the playback acknowledged by then; it is truncated only if some
   of its audio went unheard (truncation deletes the transcript, 3.6).
 - The greeting starts once the stream has started and the session has
-  accepted its configuration (pitfall 3).
+  accepted its configuration (pitfall 3). A ``session.updated`` whose
+  effective audio is not mu-law both ways ends the call: it would be noise.
 - Deadlines (``next_deadline`` / ``tick``): the maximum call length, caller
   silence (a nudge, then a hang-up), DTMF digit collection, the Realtime
   session's 60-minute cap, and the next try to reconnect a lost session.
@@ -149,6 +150,10 @@ FATAL_REALTIME_CODES = frozenset(
     {"invalid_api_key", "beta_api_shape_disabled", "insufficient_quota"}
 )
 
+
+# The audio format ConfigureSession asks for both ways (session_config: not configurable).
+# A session.updated whose effective format differs would put noise on the phone line.
+PHONE_AUDIO_FORMAT = "audio/pcmu"
 
 MAX_DTMF_DIGITS = 64  # keys held for the model at most: a longer run is sent as it is
 # A new session that failed to connect is tried again after this, doubled each time up to
@@ -433,6 +438,18 @@ class CallPolicy:
         return []
 
     def _on_session_updated(self, event: SessionUpdated, now: float) -> list[Action]:
+        formats = (event.input_format, event.output_format)
+        if not self._ended and any(f != PHONE_AUDIO_FORMAT for f in formats):
+            # Accepted, but not as asked (the effective session, protocols.md 3.2): mu-law
+            # from Twilio read as something else, and the other way round.
+            message = (
+                f"the session's audio is {event.input_format} in and {event.output_format} "
+                f"out, not the {PHONE_AUDIO_FORMAT} asked both ways"
+            )
+            return [
+                ProblemNoted("realtime", "audio_format_refused", message, fatal=True),
+                *self._hang_up("realtime_session_refused"),
+            ]
         self._configured = True
         return self._greet_if_ready()
 

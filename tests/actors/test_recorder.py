@@ -210,6 +210,28 @@ async def test_each_sender_is_numbered_apart(tmp_path: Path) -> None:
     await recorder.close()
 
 
+async def test_a_stale_batch_arriving_late_does_not_undo_what_is_recorded(
+    tmp_path: Path,
+) -> None:
+    # Ray interleaves an actor's calls: a first send of actions 0-1 may arrive after
+    # actions 0-2 are recorded. What it says (2 recorded) must not make a later resend
+    # of action 2 look new.
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
+    call_id = await new_call(recorder)
+    now = time.time()
+    first = [(PhaseChanged("idle", "listening"), now), (LatencyMeasured("answer", 310.0), now)]
+    later = [(PhaseChanged("listening", "speaking"), now + 1)]
+    await recorder.report(call_id, first + later, seq=0, sender="actor-1")
+    await recorder.report(call_id, first, seq=0, sender="actor-1")  # the stale one
+    await recorder.report(call_id, later, seq=2, sender="actor-1")  # sent again
+    assert await timeline(recorder, call_id) == [
+        "phase:listening",
+        "latency:310.0",
+        "phase:speaking",
+    ]
+    await recorder.close()
+
+
 async def test_a_write_that_failed_after_it_committed_is_not_recorded_twice(
     tmp_path: Path,
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
@@ -96,3 +98,23 @@ async def test_ending_a_call_picks_the_status_its_state_needs_and_an_ended_one_i
         await emu.wait_for_call_status(answered.sid, "in-progress")
         assert await end_call(client, answered.sid, "ringing") is True
         await emu.wait_for_call_status(answered.sid, "completed")
+
+
+async def test_ending_a_call_raises_a_refusal_other_than_not_modifiable() -> None:
+    # Bad credentials (20003) are no "call is over": raised as they are, no fetch made
+    # (a fetch saying completed would otherwise pass the refusal off as an ended call).
+    asked: list[str] = []
+
+    def update(**kw: object) -> None:
+        asked.append("update")
+        raise TwilioRestException(401, "/Calls/CA1", "Authenticate", 20003)
+
+    def fetch() -> object:
+        asked.append("fetch")
+        return SimpleNamespace(status="completed")
+
+    client = SimpleNamespace(calls=lambda sid: SimpleNamespace(update=update, fetch=fetch))
+    with pytest.raises(TwilioRestException) as info:
+        await end_call(client, "CA" + "1" * 32)
+    assert info.value.code == 20003
+    assert asked == ["update"]

@@ -261,6 +261,13 @@ async def test_unknown_call_id_is_404_only_when_signed(
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert unsigned.status_code == 403
+    # The AMD callback too: the signature is checked before the call is looked up.
+    unsigned = await client.post(
+        "/twilio/amd/01UNKNOWN",
+        content=urlencode({"AnsweredBy": "human"}),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert unsigned.status_code == 403
 
 
 # -- signatures -------------------------------------------------------------------------
@@ -333,10 +340,30 @@ async def test_signature_over_the_proxy_url_when_public_url_is_unset(h: Harness)
         assert r.status_code == 204, r.text
         default = proxied | {"X-Forwarded-Port": "443"}
         assert (await post_signed(client, path, form, extra=default)).status_code == 204
+        # A host that names its port already keeps it: the port is not added twice.
+        both = {
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "calls.example.com:8443",
+            "X-Forwarded-Port": "8443",
+        }
+        r = await post_signed(
+            client, path, form, signed_url="https://calls.example.com:8443" + path, extra=both
+        )
+        assert r.status_code == 204, r.text
+        # An IPv6 literal's colons are no port: the port apart is added.
+        ipv6 = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "[2001:db8::1]"}
+        r = await post_signed(
+            client,
+            path,
+            form,
+            signed_url="https://[2001:db8::1]:8443" + path,
+            extra=ipv6 | {"X-Forwarded-Port": "8443"},
+        )
+        assert r.status_code == 204, r.text
         # Signed for the public URL but sent without the headers that say so: refused.
         r = await post_signed(client, path, form)
         assert r.status_code == 403 and "http://internal:8000" in r.json()["detail"]
-    assert len(h.control.statuses) == 6
+    assert len(h.control.statuses) == 8
 
 
 @pytest.mark.parametrize(

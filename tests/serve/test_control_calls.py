@@ -16,7 +16,7 @@ import pytest_asyncio
 import ray
 import requests
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from serve.api import build_app
 from serve.control import SLOT_WAIT_S, TIME_LIMIT_GRACE_S, RayCallControl
@@ -244,6 +244,64 @@ async def test_ending_an_orphan_that_twilio_refuses_is_logged_not_raised(world: 
     world.twilio.update_error = TwilioRestException(400, "/Calls", "Call is not in-progress", 21220)
     await world.control.on_twilio_status(call.id, "in-progress", {"CallSid": SID})
     assert await world.problems(call.id) == []
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        TwilioRestException(400, "/Calls", "The 'To' number is not a valid phone number", 21211),
+        TwilioException("Credentials are required to create a TwilioClient"),
+    ],
+    ids=["refused", "sdk-error"],
+)
+async def test_a_dial_twilio_refuses_tells_the_actor_the_call_failed(
+    world: World, refusal: Exception
+) -> None:
+    told: list[tuple[object, ...]] = []
+
+    async def twilio_status(*args: object) -> bool:
+        told.append(args)
+        return True
+
+    world.actor.twilio_status = Remote(twilio_status)
+    world.twilio.create_error = refusal
+    call = await world.call()
+    with pytest.raises(TwilioServiceError):
+        await world.control.place(call)
+    assert told == [(call.id, "failed")]  # never dialed: its actor ends it, its slot goes
+
+
+async def test_a_dial_whose_actor_is_lost_before_its_stream_is_ended_at_twilio(
+    world: World,
+) -> None:
+    world.actor.dialed = Remote(_raises(ray_wrapped(RuntimeError("lost"), "CallActor.dialed")))
+    call = await world.call()
+    with pytest.raises(ServiceError, match="lost before its stream"):
+        await world.control.place(call)
+    assert world.twilio.updated == [(SID, {"status": "completed"})]  # not left ringing
+    detail = await world.store.get_call(call.id)
+    assert detail is not None and detail.call.twilio_sid is None
+
+
+async def test_an_orphan_that_ended_before_its_end_at_twilio_is_no_problem(world: World) -> None:
+    # Asked, Twilio has the call in progress; it ends before the update (21220), and the
+    # fetch after the refusal says completed: nothing was ended here, nothing to note.
+    call = await world.call()
+    statuses = iter(["in-progress", "completed"])
+    updates: list[dict[str, Any]] = []
+
+    def update(**kw: Any) -> None:
+        updates.append(kw)
+        raise TwilioRestException(400, "/Calls", "Call is not in-progress", 21220)
+
+    world.twilio.calls = lambda sid: SimpleNamespace(  # type: ignore[assignment]
+        update=update, fetch=lambda: SimpleNamespace(sid=sid, status=next(statuses))
+    )
+    await world.control.on_twilio_status(call.id, "in-progress", {"CallSid": SID})
+    assert updates == [{"status": "completed"}]
+    assert next(statuses, None) is None  # both fetches made
+    assert await world.problems(call.id) == []
+    assert world.counted == []
 
 
 # -- Twilio's time limit -----------------------------------------------------------------

@@ -227,6 +227,25 @@ async def test_a_call_whose_record_moves_is_left_to_whatever_serves_it(world: Wo
     assert world.control.ended_at_carrier == [other]
 
 
+async def test_a_record_stamped_ahead_by_a_skewed_clock_is_quiet_once_it_stays_so(
+    world: World,
+) -> None:
+    # The node that recorded its last event had a clock an hour ahead; then it went away.
+    sid = "CA" + "8" * 32
+    skewed = await world.call("in-progress", sid)
+    world.control.at_carrier[sid] = "in-progress"
+    world.clock.wall += timedelta(seconds=301)
+    ahead = world.clock.now() + timedelta(hours=1)
+    await world.store.append_event(skewed, "phase", ahead, {"new": "listening"})
+    assert await world.reconciler.once() == 0  # it has just moved, as far as we know
+    world.clock.wall += timedelta(seconds=100)
+    assert await world.reconciler.once() == 0
+    world.clock.wall += timedelta(seconds=81)  # unchanged for 181 s of our own clock
+    assert await world.reconciler.once() == 0  # Twilio has it up: a round for its callback
+    assert await world.reconciler.once() == 1
+    assert world.control.ended_at_carrier == [skewed]
+
+
 async def test_the_quiet_spell_is_longer_than_two_caller_silences(store: CallStore) -> None:
     settings = Settings(_env_file=None, caller_silence_timeout_s=300)  # type: ignore[call-arg]
     deps = AppDeps(settings, store, FakeCallControl(), EventHub(), ("t",))

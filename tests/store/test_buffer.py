@@ -58,3 +58,14 @@ def test_texts_of_one_call() -> None:
     buffer.open(("a", "2"), "two", now=0.0)
     buffer.open(("b", "1"), "other call", now=0.0)
     assert buffer.texts_of("a") == {"1": "one", "2": "two"}
+
+
+def test_a_delta_sent_again_keeps_what_followed_it() -> None:
+    buffer = TranscriptBuffer(interval_s=0.25)
+    buffer.open(KEY, "", now=0.0)
+    buffer.grow(KEY, "a", now=0.0, offset=0)
+    buffer.grow(KEY, "b", now=0.0, offset=1)
+    buffer.grow(KEY, "a", now=0.0, offset=0)  # the first again: it is there already
+    assert buffer.text(KEY) == "ab"
+    buffer.grow(KEY, "x", now=0.0, offset=1)  # another at 1: what followed was not this call's
+    assert buffer.text(KEY) == "ax"

@@ -31,6 +31,7 @@ from switchboard.errors import StoreError
 from switchboard.realtime_events import Usage
 from switchboard.store import CallStore, NewCall, record, record_batch
 from switchboard.store.recorder import Recordable
+from switchboard.store.status import is_terminal
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -354,3 +355,20 @@ async def test_a_finished_call_writes_its_own_buffered_text_not_every_calls(
     finally:
         await reader.close()
     assert texts == {ending: ["Written and buffered"], talking: ["Written"]}
+
+
+async def test_a_finished_call_closes_its_caller_turn_left_without_a_transcript(
+    store: CallStore,
+) -> None:
+    # The media ended before the caller's words were transcribed: none will come, so the
+    # reserved turn is untranscribed, not pending for ever (the call's status is not
+    # terminal yet: the finish alone closes it).
+    call = (await store.create_call(NewCall("inbound", "+15559990000", "+15551230001"))).id
+    await record_batch(store, call, [(CallerTurnStarted("c1"), T0)])
+    await record_batch(store, call, [(FinishCall("stream_stopped"), T0 + timedelta(seconds=1))])
+    detail = await store.get_call(call)
+    assert detail is not None
+    assert not is_terminal(detail.call.status)
+    assert [(t.item_id, t.state, t.text) for t in detail.transcript] == [
+        ("c1", "untranscribed", None)
+    ]

@@ -49,6 +49,7 @@ from switchboard.call_actions import (
 from switchboard.call_policy import (
     HANDLERS,
     MAX_DTMF_DIGITS,
+    PHONE_AUDIO_FORMAT,
     RECONNECT_FIRST_S,
     RECONNECT_MAX_S,
     RENEWED_NOTE,
@@ -570,6 +571,20 @@ def test_a_reply_cut_short_by_the_callers_hang_up_keeps_what_was_played() -> Non
     assert policy.handle(TranscriptDone("resp_1", "item_A", "Full text"), 5.1) == []
 
 
+@pytest.mark.parametrize(
+    "ending",
+    [StreamStopped(9, "MZ1", "AC1", "CA1"), HangupRequested("api")],
+    ids=["stop", "hangup"],
+)
+def test_a_reply_cut_by_a_barge_in_is_not_cut_again_at_the_end(ending: PolicyEvent) -> None:
+    policy = speaking()  # item_A: 100 ms generated, nothing acknowledged
+    barge_in = policy.handle(SpeechStarted("item_U", 10), 2.0)
+    end = policy.handle(ending, 2.5)
+    assert FinishCall in kinds(end)
+    cuts = [a for a in [*barge_in, *end] if isinstance(a, AgentTurnInterrupted)]
+    assert cuts == [AgentTurnInterrupted("item_A", 0, 100)]  # once, by the caller
+
+
 def test_transcript_deltas_say_where_they_start_in_their_item() -> None:
     policy = speaking()
     grown = [
@@ -754,10 +769,16 @@ def test_caller_silence_nudges_once_then_hangs_up() -> None:
 
 
 def test_caller_activity_resets_the_silence_clock_and_the_nudge() -> None:
-    policy = idle(caller_silence_s=10.0)
-    policy.tick(10.0)  # nudged
-    feed(policy, [ResponseStarted("r"), ResponseDone("r", "completed", None, None)], now=11.0)
-    feed(policy, [SpeechStarted("u", 1)], now=15.0)
+    policy = idle(caller_silence_s=10.0)  # idle since t=1
+    assert policy.next_deadline == pytest.approx(11.0)
+    nudge = policy.tick(11.0)
+    assert kinds(nudge) == [CreateResponse]
+    [ask] = [a for a in nudge if isinstance(a, CreateResponse)]
+    assert ask.instructions is not None and "still there" in ask.instructions
+    feed(policy, [ResponseStarted("r"), ResponseDone("r", "completed", None, None)], now=12.0)
+    assert policy.phase is CallPhase.IDLE
+    feed(policy, [SpeechStarted("u", 1)], now=15.0)  # the caller answers the nudge
+    assert policy.tick(24.9) == []  # the clock runs from the caller's turn, not the nudge
     assert kinds(policy.tick(25.0)) == [CreateResponse]  # a fresh nudge, not a hang-up
 
 
@@ -824,6 +845,24 @@ def test_renewal_waits_until_the_reply_has_played_and_carries_the_conversation()
     )
 
 
+def test_without_transcription_renewal_waits_only_for_the_reply() -> None:
+    # No transcript comes when transcription is off: a caller's turn answered is settled.
+    session = SessionConfig(instructions="Book a cleaning.", transcription_model=None)
+    config = PolicyConfig(session=session, caller_silence_s=10_000.0, max_call_s=10_000.0)
+    policy = CallPolicy(config, FakePlayback())
+    policy.begin(0.0)
+    feed(policy, [SessionCreated("sess_1", "gpt-realtime", None), UPDATED, START], now=1.0)
+    feed(policy, reply("r1", "item_hi", "Hello."), now=1.0)
+    feed(policy, [PlaybackAcknowledged("item_hi", 8000, buffer_empty=True)], now=2.0)
+    due = 1.0 + 3600.0 - config.session_renew_margin_s
+    feed(policy, [SpeechStarted("item_U", 100)], now=due - 5)
+    assert renewal(policy.tick(due)) == []  # the caller is speaking
+    feed(policy, [SpeechStopped("item_U", 900)], now=due + 1)
+    assert renewal(feed(policy, reply("r2", "item_B", "Nine o'clock."), now=due + 2)) == []
+    played = policy.handle(PlaybackAcknowledged("item_B", 8000, buffer_empty=True), due + 3)
+    assert kinds(renewal(played)) == RENEWAL  # at the first quiet moment
+
+
 def test_an_expired_session_is_replaced_at_once_and_the_cut_reply_asked_again() -> None:
     policy = speaking()
     error = RealtimeErrorReported("invalid_request_error", "session_expired", "expired")
@@ -877,10 +916,16 @@ def test_awaiting_answer_has_no_call_deadline() -> None:
 # -- errors --------------------------------------------------------------------
 
 
-def test_fatal_realtime_error_ends_the_call() -> None:
+@pytest.mark.parametrize(
+    "code", ["invalid_api_key", "beta_api_shape_disabled", "insufficient_quota"]
+)
+def test_fatal_realtime_error_ends_the_call(code: str) -> None:
     policy = idle()
-    error = RealtimeErrorReported("invalid_request_error", "invalid_api_key", "bad key")
-    assert kinds(policy.handle(error, 2.0)) == [ProblemNoted, HangUp, FinishCall]
+    error = RealtimeErrorReported("invalid_request_error", code, "no way on")
+    actions = policy.handle(error, 2.0)
+    assert kinds(actions) == [ProblemNoted, HangUp, FinishCall]
+    assert actions[0] == ProblemNoted("realtime", code, "no way on", fatal=True)
+    assert HangUp(f"realtime_{code}") in actions
     assert policy.phase is CallPhase.ENDED
 
 
@@ -894,6 +939,45 @@ def test_a_refused_session_configuration_ends_the_call() -> None:
     assert kinds(actions) == [ProblemNoted, HangUp, FinishCall]
     assert HangUp("realtime_session_refused") in actions
     assert "could not be configured: no such voice" in actions[0].message  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("input_format", "output_format"),
+    [("audio/pcm", "audio/pcmu"), ("audio/pcmu", "audio/pcm"), ("audio/pcma", "audio/pcma")],
+)
+def test_a_session_that_keeps_another_audio_format_ends_the_call(
+    input_format: str, output_format: str
+) -> None:
+    # `session.updated` carries the effective session (protocols.md 3.2): accepted, but
+    # not as mu-law both ways, the call would be noise on the phone line.
+    policy = awaiting()
+    feed(policy, [SessionCreated("sess_1", "gpt-realtime", None), START])
+    actions = policy.handle(SessionUpdated(input_format, output_format, "marin"), 1.5)
+    assert kinds(actions) == [ProblemNoted, HangUp, FinishCall]  # no greeting
+    problem = actions[0]
+    assert isinstance(problem, ProblemNoted) and problem.fatal
+    assert (problem.source, problem.reason) == ("realtime", "audio_format_refused")
+    assert f"{input_format} in and {output_format} out" in problem.message
+    assert "not the audio/pcmu asked" in problem.message
+    assert policy.phase is CallPhase.ENDED
+
+
+def test_a_renewed_session_that_keeps_another_audio_format_ends_the_call() -> None:
+    policy = idle()
+    policy.handle(RealtimeClosed(1006, "reset"), 2.0)
+    feed(policy, [SessionCreated("sess_2", "gpt-realtime", None)], now=2.5)
+    actions = policy.handle(SessionUpdated("audio/pcmu", "audio/pcm", "marin"), 2.6)
+    assert kinds(actions) == [ProblemNoted, HangUp, FinishCall]
+    assert policy.phase is CallPhase.ENDED
+
+
+def test_the_audio_format_checked_is_the_one_configure_session_asks_for() -> None:
+    (configure,) = make()[0].begin(0.0)
+    assert isinstance(configure, ConfigureSession)
+    audio = configure.config.to_session_payload()["audio"]
+    wanted = {"type": PHONE_AUDIO_FORMAT}
+    assert audio["input"]["format"] == audio["output"]["format"] == wanted  # type: ignore[index]
+    assert (UPDATED.input_format, UPDATED.output_format) == (PHONE_AUDIO_FORMAT,) * 2
 
 
 def test_a_refused_response_create_does_not_leave_the_call_thinking() -> None:
@@ -1043,7 +1127,7 @@ def fail_reconnect(policy: CallPolicy, now: float) -> list[Action]:
 
 
 def test_a_new_session_that_cannot_connect_is_tried_again_after_a_growing_wait() -> None:
-    policy = idle()
+    policy = idle(caller_silence_s=10_000.0)  # no silence deadline to mask the next try
     policy.handle(RealtimeClosed(1006, "connection reset"), 2.0)  # renewed at once
     now, waits = 2.0, []
     for _ in range(5):
@@ -1066,7 +1150,42 @@ def test_a_new_session_that_cannot_connect_is_tried_again_after_a_growing_wait()
     assert kinds(policy.handle(RealtimeClosed(1006, "reset"), now + 60))[1:] == RENEWAL
     fail_reconnect(policy, now + 60)
     due = policy.next_deadline
-    assert due is not None and due - (now + 60) <= RECONNECT_FIRST_S
+    assert due is not None and RECONNECT_FIRST_S / 2 <= due - (now + 60) <= RECONNECT_FIRST_S
+
+
+class Draws:
+    """Stands in for the policy's random source: these numbers, in turn."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = list(values)
+
+    def random(self) -> float:
+        return self.values.pop(0)
+
+
+def test_each_reconnect_wait_is_drawn_from_the_upper_half_of_its_step() -> None:
+    policy = idle(caller_silence_s=10_000.0)
+    policy._jitter = Draws(0.0, 1.0, 0.5)  # type: ignore[assignment]
+    policy.handle(RealtimeClosed(1006, "connection reset"), 2.0)
+    now, waits = 2.0, []
+    for _ in range(3):
+        fail_reconnect(policy, now)
+        due = policy.next_deadline
+        assert due is not None
+        waits.append(due - now)
+        now = due
+        assert kinds(policy.tick(now)) == RENEWAL
+    # Steps of 0.25 s, 0.5 s and 1 s: half of the first, all of the second, 3/4 of the third.
+    assert waits == pytest.approx([0.125, 0.5, 0.75])
+
+
+def test_a_tools_output_after_its_session_was_lost_is_not_sent_to_the_new_one() -> None:
+    policy = tool_wait()  # call_1 runs, asked by the first session
+    lost = policy.handle(RealtimeClosed(1006, "connection reset"), 2.0)
+    assert CreateResponse(None) in lost  # the new session is asked to go on instead
+    assert policy.phase is CallPhase.THINKING
+    feed(policy, [SessionCreated("sess_2", "gpt-realtime", None), UPDATED], now=2.2)
+    assert policy.handle(ToolFinished("call_1", '{"slots": []}'), 2.5) == []
 
 
 def test_reconnecting_gives_up_on_a_time_budget_not_a_count_of_tries() -> None:

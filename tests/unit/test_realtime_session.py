@@ -176,6 +176,15 @@ def session_updated(voice: object = "marin") -> dict[str, object]:
     return {"type": "session.updated", "event_id": eid(), "session": config}
 
 
+def session_formats(input_format: object, output_format: object) -> dict[str, object]:
+    """A ``session.updated`` whose effective audio formats differ by direction."""
+    event = session_updated()
+    audio = event["session"]["audio"]  # type: ignore[index]
+    audio["input"]["format"] = input_format
+    audio["output"]["format"] = output_format
+    return event
+
+
 def function_call_done(rid: str, call_id: str, name: str = "lookup_order") -> dict[str, object]:
     return {
         "type": "response.function_call_arguments.done",
@@ -319,6 +328,15 @@ CONSTRUCTED: list[tuple[dict[str, object], RealtimeEvent]] = [
     (session_updated(), SessionUpdated("audio/pcmu", "audio/pcmu", "marin")),
     (session_updated({"id": "voice_123"}), SessionUpdated("audio/pcmu", "audio/pcmu", "voice_123")),
     (session_updated(None), SessionUpdated("audio/pcmu", "audio/pcmu", None)),
+    # Which is which: the policy ends a call whose session is not mu-law both ways.
+    (
+        session_formats({"type": "audio/pcm", "rate": 24000}, {"type": "audio/pcmu"}),
+        SessionUpdated("audio/pcm", "audio/pcmu", "marin"),
+    ),
+    (
+        session_formats({"type": "audio/pcmu"}, {"type": "audio/pcma"}),
+        SessionUpdated("audio/pcmu", "audio/pcma", "marin"),
+    ),
     (
         {
             "type": "conversation.item.input_audio_transcription.delta",
@@ -680,6 +698,17 @@ def test_over_long_frames_are_rejected_before_parsing(as_bytes: bool, unit: str)
     assert f"message of {len(frame)} {unit} exceeds the limit of 100" == event.error.message
     assert len(event.raw_prefix) == 120
     assert session.audio_bytes("i") == 0
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_a_frame_of_exactly_the_limit_is_parsed_one_more_is_refused(as_bytes: bool) -> None:
+    text = wire(delta("r", "i", b64(300)))
+    frame: str | bytes = text.encode() if as_bytes else text
+    [event] = RealtimeSession(max_message_size=len(frame)).receive(frame, 0.0)
+    assert isinstance(event, AudioDelta)
+    [event] = RealtimeSession(max_message_size=len(frame) - 1).receive(frame, 0.0)
+    assert isinstance(event, RealtimeMessageRejected)
+    assert event.error.reason == "message_too_large"
 
 
 JSON = st.recursive(
