@@ -198,8 +198,9 @@ class CallActor:
         self._stream_lost = False  # the watchdog ended it: no stream, no word from Twilio
         self._given_up = False  # never prepared in time: a late prepare is refused
         self._canceled_by: str | None = None  # hung up while preparing: not to be dialed
-        # Hung up once handed out for a call, before its ``prepare`` came: (call, by).
-        self._canceled_early: tuple[str, str] | None = None
+        # Hung up once handed out for a call, before its ``prepare`` came: call -> by whom.
+        # (Several: a late word about the actor's last call must not hide this one's.)
+        self._canceled_early: dict[str, str] = {}
         self._dial_abandoned = False  # the wrap-up stopped waiting for the CallSid
         self._carrier_status: str | None = None  # a final status read from Twilio itself
         self._watch_began = 0.0  # monotonic: when the watchdog started waiting
@@ -263,11 +264,9 @@ class CallActor:
             raise LocalProtocolError(f"slot {self.slot} already serves call {self.plan.call_id}")
         if self._given_up:
             raise LocalProtocolError(f"slot {self.slot} gave up waiting for its call")
-        if self._canceled_early is not None and self._canceled_early[0] == plan.call_id:
+        if (by := self._canceled_early.get(plan.call_id)) is not None:
             self._prepared.set()  # with no shell: the wrap-up retires this actor
-            raise CallCanceled(
-                f"call {plan.call_id} was hung up ({self._canceled_early[1]}) before it was dialed"
-            )
+            raise CallCanceled(f"call {plan.call_id} was hung up ({by}) before it was dialed")
         self.plan = plan
         # Read the wall clock as the call begins: a warm actor may have waited through a
         # step of it (NTP), and its events would all be stamped off by that much.
@@ -382,7 +381,7 @@ class CallActor:
         handed_out = self._wrapping_up is not None and not self._wrapping_up.done()
         if self.plan is None and handed_out and not self._given_up:
             # Handed out (the pool named this actor for the call), ``prepare`` on its way.
-            self._canceled_early = (call_id, reason)
+            self._canceled_early[call_id] = reason
             return True
         if not self._serves(call_id):
             return False

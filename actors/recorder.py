@@ -194,8 +194,10 @@ class CallRecorder:
         fresh, progress, done = batch, None, 0
         if seq is not None:
             done = self._recorded.get(key, -1)
-            if done < 0:
+            if done < 0:  # its first since this recorder started: ask the store
                 done = await self.store.actions_recorded(call_id, sender)
+                # Its end recorded before this recorder started: no live call in the metrics.
+                over = over or (done > 0 and await self.store.finish_reason(call_id) is not None)
             fresh, progress = batch[max(0, done - seq) :], (sender, seq + len(batch))
         timed = [(action, datetime.fromtimestamp(at, UTC)) for action, at in fresh]
         try:

@@ -22,9 +22,9 @@ Kubernetes two clusters share the database, each serving calls the other's
 pool does not know (``docker/README.md``, "Upgrades and long calls").
 
 The timeline's times are stamped by the nodes that recorded them: a node whose clock
-runs ahead would keep its calls "moving" for as long as it is ahead. So a call is
-also quiet once its newest event has stayed the same for ``quiet_s`` of this
-replica's own clock.
+runs ahead would keep its calls "moving" for as long as it is ahead. So a call whose
+newest event is stamped in the future is also quiet once no event has been added to
+its timeline for ``quiet_s`` of this replica's own clock.
 
 Replicas may settle the same call at once: a terminal status is applied once.
 """
@@ -75,8 +75,9 @@ class Reconciler:
         # Settled as failed, not yet hung up at Twilio (its answer was an error): tried
         # again each round, up to HANG_UP_TRIES times.
         self._to_end: dict[str, tuple[CallRecord, int]] = {}
-        # Per call looked at: its newest event's time, and when this replica first read it.
-        self._newest: dict[str, tuple[datetime, datetime]] = {}
+        # Per call looked at: the id of its last event written, and when this replica first
+        # read it.
+        self._newest: dict[str, tuple[int, datetime]] = {}
         self._looked_at: set[str] = set()  # this round's: the others are forgotten
         self._task: asyncio.Task[None] | None = None
 
@@ -133,23 +134,24 @@ class Reconciler:
             self._looked_at = set()
         return settled
 
-    def _quiet(self, call_id: str, newest: datetime) -> bool:
+    def _quiet(self, call_id: str, newest: datetime, written_last: int) -> bool:
         """Whether the call's record has not moved for ``quiet``: by its newest event's
-        time, or, should that be ahead (a node's clock), by how long it has stayed so."""
+        time, or, should that be ahead (a node's clock), by how long no event has been
+        added (the id of the last one written stayed the same)."""
         now = self.clock()
         self._looked_at.add(call_id)
         seen = self._newest.get(call_id)
-        if seen is None or seen[0] != newest:
-            seen = self._newest[call_id] = (newest, now)
-        return now - newest >= self.quiet or now - seen[1] >= self.quiet
+        if seen is None or seen[0] != written_last:
+            seen = self._newest[call_id] = (written_last, now)
+        return now - newest >= self.quiet or (newest > now and now - seen[1] >= self.quiet)
 
     async def _settle(self, call: CallRecord) -> bool | None:
         """True when settled now, None when left up at Twilio for a round, else False."""
         control = self.deps.control
         if await control.is_live(call.id) is not False:  # served, or cannot be told now
             return False
-        newest = await self.deps.store.last_event_at(call.id)
-        if newest is not None and not self._quiet(call.id, newest):
+        last = await self.deps.store.last_event(call.id)
+        if last is not None and not self._quiet(call.id, *last):
             return False  # its record moves: an actor serves it, if not one of ours
         status = await control.carrier_status(call)
         if status is not None and is_terminal(status):

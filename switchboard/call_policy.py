@@ -231,6 +231,8 @@ class CallPolicy:
         # (a dict as an ordered set): generation runs ahead of playback, so a reply can be
         # queued behind an earlier one still playing, and a barge-in or the end cuts both.
         self._queued: dict[str, None] = {}
+        # Replies a lost session left playing: cut (by the session) once they played out.
+        self._orphaned_replies: set[str] = set()
         self._dtmf_digits = ""
         self._peer_errors = 0
         self._answered_at: float | None = None
@@ -415,7 +417,18 @@ class CallPolicy:
     def _on_playback(self, event: PlaybackAcknowledged, now: float) -> list[Action]:
         # Only reached with buffer_empty: ``handle`` answers the others at once.
         self._queued.clear()
-        return []
+        if not self._orphaned_replies:
+            return []
+        # What a lost session said of its last reply has played out, all of it (the buffer
+        # is empty): the reply will not go on.
+        cuts: list[Action] = []
+        for item in sorted(self._orphaned_replies & self._open_turns - self._cut_items):
+            self._cut_items.add(item)
+            generated_ms = self._heard(item, now)[1]
+            cuts.append(AgentTurnInterrupted(item, generated_ms, generated_ms, by="session"))
+        self._open_turns.difference_update(self._orphaned_replies)
+        self._orphaned_replies.clear()
+        return cuts
 
     def _on_stream_stopped(self, event: StreamStopped | TwilioClosed, now: float) -> list[Action]:
         if self._ended:
@@ -754,13 +767,17 @@ class CallPolicy:
         # heard still counts when one is cut (a barge-in, the call's end) after it.
         self._truncatable.clear()
         spent = now - self._connecting_since
-        # The old session's replies none of whose audio is still to play will never go on:
-        # cut where heard (nothing, if none was sent). Those still playing at Twilio are
-        # cut, like any, at a barge-in or the end.
+        # The old session's replies will never go on: those none of whose audio is still to
+        # play are cut now, where heard (nothing, if none was sent); those still playing
+        # once they played out, unless a barge-in or the end cuts them first.
         lost = self._cut(sorted(self._open_turns.difference(self._queued)), now)
         self._open_turns.difference_update(item for item, _, _ in lost)
+        self._orphaned_replies |= self._open_turns & self._queued.keys()
+        cuts = [AgentTurnInterrupted(item, heard, made, by="session") for item, heard, made in lost]
+        for cut in cuts:  # before the new session is told what was said: only what was heard
+            self._memory.note(cut)
         actions: list[Action] = [
-            *(AgentTurnInterrupted(item, heard, made, by="session") for item, heard, made in lost),
+            *cuts,
             RenewSession(reason, self.config.realtime_reconnect_budget_s - spent, self._attempt),
             ConfigureSession(self.config.session),
         ]

@@ -279,13 +279,17 @@ class CallStore:
 
         return await self._db.read("reading how a call ended", work)
 
-    async def last_event_at(self, call_id: str) -> datetime | None:
-        """When the newest event on the call's timeline happened (None: it has none)."""
+    async def last_event(self, call_id: str) -> tuple[datetime, int] | None:
+        """When the newest event on the call's timeline happened, and the id of the event
+        written last (it grows with every event, whatever its time); None: it has none."""
 
-        def work(session: Session) -> datetime | None:
-            query = select(func.max(CallEventRow.at)).where(CallEventRow.call_id == call_id)
-            newest: datetime | None = session.scalar(query)  # max() keeps the column's type:
-            return newest  # aware UTC on every backend, as the column reads
+        def work(session: Session) -> tuple[datetime, int] | None:
+            query = select(func.max(CallEventRow.at), func.max(CallEventRow.id)).where(
+                CallEventRow.call_id == call_id
+            )
+            # max() keeps the column's type: aware UTC on every backend, as the column reads
+            newest, last_id = session.execute(query).one()
+            return None if newest is None else (newest, int(last_id))
 
         return await self._db.read("reading a call's last event", work)
 

@@ -616,6 +616,7 @@ async def test_a_call_hung_up_once_its_actor_is_handed_out_is_not_prepared(
     ending = asyncio.ensure_future(actor.wait_finished())  # handed out: the pool waits
     await asyncio.sleep(0)  # one turn of the loop: the wait begins (for ``prepare``)
     assert await actor.hang_up("call-e")  # the ingress named it; ``prepare`` is on its way
+    await actor.hang_up("call-before")  # a late word about its last call hides nothing
     with pytest.raises(CallCanceled, match=r"call-e was hung up \(api\) before it was dialed"):
         await actor.prepare(CallPlan("call-e", "Test.", stream_token="t"))
     assert await asyncio.wait_for(ending, 10) == "not_prepared"

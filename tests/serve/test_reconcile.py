@@ -246,6 +246,24 @@ async def test_a_record_stamped_ahead_by_a_skewed_clock_is_quiet_once_it_stays_s
     assert world.control.ended_at_carrier == [skewed]
 
 
+async def test_a_record_moving_under_one_event_stamped_ahead_is_not_settled(
+    world: World,
+) -> None:
+    # Served by an actor this pool does not know (an upgrade's other cluster); one event
+    # (an AMD result) written by an ingress node whose clock is 10 minutes ahead.
+    sid = "CA" + "7" * 32
+    live = await world.call("in-progress", sid)
+    world.control.at_carrier[sid] = "in-progress"
+    world.clock.wall += timedelta(seconds=20)
+    await world.store.append_event(live, "amd", world.clock.now() + timedelta(minutes=10), {})
+    for _ in range(12):  # a round a minute; the actor records an event every 10 s
+        for _ in range(6):
+            world.clock.wall += timedelta(seconds=10)
+            await world.store.append_event(live, "phase", world.clock.now(), {"new": "listening"})
+        assert await world.reconciler.once() == 0
+    assert world.control.ended_at_carrier == []
+
+
 async def test_the_quiet_spell_is_longer_than_two_caller_silences(store: CallStore) -> None:
     settings = Settings(_env_file=None, caller_silence_timeout_s=300)  # type: ignore[call-arg]
     deps = AppDeps(settings, store, FakeCallControl(), EventHub(), ("t",))

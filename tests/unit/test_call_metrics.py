@@ -24,6 +24,7 @@ from switchboard.call_actions import (
     AgentTurnInterrupted,
     AgentTurnStarted,
     CallerTurnTranscribed,
+    CallStatusChanged,
     FinishCall,
     HangUp,
     LatencyMeasured,
@@ -339,6 +340,25 @@ async def test_an_actor_that_died_after_its_call_ended_starts_no_call_in_the_met
     problem = {"source": "switchboard", "reason": "actor_failed", "fatal": "false"}
     assert sink.value("switchboard_problems_total", **problem) == 1
     after.metrics.tick(T0 + 4000)  # no "lost" call an hour on
+    assert sink.value("switchboard_calls_ended_total", reason="lost") in (None, 0)
+    await after.close()
+
+
+async def test_a_wrap_up_report_to_a_restarted_recorder_after_the_end_makes_no_live_call(
+    tmp_path: Path, sink: RegistrySink
+) -> None:
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    before = CallRecorder(url)
+    await before.open()
+    assert before.store is not None
+    call = await before.store.create_call(NewCall("web", "+15551234567", "+15005550006"))
+    await before.report(call.id, [(FinishCall("stream_stopped"), T0)], seq=0, sender="a-1")
+    await before.close()
+    after = CallRecorder(url, CallMetrics(sink))
+    # The actor's wrap-up, its next numbered action: the web call's own final status.
+    await after.report(call.id, [(CallStatusChanged("completed"), T0 + 1)], seq=1, sender="a-1")
+    after.metrics.tick(T0 + 4000)
+    assert sink.value("switchboard_live_calls") == 0
     assert sink.value("switchboard_calls_ended_total", reason="lost") in (None, 0)
     await after.close()
 

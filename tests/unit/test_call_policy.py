@@ -1479,6 +1479,34 @@ def test_a_reply_still_playing_when_its_session_is_lost_is_cut_as_it_plays_on() 
     ]
 
 
+def test_a_reply_its_lost_session_left_playing_is_cut_once_it_played_out() -> None:
+    policy = speaking()  # item_A: 100 ms sent, playing
+    policy.handle(RealtimeClosed(1006, "lost"), 1.2)
+    feed(policy, [SessionCreated("sess_2", "gpt-realtime", None), UPDATED], 1.5)
+    played = policy.handle(PlaybackAcknowledged("item_A", 800, buffer_empty=True), 1.6)
+    assert [a for a in played if isinstance(a, AgentTurnInterrupted)] == [
+        AgentTurnInterrupted("item_A", 100, 100, by="session")  # heard all there was of it
+    ]
+    # Neither a later barge-in nor the end cuts it again.
+    feed(policy, reply("r3", "item_C", "More."), 10.0)
+    barge_in = policy.handle(SpeechStarted("item_U", 100), 10.2)
+    assert [a.item_id for a in barge_in if isinstance(a, AgentTurnInterrupted)] == ["item_C"]
+    end = policy.handle(HangupRequested("api"), 300.0)
+    assert not any(isinstance(a, AgentTurnInterrupted) for a in end)
+
+
+def test_the_new_session_is_told_only_what_was_heard_of_the_lost_reply() -> None:
+    policy = idle()  # "Hello." heard whole
+    feed(policy, [SpeechStarted("item_U", 100), SpeechStopped("item_U", 900)], 2.0)
+    said = TranscriptDelta("r2", "item_B", "Your appointment is on Friday at nine.")
+    feed(policy, [ResponseStarted("r2"), OutputItemAdded("r2", "item_B", "message"), said], 3.0)
+    lost = policy.handle(RealtimeClosed(1006, "lost"), 3.1)
+    assert AgentTurnInterrupted("item_B", 0, 0, by="session") in lost
+    (seed,) = [a for a in lost if isinstance(a, SeedConversation)]
+    assert seed.turns == (("assistant", "Hello."),)  # nothing of the lost reply was heard
+    assert CreateResponse(None) in lost  # so it is asked for again
+
+
 def test_a_session_lost_once_the_greeting_was_sent_does_not_greet_again() -> None:
     policy = speaking(greeting=GREETING)  # some of the greeting went to the phone
     actions = policy.handle(RealtimeClosed(1006, "lost"), 1.2)
