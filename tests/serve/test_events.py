@@ -91,6 +91,15 @@ async def test_fan_out_per_call_and_to_all_calls() -> None:
     assert (h.subscriber_count("A"), h.subscriber_count("B"), h.subscriber_count()) == (2, 1, 1)
 
 
+async def test_no_one_is_subscribed_once_the_last_viewer_of_a_call_leaves() -> None:
+    # The event pump idles while nobody watches: an empty group would keep it polling.
+    h = hub()
+    sub = h.subscribe("c1")
+    assert h.subscribed()
+    await sub.aclose()
+    assert not h.subscribed() and h.subscriber_count("c1") == 0
+
+
 async def test_a_waiting_subscriber_wakes_on_publish() -> None:
     h = hub()
     sub = h.subscribe("A")

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import numpy.typing as npt
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -281,6 +281,7 @@ def test_large_chunk_yields_many_frames_and_keeps_remainder() -> None:
 
 
 @given(st.lists(st.binary(max_size=500), max_size=30), st.integers(1, 400))
+@example([b"ab", b"cdef"], 4)  # a whole frame's chunk while bytes are held: after them
 def test_framing_preserves_bytes_for_any_cut(chunks: list[bytes], size: int) -> None:
     framer = Framer(size)
     frames = [frame for chunk in chunks for frame in framer.push(chunk)]
