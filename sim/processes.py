@@ -28,7 +28,9 @@ not hold up another: ``(id, name, args)`` in, ``(id, "ok" | "error", value)`` ou
 They are waits that run inside the child (``wait_streaming``, ``wait_ended``,
 ``wait_for_call_status`` on the Twilio emulator) and reads of the records
 (``records``: the records and ``stats()`` to hand to ``bench.live_summary.analyse``;
-``sessions`` on the Realtime emulator). Closing the socket stops the child. A child
+``sessions`` on the Realtime emulator), and the Realtime emulator's hold on new
+sessions' handshakes (``holding_handshakes``, ``wait_held``: a test catches a call
+while its session opens). Closing the socket stops the child. A child
 also dies with the parent: ``PR_SET_PDEATHSIG`` and the socket's end of file, and it
 ignores SIGINT (a Ctrl-C stops the parent, which stops it). A child never runs the
 cyclic GC: it keeps every frame both ways, and a full collection over millions of
@@ -183,6 +185,18 @@ async def sessions(realtime: RunningRealtimeEmulator) -> list[SessionRecord]:
     return realtime.sessions
 
 
+async def hold_handshakes(realtime: RunningRealtimeEmulator) -> None:
+    realtime.emulator.hold_handshakes()
+
+
+async def release_handshakes(realtime: RunningRealtimeEmulator) -> None:
+    realtime.emulator.release_handshakes()
+
+
+async def wait_held(realtime: RunningRealtimeEmulator, count: int, timeout: float) -> None:
+    await realtime.emulator.wait_held(count, timeout)
+
+
 REQUESTS: dict[Kind, dict[str, Callable[..., Awaitable[object]]]] = {
     "twilio": {
         "wait_streaming": wait_streaming,
@@ -190,7 +204,13 @@ REQUESTS: dict[Kind, dict[str, Callable[..., Awaitable[object]]]] = {
         "wait_for_call_status": wait_for_call_status,
         "records": twilio_records,
     },
-    "realtime": {"records": realtime_records, "sessions": sessions},
+    "realtime": {
+        "records": realtime_records,
+        "sessions": sessions,
+        "hold_handshakes": hold_handshakes,
+        "release_handshakes": release_handshakes,
+        "wait_held": wait_held,
+    },
 }
 
 
@@ -456,6 +476,19 @@ class EmulatorProcesses:
         """Every Realtime session's record so far."""
         found: list[SessionRecord] = await self.realtime.request("sessions")
         return found
+
+    @contextlib.asynccontextmanager
+    async def holding_handshakes(self) -> AsyncIterator[None]:
+        """New Realtime sessions wait at their handshake while inside (``wait_held``)."""
+        await self.realtime.request("hold_handshakes")
+        try:
+            yield
+        finally:
+            await self.realtime.request("release_handshakes")
+
+    async def wait_held(self, count: int, timeout: float) -> None:
+        """Until ``count`` Realtime handshakes wait at the hold; raises on time-out."""
+        await self.realtime.request("wait_held", count, timeout)
 
     async def records(self) -> Records:
         (calls, twilio_stats), (sessions, realtime_stats) = await asyncio.gather(

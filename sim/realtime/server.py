@@ -57,6 +57,8 @@ class RealtimeEmulator:
         self._rng = random.Random(self.options.seed)
         self._http = build_http_app(self)
         self.open_connections: set[Connection] = set()
+        self.held = 0  # handshakes waiting at a hold
+        self._hold: asyncio.Event | None = None  # None: handshakes go through
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
@@ -65,6 +67,21 @@ class RealtimeEmulator:
             await self._http(scope, receive, send)
 
     # -- test helpers --------------------------------------------------------------
+
+    def hold_handshakes(self) -> None:
+        """Keep new sessions waiting at their handshake until ``release_handshakes``:
+        a test's way to catch a call while its session opens, with no timing."""
+        if self._hold is None:
+            self._hold = asyncio.Event()
+
+    def release_handshakes(self) -> None:
+        if self._hold is not None:
+            self._hold.set()
+            self._hold = None
+
+    async def wait_held(self, count: int, timeout: float | None = 10.0) -> None:
+        """Until ``count`` handshakes wait at the hold."""
+        await self.waiters.wait(lambda: self.held >= count, timeout)
 
     def stats(self) -> EmulatorStats:
         return self.collector.snapshot(len(self.sessions), len(self.open_connections))
@@ -122,6 +139,13 @@ class RealtimeEmulator:
             return
         if self.options.connect_latency_ms:
             await asyncio.sleep(self.options.connect_latency_ms / 1000)
+        if (hold := self._hold) is not None:
+            self.held += 1
+            self.waiters.notify()
+            try:
+                await hold.wait()
+            finally:
+                self.held -= 1
         await send({"type": "websocket.accept"})
         connection = Connection(self, headers, model, call_id, send)
         self.open_connections.add(connection)

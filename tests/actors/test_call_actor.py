@@ -26,6 +26,7 @@ from sim.testing_realtime import RunningRealtimeEmulator, run_realtime_emulator
 from sim.testing_twilio import run_twilio_emulator
 from switchboard.call_actions import (
     Action,
+    AgentTranscriptGrew,
     AgentTurnFinished,
     CallerTurnTranscribed,
     CallStatusChanged,
@@ -436,6 +437,32 @@ async def test_a_calls_last_report_waits_out_a_recorder_that_is_away(
     assert await actor.recycle(max_calls=5) is not None
 
 
+async def test_a_backlog_merges_transcript_deltas_only_within_one_item() -> None:
+    # While the recorder is away, a run of one item's deltas becomes one delta. Another
+    # item's delta is never folded in, even where its offset happens to follow on.
+    recorder = Recorder(refusals=1)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        twilio_auth_token=SecretStr(TOKEN),
+        openai_api_key=SecretStr("k"),
+    )
+    actor = CallActor("slot-1", settings, recorder, lambda sid: asyncio.sleep(0))
+    actor.plan = CallPlan("call-m", "Test.", stream_token="t")
+    now = time.monotonic()
+    actor.record(PhaseChanged("thinking", "speaking"), now)
+    await actor._send_reports()  # refused: the outage begins
+    deltas = [("item_2", "Oh", 0), ("item_1", "Hi", 0), ("item_2", " no", 2), ("item_2", "!", 5)]
+    for item, delta, offset in deltas:
+        actor.record(AgentTranscriptGrew(item, delta, offset), now)
+    await actor._send_reports()
+    assert recorder.actions == [
+        PhaseChanged("thinking", "speaking"),
+        AgentTranscriptGrew("item_2", "Oh", 0),
+        AgentTranscriptGrew("item_1", "Hi", 0),
+        AgentTranscriptGrew("item_2", " no!", 2),
+    ]
+
+
 async def test_a_busy_line_ends_the_call_before_any_stream(world: World) -> None:
     actor = make_actor(world)
     await actor.start()
@@ -757,6 +784,25 @@ async def test_only_one_stream_joins_a_call(world: World) -> None:
     assert await asyncio.wait_for(actor.wait_finished(), 30) == "twilio_closed"
 
 
+async def test_a_stream_arriving_after_the_call_ended_is_refused_with_410(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hung up before Twilio connected the stream: a late but well signed handshake must
+    # not join a call that is over (its media server listens until the wrap-up).
+    monkeypatch.setattr(call_actor, "DIAL_WAIT_S", 0.1)  # hung up undialed: no CallSid comes
+    actor = make_actor(world)
+    _, port = await actor.start()
+    await actor.prepare(CallPlan("call-g", "Test.", stream_token="t"))
+    assert await actor.hang_up("call-g") is True
+    assert actor.shell is not None and actor.shell.finished.is_set()
+    url = f"ws://127.0.0.1:{port}/media/call-g"
+    signed = {"Host": f"127.0.0.1:{port}"}
+    signed["X-Twilio-Signature"] = RequestValidator(TOKEN).compute_signature(url, {})
+    assert await handshake_status(port, "/media/call-g", signed) == 410
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
+    assert not [a for a in world.recorder.actions if isinstance(a, ProblemNoted)]
+
+
 async def test_a_stream_that_joins_but_never_starts_is_ended_too(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -826,6 +872,35 @@ async def test_a_lost_final_callback_is_read_from_twilio(
     assert await asyncio.wait_for(actor.wait_finished(), 10) == "busy"
     assert statuses(world) == ["busy"]  # Twilio's word, not a guess
     assert not [a for a in world.recorder.actions if isinstance(a, ProblemNoted)]
+
+
+@pytest.mark.parametrize("inbound", [False, True])
+async def test_a_call_twilio_completed_unheard_ends_completed_with_no_stream_noted(
+    world: World, monkeypatch: pytest.MonkeyPatch, inbound: bool
+) -> None:
+    # Neither `in-progress` nor `completed` reached us: asked at the deadline, Twilio says
+    # `completed`. Only an answered call completes, so the callee heard nothing.
+    monkeypatch.setattr(call_actor, "STREAM_WAIT_S", 0.2)
+
+    async def completed(call_sid: str) -> str | None:
+        return "completed"
+
+    actor = CallActor(
+        "slot-1",
+        world.settings,
+        world.recorder,
+        lambda sid: asyncio.sleep(0),
+        status_via_rest=completed,
+    )
+    await actor.start()
+    await actor.prepare(CallPlan("call-c", "Test.", stream_token="t", inbound=inbound))
+    await actor.dialed("call-c", "CA" + "c" * 32)
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "completed"
+    problems = [a for a in world.recorder.actions if isinstance(a, ProblemNoted)]
+    assert [(p.reason, p.fatal) for p in problems] == [("no_stream", True)]
+    assert "answered but its media stream never joined" in problems[0].message
+    # Twilio's word, not a guess: an outbound call's is Twilio's own callback to record.
+    assert statuses(world) == (["completed"] if inbound else [])
 
 
 async def test_a_stream_that_starts_as_the_deadline_comes_is_kept(

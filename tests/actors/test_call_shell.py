@@ -339,6 +339,36 @@ async def test_a_session_that_never_connects_ends_the_call_within_the_budget(
     assert FinishCall("realtime_closed") in hooks.recorded
 
 
+async def test_a_stream_with_a_wrong_token_is_closed_with_1008() -> None:
+    # A web call's browser learns from the close code why its socket ended (1008: policy
+    # violation); the Realtime socket is closed normally.
+    hooks = Hooks()
+    bridge = CallBridge(
+        PolicyConfig(session=SessionConfig(instructions="Test."), stream_token="the-right-one")
+    )
+    shell = CallShell(bridge, hooks, call_id="c1")
+    realtime, twilio = MemorySocket(), MemorySocket()
+    shell.start_realtime(realtime)
+    shell.attach_twilio(twilio)
+    start = json.loads(START)
+    start["start"]["customParameters"] = {"token": "a-wrong-one"}
+    twilio.inbox.put_nowait(json.dumps(start))
+    await asyncio.wait_for(shell.finished.wait(), 5)
+    await shell.close()
+    assert twilio.closed_with == (1008, "stream_refused")
+    assert realtime.closed_with == (1000, "stream_refused")
+
+
+async def test_a_call_ended_by_a_hang_up_closes_the_stream_with_1000() -> None:
+    hooks = Hooks()
+    shell, realtime, twilio = await live_call(hooks)
+    shell.feed(HangupRequested("api"))
+    await asyncio.wait_for(shell.finished.wait(), 5)
+    await shell.close()
+    assert twilio.closed_with == (1000, "api")
+    assert realtime.closed_with == (1000, "api")
+
+
 async def test_stream_end_finishes_without_rest_hangup() -> None:
     hooks = Hooks()
     shell, _, twilio = await live_call(hooks)
@@ -458,6 +488,51 @@ async def test_a_renewed_session_that_cannot_connect_ends_the_call() -> None:
     await hooks.until(lambda: hooks.hangups == ["realtime_closed"])
     problems = [a for a in hooks.recorded if isinstance(a, ProblemNoted) and a.fatal]
     assert "connection refused" in problems[0].message
+    await shell.close()
+
+
+class SlowFirstHooks(Hooks):
+    """The first renewed session's connection hangs until ``fail_first``, then fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tries = 0
+        self.fail_first = asyncio.Event()
+
+    async def open_realtime(self) -> MemorySocket:
+        self.tries += 1
+        self.changed.set()
+        if self.tries == 1:
+            await self.fail_first.wait()
+            raise OSError("connection refused")
+        return await super().open_realtime()
+
+
+async def test_a_renewal_that_fails_after_a_newer_one_replaced_it_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The first try hangs; the caller's audio piles up for it until the shell gives that
+    # session up and the policy renews again, and the newer session connects. The first
+    # try failing afterwards is no news about the session the call now uses.
+    monkeypatch.setattr(call_shell, "MAX_UNSENT", 3)
+    hooks = SlowFirstHooks()
+    shell, old, twilio = await live_call(hooks)
+    running = set(shell._tasks)
+    old.inbox.put_nowait(EXPIRED)
+    await hooks.until(lambda: hooks.tries == 1)
+    [first_try] = shell._tasks - running  # the task opening the first renewed session
+    for n in range(1, 6):  # more than may wait for a session that has not connected
+        twilio.inbox.put_nowait(media(n, bytes([n]) * 160))
+    await hooks.until(lambda: len(hooks.opened) == 1)  # the second try, after a back-off
+    new = hooks.opened[0]
+    await new.wait_for("type", "session.update")
+    before = list(hooks.recorded)
+    hooks.fail_first.set()
+    await asyncio.wait_for(first_try, 5)
+    after = hooks.recorded[len(before) :]
+    assert not [a for a in after if isinstance(a, ProblemNoted | RenewSession)], after
+    assert sum(isinstance(a, RenewSession) for a in hooks.recorded) == 2
+    assert new.closed_with is None and not shell.finished.is_set() and hooks.hangups == []
     await shell.close()
 
 

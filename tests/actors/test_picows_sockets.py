@@ -14,6 +14,7 @@ import websockets
 from picows import WSTransport
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Frame, Opcode
 from websockets.typing import Subprotocol
 
 from actors import picows_sockets
@@ -204,6 +205,25 @@ async def test_a_waiting_recv_wakes_up_when_the_client_closes(media: Media) -> N
     assert (closed.value.code, closed.value.reason) == (4001, "custom")
 
 
+async def test_the_peers_close_code_is_echoed(media: Media) -> None:
+    client, socket = await media.connect()
+    await client.close(4001, "custom")
+    assert await closed_with(client) == (4001, "")  # RFC 6455 5.5.1: its code, back
+    with pytest.raises(SocketClosed) as closed:
+        await asyncio.wait_for(socket.recv(), TIMEOUT)
+    assert closed.value.code == 4001
+
+
+async def test_a_close_without_a_code_is_answered_with_1000(media: Media) -> None:
+    # 1005 says "no code" to our side; it must never go in a close frame (RFC 6455 7.4.1).
+    client, socket = await media.connect()
+    client.transport.write(Frame(Opcode.CLOSE, b"").serialize(mask=True))
+    with pytest.raises(SocketClosed) as closed:
+        await asyncio.wait_for(socket.recv(), TIMEOUT)
+    assert closed.value.code == 1005
+    assert (await closed_with(client))[0] == 1000
+
+
 async def test_a_lost_connection_ends_recv_with_1006(media: Media) -> None:
     client, socket = await media.connect()
     client.transport.abort()
@@ -219,6 +239,21 @@ async def test_invalid_utf8_in_a_text_frame_closes_with_1007(media: Media) -> No
     with pytest.raises(SocketClosed) as closed:
         await socket.recv()
     assert closed.value.code == 1007
+
+
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
+async def test_a_new_message_inside_a_fragmented_one_closes_with_1002(
+    media: Media, opcode: Opcode
+) -> None:
+    # RFC 6455 5.4: after a frame without FIN only continuation frames (and control
+    # frames) may come. websockets will not send this, so the frames go out raw.
+    client, socket = await media.connect()
+    frames = [Frame(Opcode.TEXT, b"first ", fin=False), Frame(opcode, b"second")]
+    client.transport.write(b"".join(f.serialize(mask=True) for f in frames))
+    with pytest.raises(SocketClosed) as closed:
+        await asyncio.wait_for(socket.recv(), TIMEOUT)  # nothing was delivered
+    assert closed.value.code == 1002
+    assert (await closed_with(client))[0] == 1002
 
 
 @pytest.mark.parametrize("fragmented", [False, True])
@@ -306,6 +341,31 @@ async def test_send_waits_while_the_reader_is_slow(media: Media) -> None:
     await asyncio.wait_for(blocked, TIMEOUT)
     assert await asyncio.wait_for(client.recv(), TIMEOUT) == "last"
     assert not socket.writing_paused
+    await client.close()
+
+
+async def test_try_send_refuses_while_writing_is_paused_and_sends_once_resumed(
+    media: Media,
+) -> None:
+    # The shell's fast path: paused, it must say no (the text then waits in the writer's
+    # queue, in order), not push one more frame past the high-water mark.
+    client, socket = await media.connect(max_queue=1, max_size=None)
+    chunk = "x" * 16384
+    sent = 0
+    while not socket.writing_paused:
+        await socket.send(chunk)
+        sent += 1
+        assert sent < 20_000, "320 MB sent and never paused"
+    assert socket.transport is not None
+    buffered = socket.transport.underlying_transport.get_write_buffer_size()
+    assert socket.try_send("refused") is False
+    assert socket.transport.underlying_transport.get_write_buffer_size() == buffered
+
+    for _ in range(sent):
+        assert await asyncio.wait_for(client.recv(), TIMEOUT) == chunk
+    assert not socket.writing_paused  # all of it went out: resume_writing came
+    assert socket.try_send("sent") is True
+    assert await asyncio.wait_for(client.recv(), TIMEOUT) == "sent"  # nothing else came
     await client.close()
 
 

@@ -154,6 +154,31 @@ async def test_hangup_through_the_api_ends_the_call_at_twilio(world: World) -> N
     assert any(e["kind"] == "hangup" for e in detail["timeline"])
 
 
+async def test_a_call_hung_up_while_its_session_opens_is_never_dialed(world: World) -> None:
+    """The hang-up reaches the actor while it opens its Realtime session (held open by
+    the emulator): the placing stops before the dial, the phone never rings."""
+    number = "+15551230077"
+    async with world.client() as client:
+        async with world.emulators.holding_handshakes():
+            placing = asyncio.ensure_future(client.place_call(number, INSTRUCTION))
+            try:
+                await world.emulators.wait_held(1, CALL_TIMEOUT_S)
+                (call,) = (await client.list_calls(to=number)).calls
+                assert call.status == "queued"
+                assert (await client.hang_up(call.id)).hangup == "requested"
+            except BaseException:
+                placing.cancel()
+                raise
+        with pytest.raises(ApiError) as refused:
+            await asyncio.wait_for(placing, CALL_TIMEOUT_S)
+        detail = await client.get_call(call.id)
+    assert refused.value.status == 409
+    assert detail.status == "canceled"
+    assert detail.twilio_sid is None
+    calls, _ = await world.emulators.twilio.request("records")
+    assert [c for c in calls if c.to == number] == []
+
+
 async def test_bad_signatures_and_tokens_are_refused_and_create_nothing(world: World) -> None:
     base = world.stack.public_url
     async with httpx.AsyncClient(base_url=base) as http:

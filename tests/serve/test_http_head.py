@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from serve.control import media_url
 from serve.http_head import RequestHead, RequestHeadError, find_head_end, parse_request_head
 from serve.media_route import (
     Refuse,
@@ -117,6 +118,7 @@ def test_header_lookups_are_case_insensitive_and_split_tokens() -> None:
         (b"GET / HTTP/1.1\r\nX(y): 1\r\n\r\n", "bad_header_name"),
         (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", "bad_header_value"),
         (b"GET / HTTP/1.1\r\nX: a\x1bb\r\n\r\n", "bad_header_value"),
+        (b"GET / HTTP/1.1\r\nX: a\x7fb\r\n\r\n", "bad_header_value"),  # DEL: a control too
     ],
 )
 def test_rejects_invalid_heads_with_a_reason(data: bytes, reason: str) -> None:
@@ -197,10 +199,30 @@ WS = "Upgrade: websocket\nConnection: Upgrade\n"
         (f"GET /media/CA42/x HTTP/1.1\nHost: h\n{WS}", Refuse(404, "bad_call_id")),
         (f"GET /media/CA%34 HTTP/1.1\nHost: h\n{WS}", Refuse(404, "bad_call_id")),
         (f"GET /media/{'a' * 65} HTTP/1.1\nHost: h\n{WS}", Refuse(404, "bad_call_id")),
+        # Only the call-id alphabet: no dot segments, nothing a resolver might normalise.
+        (f"GET /media/CA.42 HTTP/1.1\nHost: h\n{WS}", Refuse(404, "bad_call_id")),
+        (f"GET /media/.. HTTP/1.1\nHost: h\n{WS}", Refuse(404, "bad_call_id")),
+        (f"GET /media/CA~42 HTTP/1.1\nHost: h\n{WS}", Refuse(404, "bad_call_id")),
     ],
 )
 def test_route_request(text: str, route: object) -> None:
     assert route_request(head(text), "/media/") == route
+
+
+@pytest.mark.parametrize(
+    ("public_url", "url"),
+    [
+        ("http://127.0.0.1:8000", "ws://127.0.0.1:8000/media/CA42"),
+        ("https://calls.example.com/", "wss://calls.example.com/media/CA42"),
+    ],
+)
+def test_the_media_url_for_public_url_is_ws_or_wss_and_routes_to_its_call(
+    public_url: str, url: str
+) -> None:
+    # What Twilio (or a web call) is told to open: wss behind https, as Twilio requires.
+    assert media_url(public_url, "CA42") == url
+    path = "/" + url.split("://", 1)[1].partition("/")[2]
+    assert route_request(head(f"GET {path} HTTP/1.1\nHost: h\n{WS}"), "/media/") == ToMedia("CA42")
 
 
 def test_content_length_zero_is_not_a_body() -> None:

@@ -11,7 +11,7 @@ import pytest_asyncio
 
 from serve.events import EventHub
 from serve.ports import AppDeps
-from serve.reconcile import Reconciler
+from serve.reconcile import HANG_UP_TRIES, Reconciler
 from serve.testing import FakeCallControl
 from switchboard.errors import TwilioServiceError
 from switchboard.settings import Settings
@@ -269,3 +269,77 @@ async def test_the_quiet_spell_is_longer_than_two_caller_silences(store: CallSto
     deps = AppDeps(settings, store, FakeCallControl(), EventHub(), ("t",))
     assert Reconciler(deps).quiet == timedelta(seconds=660)
     assert Reconciler(World(store, Clock()).reconciler.deps).quiet == timedelta(seconds=180)
+
+
+async def test_replicas_settling_the_same_call_at_the_same_moment_hang_it_up_once(
+    store: CallStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The other replica settles the call while this one is asking Twilio about it:
+    # this one's write is then not applied, and it neither hangs up nor notes a problem.
+    first, second = World(store, clock), World(store, clock)
+    sid = "CA" + "a" * 32
+    up = await first.call("in-progress", sid)
+    for world in (first, second):
+        world.control.at_carrier[sid] = "in-progress"
+    clock.wall += timedelta(seconds=301)
+    for world in (first, second):
+        assert await world.reconciler.once() == 0
+    seen = [first.hub.subscribe(None), second.hub.subscribe(None)]
+    fetch = first.control.carrier_status
+
+    async def meanwhile_the_other_settles_it(call: CallRecord) -> str | None:
+        assert await second.reconciler.once() == 1
+        return await fetch(call)
+
+    monkeypatch.setattr(first.control, "carrier_status", meanwhile_the_other_settles_it)
+    assert await first.reconciler.once() == 0
+    assert first.control.ended_at_carrier == [] and second.control.ended_at_carrier == [up]
+    assert first.control.problems == [] and [s.pending for s in seen] == [0, 1]
+    detail = await store.get_call(up)
+    assert detail is not None
+    assert [e.kind for e in detail.timeline].count("problem") == 1
+
+
+async def test_a_status_twilio_gives_that_another_replica_recorded_first_is_published_once(
+    store: CallStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = World(store, clock), World(store, clock)
+    sid = "CA" + "b" * 32
+    ended = await first.call("in-progress", sid)
+    for world in (first, second):
+        world.control.at_carrier[sid] = "completed"
+    clock.wall += timedelta(seconds=301)
+    seen = [first.hub.subscribe(None), second.hub.subscribe(None)]
+    fetch = first.control.carrier_status
+
+    async def meanwhile_the_other_settles_it(call: CallRecord) -> str | None:
+        assert await second.reconciler.once() == 1
+        return await fetch(call)
+
+    monkeypatch.setattr(first.control, "carrier_status", meanwhile_the_other_settles_it)
+    await first.reconciler.once()
+    assert await first.status(ended) == "completed"
+    assert [s.pending for s in seen] == [0, 1]  # only the write that applied is published
+
+
+async def test_a_hang_up_twilio_keeps_refusing_is_tried_hang_up_tries_times(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    sid = "CA" + "c" * 32
+    up = await world.call("in-progress", sid)
+    world.control.at_carrier[sid] = "in-progress"
+    world.clock.wall += timedelta(seconds=301)
+    tries: list[str] = []
+
+    async def refused(call: CallRecord) -> None:
+        tries.append(call.id)
+        raise TwilioServiceError("hanging up at Twilio failed: HTTP 503")
+
+    monkeypatch.setattr(world.control, "end_at_carrier", refused)
+    assert await world.reconciler.once() == 0  # a round for its callback
+    assert await world.reconciler.once() == 1  # settled: the first try
+    assert tries == [up]
+    for _ in range(HANG_UP_TRIES + 3):
+        await world.reconciler.once()  # one more a round, until it gives up
+    assert tries == [up] * HANG_UP_TRIES
+    assert "may still be up at Twilio" in caplog.text

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from base64 import urlsafe_b64decode, urlsafe_b64encode
 from datetime import UTC, datetime
 
+import pytest
+
+from switchboard.errors import StoreInputError
 from switchboard.store import CallRecord, CallStore, NewCall
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -119,3 +123,19 @@ async def test_search_folds_case_beyond_ascii(store: CallStore) -> None:
     assert await found("ÉCOLÉ") == set()  # folded, not stripped of accents
     assert await found("ZURICH") == set()
     assert await found("ss") == set()  # lowered as PostgreSQL does: ß is not ss
+
+
+def naive_cursor(cursor: str) -> str:
+    """``cursor`` with its timestamp's offset taken off."""
+    raw = urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    stamp, call_id = raw.split("|", 1)
+    naive = datetime.fromisoformat(stamp).replace(tzinfo=None).isoformat()
+    return urlsafe_b64encode(f"{naive}|{call_id}".encode()).decode().rstrip("=")
+
+
+async def test_a_cursor_whose_time_has_no_timezone_is_refused(store: CallStore) -> None:
+    await make(store, 3)
+    page = await store.list_calls(limit=1)
+    assert page.next_cursor is not None
+    with pytest.raises(StoreInputError, match="invalid list cursor"):
+        await store.list_calls(limit=1, cursor=naive_cursor(page.next_cursor))

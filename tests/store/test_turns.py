@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -287,3 +288,43 @@ async def test_text_no_backend_can_hold_is_kept_with_a_replacement_character(
     assert detail.timeline[-1].data == {"arguments": "\ufffd\ufffd"}
     # A search for one finds what it became, on both backends, rather than failing.
     assert [c.id for c in (await reader.list_calls(search="\x00")).calls] == [call_id]
+
+
+async def test_a_delta_that_came_during_a_background_write_is_written_by_the_next_one(
+    store: CallStore, reader: CallStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its own write failed (the database blipped), and no other delta or finish follows:
+    # the background writer, which was writing when it came, still writes it.
+    call = await new_call(store)
+    await store.start_agent_turn(call, "item_a", t(1))
+    await store.grow_agent_turn(call, "item_a", "One")  # written at once
+    clock.advance(0.1)
+    await store.grow_agent_turn(call, "item_a", " two")  # waits for the background write
+    assert (await turn(reader, call, "item_a")).text == "One"
+    write = store._db.write
+    writes = 0
+    came: list[asyncio.Task[None]] = []
+    began = asyncio.Event()
+
+    async def blipping(doing: str, work: Any) -> Any:
+        nonlocal writes
+        if doing == "writing an agent transcript":
+            writes += 1
+            if writes == 1:  # the background write: a delta comes while it runs
+                came.append(asyncio.create_task(store.grow_agent_turn(call, "item_a", " three")))
+                began.set()
+            if writes == 2:  # that delta's own write, once the background one is done
+                raise StoreError("the database went away")
+        return await write(doing, work)
+
+    monkeypatch.setattr(store._db, "write", blipping)
+    clock.advance(0.2)  # the background write is due
+    await asyncio.wait_for(began.wait(), 10.0)
+    [came_meanwhile] = came
+    with pytest.raises(StoreError):
+        await came_meanwhile
+    monkeypatch.setattr(store._db, "write", write)
+    assert (await turn(reader, call, "item_a")).text == "One two"
+    clock.advance(0.3)
+    await store.settle()
+    assert (await turn(reader, call, "item_a")).text == "One two three"

@@ -11,6 +11,7 @@ import orjson
 import pytest
 import websockets
 from openai import AsyncOpenAI
+from openai.types.realtime import RealtimeSessionCreateRequest
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from sim.testing_realtime import RunningRealtimeEmulator, run_realtime_emulator
@@ -159,6 +160,28 @@ async def test_the_sdk_sees_session_created_first_and_default_replies_rotate(
         "Sure, I can help with that.",
     ]
     assert emu.stats().deltas > 0
+
+
+async def test_the_sdk_cannot_turn_a_realtime_session_into_transcription(
+    emu: RunningRealtimeEmulator,
+) -> None:
+    client = AsyncOpenAI(api_key="sk-test", base_url=emu.base_url)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        assert (await conn.recv()).type == "session.created"
+        assert (await conn.recv()).type == "conversation.created"
+        await conn.session.update(session={"type": "transcription"}, event_id="evt_t")
+        error = await conn.recv()
+        assert error.type == "error"
+        assert (error.error.code, error.error.param, error.error.event_id) == (
+            "invalid_value",
+            "session.type",
+            "evt_t",
+        )
+        await conn.session.update(session={"type": "realtime", "instructions": "Be brief."})
+        updated = await conn.recv()  # the session is still open, and still realtime
+        assert updated.type == "session.updated"
+        assert isinstance(updated.session, RealtimeSessionCreateRequest)
+        assert updated.session.instructions == "Be brief."
 
 
 async def test_sessions_are_independent(emu: RunningRealtimeEmulator) -> None:

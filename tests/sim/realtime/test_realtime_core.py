@@ -11,6 +11,7 @@ import base64
 import numpy as np
 import pytest
 
+from sim.realtime.options import EmulatorOptions
 from sim.realtime.responses import Pacing
 from sim.realtime.vad import threshold_dbfs
 from sim.scenario import parse_scenario
@@ -115,6 +116,32 @@ def test_turn_detection_null_then_semantic_vad_starts_from_its_defaults() -> Non
     }
 
 
+def test_switching_vad_type_starts_from_the_new_types_defaults() -> None:
+    d = CoreDriver()  # starts with server_vad at silence_duration_ms 200
+
+    def turn_detection(value: dict[str, object]) -> object:
+        update = {"type": "realtime", "audio": {"input": {"turn_detection": value}}}
+        (updated,) = d.send({"type": "session.update", "session": update})
+        return updated["session"]["audio"]["input"]["turn_detection"]
+
+    assert turn_detection({"type": "semantic_vad"}) == {
+        "type": "semantic_vad",
+        "eagerness": "auto",
+        "create_response": True,
+        "interrupt_response": True,
+    }
+    back = turn_detection({"type": "server_vad", "threshold": 0.6})
+    assert back == {
+        "type": "server_vad",
+        "threshold": 0.6,
+        "prefix_padding_ms": 300,
+        "silence_duration_ms": 500,  # server_vad's default, not the 200 it had before
+        "idle_timeout_ms": None,
+        "create_response": True,
+        "interrupt_response": True,
+    }
+
+
 def test_voice_is_locked_once_audio_was_produced() -> None:
     d = CoreDriver()
     voice = {"type": "realtime", "audio": {"output": {"voice": "cedar"}}}
@@ -135,6 +162,20 @@ def test_model_cannot_change_but_may_be_repeated() -> None:
     assert event_types(d.send({"type": "session.update", "session": same})) == ["session.updated"]
     (error,) = d.send({"type": "session.update", "session": {"type": "realtime", "model": "x"}})
     assert error["error"]["param"] == "session.model"
+
+
+def test_the_session_type_cannot_change_and_nothing_of_the_update_applies() -> None:
+    d = CoreDriver()
+    update = {"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcmu"}}}}
+    (error,) = d.send({"type": "session.update", "session": update, "event_id": "evt_2"})
+    assert error["type"] == "error"
+    assert error["error"]["code"] == "invalid_value"
+    assert (error["error"]["param"], error["error"]["event_id"]) == ("session.type", "evt_2")
+    assert d.core.config.data["type"] == "realtime"
+    assert d.core.config.data["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert d.core.close is None
+    (updated,) = d.send({"type": "session.update", "session": {"type": "realtime"}})
+    assert updated["session"]["type"] == "realtime"
 
 
 def test_beta_shaped_session_update_is_refused_and_closes_4000() -> None:
@@ -174,6 +215,10 @@ def test_the_session_ends_at_its_maximum_duration() -> None:
     (error,) = d.advance(121)
     assert error["error"]["code"] == "session_expired"
     assert d.core.close == (1001, "Your session hit the maximum duration of 2 minutes.")
+
+
+def test_an_emulated_session_lasts_sixty_minutes_unless_told_otherwise() -> None:
+    assert EmulatorOptions().max_session_s == 3600  # protocols.md 3.7
 
 
 # -- the caller speaks ---------------------------------------------------------------
@@ -451,6 +496,16 @@ def test_max_output_tokens_cuts_the_reply_short() -> None:
     assert done["status_details"] == {"type": "incomplete", "reason": "max_output_tokens"}
     sent = sum(len(base64.b64decode(e["delta"])) for e in events if e["type"].endswith("o.delta"))
     assert 0 < sent < len(clip_bytes("agent_greeting"))
+
+
+def test_events_due_before_a_client_frame_come_out_before_its_answer() -> None:
+    d = CoreDriver()
+    d.send({"type": "response.create"})
+    # The reply finished long before this frame arrives, with no tick in between.
+    events = d.send({"type": "input_audio_buffer.clear"}, dt=10)
+    types = event_types(events)
+    assert "response.done" in types
+    assert types[-1] == "input_audio_buffer.cleared"
 
 
 def test_response_create_while_active_is_refused() -> None:

@@ -158,6 +158,32 @@ async def test_cancel_a_ringing_call_and_canceled_does_not_touch_live_calls() ->
         ({"to": TO, "from_": FROM, "twiml": "x" * 4001}, 400, 20001),
         ({"to": TO, "from_": FROM, "twiml": HOLD, "machine_detection": "Maybe"}, 400, 20001),
         ({"to": TO, "from_": FROM, "twiml": HOLD, "status_callback_event": ["x"]}, 400, 20001),
+        ({"to": TO, "from_": FROM, "twiml": HOLD, "timeout": 0}, 400, 20001),
+        ({"to": TO, "from_": FROM, "twiml": HOLD, "time_limit": 0}, 400, 20001),
+        # callback methods are GET or POST
+        ({"to": TO, "from_": FROM, "twiml": HOLD, "status_callback_method": "PUT"}, 400, 20001),
+        ({"to": TO, "from_": FROM, "twiml": HOLD, "fallback_method": "PUT"}, 400, 20001),
+        (
+            {"to": TO, "from_": FROM, "twiml": HOLD, "async_amd_status_callback_method": "PUT"},
+            400,
+            20001,
+        ),
+        # callback URLs must be absolute http(s) URLs (protocols.md 2.7: 21205)
+        ({"to": TO, "from_": FROM, "twiml": HOLD, "status_callback": "/hook/status"}, 400, 21205),
+        ({"to": TO, "from_": FROM, "twiml": HOLD, "status_callback": "http:/hook"}, 400, 21205),
+        ({"to": TO, "from_": FROM, "twiml": HOLD, "fallback_url": "ftp://x/y"}, 400, 21205),
+        (
+            {
+                "to": TO,
+                "from_": FROM,
+                "twiml": HOLD,
+                "machine_detection": "Enable",
+                "async_amd": "true",
+                "async_amd_status_callback": "hook/amd",
+            },
+            400,
+            21205,
+        ),
     ],
 )
 async def test_create_errors_map_to_twilio_rest_exception(
@@ -186,6 +212,47 @@ async def test_auth_not_found_and_not_modifiable(emu: TwilioEmulator) -> None:
         with pytest.raises(TwilioRestException) as info:
             await asyncio.to_thread(client.calls(call.sid).update, **change)
         assert (info.value.status, info.value.code) == (400, 21220)
+
+
+async def test_create_limits_at_their_bounds(emu: TwilioEmulator) -> None:
+    client = sdk(emu)
+    longest = HOLD.ljust(4000)  # "Max 4000 characters" (protocols.md 2.2)
+    call = await asyncio.to_thread(
+        client.calls.create, to=TO, from_=FROM, twiml=longest, timeout=601, time_limit=10**6
+    )
+    assert emu.call(call.sid).param("Twiml") == longest
+    plan = emu.exchange.sessions[call.sid].machine.plan
+    assert (plan.timeout_s, plan.time_limit_s) == (600, 4 * 3600)  # capped at the maxima
+
+
+async def test_update_refuses_url_with_twiml_and_a_method_other_than_get_or_post(
+    emu: TwilioEmulator,
+) -> None:
+    client = sdk(emu)
+    call = await asyncio.to_thread(client.calls.create, to=TO, from_=FROM, twiml=HOLD)
+    await emu.wait_for_call_status(call.sid, "in-progress")
+    both = {"url": "http://127.0.0.1:9/twiml", "twiml": HOLD}  # "mutually exclusive" (2.3)
+    for change in (both, {"status_callback_method": "PUT"}):
+        with pytest.raises(TwilioRestException) as info:
+            await asyncio.to_thread(client.calls(call.sid).update, **change)
+        assert (info.value.status, info.value.code) == (400, 20001)
+    assert emu.call(call.sid).status.value == "in-progress"
+
+
+async def test_update_with_a_bad_status_callback_is_refused_before_it_acts(
+    emu: TwilioEmulator,
+) -> None:
+    client = sdk(emu)
+    call = await asyncio.to_thread(client.calls.create, to=TO, from_=FROM, twiml=HOLD)
+    await emu.wait_for_call_status(call.sid, "in-progress")
+    with pytest.raises(TwilioRestException) as info:
+        await asyncio.to_thread(
+            client.calls(call.sid).update, status="completed", status_callback="/hook/status"
+        )
+    assert (info.value.status, info.value.code) == (400, 21205)
+    assert "StatusCallback" in info.value.msg
+    fetched = await asyncio.to_thread(client.calls(call.sid).fetch)
+    assert fetched.status == "in-progress"  # the hang-up in the refused request did not happen
 
 
 async def test_throttling_gives_20429() -> None:
