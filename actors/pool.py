@@ -99,7 +99,7 @@ class CallPool(Generic[H]):
         # Calls waiting for an actor started for them: one creation per call, however
         # often it is asked for (a retried webhook), registered by the creation itself.
         self._acquiring: dict[str, asyncio.Task[Slot[H]]] = {}
-        self._canceled: set[str] = set()  # hung up while their actor was being started
+        self._canceled: set[str] = set()  # hung up before their actor was handed out
         self._tasks: set[asyncio.Task[None]] = set()  # refills: short-lived
         self._watchers: set[asyncio.Task[None]] = set()  # one per live call
         self._starting = 0  # refill creations in flight: they count toward ``size``
@@ -141,6 +141,9 @@ class CallPool(Generic[H]):
             return held
         creating = self._acquiring.get(call_id)
         if creating is None:
+            if call_id in self._canceled:  # hung up before it asked (or asked a crashed pool)
+                self._canceled.discard(call_id)
+                raise _canceled(call_id)
             if self._ready:
                 return self._hand_out(call_id, self._ready.popleft())
             creating = asyncio.ensure_future(self._start_for(call_id))
@@ -171,13 +174,23 @@ class CallPool(Generic[H]):
             raise _canceled(call_id)
         return self._hand_out(call_id, slot)
 
-    def cancel(self, call_id: str) -> bool:
+    def cancel(self, call_id: str, placing: bool = False) -> bool:
         """Hang up a call whose actor is still being started: the actor goes to the next
-        call instead. False if the call is not waiting for one."""
-        if call_id not in self._acquiring:
+        call instead. ``placing``: the call's record says it is being placed, so a call
+        not asked for yet (its ``acquire`` on its way, or to be retried on a pool started
+        after a crash) is refused when it asks. False if the call has its actor, or is
+        neither waiting for one nor being placed."""
+        if call_id in self._live:  # hung up at its actor
+            return False
+        if not (placing or call_id in self._acquiring or call_id in self._canceled):
             return False
         self._canceled.add(call_id)
         return True
+
+    def restore_canceled(self, call_ids: Iterable[str]) -> None:
+        """Calls a crashed pool before this one was told to cancel while their actors
+        were starting: asked for again (the placing retries), each is refused."""
+        self._canceled.update(call_ids)
 
     def _hand_out(self, call_id: str, slot: Slot[H]) -> Slot[H]:
         self._live[call_id] = slot

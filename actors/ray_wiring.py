@@ -19,6 +19,7 @@ while the writing spreads over processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -37,10 +38,11 @@ from twilio.rest import Client
 
 from actors.call_actor import CallActor, HangUpVia, StatusVia
 from actors.pool import CallPool, Slot
+from actors.ray_cancels import KvCancels
 from actors.ray_metrics import ray_pool_metrics, watch_pool
 from actors.twilio_rest import end_call, twilio_call
 from switchboard.call_actions import Action
-from switchboard.errors import ConfigError
+from switchboard.errors import CallCanceled, ConfigError
 from switchboard.logs import configure_logging
 from switchboard.settings import Settings, load_settings
 
@@ -338,6 +340,10 @@ class RayCallPool:
         configure_logging(settings.log_level)
         self.factory = RaySlotFactory(options)
         self.pool: CallPool[Handle] = CallPool(self.factory, size, on_failed=self._record_death)
+        self._cancels = KvCancels(NAMESPACE)  # outlive this pool (``actors/ray_cancels.py``)
+        self._cancels_read = False  # those a pool before this one kept: read once
+        self._reading_cancels = asyncio.Lock()
+        self._noting: dict[str, asyncio.Task[None]] = {}  # a cancel on its way to the GCS
         self._recorder_shards = settings.recorder_shards
         self._reporter: HandleReporter | None = None
         self._gauges: asyncio.Task[None] | None = None
@@ -411,9 +417,28 @@ class RayCallPool:
         await self.pool.fill()
         return self.pool.ready
 
+    async def _read_cancels(self) -> None:
+        """Before this pool hands out an actor or takes a cancel: the cancels a crashed
+        pool before it kept. Raises while the GCS cannot say (a placing then fails
+        rather than dial a call that may have been hung up)."""
+        async with self._reading_cancels:
+            if not self._cancels_read:
+                self.pool.restore_canceled(await self._cancels.recent())
+                self._cancels_read = True
+
     async def acquire(self, call_id: str) -> tuple[str, tuple[str, int]]:
         await self._adopted()
-        slot = await self.pool.acquire(call_id)
+        await self._read_cancels()
+        try:
+            slot = await self.pool.acquire(call_id)
+        except CallCanceled:
+            # After its note (else the note would land last and stay); a key left by a
+            # failure here ages out at a later takeover.
+            with contextlib.suppress(Exception):
+                if (noting := self._noting.get(call_id)) is not None:
+                    await noting
+                await self._cancels.forget(call_id)
+            raise
         return slot.name, slot.media_address
 
     async def locate(self, call_id: str) -> tuple[str, int] | None:
@@ -425,10 +450,26 @@ class RayCallPool:
         slot = self.pool.slot(call_id)
         return None if slot is None else slot.name
 
-    async def cancel(self, call_id: str) -> bool:
+    async def cancel(self, call_id: str, placing: bool = False) -> bool:
         """Hang up a call still waiting for its actor (``CallPool.cancel``)."""
         await self._adopted()
-        return self.pool.cancel(call_id)
+        await self._read_cancels()
+        if not self.pool.cancel(call_id, placing):
+            return False
+        # Kept for a pool started after this one dies before the call asks or its actor
+        # is up. One note per call at a time: a repeated hang-up waits for the first.
+        noting = self._noting.get(call_id)
+        if noting is None:
+            noting = self._noting[call_id] = asyncio.ensure_future(self._note(call_id))
+            noting.add_done_callback(lambda _: self._noting.pop(call_id, None))
+        await asyncio.shield(noting)
+        return True
+
+    async def _note(self, call_id: str) -> None:
+        try:
+            await self._cancels.note(call_id)
+        except Exception as exc:  # this pool still cancels it
+            log.warning("call %s: keeping its cancel outside the pool failed: %s", call_id, exc)
 
     async def serves(self, call_id: str) -> bool | None:
         """Whether an actor serves the call (or is being started for it); None when this

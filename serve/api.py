@@ -266,7 +266,8 @@ def _calls_router(deps: AppDeps) -> APIRouter:
                 return _unknown(call_id)
             if is_terminal(detail.call.status):
                 return _conflict(f"call {call_id} has already ended ({detail.call.status})")
-            if not await deps.control.hang_up(call_id):
+            placing = detail.call.status == "queued"  # its actor may not be asked for yet
+            if not await deps.control.hang_up(call_id, placing):
                 return _conflict(
                     f"call {call_id} is no longer live: no call actor serves it (its record, "
                     f"still {detail.call.status}, is settled within minutes)"

@@ -144,11 +144,19 @@ class RayCallControl:
         await _dialed(actor, call.id, call_sid)
         return WebCallTicket(media_url(self.public_url, call.id), call_sid, token)
 
-    async def hang_up(self, call_id: str) -> bool:
+    async def hang_up(self, call_id: str, placing: bool = False) -> bool:
+        """End the call; False if nothing serves it. ``placing``: its record says it is
+        being placed, so with no actor yet the pool refuses it when it asks for one."""
         actor = await self._actor(call_id)
-        if actor is None:  # none yet, if one is being started for it: it is not dialed
-            canceled: bool = await through_restarts(lambda: self.pool.cancel.remote(call_id))
-            return canceled
+        if actor is None:  # none yet: the placing stops before the dial
+            canceled: bool = await through_restarts(
+                lambda: self.pool.cancel.remote(call_id, placing)
+            )
+            if canceled:
+                return True
+            actor = await self._actor(call_id)  # handed out meanwhile
+            if actor is None:
+                return False
         with _ray_errors("the call's actor did not answer"):  # unreachable for a moment
             try:
                 return bool(await actor.hang_up.remote(call_id, "api"))

@@ -53,8 +53,10 @@ class CallControl(Protocol):
         """
         ...
 
-    async def hang_up(self, call_id: str) -> bool:
-        """End a live call; ``False`` when the call is not live (nothing to end)."""
+    async def hang_up(self, call_id: str, placing: bool = False) -> bool:
+        """End a live call; ``False`` when the call is not live (nothing to end).
+        ``placing``: the call's record says it is being placed (``queued``): it may
+        have no actor yet, and is then refused one."""
         ...
 
     async def on_twilio_status(self, call_id: str, status: str, params: Mapping[str, str]) -> None:

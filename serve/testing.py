@@ -37,6 +37,7 @@ class FakeCallControl:
 
     placed: list[CallRecord] = field(default_factory=list)
     hung_up: list[str] = field(default_factory=list)
+    hung_up_placing: list[bool] = field(default_factory=list)  # ``placing`` of each
     statuses: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     amd_results: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     answered: list[tuple[CallRecord, str]] = field(default_factory=list)
@@ -63,8 +64,9 @@ class FakeCallControl:
         if self.place_error is not None:
             raise self.place_error
 
-    async def hang_up(self, call_id: str) -> bool:
+    async def hang_up(self, call_id: str, placing: bool = False) -> bool:
         self.hung_up.append(call_id)
+        self.hung_up_placing.append(placing)
         if self.hang_up_error is not None:
             raise self.hang_up_error
         return self.live

@@ -110,6 +110,7 @@ async def run_realtime_emulator(
     try:
         yield RunningRealtimeEmulator(emulator, host, sock.getsockname()[1])
     finally:
+        emulator.release_handshakes()  # a held one would hold up the shutdown for good
         await server.shutdown(sockets=[sock])
 
 

@@ -492,3 +492,33 @@ async def test_a_call_hung_up_while_its_actor_fails_to_start_is_canceled_all_the
         await acquiring
     assert not pool.serves("a")
     await pool.close()
+
+
+async def test_a_call_a_crashed_pool_was_told_to_cancel_is_refused_by_the_new_one() -> None:
+    # The crashed pool was starting the call's actor when the hang-up came; the placing
+    # asks the new pool again, which must refuse it rather than hand out an actor.
+    factory = FakeFactory()
+    pool = CallPool(factory, size=1)
+    await pool.fill()
+    pool.restore_canceled({"a"})
+    with pytest.raises(CallCanceled, match="call a was hung up"):
+        await pool.acquire("a")
+    assert (pool.serves("a"), pool.ready, pool.live) == (False, 1, 0)
+    assert (await pool.acquire("b")).name == "slot-1"  # the next call's, as before
+    await pool.close()
+
+
+async def test_a_call_hung_up_before_it_asks_for_an_actor_is_refused_one() -> None:
+    # Its record says it is being placed; its acquire is still on its way to the pool.
+    factory = FakeFactory()
+    pool = CallPool(factory, size=1)
+    await pool.fill()
+    assert not pool.cancel("a")  # not said to be placing: nothing known of it
+    assert pool.cancel("a", placing=True)
+    assert pool.cancel("a")  # a retried hang-up: still canceled
+    with pytest.raises(CallCanceled):
+        await pool.acquire("a")
+    live = await pool.acquire("b")
+    assert not pool.cancel("b", placing=True)  # served: hung up at its actor
+    assert pool.slot("b") == live
+    await pool.close()

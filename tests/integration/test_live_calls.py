@@ -7,6 +7,7 @@ recorder, the warm pool and the media edge, for the whole session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ import ray
 import websockets
 from ray.util.state import list_actors
 
+from actors.ray_cancels import KEEP_S, KvCancels
 from actors.ray_wiring import (
     NAMESPACE,
     POOL_NAME,
@@ -159,16 +161,21 @@ async def test_a_call_hung_up_while_its_session_opens_is_never_dialed(world: Wor
     the emulator): the placing stops before the dial, the phone never rings."""
     number = "+15551230077"
     async with world.client() as client:
-        async with world.emulators.holding_handshakes():
-            placing = asyncio.ensure_future(client.place_call(number, INSTRUCTION))
-            try:
+        placing: asyncio.Future[Any] | None = None
+        try:
+            async with world.emulators.holding_handshakes():
+                placing = asyncio.ensure_future(client.place_call(number, INSTRUCTION))
                 await world.emulators.wait_held(1, CALL_TIMEOUT_S)
                 (call,) = (await client.list_calls(to=number)).calls
                 assert call.status == "queued"
                 assert (await client.hang_up(call.id)).hangup == "requested"
-            except BaseException:
+        except BaseException:  # no call left ringing into the tests after this one
+            if placing is not None:
                 placing.cancel()
-                raise
+            for stray in (await client.list_calls(to=number)).calls:
+                with contextlib.suppress(ApiError):
+                    await client.hang_up(stray.id)
+            raise
         with pytest.raises(ApiError) as refused:
             await asyncio.wait_for(placing, CALL_TIMEOUT_S)
         detail = await client.get_call(call.id)
@@ -177,6 +184,21 @@ async def test_a_call_hung_up_while_its_session_opens_is_never_dialed(world: Wor
     assert detail.twilio_sid is None
     calls, _ = await world.emulators.twilio.request("records")
     assert [c for c in calls if c.to == number] == []
+
+
+async def test_cancels_kept_in_the_gcs_outlive_their_writer_and_age_out(world: World) -> None:
+    now = 1_000_000.0
+    written = KvCancels("switchboard-test-cancels", clock=lambda: now)
+    await written.note("call-a")
+    await written.note("call-b")
+    read = KvCancels("switchboard-test-cancels", clock=lambda: now)  # as a new pool would
+    assert await read.recent() == {"call-a", "call-b"}
+    await read.forget("call-a")
+    assert await written.recent() == {"call-b"}
+    now += KEEP_S + 1
+    assert await read.recent() == set()  # too old to be any placing's: deleted
+    now -= KEEP_S + 1
+    assert await read.recent() == set()
 
 
 async def test_bad_signatures_and_tokens_are_refused_and_create_nothing(world: World) -> None:

@@ -596,6 +596,17 @@ async def test_hangup_errors(
     assert r.status_code == 409 and "no longer live" in r.json()["detail"]
 
 
+async def test_a_hang_up_tells_the_control_whether_the_call_is_being_placed(
+    client: httpx.AsyncClient, store: CallStore, control: FakeCallControl
+) -> None:
+    # A queued call may have no actor yet: the pool is to refuse it one when it asks.
+    queued, ringing = await seed(store, 2)
+    await store.update_status(ringing, "ringing", START + timedelta(seconds=5))
+    for call_id in (queued, ringing):
+        assert (await client.post(f"/calls/{call_id}/hangup", headers=AUTH)).status_code == 202
+    assert control.hung_up_placing == [True, False]
+
+
 async def test_hangup_refused_by_twilio_is_502(
     client: httpx.AsyncClient, store: CallStore, control: FakeCallControl
 ) -> None:

@@ -105,8 +105,8 @@ class FakePool:
         async def serves(call_id: str) -> bool | None:
             return True if call_id in self.serving else self.others_live
 
-        async def cancel(call_id: str) -> bool:
-            if call_id not in self.acquiring:
+        async def cancel(call_id: str, placing: bool = False) -> bool:
+            if call_id not in self.acquiring and not placing:
                 return False
             self.canceled.append(call_id)
             return True
@@ -399,6 +399,26 @@ async def test_a_hang_up_while_the_calls_actor_starts_cancels_the_call_at_the_po
     assert world.pool.canceled == [call.id]
     other = await world.call()
     assert await world.control.hang_up(other.id) is False  # neither served nor starting
+    # Being placed (its record says so), its acquire not yet at the pool: refused there.
+    assert await world.control.hang_up(other.id, placing=True) is True
+    assert world.pool.canceled == [call.id, other.id]
+
+
+async def test_a_hang_up_that_misses_an_actor_handed_out_meanwhile_reaches_it(
+    world: World,
+) -> None:
+    call = await world.call()
+    await world.control.place(call)
+    served = set(world.pool.serving)
+    world.pool.serving.clear()  # the pool named no actor when asked ...
+
+    async def handed_out_meanwhile(call_id: str, placing: bool = False) -> bool:
+        world.pool.serving |= served  # ... and had handed one out when told to cancel
+        return False
+
+    world.pool.cancel = Remote(handed_out_meanwhile)
+    assert await world.control.hang_up(call.id, placing=True) is True
+    assert world.actor.said[-1] == "hang_up"
 
 
 @pytest.mark.parametrize("where", ["RayCallPool.acquire", "CallActor.prepare"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import orjson
 import pytest
@@ -55,3 +56,15 @@ async def test_the_emulator_process_holds_and_releases_on_request() -> None:
             assert not connecting.done()
         async with await connecting as ws:
             assert orjson.loads(await ws.recv())["type"] == "session.created"
+
+
+async def test_an_emulator_stopped_with_a_handshake_held_stops() -> None:
+    async with asyncio.timeout(60):  # a hang guard: held, the shutdown would never end
+        async with run_realtime_emulator() as emu:
+            emu.hold_handshakes()
+            url = f"{emu.websocket_base_url}/realtime?model=gpt-realtime"
+            connecting = asyncio.ensure_future(websockets.connect(url, additional_headers=AUTH))
+            await emu.wait_held(1)
+    # Released as it stopped: the handshake completed, or the socket was closed.
+    with contextlib.suppress(websockets.exceptions.WebSocketException, OSError):
+        await (await connecting).close()
