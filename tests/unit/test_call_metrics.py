@@ -189,6 +189,29 @@ def test_reports_after_the_end_do_not_start_the_call_again(sink: RegistrySink) -
     assert sink.value("switchboard_tokens_total", kind="output_text") == 5
 
 
+def test_fatal_problems_are_counted_apart_for_the_alert(sink: RegistrySink) -> None:
+    metrics = CallMetrics(sink)
+    batch: list[tuple[Action, float]] = [
+        (ProblemNoted("twilio", "stream_lost", "gone", fatal=True), T0),
+        (ProblemNoted("twilio", "stream_lost", "gone"), T0),
+        (ProblemNoted("twilio", "stream_lost", "gone", fatal=True), T0),
+    ]
+    metrics.reported("call-1", batch, now=T0)
+    problem = {"source": "twilio", "reason": "stream_lost"}
+    assert sink.value("switchboard_problems_total", **problem, fatal="true") == 2
+    assert sink.value("switchboard_problems_total", **problem, fatal="false") == 1
+
+
+def test_an_end_stamped_before_the_first_report_is_no_negative_duration(
+    sink: RegistrySink,
+) -> None:
+    metrics = CallMetrics(sink)
+    metrics.reported("call-1", [(AgentTurnStarted("a"), T0 + 5)], now=T0 + 5)
+    metrics.reported("call-1", [(FinishCall("completed"), T0 + 4)], now=T0 + 6)  # clock stepped
+    assert sink.value("switchboard_call_duration_s_sum") == 0
+    assert sink.value("switchboard_call_duration_s_count") == 1
+
+
 def test_calls_never_heard_from_again_are_ended_as_lost(sink: RegistrySink) -> None:
     metrics = CallMetrics(sink, stale_after_s=100, sweep_every_s=10, remember_ended_s=50)
     metrics.reported("quiet", [(AgentTurnStarted("a"), T0)], now=T0)

@@ -61,3 +61,26 @@ def test_text_after_a_cut_does_not_move_the_heard_estimate() -> None:
     memory.note(AgentTurnInterrupted("item_R", 1000, 2000))
     memory.note(AgentTranscriptGrew("item_R", " Or Saturday, if that suits you better."))
     assert memory.recent(1000) == (("assistant", "We have Tuesday at"),)
+
+
+def test_recent_keeps_the_newest_turns_that_fit_and_nothing_past_one_that_does_not() -> None:
+    memory = ConversationMemory()
+    for n, text in enumerate(["aaaa", "b" * 10, "cc", "ddd"]):
+        memory.note(AgentTurnFinished(f"item_{n}", text))
+    newest = (("assistant", "cc"), ("assistant", "ddd"))
+    assert memory.recent(5) == newest  # an exact fit is kept
+    # "aaaa" would fit the 4 chars left, but skipping the long turn would leave a gap.
+    assert memory.recent(9) == newest
+
+
+def test_turns_are_remembered_trimmed_and_blank_ones_left_out() -> None:
+    memory = ConversationMemory()
+    memory.note(CallerTurnTranscribed("item_U", " Can I come Tuesday? "))  # no started notice
+    memory.note(AgentTurnFinished("item_R", "   "))
+    memory.note(AddUserText("first typed"))
+    memory.note(AddUserText("second typed"))
+    assert memory.recent(1000) == (
+        ("user", "Can I come Tuesday?"),
+        ("user", "first typed"),
+        ("user", "second typed"),
+    )

@@ -250,3 +250,29 @@ def test_bad_detector_input() -> None:
         DtmfDetector().feed(np.zeros(10))  # type: ignore[arg-type]
     with pytest.raises(CodecError, match="even length, got 3"):
         DtmfDetector().feed(b"abc")
+
+
+# The standard keypad (ITU-T Q.23), written out rather than read from the module.
+STANDARD_PAIRS = {
+    "1": (697, 1209), "2": (697, 1336), "3": (697, 1477), "A": (697, 1633),
+    "4": (770, 1209), "5": (770, 1336), "6": (770, 1477), "B": (770, 1633),
+    "7": (852, 1209), "8": (852, 1336), "9": (852, 1477), "C": (852, 1633),
+    "*": (941, 1209), "0": (941, 1336), "#": (941, 1477), "D": (941, 1633),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("digit", list(DIGITS))
+def test_tones_and_detection_follow_the_standard_keypad(digit: str) -> None:
+    spectrum = np.abs(np.fft.rfft(dtmf_tone(digit, 1000).astype(np.float64)))
+    assert tuple(sorted(np.argsort(spectrum)[-2:].tolist())) == STANDARD_PAIRS[digit]
+    assert detect(tones([(f, 0.2) for f in STANDARD_PAIRS[digit]], 200)) == [digit]
+
+
+def test_each_tone_must_reach_minus_38_dbfs() -> None:
+    assert detect(dtmf_tone("5", 200, amplitude=10 ** (-40 / 20))) == []
+    assert detect(dtmf_tone("5", 200, amplitude=10 ** (-36 / 20))) == ["5"]
+    # A loud row does not carry a column below the floor (6 dB twist: allowed).
+    assert detect(tones([(ROW_HZ[1], 10 ** (-33 / 20)), (COL_HZ[1], 10 ** (-39 / 20))], 200)) == []
+    assert detect(tones([(ROW_HZ[1], 10 ** (-31 / 20)), (COL_HZ[1], 10 ** (-37 / 20))], 200)) == [
+        "5"
+    ]

@@ -3,16 +3,24 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+import pytest
+
 from switchboard.call_actions import (
+    Action,
     AgentTranscriptGrew,
+    AgentTurnFinished,
     AgentTurnInterrupted,
     CallerTurnTranscribed,
     CallStatusChanged,
     FinishCall,
     ForwardCallerAudio,
     HangUp,
+    LatencyMeasured,
+    PhaseChanged,
+    ProblemNoted,
     RenewSession,
     RunTool,
+    ToolReturned,
     UsageReported,
 )
 from switchboard.live_events import live_event
@@ -110,3 +118,36 @@ def test_a_status_the_application_sets_is_a_status_event() -> None:
     event = live_event("c1", CallStatusChanged("in-progress"), 0.0)
     assert event is not None
     assert (event["type"], event["status"]) == ("call.status", "in-progress")
+
+
+# The whole body of each event, as the console and ``switchboard call`` read it.
+BODIES: dict[str, tuple[Action, dict[str, object]]] = {
+    "phase": (PhaseChanged("idle", "thinking"), {"old": "idle", "new": "thinking"}),
+    "agent_done": (AgentTurnFinished("a1", "Hello"), {"item_id": "a1", "text": "Hello"}),
+    "interrupted_by_end": (
+        AgentTurnInterrupted("a1", 640, 3000, by="end"),
+        {"item_id": "a1", "heard_ms": 640, "generated_ms": 3000, "by": "end"},
+    ),
+    "tool_returned": (
+        ToolReturned("call_1", '{"ok": true}'),
+        {"tool_call_id": "call_1", "output": '{"ok": true}'},
+    ),
+    "tool_called": (
+        RunTool("call_1", "lookup", '{"id": 7}'),
+        {"tool_call_id": "call_1", "name": "lookup", "arguments": '{"id": 7}'},
+    ),
+    "latency": (LatencyMeasured("answer", 412.5), {"kind": "answer", "ms": 412.5}),
+    "fatal_problem": (
+        ProblemNoted("twilio", "invalid_json", "bad frame", fatal=True),
+        {"source": "twilio", "reason": "invalid_json", "message": "bad frame", "fatal": True},
+    ),
+}
+
+
+@pytest.mark.parametrize(("action", "body"), BODIES.values(), ids=BODIES.keys())
+def test_every_field_of_an_event_carries_its_own_value(
+    action: Action, body: dict[str, object]
+) -> None:
+    event = live_event("c1", action, 0.0)
+    assert event is not None
+    assert {k: v for k, v in event.items() if k not in ("call_id", "at", "type")} == body

@@ -287,3 +287,8 @@ def test_bad_tool_specs_raise_config_error(
 
 def test_sixty_four_character_tool_name_is_accepted() -> None:
     assert ToolSpec("x" * 64, "", {"type": "object"}).to_payload()["name"] == "x" * 64
+
+
+@pytest.mark.parametrize("threshold", [0, 0.0, 1.0])
+def test_vad_threshold_bounds_are_inclusive(threshold: float) -> None:
+    assert ServerVad(threshold=threshold).to_payload()["threshold"] == threshold

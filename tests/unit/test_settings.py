@@ -93,6 +93,14 @@ def test_settings_are_frozen() -> None:
         ("TWILIO_API_BASE_URL", "https://:pw-secret@api.example", "TWILIO_API_BASE_URL"),
         ("OPENAI_SESSION_MAX_S", "0", "OPENAI_SESSION_MAX_S"),
         ("OPENAI_SESSION_RENEW_MARGIN_S", "3600", "OPENAI_SESSION_RENEW_MARGIN_S"),
+        ("OPENAI_SESSION_RENEW_MARGIN_S", "0", "OPENAI_SESSION_RENEW_MARGIN_S"),
+        ("TWILIO_ACCOUNT_SID", "AC" + "a" * 32 + "/Calls", "TWILIO_ACCOUNT_SID"),
+        ("RECORDER_SHARDS", "0", "RECORDER_SHARDS"),  # calls are shared out modulo this
+        ("RECORDER_SHARDS", "65", "RECORDER_SHARDS"),
+        ("WARM_CALL_ACTORS", "-1", "WARM_CALL_ACTORS"),
+        ("MAX_CALL_DURATION_S", "0", "MAX_CALL_DURATION_S"),
+        ("CALLER_SILENCE_TIMEOUT_S", "0", "CALLER_SILENCE_TIMEOUT_S"),
+        ("CALLER_SILENCE_TIMEOUT_S", "inf", "CALLER_SILENCE_TIMEOUT_S"),
     ],
 )
 def test_bad_values_name_the_setting_not_the_value(
@@ -102,6 +110,13 @@ def test_bad_values_name_the_setting_not_the_value(
     with pytest.raises(ConfigError, match=named) as info:
         load_settings(None)
     assert value not in str(info.value) or len(value) < 3
+
+
+def test_log_level_is_read_in_any_case_and_stored_as_logging_names_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOG_LEVEL", "debug")  # logging.setLevel("debug") would raise
+    assert load_settings(None).log_level == "DEBUG"
 
 
 def test_cli_settings_masks_secrets(

@@ -540,6 +540,13 @@ def test_payload_validation_is_exactly_rfc4648(payload: str) -> None:
     assert isinstance(event, AudioReceived) == bool(BASE64_GRAMMAR.fullmatch(payload))
 
 
+@pytest.mark.parametrize("size", [1, 160, 161, 162])  # 160: one 20 ms frame, "=="-padded
+def test_payloads_of_every_padding_are_audio(size: int) -> None:
+    payload = base64.b64encode(bytes(range(size))).decode()
+    [event] = started_stream().receive(edit(MEDIA, "media.payload", payload), 0.0)
+    assert isinstance(event, AudioReceived) and event.payload == payload
+
+
 def check_never_raises(stream: TwilioStream, frame: str | bytes) -> None:
     rejected = stream.rejected_count
     events = stream.receive(frame, 5.0)
