@@ -4,10 +4,10 @@
 is started again by Ray before that actor is up would forget it, and the placing
 ingress, asking the new pool again, would get an actor and dial a call its caller
 had hung up. So the pool actor also writes each one to the GCS key-value store
-(one key per call, the time as its value), the new pool reads them as it takes
-over, and the key goes once the placing has been refused. A key whose placing
-never asks again (its ingress died too) is dropped by the next takeover after
-``KEEP_S``.
+(one key per call, the time as its value), a new pool reads them before it hands
+out an actor or takes a cancel, and the key goes once the placing has been
+refused. A key whose placing never asks again (its ingress died too) is dropped
+by a later pool's read after ``KEEP_S``.
 """
 
 from __future__ import annotations

@@ -149,9 +149,10 @@ class RayCallControl:
         being placed, so with no actor yet the pool refuses it when it asks for one."""
         actor = await self._actor(call_id)
         if actor is None:  # none yet: the placing stops before the dial
-            canceled: bool = await through_restarts(
-                lambda: self.pool.cancel.remote(call_id, placing)
-            )
+            with _ray_errors("the call pool could not take the hang-up"):
+                canceled: bool = await through_restarts(
+                    lambda: self.pool.cancel.remote(call_id, placing)
+                )
             if canceled:
                 return True
             actor = await self._actor(call_id)  # handed out meanwhile

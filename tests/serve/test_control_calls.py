@@ -478,3 +478,16 @@ async def test_a_late_callback_of_a_call_over_at_twilio_ends_nothing(world: Worl
     await world.control.on_twilio_status(call.id, "ringing", {"CallSid": SID})
     assert world.twilio.updated == []
     assert await world.problems(call.id) == []
+
+
+async def test_a_pool_that_cannot_take_a_hang_up_is_a_service_error(world: World) -> None:
+    # The GCS cannot say which calls a crashed pool canceled: the API answers 502 with
+    # one line, not a 500 with Ray's traceback.
+    call = await world.call()
+
+    async def unreadable(call_id: str, placing: bool = False) -> bool:
+        raise ray_wrapped(RuntimeError("the GCS is briefly unreachable"), "RayCallPool.cancel")
+
+    world.pool.cancel = Remote(unreadable)
+    with pytest.raises(ServiceError, match="could not take the hang-up: RuntimeError: the GCS"):
+        await world.control.hang_up(call.id, placing=True)
