@@ -22,7 +22,7 @@ signature. Build the callback URLs handed to Twilio with
 from __future__ import annotations
 
 import email.utils
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlparse
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
@@ -241,7 +241,7 @@ class _Webhooks:
                 f"{', '.join(sorted(STATUSES))}",
             )
         sequence = _optional_int(params, "SequenceNumber")
-        at = _timestamp(params.get("Timestamp")) or utc_now()
+        at = _status_time(_timestamp(params.get("Timestamp")), utc_now())
         detail: dict[str, object] = {
             name: params[field] for field, name in _STATUS_DETAIL.items() if params.get(field)
         } | ({} if sequence is None else {"sequence": sequence})
@@ -320,6 +320,16 @@ def _timestamp(value: str | None) -> datetime | None:
         ) from None
     # "-0000" means "UTC, zone unknown" (RFC 2822 §3.3) and parses as naive.
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _status_time(stamped: datetime | None, received: datetime) -> datetime:
+    """When a status happened: Twilio's ``Timestamp`` counts whole seconds, so one that
+    arrives within its own second is stamped when it arrived (at most that late, and
+    ordered after the actor's events of the same second that came before it); one
+    that arrived later than that (a retry, a slow network) keeps Twilio's time."""
+    if stamped is None:
+        return received
+    return received if stamped <= received < stamped + timedelta(seconds=1) else stamped
 
 
 def twilio_router(deps: AppDeps) -> APIRouter:

@@ -188,6 +188,39 @@ async def test_a_status_the_store_failed_to_record_still_reaches_the_call(
     assert [s for _, s, _ in h.control.statuses] == ["busy", "no-answer"]
 
 
+async def test_a_status_received_within_its_second_is_stamped_when_it_arrived(
+    client: httpx.AsyncClient, h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Twilio's Timestamp counts whole seconds: the actor's events from earlier in that
+    # second must not sort after a status that followed them.
+    call_id = await h.outbound()
+    arrivals = iter(
+        [
+            datetime(2025, 10, 8, 13, 54, 12, 700_000, tzinfo=UTC),  # within its second
+            datetime(2025, 10, 8, 13, 55, 1, tzinfo=UTC),  # exactly a second late
+            datetime(2025, 10, 8, 13, 56, 0, 500_000, tzinfo=UTC),  # stamped in the future
+        ]
+    )
+    monkeypatch.setattr("serve.twilio_webhooks.utc_now", lambda: next(arrivals))
+    path = f"/twilio/status/{call_id}"
+    forms = (
+        status_form("in-progress", 2, "Wed, 08 Oct 2025 13:54:12 +0000"),
+        status_form("completed", 3, "Wed, 08 Oct 2025 13:55:00 +0000"),
+        status_form("completed", 4, "Wed, 08 Oct 2025 13:56:01 +0000"),
+    )
+    for form in forms:
+        r = await post_signed(client, path, form)
+        assert r.status_code == 204, r.text
+    detail = await h.store.get_call(call_id)
+    assert detail is not None
+    assert [e.at for e in detail.timeline] == [
+        datetime(2025, 10, 8, 13, 54, 12, 700_000, tzinfo=UTC),
+        datetime(2025, 10, 8, 13, 55, tzinfo=UTC),
+        datetime(2025, 10, 8, 13, 56, 1, tzinfo=UTC),
+    ]
+    assert detail.call.answered_at == datetime(2025, 10, 8, 13, 54, 12, 700_000, tzinfo=UTC)
+
+
 async def test_status_without_timestamp_or_sequence_uses_now(
     client: httpx.AsyncClient, h: Harness
 ) -> None:
