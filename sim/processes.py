@@ -26,7 +26,8 @@ the parent sends the emulator's settings, the child answers ``("ready", base_url
 then serves requests (``REQUESTS``), each in a task of its own, so a long wait does
 not hold up another: ``(id, name, args)`` in, ``(id, "ok" | "error", value)`` out.
 They are waits that run inside the child (``wait_streaming``, ``wait_ended``,
-``wait_for_call_status`` on the Twilio emulator) and reads of the records
+``wait_for_call_status`` on the Twilio emulator), a PSTN caller dialing one of
+the Twilio account's numbers (``ring_in``: an inbound call), reads of the records
 (``records``: the records and ``stats()`` to hand to ``bench.live_summary.analyse``;
 ``sessions`` on the Realtime emulator), and the Realtime emulator's hold on new
 sessions' handshakes (``holding_handshakes``, ``wait_held``: a test catches a call
@@ -45,6 +46,7 @@ Both emulators serve every connection with ``TCP_NODELAY`` (``sim/listener.py``)
         emus.twilio_url, emus.realtime_url, emus.pids
         await emus.wait_streaming(10, timeout=90)
         call = await emus.wait_for_call_status(sid, "completed", timeout=90)
+        inbound = await emus.ring_in("+15551230004", "+15005550006")  # a number of the account
         records = await emus.records()
 """
 
@@ -181,6 +183,10 @@ async def wait_for_call_status(
     return await twilio.wait_for_call_status(sid, status, timeout)
 
 
+async def ring_in(twilio: TwilioEmulator, to: str, from_: str) -> str:
+    return twilio.ring_in(to, from_)
+
+
 async def sessions(realtime: RunningRealtimeEmulator) -> list[SessionRecord]:
     return realtime.sessions
 
@@ -202,6 +208,7 @@ REQUESTS: dict[Kind, dict[str, Callable[..., Awaitable[object]]]] = {
         "wait_streaming": wait_streaming,
         "wait_ended": wait_ended,
         "wait_for_call_status": wait_for_call_status,
+        "ring_in": ring_in,
         "records": twilio_records,
     },
     "realtime": {
@@ -471,6 +478,14 @@ class EmulatorProcesses:
         """The call's record once it has ``status``; raises if it ends in another."""
         record: CallRecord = await self.twilio.request("wait_for_call_status", sid, status, timeout)
         return record
+
+    async def ring_in(self, to: str, from_: str) -> str:
+        """A PSTN caller ``from_`` dials ``to``, a number created through the Twilio
+        emulator's IncomingPhoneNumbers API: an inbound call on its voice URL; the
+        CallSid. Raises ``RuntimeError`` naming ``InboundCallRefused`` for a number the
+        account does not have (or that has no voice URL)."""
+        sid: str = await self.twilio.request("ring_in", to, from_)
+        return sid
 
     async def sessions(self) -> list[SessionRecord]:
         """Every Realtime session's record so far."""

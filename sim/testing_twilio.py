@@ -12,7 +12,8 @@
 
 ``emu`` is a ``sim.twilio.TwilioEmulator``: ``calls`` (records),
 ``wait_until``/``wait_for_call_status``/``wait_for_stream``, ``inject_audio``,
-``say_clip``, ``send_dtmf``, ``hang_up`` and ``stats()``.
+``say_clip``, ``send_dtmf``, ``hang_up`` and ``stats()``; ``ring_in(to, from_)``
+for an inbound call to a number made with ``client.incoming_phone_numbers.create``.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def voice_params(call: CallRecord, call_status: str) -> dict[str, str]:
         "CallStatus": call_status,
         "Called": call.to,
         "Caller": call.from_,
-        "Direction": "outbound-api",
+        "Direction": call.direction,
         "From": call.from_,
         "To": call.to,
     }

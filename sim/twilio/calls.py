@@ -1,4 +1,4 @@
-"""The life of one outbound API call, as a table (protocols.md 2.4, 2.5, 2.8).
+"""The life of one call, outbound API or inbound, as a table (protocols.md 2.4, 2.5, 2.8).
 
 Theory of operation
 -------------------
@@ -14,10 +14,17 @@ scenario's ``max_call_s`` runs out, or when its TwiML runs out; an
 application error (TwiML that cannot be fetched or parsed) makes it
 ``failed``. ``canceled`` only comes from the REST API before the answer.
 
+An inbound call (``CallPlan.inbound``) is not queued for CPS ("Inbound calls
+... are not limited by CPS", protocols.md 2.8): it rings at once and stays
+ringing until the shell has fetched the number's TwiML, which either answers
+it (``answer``), rejects it (``reject``: ``busy`` or ``no-answer``, as
+twilio.com/docs/voice/twiml/reject says of a first-verb ``<Reject>``) or,
+when it cannot be fetched, fails it (``fail``).
+
 ``CallMachine`` is pure: time comes in as ``now`` (seconds, any monotonic
 origin). Drive it with ``tick(now)`` at ``next_deadline`` and with the
-external moves ``cancel``/``hang_up``/``fail``; every call returns the
-``Transition``\\ s that happened, oldest first.
+external moves ``cancel``/``hang_up``/``fail`` (inbound, ``answer``/``reject``
+too); every call returns the ``Transition``\\ s that happened, oldest first.
 """
 
 from __future__ import annotations
@@ -84,6 +91,7 @@ TRANSITIONS: dict[tuple[CallStatus, CallEvent], CallStatus] = {
     (S.RINGING, E.REPORTED_BUSY): S.BUSY,
     (S.RINGING, E.NOT_ANSWERED): S.NO_ANSWER,
     (S.RINGING, E.CANCELED): S.CANCELED,
+    (S.RINGING, E.FAILED): S.FAILED,  # inbound: the voice URL could not be fetched
     (S.IN_PROGRESS, E.HUNG_UP): S.COMPLETED,
     (S.IN_PROGRESS, E.FAILED): S.FAILED,
 }
@@ -100,6 +108,7 @@ class CallPlan:
     timeout_s: float = 60.0  # Timeout: ring this long before no-answer
     time_limit_s: float = 14400.0  # TimeLimit
     max_call_s: float = 300.0  # the scenario's cap on an answered call
+    inbound: bool = False  # rings at once; answered or rejected by its TwiML, not the plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +178,19 @@ class CallMachine:
         return self._move(CallEvent.HUNG_UP, now, reason)
 
     def fail(self, now: float, reason: str) -> Transition:
+        self._pending = None
         return self._move(CallEvent.FAILED, now, reason)
+
+    def answer(self, now: float) -> Transition:
+        """An inbound call's TwiML picks it up."""
+        self._pending = None
+        return self._move(CallEvent.ANSWERED, now, "")
+
+    def reject(self, now: float, busy: bool) -> Transition:
+        """An inbound call's TwiML starts with ``<Reject>``: never answered."""
+        self._pending = None
+        event = CallEvent.REPORTED_BUSY if busy else CallEvent.NOT_ANSWERED
+        return self._move(event, now, "rejected")
 
     # -- internals -----------------------------------------------------------------------
 
@@ -191,6 +212,10 @@ class CallMachine:
     def _schedule_after(self, event: CallEvent, at: float) -> None:
         plan = self.plan
         match event, plan.outcome:
+            case CallEvent.DIALED, _ if plan.inbound:
+                self._pending = (at, CallEvent.RANG, "")
+            case CallEvent.RANG, _ if plan.inbound:
+                self._pending = None  # the shell answers, rejects or fails it
             case CallEvent.DIALED, "failed":
                 self._pending = (at + plan.answer_after_s, CallEvent.UNREACHABLE, "carrier")
             case CallEvent.DIALED, _:

@@ -1,7 +1,10 @@
 """The emulated phone network: every call, the CPS queue, and event-driven waits.
 
 ``create_call`` books the call's CPS slot (calls over the limit are queued,
-never rejected: protocols.md 2.8) and starts its ``CallSession``. Every
+never rejected: protocols.md 2.8) and starts its ``CallSession``.
+``ring_in`` is a PSTN caller dialing one of the account's ``numbers``
+(IncomingPhoneNumbers): an inbound call, run on the number's voice settings,
+not limited by CPS, the simulated phone being the caller. Every
 change anywhere (status, callback, stream message other than media) calls
 ``changed()``, which re-evaluates the predicates of ``wait_until`` waiters, so
 tests wait on events rather than sleeping.
@@ -14,8 +17,6 @@ import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import phonenumbers
-
 from sim.scenario import CallerTurn, NumberBehaviour
 
 from .callbacks import Webhooks
@@ -23,7 +24,9 @@ from .caller import default_turns
 from .calls import CallMachine, CallPlan
 from .clock import EmulatorStats, FrameClock
 from .config import EmulatorConfig
+from .form import e164, valid_address
 from .journal import Journal
+from .numbers import InboundCallRefused, PhoneNumberRecord
 from .recording import CallRecord, write_wav
 from .session import CallSession, DocSource
 from .wire import new_sid, utc_now
@@ -49,6 +52,7 @@ class Exchange:
         )
         self.calls: dict[str, CallRecord] = {}
         self.sessions: dict[str, CallSession] = {}
+        self.numbers: dict[str, PhoneNumberRecord] = {}  # by sid
         self._next_dial = 0.0
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._clips: dict[Path, bytes] = {}
@@ -62,7 +66,7 @@ class Exchange:
             return NumberBehaviour()
         if number in scenario.numbers:
             return scenario.numbers[number]
-        return scenario.behaviour_for(_e164(number))
+        return scenario.behaviour_for(e164(number))
 
     def caller_turns(self) -> Iterator[CallerTurn]:
         scenario = self.config.scenario
@@ -111,18 +115,75 @@ class Exchange:
             date_updated=created,
             queue_time_ms=round((dial_at - now) * 1000),
         )
+        return self._start(record, CallMachine(plan, dial_at), source, behaviour)
+
+    def number_for(self, phone_number: str) -> PhoneNumberRecord | None:
+        wanted = e164(phone_number)
+        return next((n for n in self.numbers.values() if n.phone_number == wanted), None)
+
+    def ring_in(self, to: str, from_: str) -> CallRecord:
+        """``from_`` dials the account's number ``to``: an inbound call.
+
+        The scenario's behaviour for ``from_`` (its ``hangup_after_s``) and its caller
+        turns are the caller's; raises ``InboundCallRefused`` for a number the account
+        does not have, one with no voice URL, or a caller that is no address."""
+        if not valid_address(from_):
+            raise InboundCallRefused(f"the caller {from_!r} is not an E.164 number")
+        number = self.number_for(to)
+        if number is None:
+            raise InboundCallRefused(
+                f"{to} is not one of account {self.config.account_sid}'s IncomingPhoneNumbers"
+            )
+        if not number.voice_url:
+            raise InboundCallRefused(f"{number.phone_number} ({number.sid}) has no voice_url")
+        now = asyncio.get_running_loop().time()
+        behaviour = self.behaviour(from_)
+        scenario = self.config.scenario
+        plan = CallPlan(
+            outcome="human",
+            answer_after_s=0.0,
+            hangup_after_s=behaviour.hangup_after_s,
+            time_limit_s=float(DEFAULT_TIME_LIMIT_S),
+            max_call_s=scenario.max_call_s if scenario is not None else 300.0,
+            inbound=True,
+        )
+        created = utc_now()
+        record = CallRecord(
+            sid=new_sid("CA"),
+            account_sid=self.config.account_sid,
+            to=number.phone_number,
+            from_=from_,
+            params=number.call_params(),
+            date_created=created,
+            date_updated=created,
+            direction="inbound",
+            phone_number_sid=number.sid,
+        )
+        source = DocSource(url=number.voice_url, method=number.voice_method)
+        return self._start(record, CallMachine(plan, now), source, behaviour)
+
+    def _start(
+        self,
+        record: CallRecord,
+        machine: CallMachine,
+        source: DocSource,
+        behaviour: NumberBehaviour,
+    ) -> CallRecord:
         session = CallSession(
-            self,
-            record,
-            CallMachine(plan, dial_at),
-            source,
-            behaviour.outcome,
-            behaviour.answered_by,
+            self, record, machine, source, machine.plan.outcome, behaviour.answered_by
         )
         self.calls[record.sid] = record
         self.sessions[record.sid] = session
+        loop = asyncio.get_running_loop()
         session.task = loop.create_task(session.run(), name=f"call-{record.sid}")
-        self.journal.write("call", call_sid=record.sid, status="queued", to=to, plan=str(plan))
+        self.journal.write(
+            "call",
+            call_sid=record.sid,
+            status="queued",
+            to=record.to,
+            direction=record.direction,
+            plan=str(machine.plan),
+        )
         self.changed()
         return record
 
@@ -199,11 +260,3 @@ class Exchange:
         await self.clock.close()
         await self.webhooks.aclose()
         self.journal.close()
-
-
-def _e164(number: str) -> str:
-    try:
-        parsed = phonenumbers.parse(number, None)
-    except phonenumbers.NumberParseException:
-        return number
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

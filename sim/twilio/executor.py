@@ -107,9 +107,10 @@ class TwimlExecutor:
         self._doc_url = url
         return parse_twiml(text)
 
-    async def run(self, source: DocSource) -> None:
-        """Execute a document to its end (return) or an application error (``TwimlError``)."""
-        verbs = list(await self.load(source))
+    async def run(self, source: DocSource, document: Document | None = None) -> None:
+        """Execute a document to its end (return) or an application error (``TwimlError``);
+        ``document``: ``source`` already loaded (an inbound call's, fetched while ringing)."""
+        verbs = list(document if document is not None else await self.load(source))
         while verbs:
             verb = verbs.pop(0)
             match verb:

@@ -216,8 +216,10 @@ class CallRecord:
     account_sid: str
     to: str
     from_: str
-    params: tuple[tuple[str, str], ...]
+    params: tuple[tuple[str, str], ...]  # create()'s form; inbound: the number's settings
     date_created: datetime
+    direction: str = "outbound-api"  # or "inbound" (Exchange.ring_in)
+    phone_number_sid: str | None = None  # inbound: the IncomingPhoneNumber rung
     status: CallStatus = CallStatus.QUEUED
     date_updated: datetime | None = None
     start_time: datetime | None = None

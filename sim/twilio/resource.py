@@ -19,7 +19,7 @@ import phonenumbers
 from .recording import CallRecord
 from .wire import API_VERSION, rfc2822
 
-__all__ = ["call_json", "list_page"]
+__all__ = ["call_json", "list_page", "page_json"]
 
 Form = list[tuple[str, str]]
 
@@ -48,14 +48,14 @@ def call_json(call: CallRecord) -> dict[str, object]:
         "to_formatted": _formatted(call.to),
         "from": call.from_,
         "from_formatted": _formatted(call.from_),
-        "phone_number_sid": None,
+        "phone_number_sid": call.phone_number_sid,  # inbound: the IncomingPhoneNumber
         "status": call.status.value,
         "start_time": rfc2822(call.start_time),
         "end_time": rfc2822(call.end_time),
         "duration": call.duration,
         "price": None,
         "price_unit": "USD",
-        "direction": "outbound-api",
+        "direction": call.direction,
         "answered_by": call.answered_by,
         "annotation": None,
         "api_version": API_VERSION,
@@ -82,9 +82,23 @@ def list_page(
 ) -> dict[str, object]:
     filters = [(k, v) for k, v in query if k not in ("Page", "PageSize", "PageToken")]
     calls = [c for c in reversed(calls) if _matches(c, filters)]
-    start = page * page_size
-    chunk = calls[start : start + page_size]
     base = f"/{API_VERSION}/Accounts/{account}/Calls.json"
+    items = [(c.sid, call_json(c)) for c in calls]
+    return page_json("calls", items, base, filters, page, page_size)
+
+
+def page_json(
+    key: str,
+    items: list[tuple[str, dict[str, object]]],
+    base: str,
+    filters: Form,
+    page: int,
+    page_size: int,
+) -> dict[str, object]:
+    """One page of ``items`` ((sid, json), filtered and ordered) as twilio-python's
+    ``Page`` reads it: the records under ``key`` and the paging fields."""
+    start = page * page_size
+    chunk = items[start : start + page_size]
 
     def uri(n: int, token: str | None = None) -> str:
         params = [*filters, ("PageSize", str(page_size)), ("Page", str(n))]
@@ -92,12 +106,12 @@ def list_page(
             params.append(("PageToken", token))
         return f"{base}?{urlencode(params)}"
 
-    has_next = start + page_size < len(calls)
+    has_next = start + page_size < len(items)
     return {
-        "calls": [call_json(c) for c in chunk],
+        key: [record for _sid, record in chunk],
         "end": start + max(len(chunk) - 1, 0),
         "first_page_uri": uri(0),
-        "next_page_uri": uri(page + 1, f"PA{chunk[-1].sid}") if has_next and chunk else None,
+        "next_page_uri": uri(page + 1, f"PA{chunk[-1][0]}") if has_next and chunk else None,
         "page": page,
         "page_size": page_size,
         "previous_page_uri": uri(page - 1) if page > 0 else None,
@@ -116,7 +130,7 @@ def _matches(call: CallRecord, filters: Form) -> bool:
             case "Status" if call.status.value != value:
                 return False
             case "ParentCallSid":
-                return False  # API calls have no parent
+                return False  # API and inbound calls have no parent
             case "StartTime" | "StartTime<" | "StartTime>" | "EndTime" | "EndTime<" | "EndTime>":
                 if not _date_matches(call, key, value):
                     return False

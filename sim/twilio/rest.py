@@ -3,7 +3,9 @@
 ``/2010-04-01/Accounts/{AccountSid}/Calls.json``: POST create (201), GET list
 (``resource.list_page``).
 ``/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json``: GET fetch, POST
-update, DELETE. HTTP Basic auth is checked before anything else (401/20003).
+update, DELETE. ``IncomingPhoneNumbers`` (``numbers.NumbersApi``): the
+numbers an inbound call can ring (``Exchange.ring_in``). HTTP Basic auth is
+checked before anything else (401/20003).
 Bodies are form-encoded with repeated keys kept. Every answer, error or not,
 is journaled; errors use the legacy ``{code, message, more_info, status}``.
 
@@ -18,9 +20,8 @@ import base64
 import binascii
 import logging
 import re
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
-import phonenumbers
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,6 +29,8 @@ from starlette.routing import Route
 
 from .calls import TERMINAL
 from .exchange import DEFAULT_TIME_LIMIT_S, DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, Exchange
+from .form import Form, first, http_url, int_param, method_param, valid_address
+from .numbers import NumbersApi
 from .recording import CallRecord
 from .resource import call_json, list_page
 from .session import DocSource
@@ -40,53 +43,12 @@ COLLECTION = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/Calls\.js
 INSTANCE = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/Calls/(?P<sid>[^/]+)\.json$")
 MAX_TWIML = 4000
 STATUS_EVENTS = {"initiated", "ringing", "answered", "completed"}
-Form = list[tuple[str, str]]
-
-
-def _first(form: Form, name: str) -> str | None:
-    return next((v for k, v in form if k == name), None)
-
-
-def _valid_address(value: str) -> bool:
-    """E.164 phone numbers (any possible number), or client:/sip: addresses."""
-    if value.startswith(("client:", "sip:")):
-        return len(value) > value.index(":") + 1
-    if not value.startswith("+"):
-        return False
-    try:
-        return phonenumbers.is_possible_number(phonenumbers.parse(value, None))
-    except phonenumbers.NumberParseException:
-        return False
-
-
-def _http_url(value: str) -> bool:
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
-
-
-def _int_param(form: Form, name: str, default: int, low: int, high: int) -> int:
-    raw = _first(form, name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError.invalid_parameter(name, raw) from None
-    if value < low:
-        raise ApiError.invalid_parameter(name, raw)
-    return min(value, high)
-
-
-def _method(form: Form, name: str) -> str:
-    value = (_first(form, name) or "POST").upper()
-    if value not in ("GET", "POST"):
-        raise ApiError.invalid_parameter(name, value)
-    return value
 
 
 class CallsApi:
     def __init__(self, exchange: Exchange) -> None:
         self.exchange = exchange
+        self.numbers = NumbersApi(exchange)
         config = exchange.config
         self._expected_auth = "Basic " + base64.b64encode(
             f"{config.account_sid}:{config.auth_token}".encode()
@@ -162,49 +124,51 @@ class CallsApi:
                 del self.exchange.calls[call.sid]
                 return 204, None
             raise ApiError.method_not_allowed(method)
+        if (answer := self.numbers.route(method, path, query, form)) is not None:
+            return answer
         raise ApiError.not_found(path)
 
     # -- create --------------------------------------------------------------------------
 
     def _create(self, form: Form) -> CallRecord:
-        to, from_ = _first(form, "To"), _first(form, "From")
+        to, from_ = first(form, "To"), first(form, "From")
         if not to:
             raise ApiError.missing_to()
-        if not _valid_address(to):
+        if not valid_address(to):
             raise ApiError.invalid_to(to)
         if not from_:
             raise ApiError.missing_from()
-        if not _valid_address(from_):
+        if not valid_address(from_):
             raise ApiError.invalid_from(from_)
         source = self._source(form, required=True)
         assert source is not None
         for name in ("StatusCallback", "AsyncAmdStatusCallback", "FallbackUrl"):
-            value = _first(form, name)
-            if value is not None and not _http_url(value):
+            value = first(form, name)
+            if value is not None and not http_url(value):
                 raise ApiError.invalid_url(f"Invalid {name}: {value}")
         for name in ("StatusCallbackMethod", "FallbackMethod", "AsyncAmdStatusCallbackMethod"):
-            _method(form, name)
+            method_param(form, name)
         events = " ".join(v for k, v in form if k == "StatusCallbackEvent").split()
         if bad := [e for e in events if e not in STATUS_EVENTS]:
             raise ApiError.invalid_parameter("StatusCallbackEvent", bad[0])
-        detection = _first(form, "MachineDetection")
+        detection = first(form, "MachineDetection")
         if detection is not None and detection not in ("Enable", "DetectMessageEnd"):
             raise ApiError.invalid_parameter("MachineDetection", detection)
-        timeout = _int_param(form, "Timeout", DEFAULT_TIMEOUT_S, 1, MAX_TIMEOUT_S)
-        time_limit = _int_param(form, "TimeLimit", DEFAULT_TIME_LIMIT_S, 1, DEFAULT_TIME_LIMIT_S)
+        timeout = int_param(form, "Timeout", DEFAULT_TIMEOUT_S, 1, MAX_TIMEOUT_S)
+        time_limit = int_param(form, "TimeLimit", DEFAULT_TIME_LIMIT_S, 1, DEFAULT_TIME_LIMIT_S)
         return self.exchange.create_call(to, from_, tuple(form), source, timeout, time_limit)
 
     def _source(self, form: Form, required: bool) -> DocSource | None:
-        url, twiml = _first(form, "Url"), _first(form, "Twiml")
+        url, twiml = first(form, "Url"), first(form, "Twiml")
         if url is not None:  # "If both are provided then twiml will be ignored"
-            if not _http_url(url):
+            if not http_url(url):
                 raise ApiError.invalid_url(f"Url is not a valid URL: {url}")
-            return DocSource(url=url, method=_method(form, "Method"))
+            return DocSource(url=url, method=method_param(form, "Method"))
         if twiml is not None:
             if len(twiml) > MAX_TWIML:
                 raise ApiError.invalid_parameter("Twiml", f"longer than {MAX_TWIML} characters")
             return DocSource(twiml=twiml)
-        if _first(form, "ApplicationSid") is not None:
+        if first(form, "ApplicationSid") is not None:
             raise ApiError.invalid_parameter("ApplicationSid", "applications are not emulated")
         if required:
             raise ApiError.invalid_url("A 'Url', 'Twiml' or 'ApplicationSid' parameter is required")
@@ -214,23 +178,23 @@ class CallsApi:
 
     def _update(self, call: CallRecord, form: Form) -> CallRecord:
         session = self.exchange.sessions[call.sid]
-        if _first(form, "Url") is not None and _first(form, "Twiml") is not None:
+        if first(form, "Url") is not None and first(form, "Twiml") is not None:
             raise ApiError.invalid_parameter("Twiml", "Twiml and Url are mutually exclusive")
-        status = _first(form, "Status")
+        status = first(form, "Status")
         if status is not None and status not in ("canceled", "completed"):
             raise ApiError.invalid_parameter("Status", status)
         if call.status in TERMINAL:
             raise ApiError.not_modifiable()
         source = self._source(form, required=False)
-        callback = _first(form, "StatusCallback")
-        if callback is not None and not _http_url(callback):
+        callback = first(form, "StatusCallback")
+        if callback is not None and not http_url(callback):
             raise ApiError.invalid_url(f"Invalid StatusCallback: {callback}")
-        method = _first(form, "StatusCallbackMethod")
+        method = first(form, "StatusCallbackMethod")
         if method is not None:
-            method = _method(form, "StatusCallbackMethod")
+            method = method_param(form, "StatusCallbackMethod")
         session.set_status_callback(callback, method)
-        if _first(form, "TimeLimit") is not None:
-            limit = _int_param(form, "TimeLimit", DEFAULT_TIME_LIMIT_S, 1, DEFAULT_TIME_LIMIT_S)
+        if first(form, "TimeLimit") is not None:
+            limit = int_param(form, "TimeLimit", DEFAULT_TIME_LIMIT_S, 1, DEFAULT_TIME_LIMIT_S)
             session.set_time_limit(float(limit))
         now = asyncio.get_running_loop().time()
         if status == "canceled":
@@ -244,8 +208,8 @@ class CallsApi:
     # -- list ----------------------------------------------------------------------------
 
     def _list(self, account: str, query: Form) -> dict[str, object]:
-        page_size = _int_param(query, "PageSize", 50, 1, 1000)
-        page = _int_param(query, "Page", 0, 0, 1 << 30)
+        page_size = int_param(query, "PageSize", 50, 1, 1000)
+        page = int_param(query, "Page", 0, 0, 1 << 30)
         return list_page(list(self.exchange.calls.values()), account, query, page, page_size)
 
     def _sim(self, path: str) -> object:

@@ -4,7 +4,9 @@
 ``base_url`` is usable at once, even with port 0) and serves in a task;
 ``await stop()`` ends every live call (stop frames, final callbacks) and the
 server. The methods below ``start``/``stop`` are the test API: records,
-event-driven waits, and injecting the callee's audio, DTMF and hang-up.
+event-driven waits, a PSTN caller dialing one of the account's numbers
+(``ring_in``), and injecting the simulated phone's audio, DTMF and hang-up
+(the callee of an outbound call, the caller of an inbound one).
 """
 
 from __future__ import annotations
@@ -167,6 +169,16 @@ class TwilioEmulator:
             lambda: bool(call.streams) and call.streams[-1].end_reason != "", timeout
         )
         return call.streams[-1]
+
+    # -- the caller ----------------------------------------------------------------------
+
+    def ring_in(self, to: str, from_: str) -> str:
+        """``from_`` dials ``to``, an IncomingPhoneNumber of the account: an inbound call
+        on the number's voice URL; its CallSid. The simulated phone is the caller: the
+        scenario's caller turns, and its behaviour for ``from_`` (``hangup_after_s``).
+        Raises ``InboundCallRefused`` if no number of the account is ``to`` or it has no
+        voice URL."""
+        return self.exchange.ring_in(to, from_).sid
 
     # -- the callee ----------------------------------------------------------------------
 

@@ -8,6 +8,11 @@ call can end under it at any moment (hang-up by either side, ``TimeLimit``,
 ``update(twiml=/url=)``): cancelling that task makes the phone send ``stop``
 and close the socket.
 
+An inbound call (``Exchange.ring_in``) is ringing when its number's voice URL
+is fetched (``CallStatus=ringing``, ``Direction=inbound``); that document
+answers the call and is then executed, or, starting with ``<Reject>``, ends
+it unanswered (``busy``/``no-answer``).
+
 Bad TwiML or a TwiML URL that cannot be fetched fails the call with Twilio's
 error code (12100, 11200) and a notification; nothing a peer does may crash
 the emulator.
@@ -19,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from .amd import AmdResult, amd_result, load_greeting, machine_audio
@@ -27,7 +33,7 @@ from .caller import Utterance, dtmf_utterance
 from .calls import TERMINAL, CallEvent, CallMachine, CallStatus, Transition
 from .executor import DocSource, TwimlExecutor
 from .recording import CallRecord, Notification
-from .twiml import TwimlError
+from .twiml import Document, Hangup, TwimlError
 from .wire import utc_now
 
 if TYPE_CHECKING:
@@ -66,6 +72,8 @@ class CallSession:
         self._sequence = 0
         self.amd: AmdResult | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._picked_up = False  # inbound: its voice URL has been fetched
+        self._document: Document | None = None  # inbound: what that fetch answered
         greeting = machine_audio(answered_by, load_greeting()) if outcome == "voicemail" else b""
         self.executor = TwimlExecutor(self, greeting)
 
@@ -179,6 +187,9 @@ class CallSession:
                     self._apply(tr)
                 if self._answered_or_ended():
                     break
+                if self.machine.status is CallStatus.RINGING and self._rings_in():
+                    await self._pick_up()
+                    continue
                 await self._wait(self.machine.next_deadline)
             if self.machine.status is CallStatus.IN_PROGRESS:
                 await self._in_progress()
@@ -195,6 +206,36 @@ class CallSession:
 
     def _answered_or_ended(self) -> bool:
         return self.machine.ended or self.machine.status is CallStatus.IN_PROGRESS
+
+    def _rings_in(self) -> bool:
+        return self.machine.plan.inbound and not self._picked_up
+
+    async def _pick_up(self) -> None:
+        """An inbound call: fetch the voice URL while ringing, then answer or reject."""
+        self._picked_up = True
+        loop, rec = asyncio.get_running_loop(), self.record
+        # twilio-python's Call create(call_token=...) docstring: "A call_token is generated
+        # when an incoming call is received on a Twilio number"; the app gets it here. Its
+        # format is not documented: an opaque string.
+        extra = {"CallToken": secrets.token_urlsafe(24)}
+        try:
+            document = await self.executor.load(self.source, extra)
+        except TwimlError as error:
+            if not self.machine.ended:
+                self.notify(error.code, error.message)
+                rec.error_code = error.code
+                self._apply(self.machine.fail(loop.time(), f"twiml-error-{error.code}"))
+            return
+        if self.machine.ended:  # canceled or hung up while the app answered
+            return
+        opening = document[0] if document else None
+        if isinstance(opening, Hangup) and opening.reject is not None:
+            # "If the first verb in a TwiML document is <Reject>, Twilio will not pick up
+            # the call. The call ends with a status of busy or no-answer" (TwiML <Reject>).
+            self._apply(self.machine.reject(loop.time(), busy=opening.reject == "busy"))
+            return
+        self._document = document
+        self._apply(self.machine.answer(loop.time()))
 
     async def _wait(self, deadline: float | None, task: asyncio.Task[None] | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -248,7 +289,8 @@ class CallSession:
             rec.heard.add_item(self.call_ms(), tones, "digits", "SendDigits")
             if not await self._sleep_while_up(loop.time() + len(tones) / 8000):
                 return
-        execution = loop.create_task(self.executor.run(self.source))
+        document, self._document = self._document, None
+        execution = loop.create_task(self.executor.run(self.source, document))
         try:
             while True:
                 self._poke.clear()

@@ -91,7 +91,9 @@ class Dial:
 
 @dataclass(frozen=True, slots=True)
 class Hangup:
-    pass
+    """``<Hangup>``, or ``<Reject>`` (``reject``: its reason, ``rejected`` or ``busy``)."""
+
+    reject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +143,11 @@ def _verb(el: ET.Element) -> Verb:
         case "Dial":
             target = (el.text or "").strip() or " ".join((child.text or "").strip() for child in el)
             return Dial(target=target, action=a.get("action", ""), method=a.get("method", "POST"))
-        case "Hangup" | "Reject":
+        case "Hangup":
             return Hangup()
+        case "Reject":
+            reason = a.get("reason", "rejected")
+            return Hangup(reject=reason if reason in ("rejected", "busy") else "rejected")
         case "Redirect":
             return Redirect(url=(el.text or "").strip(), method=a.get("method", "POST"))
         case tag:

@@ -103,6 +103,19 @@ class ApiError(Exception):
         return cls(400, 21212, f"Invalid 'From' Phone Number: {number}")
 
     @classmethod
+    def missing_phone_number(cls) -> ApiError:
+        return cls(400, 21421, "A 'PhoneNumber' or 'AreaCode' is required")  # unverified
+
+    @classmethod
+    def invalid_phone_number(cls, number: str) -> ApiError:
+        return cls(400, 21421, f"PhoneNumber is invalid: {number}")  # unverified
+
+    @classmethod
+    def number_not_available(cls, number: str) -> ApiError:
+        # Already this account's: it cannot be provisioned twice.
+        return cls(400, 21422, f"PhoneNumber is not available: {number}")  # unverified
+
+    @classmethod
     def invalid_url(cls, message: str) -> ApiError:
         return cls(400, 21205, message)  # unverified for the "missing" case
 

@@ -232,20 +232,37 @@ async def test_bad_signatures_and_tokens_are_refused_and_create_nothing(world: W
 
 
 async def test_an_inbound_call_is_answered_through_the_twiml_webhook(world: World) -> None:
-    """Twilio fetches our voice webhook for the call and streams to the TwiML it gets."""
+    """A caller dials a number whose voice URL is our webhook: Twilio fetches it (signed,
+    Direction=inbound, CallStatus=ringing) and streams to the TwiML it gets."""
+    number, caller = "+15551230004", "+15005550006"
     voice = f"{world.stack.public_url}/twilio/voice"
     client = world.twilio_rest()
-    created = await asyncio.to_thread(
-        client.calls.create, to="+15551230004", from_="+15005550006", url=voice
+    provisioned = await asyncio.to_thread(
+        client.incoming_phone_numbers.create,
+        phone_number=number,
+        voice_url=voice,
+        voice_method="POST",
     )
-    call = await world.emulators.wait_for_call_status(created.sid, "completed", CALL_TIMEOUT_S)
+    try:
+        sid = await world.emulators.ring_in(number, caller)
+        call = await world.emulators.wait_for_call_status(sid, "completed", CALL_TIMEOUT_S)
+    finally:  # the emulators outlive this test: free the number
+        await asyncio.to_thread(client.incoming_phone_numbers(provisioned.sid).delete)
+    assert call.direction == "inbound"
     assert call.streams, "the call never streamed"
+    fetch = call.callbacks_of("twiml")[0]
+    assert fetch.status_code == 200
+    assert (fetch.params["Direction"], fetch.params["CallStatus"]) == ("inbound", "ringing")
+    assert (fetch.params["To"], fetch.params["From"]) == (number, caller)
     async with world.client() as api:
         page = await api.list_calls(direction="inbound")
-    inbound = [c for c in page.calls if c.twilio_sid == created.sid]
+    inbound = [c for c in page.calls if c.twilio_sid == sid]
     assert len(inbound) == 1
+    assert (inbound[0].to, inbound[0].from_) == (number, caller)
     detail = await ended(world, inbound[0].id)
-    assert said(detail)[0][0] == "agent"
+    turns = said(detail)
+    assert turns[0][0] == "agent"
+    assert any(speaker == "caller" for speaker, _ in turns)
 
 
 async def test_ten_concurrent_calls_keep_separate_correct_transcripts(world: World) -> None:

@@ -7,9 +7,11 @@ import os
 import signal
 
 import pytest
+from twilio.rest import Client
 
 from sim.processes import EmulatorProcesses
 from sim.scenario import parse_scenario
+from sim.twilio.probe_app import ProbeApp
 
 ACCOUNT = "AC" + "5" * 32
 
@@ -44,3 +46,27 @@ async def test_requests_fail_rather_than_hang_once_an_emulators_process_has_died
         with pytest.raises(RuntimeError, match="process has ended"):
             await emus.wait_ended(timeout=1)
         assert await emus.sessions() == []  # the other one is unaffected
+
+
+async def test_a_caller_rings_a_number_of_the_twilio_child() -> None:
+    async with (
+        ProbeApp("t" * 32).running() as app,
+        EmulatorProcesses(
+            parse_scenario({}), account_sid=ACCOUNT, auth_token="t" * 32, api_key="sk-x"
+        ) as emus,
+    ):
+        with pytest.raises(RuntimeError, match=r"ring_in: InboundCallRefused: .* is not one of"):
+            await emus.ring_in("+15551230004", "+15005550006")
+        app.twiml["say"] = "<Response><Say>Hello</Say></Response>"
+        client = Client(ACCOUNT, "t" * 32, environment={})
+        client.api.base_url = emus.twilio_url
+        await asyncio.to_thread(
+            client.incoming_phone_numbers.create,
+            phone_number="+15551230004",
+            voice_url=f"{app.base_url}/twiml/say",
+        )
+        sid = await emus.ring_in("+15551230004", "+15005550006")
+        call = await emus.wait_for_call_status(sid, "completed", 30)
+    (hit,) = app.hits_for("/twiml/say")
+    assert hit.valid and hit.params["Direction"] == "inbound"
+    assert (call.direction, call.to, call.from_) == ("inbound", "+15551230004", "+15005550006")
