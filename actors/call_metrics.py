@@ -166,8 +166,10 @@ MEDIA_REFUSED = MetricSpec(
     "switchboard_media_refused",
     _C,
     "Connections the media edge refused, by reason: unknown_call (no such live call); "
-    "bad_head, bad_call_id, head_timeout, ... (a malformed request); resolver_error, "
-    "resolver_timeout, upstream_unreachable, default_unreachable (our side failed).",
+    "no_credentials (neither a Twilio signature nor a token offered); busy (too many "
+    "lookups at once); bad_head, bad_call_id, bad_websocket_key, head_timeout, ... (a "
+    "malformed request); resolver_error, resolver_timeout, upstream_unreachable, "
+    "default_unreachable (our side failed).",
     ("reason",),
 )
 

@@ -10,7 +10,14 @@ of accepting, however slowly it trickles in), parses it with
   the head forwarded unchanged but for appended ``X-Forwarded-*`` headers;
 - anything else is spliced, head included, to ``default_upstream`` (Serve's proxy),
   asked to close the connection after its answer unless it is an upgrade;
-- a media upgrade the edge cannot serve is answered 400/404/431/502 and closed.
+- a media upgrade the edge cannot serve is answered 400/403/404/426/431/502 and
+  closed: one that no actor could accept (no credential, a broken WebSocket
+  handshake) is refused by the route alone, without a lookup;
+- a media upgrade that finds ``max_lookups`` lookups already in flight is answered
+  503 with ``Retry-After: 1``, without one: a flood of upgrades for made-up call
+  ids costs at most that many concurrent calls to the resolver (in production, Ray
+  calls to the one pool actor). A lookup holds its place until it answers, fails or
+  times out; a spliced call holds none.
 
 After the head the edge is a byte pipe (``serve.splice``): no per-frame work, no
 Ray call, no WebSocket parsing. One connection only ever goes to one upstream, so a
@@ -84,6 +91,7 @@ class EdgeStats:
     bytes_from_clients: int
     bytes_to_clients: int
     refusals: Mapping[str, int]
+    lookups_in_flight: int
 
 
 class _Phase(enum.Enum):
@@ -112,10 +120,13 @@ class MediaEdge:
         resolve_timeout_s: float = 5.0,
         connect_timeout_s: float = 5.0,
         linger_s: float = 2.0,
+        max_lookups: int = 64,
         on_refused: Callable[[str], None] | None = None,
     ) -> None:
         if not (media_prefix.startswith("/") and media_prefix.endswith("/")):
             raise ValueError("media_prefix must start and end with '/'")
+        if max_lookups < 1:
+            raise ValueError("max_lookups must be at least 1")
         self.resolver = resolver
         self.default_upstream = default_upstream
         self.media_prefix = media_prefix
@@ -127,6 +138,10 @@ class MediaEdge:
         self.resolve_timeout_s = resolve_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.linger_s = linger_s
+        # Calls being set up at once, not calls: a lookup takes milliseconds, so 64
+        # covers any real burst of streams while bounding what a flood can ask of Ray.
+        self.max_lookups = max_lookups
+        self._lookups = 0
         self._server: asyncio.Server | None = None
         self._open: set[_Front] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -182,6 +197,7 @@ class MediaEdge:
             bytes_from_clients=self._counts["bytes_in"] + live_in,
             bytes_to_clients=self._counts["bytes_out"] + live_out,
             refusals=MappingProxyType(dict(self._refusals)),
+            lookups_in_flight=self._lookups,
         )
 
     # -- called by _Front ----------------------------------------------------
@@ -193,6 +209,16 @@ class MediaEdge:
                 self._on_refused(reason)
             except Exception:  # a metric that failed must not take the connection's answer
                 logger.exception("edge: counting a refusal (%s) failed", reason)
+
+    def _take_lookup(self) -> bool:
+        """A place for one lookup, or False when all ``max_lookups`` are taken."""
+        if self._lookups >= self.max_lookups:
+            return False
+        self._lookups += 1
+        return True
+
+    def _release_lookup(self) -> None:
+        self._lookups -= 1
 
     def _opened(self, front: _Front) -> None:
         self._open.add(front)
@@ -228,6 +254,7 @@ class _Front(Leg):
         self._client_ip: str | None = None
         self._upstream: Leg | None = None  # set while connecting, before link()
         self._call_id: str | None = None  # set once spliced to a call's actor
+        self._looking_up = False  # holds one of the edge's lookup places
         self._spliced_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -260,6 +287,8 @@ class _Front(Leg):
         self._cancel_timer()
         if self._task is not None:
             self._task.cancel()
+        # A task cancelled before its first step never runs its finally: free it here.
+        self._end_lookup()
         if self._upstream is not None and self.peer is None:
             self._upstream.abort()
         if self._call_id is not None:
@@ -311,6 +340,11 @@ class _Front(Leg):
                 data = closing_head(raw, head)
                 self._begin_routing(self._splice_to(self._edge.default_upstream, data, None))
             case ToMedia(call_id=call_id):
+                if not self._edge._take_lookup():
+                    # No call id logged: a flood would be a log line per request.
+                    self._refuse(Refuse(503, "busy"))
+                    return
+                self._looking_up = True
                 self._edge._counts["media"] += 1
                 data = forwarded_head(
                     raw, head, client_ip=self._client_ip, proto=self._edge.forwarded_proto
@@ -333,7 +367,12 @@ class _Front(Leg):
     async def _to_media(self, call_id: str, head: bytes) -> None:
         edge = self._edge
         try:
-            address = await asyncio.wait_for(edge.resolver.resolve(call_id), edge.resolve_timeout_s)
+            try:
+                address = await asyncio.wait_for(
+                    edge.resolver.resolve(call_id), edge.resolve_timeout_s
+                )
+            finally:  # before any answer: a client told 404 may ask again at once
+                self._end_lookup()
         except TimeoutError:
             self._refuse(Refuse(502, "resolver_timeout"), call_id)
             return
@@ -378,6 +417,11 @@ class _Front(Leg):
             upstream.transport.write_eof()
         elif not upstream.write_paused:
             self.transport.resume_reading()
+
+    def _end_lookup(self) -> None:
+        if self._looking_up:
+            self._looking_up = False
+            self._edge._release_lookup()
 
     def _refuse(self, refusal: Refuse, call_id: str | None = None) -> None:
         self._cancel_timer()

@@ -161,7 +161,11 @@ def test_find_head_end(buffer: bytes, start: int, end: int | None) -> None:
 
 # -- routing -------------------------------------------------------------------
 
-WS = "Upgrade: websocket\nConnection: Upgrade\n"
+WS = (
+    "Upgrade: websocket\nConnection: Upgrade\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\n"
+    "X-Twilio-Signature: s\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -171,7 +175,9 @@ WS = "Upgrade: websocket\nConnection: Upgrade\n"
         (f"GET /media/CA42?token=s HTTP/1.1\nHost: h\n{WS}", ToMedia("CA42")),
         (
             "GET /media/a_b-C HTTP/1.1\nHost: h\n"
-            "upgrade: WebSocket\nconnection: keep-alive, upgrade\n",
+            "upgrade: WebSocket\nconnection: keep-alive, upgrade\n"
+            "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\nsec-websocket-version: 13\n"
+            "x-twilio-signature: s\n",
             ToMedia("a_b-C"),
         ),
         # Not a media upgrade: all of these belong to Serve.

@@ -18,8 +18,9 @@ import pytest
 import pytest_asyncio
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.typing import Subprotocol
 
-from serve.media_edge import CallResolver, MediaEdge
+from serve.media_edge import CallResolver, MediaEdge, _Front
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -36,6 +37,8 @@ UPGRADE = (
     "X-Twilio-Signature: +9vaX1RSN4cZfgud/T6W/NCbhLo=\r\n"
     "\r\n"
 ).encode()
+# What Twilio sends on every stream (protocols.md 1.6); the edge only looks for it.
+SIGNED = {"X-Twilio-Signature": "+9vaX1RSN4cZfgud/T6W/NCbhLo="}
 FORWARDED = (
     b"X-Forwarded-For: 127.0.0.1\r\n"
     b"X-Forwarded-Proto: https\r\n"
@@ -68,6 +71,24 @@ class HangingResolver:
         self.asked.set()
         await asyncio.Event().wait()
         return None
+
+
+class HeldResolver:
+    """Counts its lookups and holds each one until the test answers it."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.held: asyncio.Queue[asyncio.Future[Address | None]] = asyncio.Queue()
+
+    async def resolve(self, call_id: str) -> Address | None:
+        self.asked.append(call_id)
+        answer: asyncio.Future[Address | None] = asyncio.get_running_loop().create_future()
+        await self.held.put(answer)
+        return await answer
+
+    async def next(self) -> asyncio.Future[Address | None]:
+        """The next lookup to arrive, still held."""
+        return await asyncio.wait_for(self.held.get(), 5)
 
 
 class Recorder:
@@ -246,7 +267,8 @@ async def test_large_and_many_small_frames_keep_their_order(
     edge = await make_edge(Resolver({CALL: actor.address}))
     big = [os.urandom(1 << 20) for _ in range(4)]
     small = [f'{{"event":"media","seq":{i},"payload":"{"A" * 216}"}}' for i in range(2000)]
-    async with connect(f"ws://127.0.0.1:{edge.port}/media/{CALL}", max_size=None) as ws:
+    url = f"ws://127.0.0.1:{edge.port}/media/{CALL}"
+    async with connect(url, max_size=None, additional_headers=SIGNED) as ws:
         assert await ws.recv() == "hello from actor"
 
         async def send_all() -> None:
@@ -449,7 +471,7 @@ async def test_a_media_upgrade_after_an_api_request_reaches_the_actor(
     answer = await asyncio.wait_for(reader.read(), 10)  # to EOF: the edge closed it
     assert answer.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in answer
     writer.close()
-    async with connect(f"ws://127.0.0.1:{edge.port}/media/{CALL}") as ws:
+    async with connect(f"ws://127.0.0.1:{edge.port}/media/{CALL}", additional_headers=SIGNED) as ws:
         assert await ws.recv() == "hello from actor"
     assert (edge.stats().default_total, edge.stats().media_total) == (1, 1)
 
@@ -619,7 +641,8 @@ def test_runs_on_uvloop() -> None:
             await edge.start(sock=listener)
             assert edge.started and edge.port == listener.getsockname()[1]
             try:
-                async with connect(f"ws://127.0.0.1:{edge.port}/media/{CALL}") as ws:
+                url = f"ws://127.0.0.1:{edge.port}/media/{CALL}"
+                async with connect(url, additional_headers=SIGNED) as ws:
                     got: list[object] = [await ws.recv()]
                     await ws.send("over uvloop")
                     got.append(await ws.recv())
@@ -632,3 +655,187 @@ def test_runs_on_uvloop() -> None:
         greeting, echo, bad = runner.run(main())
     assert (greeting, echo) == ("hello from actor", "over uvloop")
     assert isinstance(bad, bytes) and bad.startswith(b"HTTP/1.1 400 ")
+
+
+# -- what an upgrade may cost: credentials first, then a bounded lookup -----------
+
+
+async def test_an_upgrade_with_no_credentials_is_403_without_asking(make_edge: EdgeFactory) -> None:
+    resolver = Resolver()
+    reasons: list[str] = []
+    edge = await make_edge(resolver, on_refused=reasons.append)
+    unsigned = UPGRADE.replace(b"X-Twilio-Signature: +9vaX1RSN4cZfgud/T6W/NCbhLo=\r\n", b"")
+    assert await refused(edge, unsigned) == (403, b"forbidden\n")
+    assert resolver.asked == []
+    assert reasons == ["no_credentials"]
+    assert edge.stats().media_total == 0
+
+
+async def test_a_browsers_token_offer_is_enough_to_reach_the_actor(
+    make_edge: EdgeFactory, actor: Actor
+) -> None:
+    # A web call: no signature, the one-time token offered as a subprotocol.
+    resolver = Resolver({CALL: actor.address})
+    edge = await make_edge(resolver)
+    offered = [Subprotocol("other"), Subprotocol("token.tok")]
+    async with connect(f"ws://127.0.0.1:{edge.port}/media/{CALL}", subprotocols=offered) as ws:
+        assert await ws.recv() == "hello from actor"
+    request = actor.requests[0].request
+    assert request is not None
+    assert request.headers["Sec-WebSocket-Protocol"] == "other, token.tok"
+    assert resolver.asked == [CALL]
+
+
+async def test_a_wrong_websocket_version_is_426_naming_13(make_edge: EdgeFactory) -> None:
+    resolver = Resolver()
+    edge = await make_edge(resolver)
+    answer = await exchange(edge.port, UPGRADE.replace(b"Version: 13", b"Version: 8"))
+    assert answer.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+    assert b"\r\nSec-WebSocket-Version: 13\r\n" in answer.partition(b"\r\n\r\n")[0]
+    assert resolver.asked == []
+    assert edge.stats().refusals == {"bad_websocket_version": 1}
+
+
+async def test_an_upgrade_over_the_lookup_bound_is_503_without_asking(
+    make_edge: EdgeFactory, recorder: Recorder
+) -> None:
+    resolver = HeldResolver()
+    reasons: list[str] = []
+    edge = await make_edge(resolver, max_lookups=2, on_refused=reasons.append)
+    waiting = [await asyncio.open_connection("127.0.0.1", edge.port) for _ in range(2)]
+    for _, writer in waiting:
+        writer.write(UPGRADE)
+    held = [await resolver.next(), await resolver.next()]
+    assert edge.stats().lookups_in_flight == 2
+
+    answer = await exchange(edge.port, UPGRADE)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"\r\nRetry-After: 1\r\n" in head and b"\r\nConnection: close" in head
+    assert body == b"service unavailable\n"
+    assert resolver.asked == [CALL, CALL]  # the third was never looked up
+    assert reasons == ["busy"] and edge.stats().refusals == {"busy": 1}
+    assert edge.stats().media_total == 2
+
+    # The held ones still go through once answered.
+    for answer_later in held:
+        answer_later.set_result(recorder.address)
+    for _ in held:
+        up_reader, _ = await recorder.next()
+        await up_reader.readuntil(b"\r\n\r\n")
+    assert edge.stats().lookups_in_flight == 0
+    for _, writer in waiting:
+        writer.close()
+
+
+async def test_a_spliced_call_holds_no_lookup_place(
+    make_edge: EdgeFactory, recorder: Recorder
+) -> None:
+    edge = await make_edge(Resolver({CALL: recorder.address}), max_lookups=1)
+    calls = []
+    for _ in range(3):  # one place, three live calls
+        _reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        writer.write(UPGRADE)
+        up_reader, _ = await recorder.next()
+        await up_reader.readuntil(b"\r\n\r\n")
+        calls.append(writer)
+    stats = edge.stats()
+    assert (stats.media_total, stats.lookups_in_flight, dict(stats.refusals)) == (3, 0, {})
+    for writer in calls:
+        writer.close()
+
+
+async def wait_for_lookup_place(edge: MediaEdge, resolver: HeldResolver) -> None:
+    """With ``max_lookups=1``: the next upgrade is looked up, so the place was free."""
+    _, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(UPGRADE)
+    (await resolver.next()).set_result(None)
+    writer.close()
+
+
+async def test_a_lookup_that_answers_frees_its_place(make_edge: EdgeFactory) -> None:
+    resolver = HeldResolver()
+    edge = await make_edge(resolver, max_lookups=1)
+    reply = asyncio.create_task(refused(edge, UPGRADE))
+    (await resolver.next()).set_result(None)
+    assert (await reply)[0] == 404
+    assert edge.stats().lookups_in_flight == 0
+    await wait_for_lookup_place(edge, resolver)
+    assert edge.stats().refusals.get("busy") is None
+
+
+async def test_a_lookup_that_fails_frees_its_place(make_edge: EdgeFactory) -> None:
+    resolver = HeldResolver()
+    edge = await make_edge(resolver, max_lookups=1)
+    reply = asyncio.create_task(refused(edge, UPGRADE))
+    (await resolver.next()).set_exception(RuntimeError("pool actor died"))
+    assert (await reply)[0] == 502
+    assert edge.stats().lookups_in_flight == 0
+    await wait_for_lookup_place(edge, resolver)
+    assert edge.stats().refusals.get("busy") is None
+
+
+async def test_a_lookup_that_times_out_frees_its_place(make_edge: EdgeFactory) -> None:
+    resolver = HeldResolver()
+    edge = await make_edge(resolver, max_lookups=1, resolve_timeout_s=0.05)
+    assert (await refused(edge, UPGRADE))[0] == 502  # never answered: the edge gave up
+    assert edge.stats().lookups_in_flight == 0
+    assert edge.stats().refusals == {"resolver_timeout": 1}
+    assert (await resolver.next()).cancelled()  # the edge stopped waiting for it
+    edge.resolve_timeout_s = 5.0
+    await wait_for_lookup_place(edge, resolver)
+    assert edge.stats().refusals.get("busy") is None
+
+
+async def test_stop_while_looking_up_frees_the_places(make_edge: EdgeFactory) -> None:
+    resolver = HeldResolver()
+    edge = await make_edge(resolver, max_lookups=2)
+    clients = [await asyncio.open_connection("127.0.0.1", edge.port) for _ in range(2)]
+    for _, writer in clients:
+        writer.write(UPGRADE)
+    await resolver.next()
+    await resolver.next()
+    assert edge.stats().lookups_in_flight == 2
+    await edge.stop()
+    assert edge.stats().lookups_in_flight == 0
+    for _, writer in clients:
+        writer.close()
+
+
+class QuietTransport(asyncio.Transport):
+    """A client socket that only records being paused and aborted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing = False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def abort(self) -> None:
+        self.closing = True
+
+
+async def test_a_lookup_dropped_before_it_starts_frees_its_place() -> None:
+    # Lost in the loop iteration its head arrived in (stop(), an abort): the lookup's
+    # task is cancelled before its first step, so no finally of its own ever runs.
+    resolver = Resolver()
+    edge = MediaEdge(resolver, closed_port(), max_lookups=1)
+    front = _Front(edge)
+    front.connection_made(QuietTransport())
+    front.data_received(UPGRADE)
+    assert edge.stats().lookups_in_flight == 1
+    task = front._task
+    assert task is not None
+    front.connection_lost(ConnectionResetError())
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled() and resolver.asked == []
+    assert edge.stats().lookups_in_flight == 0
+
+
+def test_max_lookups_must_allow_one() -> None:
+    with pytest.raises(ValueError, match="max_lookups"):
+        MediaEdge(Resolver(), closed_port(), max_lookups=0)
