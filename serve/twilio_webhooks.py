@@ -1,5 +1,9 @@
 """Twilio's webhooks: inbound calls, status callbacks, asynchronous AMD results.
 
+Status callbacks come to ``/twilio/status/{call_id}`` for the calls we place, and to
+``/twilio/status`` for a number's own callback (an inbound call's), which finds the
+call by its CallSid.
+
 Every webhook is checked with twilio-python's ``RequestValidator`` before
 anything else happens (protocols.md 1.6, 2.5): the signature covers the URL
 Twilio requested (query string included) plus the sorted form parameters.
@@ -232,7 +236,21 @@ class _Webhooks:
         return Response(twiml, media_type="text/xml")
 
     async def status_callback(self, call_id: str, request: Request) -> Response:
+        """The per-call callback: ours, set on every call we place."""
+        return await self._status(call_id, await self.signed(request))
+
+    async def number_status(self, request: Request) -> Response:
+        """A number's own status callback ("Call status changes" on the number, which is
+        where Twilio reports an inbound call): the call is found by its CallSid."""
         params = await self.signed(request)
+        call_sid = _required(params, "CallSid")
+        _check_length("CallSid", call_sid)
+        call = await self.deps.store.find_by_twilio_sid(call_sid)
+        if call is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no call has CallSid {call_sid!r}")
+        return await self._status(call.id, params)
+
+    async def _status(self, call_id: str, params: Params) -> Response:
         reported = _required(params, "CallStatus")
         if reported not in STATUSES:
             raise HTTPException(
@@ -333,12 +351,13 @@ def _status_time(stamped: datetime | None, received: datetime) -> datetime:
 
 
 def twilio_router(deps: AppDeps) -> APIRouter:
-    """The three webhooks; mount at the app's root (the URLs above assume it)."""
+    """The webhooks; mount at the app's root (the URLs above assume it)."""
     hooks = _Webhooks(deps)
     router = APIRouter(prefix="/twilio", tags=["twilio webhooks"])
     routes = (
         ("/voice", hooks.voice, 200, "Inbound call: answer with TwiML"),
         ("/status/{call_id}", hooks.status_callback, 204, "Call status callback"),
+        ("/status", hooks.number_status, 204, "A number's status callback (inbound calls)"),
         ("/amd/{call_id}", hooks.amd, 204, "Asynchronous answering-machine detection result"),
     )
     for path, endpoint, status_code, summary in routes:

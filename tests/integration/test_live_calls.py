@@ -235,13 +235,14 @@ async def test_an_inbound_call_is_answered_through_the_twiml_webhook(world: Worl
     """A caller dials a number whose voice URL is our webhook: Twilio fetches it (signed,
     Direction=inbound, CallStatus=ringing) and streams to the TwiML it gets."""
     number, caller = "+15551230004", "+15005550006"
-    voice = f"{world.stack.public_url}/twilio/voice"
+    public = world.stack.public_url
     client = world.twilio_rest()
     provisioned = await asyncio.to_thread(
         client.incoming_phone_numbers.create,
         phone_number=number,
-        voice_url=voice,
+        voice_url=f"{public}/twilio/voice",
         voice_method="POST",
+        status_callback=f"{public}/twilio/status",  # the number's own: found by CallSid
     )
     try:
         sid = await world.emulators.ring_in(number, caller)
@@ -263,6 +264,22 @@ async def test_an_inbound_call_is_answered_through_the_twiml_webhook(world: Worl
     turns = said(detail)
     assert turns[0][0] == "agent"
     assert any(speaker == "caller" for speaker, _ in turns)
+    # Twilio's word of the end reaches the call through the number's status callback
+    # (the actor's own report of it carries no "applied").
+    async with world.client() as api:
+
+        async def told_by_twilio() -> None:
+            async for event in api.stream_events(inbound[0].id):
+                if event["type"] == "call.status" and "applied" in event:
+                    assert event["status"] == "completed", event
+                    return
+
+        await asyncio.wait_for(told_by_twilio(), CALL_TIMEOUT_S)
+        record = await api.get_call(inbound[0].id)
+    assert any(
+        e.data.get("detail", {}).get("call_sid") == sid and e.data["status"] == "completed"
+        for e in record.timeline
+    ), record.timeline
 
 
 async def test_ten_concurrent_calls_keep_separate_correct_transcripts(world: World) -> None:

@@ -640,6 +640,37 @@ async def test_inbound_call_is_recorded_and_answered_with_twiml(
     )
 
 
+async def test_a_numbers_status_callback_finds_the_inbound_call_by_its_sid(
+    client: httpx.AsyncClient, h: Harness
+) -> None:
+    r = await post_signed(client, "/twilio/voice", voice_form())
+    assert r.status_code == 200
+    [(call, _)] = h.control.answered
+    form = status_form("completed", 4) | {"CallDuration": "12"}
+    r = await post_signed(client, "/twilio/status", form)
+    assert r.status_code == 204, r.text
+    detail = await h.store.get_call(call.id)
+    assert detail is not None and detail.call.status == "completed"
+    assert detail.timeline[-1].data["detail"]["call_duration_s"] == "12"
+    assert [(c, s) for c, s, _ in h.control.statuses] == [(call.id, "completed")]
+    # A CallSid no call has, none at all, or an unsigned request: refused, nothing changed.
+    before = await h.snapshot()
+    r = await post_signed(client, "/twilio/status", form | {"CallSid": "CA" + "d" * 32})
+    assert r.status_code == 404 and "no call has CallSid" in r.json()["detail"]
+    r = await post_signed(client, "/twilio/status", {"CallStatus": "completed"})
+    assert r.status_code == 400 and "CallSid" in r.json()["detail"]
+    r = await post_signed(client, "/twilio/status", form | {"CallSid": "CA" + "e" * 70})
+    assert r.status_code == 400
+    unsigned = await client.post(
+        "/twilio/status",
+        content=urlencode(form),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert unsigned.status_code == 403
+    assert await h.snapshot() == before
+    assert len(h.control.statuses) == 1
+
+
 async def test_a_retried_inbound_webhook_does_not_create_a_second_call(
     client: httpx.AsyncClient, h: Harness
 ) -> None:
