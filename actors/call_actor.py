@@ -56,7 +56,7 @@ from twilio.request_validator import RequestValidator
 
 from actors.call_shell import CallShell
 from actors.picows_sockets import MediaServer, PicowsSocket, serve_media
-from actors.realtime_connect import connect_realtime, realtime_url
+from actors.realtime_connect import SessionSocket, connect_realtime, realtime_url
 from switchboard.bridge import CallBridge
 from switchboard.call_actions import (
     Action,
@@ -248,6 +248,10 @@ class CallActor:
     async def prepare(self, plan: CallPlan) -> str:
         """Open and configure the Realtime session while the phone rings; the one-time
         token the call's stream must present.
+
+        The session is open once the service said ``session.created``: one it refuses
+        (a wrong key is refused after the upgrade, with an error and a close 3000) is a
+        ``RealtimeServiceError`` naming the cause, so the call is never dialed.
 
         Asked again for the same call (Twilio retried its webhook, or someone replayed a
         captured one), it is the first plan's token: every answer gives the one token, so
@@ -493,7 +497,7 @@ class CallActor:
             message = f"hanging up through Twilio failed: {type(exc).__name__}: {exc}"
             self.record(ProblemNoted("twilio", "hangup_failed", message), time.monotonic())
 
-    async def open_realtime(self) -> PicowsSocket:
+    async def open_realtime(self) -> SessionSocket:
         # The SDK's URL and headers, without importing the SDK (~29 MB per call actor).
         key = self.settings.openai_api_key
         if key is None:

@@ -42,7 +42,7 @@ from switchboard.call_actions import (
     ToolFinished,
     TwilioClosed,
 )
-from switchboard.errors import SocketClosed
+from switchboard.errors import RealtimeServiceError, SocketClosed
 
 __all__ = ["CallHooks", "CallShell", "TextSocket"]
 
@@ -213,8 +213,14 @@ class CallShell:
             if self.finished.is_set() or queue is not self._to_realtime:
                 return  # the call ended, or a later renewal replaced this one
             self.log.warning("renewed Realtime session failed to open: %s", type(exc).__name__)
-            reason = f"could not open a renewed session: {type(exc).__name__}: {exc}"
-            self._dispatch(self.bridge.handle(RealtimeClosed(None, reason), self.clock()))
+            if isinstance(exc, RealtimeServiceError) and exc.close_code is not None:
+                # Its close as the service sent it: the policy reads whether it refused
+                # the session for good (a bad key) or trying again may help.
+                closed = RealtimeClosed(exc.close_code, exc.close_reason)
+            else:
+                reason = f"could not open a renewed session: {type(exc).__name__}: {exc}"
+                closed = RealtimeClosed(None, reason)
+            self._dispatch(self.bridge.handle(closed, self.clock()))
             return
         if self.finished.is_set() or queue is not self._to_realtime:
             with contextlib.suppress(SocketClosed, OSError):

@@ -14,14 +14,22 @@ SDK does (``openai/resources/realtime/realtime.py``, shared/protocols.md §4.1-4
 - redirects only to the same origin: here none are followed, so the key
   never goes to another host.
 
-``connect_realtime`` returns a ``PicowsSocket``; anything that stops the
-socket from opening is a ``RealtimeServiceError`` whose message never holds
-the key.
+The session is open once the service says so: a wrong key is no HTTP 401,
+the upgrade goes through and the service refuses the session in-band, with an
+``error`` event (``invalid_api_key``) and a close 3000
+``invalid_request_error.invalid_api_key`` (sim/realtime/auth.py has the
+sources). So ``connect_realtime`` reads the first event within the open
+timeout: ``session.created`` stays queued for the caller (``SessionSocket``);
+an ``error`` (or a close) first is a ``RealtimeServiceError`` naming the cause
+and carrying the close, and a call is not dialed on it. Anything that stops
+the session from opening is a ``RealtimeServiceError`` whose message never
+holds the key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import platform
 import ssl
@@ -30,7 +38,10 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from picows import WSError, WSHandshakeError, WSInvalidStatusError, WSInvalidURL, ws_connect
 
 from actors.picows_sockets import KEEPALIVE_S, PicowsSocket, keepalive
-from switchboard.errors import ConfigError, RealtimeServiceError
+from switchboard.call_policy import FATAL_REALTIME_CODES, refusal_cause
+from switchboard.errors import ConfigError, RealtimeServiceError, SocketClosed
+from switchboard.realtime_events import RealtimeErrorReported
+from switchboard.realtime_parser import parse_server_event
 from switchboard.settings import redact_url
 
 __all__ = [
@@ -38,6 +49,7 @@ __all__ = [
     "OPEN_TIMEOUT_S",
     "REALTIME_MAX_MESSAGE",
     "SDK_VERSION",
+    "SessionSocket",
     "connect_realtime",
     "realtime_headers",
     "realtime_url",
@@ -46,6 +58,7 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SDK_VERSION = "3.57.0"  # the openai-python release whose handshake this reproduces
 OPEN_TIMEOUT_S = 10.0
+CLOSE_WAIT_S = 2.0  # after a refusal's error event, for the close that follows it
 # The SDK sets no limit; session and response events carry instructions and transcripts.
 REALTIME_MAX_MESSAGE = 16 * 2**20
 _WS_SCHEME = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
@@ -95,6 +108,34 @@ def realtime_headers(
     return headers
 
 
+class SessionSocket:
+    """An open session's socket (a ``TextSocket``): its first ``recv`` is the event
+    ``connect_realtime`` read to know the session open (``session.created``)."""
+
+    def __init__(self, socket: PicowsSocket, first: str | bytes) -> None:
+        self.socket = socket
+        self._first: str | bytes | None = first
+
+    async def send(self, text: str) -> None:
+        await self.socket.send(text)
+
+    def try_send(self, text: str) -> bool:
+        return self.socket.try_send(text)
+
+    async def recv(self) -> str | bytes:
+        first = self._first
+        if first is None:
+            return await self.socket.recv()
+        self._first = None
+        return first
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.socket.close(code, reason)
+
+    async def wait_closed(self) -> None:
+        await self.socket.wait_closed()
+
+
 async def connect_realtime(
     url: str,
     api_key: str,
@@ -107,21 +148,25 @@ async def connect_realtime(
     max_message: int = REALTIME_MAX_MESSAGE,
     keepalive_s: float | None = KEEPALIVE_S,
     use_aiofastnet: bool = False,
-) -> PicowsSocket:
+) -> SessionSocket:
     """Open a Realtime session at ``url`` (``realtime_url``); the first event: ``session.created``.
 
     ``wss`` URLs use ``ssl_context``, else a default one (system CAs, host
     name checked), as the SDK's ``websockets`` does. Keepalive pings and the
-    transports are as in ``serve_media``.
+    transports are as in ``serve_media``. The upgrade and the service's first
+    event both come within ``open_timeout``.
     """
     if not api_key:
         raise ConfigError("an OpenAI API key is needed to open a Realtime session")
     if ssl_context is None and url.startswith("wss:"):
         ssl_context = ssl.create_default_context()
     headers = realtime_headers(api_key, organization=organization, project=project)
+    opening = "cannot open the Realtime session at " + redact_url(url)
+    socket: PicowsSocket | None = None
+    opened_session = False
     try:
         async with asyncio.timeout(open_timeout):
-            _, socket = await ws_connect(
+            _, opened = await ws_connect(
                 lambda: PicowsSocket(max_message),
                 url,
                 ssl_context=ssl_context,
@@ -134,15 +179,53 @@ async def connect_realtime(
                 use_aiofastnet=use_aiofastnet,
                 **keepalive(keepalive_s),
             )
+            assert isinstance(opened, PicowsSocket)
+            socket = opened
+            first = await socket.recv()
+        event = parse_server_event(first, max_message)
+        if isinstance(event, RealtimeErrorReported):  # refused in-band: its close follows
+            raise await _refused(socket, event, opening, api_key)
+        opened_session = True
     except WSInvalidURL as exc:
         shown = redact_url(url)  # as settings show URLs: nothing secret
         raise ConfigError(f"the Realtime URL {shown!r} is not a WebSocket URL: {exc}") from exc
+    except SocketClosed as closed:  # refused with no event, or dropped
+        reason = _scrub(closed.reason, api_key)
+        message = f"{opening}: it closed before the session opened ({closed.code}: {reason})"
+        raise RealtimeServiceError(message, closed.code, closed.reason) from None
     except (WSError, OSError, TimeoutError) as exc:
         reason = _scrub(_describe(exc, open_timeout), api_key)
-        message = f"cannot open the Realtime session at {redact_url(url)}: {reason}"
-        raise RealtimeServiceError(message) from exc
-    assert isinstance(socket, PicowsSocket)
-    return socket
+        raise RealtimeServiceError(f"{opening}: {reason}") from exc
+    finally:
+        if socket is not None and not opened_session:  # opened, then refused or given up
+            with contextlib.suppress(Exception):
+                await socket.close(1000, "session not opened")
+    # Anything but an error first (not session.created?) is the bridge's to judge.
+    assert socket is not None
+    return SessionSocket(socket, first)
+
+
+async def _refused(
+    socket: PicowsSocket, error: RealtimeErrorReported, opening: str, api_key: str
+) -> RealtimeServiceError:
+    """The session was refused with ``error``: wait (a little) for the close the service
+    sends after it, whose code and reason tell the policy not to try again, and say why.
+
+    An invalid key's message shows the key's ends: it is left out, our words name the
+    cause. Other messages are kept, scrubbed of the key should one quote it.
+    """
+    with contextlib.suppress(SocketClosed, TimeoutError):
+        async with asyncio.timeout(CLOSE_WAIT_S):
+            while True:  # nothing but the close is expected
+                await socket.recv()
+    closed = socket.closed
+    code, reason = (None, "") if closed is None else (closed.code, closed.reason)
+    name = error.code or error.type
+    fatal = error.code in FATAL_REALTIME_CODES
+    cause = refusal_cause(name) if fatal else error.message or name
+    detail = name if code is None else f"{name}; closed {code}: {reason}"
+    message = f"{opening}: the service refused the session: {cause} ({detail})"
+    return RealtimeServiceError(_scrub(message, api_key), code, reason)
 
 
 def _describe(exc: BaseException, open_timeout: float) -> str:

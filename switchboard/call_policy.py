@@ -130,7 +130,15 @@ from switchboard.twilio_events import (
     TwilioMessageRejected,
 )
 
-__all__ = ["CallPhase", "CallPolicy", "PlaybackClock", "PolicyConfig", "PolicyEvent"]
+__all__ = [
+    "FATAL_REALTIME_CODES",
+    "CallPhase",
+    "CallPolicy",
+    "PlaybackClock",
+    "PolicyConfig",
+    "PolicyEvent",
+    "refusal_cause",
+]
 
 METER_CHUNK_BYTES = 800  # 100 ms of caller audio per level-meter update
 RENEWED_NOTE = (
@@ -149,6 +157,28 @@ PolicyEvent = TwilioEvent | RealtimeEvent | ShellEvent
 FATAL_REALTIME_CODES = frozenset(
     {"invalid_api_key", "beta_api_shape_disabled", "insufficient_quota"}
 )
+# Those codes in words, for the problem a refused session leaves on the call's record.
+_REFUSAL_CAUSES = {
+    "invalid_api_key": "the OpenAI API key is invalid (check OPENAI_API_KEY)",
+    "insufficient_quota": "the OpenAI account has no quota left",
+    "beta_api_shape_disabled": "the Realtime beta protocol is no longer served",
+}
+
+
+def refusal_cause(code: str) -> str:
+    """A Realtime error code that refuses the session, in words."""
+    return _REFUSAL_CAUSES.get(code, code)
+
+
+def _refusal(event: RealtimeClosed) -> str | None:
+    """The error code of a close that refuses the session for good, else None.
+
+    The service closes a session it refuses with the reason ``<type>.<code>``: 3000
+    ``invalid_request_error.invalid_api_key`` (a wrong key, after the upgrade went
+    through), 4000 ``invalid_request_error.beta_api_shape_disabled`` (3.8).
+    """
+    _, dot, code = event.reason.partition(".")
+    return code if dot and code in FATAL_REALTIME_CODES else None
 
 
 # The audio format ConfigureSession asks for both ways (session_config: not configurable).
@@ -672,6 +702,14 @@ class CallPolicy:
         if self._ended:
             return []
         message = f"the Realtime socket closed ({event.code}: {event.reason})"
+        if (code := _refusal(event)) is not None:
+            # Refused (a bad key, no quota), not dropped: another session would be refused
+            # the same way, so no reconnect is tried, however much budget is left.
+            cause = f"the Realtime service refused the session: {refusal_cause(code)}"
+            return [
+                ProblemNoted("realtime", code, f"{cause}; {message}", fatal=True),
+                *self._hang_up(f"realtime_{code}"),
+            ]
         if self._connecting_since is not None:
             return self._reconnect_failed(message, now)
         if self._reconnects < self.config.max_realtime_reconnects:

@@ -132,7 +132,21 @@ class TwilioServiceError(ServiceError):
 
 
 class RealtimeServiceError(ServiceError):
-    """The OpenAI Realtime service refused or closed the session."""
+    """The OpenAI Realtime service refused or closed the session.
+
+    ``close_code`` and ``close_reason`` are the socket's close as the service sent it,
+    when it refused the session after the upgrade (``3000``,
+    ``invalid_request_error.invalid_api_key``): the call policy reads from them
+    whether trying again can help.
+    """
+
+    def __init__(self, message: str, close_code: int | None = None, close_reason: str = "") -> None:
+        super().__init__(message)
+        self.close_code = close_code
+        self.close_reason = close_reason
+
+    def __reduce__(self) -> tuple[object, ...]:  # crosses Ray (pickled) whole
+        return (type(self), (str(self), self.close_code, self.close_reason))
 
 
 class CallCanceled(SwitchboardError):

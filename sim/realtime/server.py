@@ -28,14 +28,14 @@ import orjson
 import uvicorn
 
 from sim.realtime.audio import ClipLibrary
-from sim.realtime.auth import auth_error
+from sim.realtime.auth import session_refusal
 from sim.realtime.http_api import build_http_app
 from sim.realtime.options import EmulatorOptions
 from sim.realtime.records import FrameRecord, SessionRecord, Waiters
 from sim.realtime.script import Script
 from sim.realtime.session import RealtimeSession
 from sim.realtime.stats import EmulatorStats, StatsCollector
-from sim.realtime.validation import ServerValidator
+from sim.realtime.validation import ClientError, ServerValidator
 
 __all__ = ["Connection", "RealtimeEmulator", "uvicorn_config"]
 
@@ -126,14 +126,13 @@ class RealtimeEmulator:
             await _deny(send, 404, _error_body(f"Invalid URL (GET {scope['path']})", None))
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        problem = auth_error(headers.get("authorization"), self.options.api_key)
-        if problem is not None:
-            await _deny(send, 401, problem)
-            return
+        # A missing or wrong key is no HTTP 401: the upgrade goes through and the session
+        # is refused in-band, as the service does (sim/realtime/auth.py says where from).
+        refusal = session_refusal(headers.get("authorization"), self.options.api_key)
         query = parse_qs(scope.get("query_string", b"").decode())
         model = query.get("model", [None])[0]
         call_id = query.get("call_id", [None])[0]
-        if model is None and call_id is None:
+        if refusal is None and model is None and call_id is None:
             body = _error_body("Missing required parameter: 'model'.", "missing_required_parameter")
             await _deny(send, 400, body, param="model")
             return
@@ -147,7 +146,7 @@ class RealtimeEmulator:
             finally:
                 self.held -= 1
         await send({"type": "websocket.accept"})
-        connection = Connection(self, headers, model, call_id, send)
+        connection = Connection(self, headers, model, call_id, send, refusal)
         self.open_connections.add(connection)
         try:
             await connection.run(receive)
@@ -166,6 +165,7 @@ class Connection:
         model: str | None,
         call_id: str | None,
         send: Any,
+        refusal: ClientError | None = None,
     ) -> None:
         self.emulator = emulator
         options = emulator.options
@@ -203,7 +203,9 @@ class Connection:
             self._log = path.open("w", encoding="utf-8")
         beta = headers.get("openai-beta", "")
         with self.collector.cpu():
-            if "realtime=v1" in beta.replace(" ", ""):
+            if refusal is not None:
+                self.core.refuse(refusal)
+            elif "realtime=v1" in beta.replace(" ", ""):
                 self.core.reject_beta()
             else:
                 self.core.start()
@@ -322,7 +324,7 @@ async def _deny(send: Any, status: int, body: dict[str, Any], param: str | None 
 
 class _DenialNoise(logging.Filter):
     """uvicorn's sans-I/O websockets protocol sends an ASGI denial response
-    (our HTTP 401/400/404) correctly but then logs it as an unfinished
+    (our HTTP 400/404) correctly but then logs it as an unfinished
     handshake; drop that one misleading line."""
 
     def filter(self, record: logging.LogRecord) -> bool:

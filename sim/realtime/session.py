@@ -14,8 +14,8 @@ caller-speaks flow (3.5: speech_started -> cancel the active response if
 transcription -> response if ``create_response``), responses streamed on a
 schedule (``ResponseRun``), function calls that wait for the client,
 truncation bounded by the audio generated, cancellation, item CRUD and the
-error events of 3.6 (most leave the session open; the beta shape and the
-60-minute cap close it).
+error events of 3.6 (most leave the session open; the beta shape, a refused
+key and the 60-minute cap close it).
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ class RealtimeSession(CallerTurns, ReplyControl, ItemCommands):
     def reject_beta(self) -> None:
         """The upgrade carried ``OpenAI-Beta: realtime=v1`` (protocols.md 3.8)."""
         self._error(beta_error())
+
+    def refuse(self, error: ClientError) -> None:
+        """The session is refused in-band (a missing or wrong key: ``sim.realtime.auth``):
+        its one event is ``error``, then the close ``error.close`` names."""
+        self._error(error)
 
     def receive(self, text: str | bytes, now: float) -> None:
         self.now = now

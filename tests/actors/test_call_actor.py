@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -35,7 +36,7 @@ from switchboard.call_actions import (
     ProblemNoted,
     RenewSession,
 )
-from switchboard.errors import CallCanceled, LocalProtocolError
+from switchboard.errors import CallCanceled, LocalProtocolError, RealtimeServiceError
 from switchboard.settings import Settings
 
 ACCOUNT = "AC" + "e" * 32
@@ -605,6 +606,34 @@ async def test_a_call_whose_session_failed_to_open_lets_its_actor_go(world: Worl
         await actor.prepare(CallPlan("call-p", "Test.", stream_token="t2"))  # a retry
     assert await actor.recycle(max_calls=5) is None  # retired, not handed out again
     assert world.recorder.batches == []
+
+
+async def test_a_wrong_openai_key_fails_the_placing_naming_the_cause(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The service takes the upgrade and refuses the session in-band (error invalid_api_key,
+    # close 3000): prepare fails (so the ingress dials nothing and records this message),
+    # once, and the actor is retired.
+    caplog.set_level(logging.DEBUG)
+    key = "sk-wrong-key-for-the-test-4321"
+    actor = make_actor(world)
+    await actor.start()
+    ending = asyncio.ensure_future(actor.wait_finished())
+    actor.settings = world.settings.model_copy(update={"openai_api_key": SecretStr(key)})
+    with pytest.raises(RealtimeServiceError) as refused:
+        await actor.prepare(CallPlan("call-k", "Test.", stream_token="t"))
+    message = str(refused.value)
+    assert "the OpenAI API key is invalid (check OPENAI_API_KEY)" in message
+    assert key not in message and "4321" not in message
+    assert refused.value.close_code == 3000
+    assert await asyncio.wait_for(ending, 10) == "not_prepared"
+    assert await actor.recycle(max_calls=5) is None
+    assert world.recorder.batches == []  # no call ran: nothing to report
+    assert len(world.realtime.sessions) == 1  # tried once, not again
+    record = world.realtime.sessions[0]
+    await world.realtime.wait_closed(record)
+    assert record.close_code == 3000
+    assert key not in caplog.text and "4321" not in caplog.text
 
 
 async def test_a_call_hung_up_while_its_session_opens_is_not_dialed(

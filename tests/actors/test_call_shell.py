@@ -22,7 +22,7 @@ from switchboard.call_actions import (
     RunTool,
 )
 from switchboard.call_policy import PolicyConfig
-from switchboard.errors import SocketClosed
+from switchboard.errors import RealtimeServiceError, SocketClosed
 from switchboard.session_config import SessionConfig
 
 STREAM = "MZ" + "1" * 32
@@ -283,6 +283,29 @@ async def test_model_socket_loss_hangs_up_when_no_new_one_opens() -> None:
     assert len(renewals) >= 2  # tried again after a back-off, until the budget ran out
     fatal = [a for a in hooks.recorded if isinstance(a, ProblemNoted) and a.fatal]
     assert len(fatal) == 1 and "network unreachable" in fatal[0].message
+    await shell.close()
+    assert twilio.closed_with is not None
+
+
+async def test_a_renewed_session_refused_for_its_key_hangs_up_without_trying_again() -> None:
+    # The service took the upgrade, then refused the session (error invalid_api_key, close
+    # 3000): connect_realtime raises that close. Another try would be refused the same way.
+    hooks = Hooks()
+    hooks.open_error = RealtimeServiceError(
+        "cannot open the Realtime session: the service refused the session",
+        3000,
+        "invalid_request_error.invalid_api_key",
+    )
+    shell, realtime, twilio = await live_call(hooks, realtime_reconnect_budget_s=60.0)
+    realtime.inbox.put_nowait(None)  # the connection dropped
+    await asyncio.wait_for(shell.finished.wait(), 5)
+    await hooks.until(lambda: hooks.hangups == ["realtime_invalid_api_key"])
+    renewals = [a for a in hooks.recorded if isinstance(a, RenewSession)]
+    assert len(renewals) == 1  # the one try that was refused: no back-off, no second
+    fatal = [a for a in hooks.recorded if isinstance(a, ProblemNoted) and a.fatal]
+    assert [(a.source, a.reason) for a in fatal] == [("realtime", "invalid_api_key")]
+    assert "OpenAI API key is invalid" in fatal[0].message
+    assert FinishCall("realtime_invalid_api_key") in hooks.recorded
     await shell.close()
     assert twilio.closed_with is not None
 

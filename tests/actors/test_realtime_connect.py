@@ -19,6 +19,7 @@ import websockets
 from openai import AsyncOpenAI
 from websockets.asyncio.server import ServerConnection
 
+from actors import realtime_connect
 from actors.realtime_connect import connect_realtime, realtime_headers, realtime_url
 from sim.testing_realtime import PCMU_SESSION, RunningRealtimeEmulator, run_realtime_emulator
 from switchboard.errors import ConfigError, RealtimeServiceError, SocketClosed
@@ -62,16 +63,76 @@ async def test_a_session_opens_and_takes_a_session_update(emu: RunningRealtimeEm
         await sock.recv()
 
 
-async def test_a_wrong_key_is_a_service_error_that_does_not_show_the_key(
+async def test_a_wrong_key_is_a_service_error_that_names_the_cause_not_the_key(
     emu: RunningRealtimeEmulator,
 ) -> None:
+    # The service takes the upgrade, then refuses the session in-band: error, close 3000.
     key = "sk-not-the-key-9876"
     with pytest.raises(RealtimeServiceError) as refused:
         await connect_realtime(realtime_url(emu.base_url, "gpt-realtime"), key)
     message = str(refused.value)
-    assert "401" in message
-    assert key not in message
-    assert emu.sessions == []
+    assert "the OpenAI API key is invalid" in message
+    assert "invalid_api_key" in message
+    assert key not in message and "9876" not in message  # not even the ends the service shows
+    assert (refused.value.close_code, refused.value.close_reason) == (
+        3000,
+        "invalid_request_error.invalid_api_key",
+    )
+    record = await emu.wait_for_session(0)
+    await emu.wait_closed(record)
+    assert record.close_code == 3000
+    assert [e["type"] for e in record.server_events()] == ["error"]
+
+
+async def test_a_session_closed_before_its_first_event_is_a_service_error() -> None:
+    async def refuse(ws: ServerConnection) -> None:
+        await ws.close(4000, "invalid_request_error.beta_api_shape_disabled")
+
+    async with websockets.serve(refuse, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        with pytest.raises(RealtimeServiceError) as refused:
+            await connect_realtime(realtime_url(f"http://127.0.0.1:{port}/v1", "m"), KEY)
+    assert "closed before the session opened" in str(refused.value)
+    assert (refused.value.close_code, refused.value.close_reason) == (
+        4000,
+        "invalid_request_error.beta_api_shape_disabled",
+    )
+
+
+async def test_an_error_first_that_quotes_the_key_is_scrubbed_and_the_socket_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(realtime_connect, "CLOSE_WAIT_S", 0.05)  # a bound: no close will come
+    closed: list[tuple[int | None, str | None]] = []
+
+    async def refuse(ws: ServerConnection) -> None:
+        error = {"type": "server_error", "code": None, "message": f"no {KEY} here"}
+        await ws.send(json.dumps({"type": "error", "event_id": "e1", "error": error}))
+        await ws.wait_closed()  # it does not close: the client gives up and closes
+        closed.append((ws.close_code, ws.close_reason))
+
+    async with websockets.serve(refuse, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        with pytest.raises(RealtimeServiceError) as refused:
+            await connect_realtime(realtime_url(f"http://127.0.0.1:{port}/v1", "m"), KEY)
+    message = str(refused.value)
+    assert "the service refused the session: no <api key> here (server_error)" in message
+    assert KEY not in message
+    assert refused.value.close_code is None  # the service sent none: it closed nothing
+    assert closed == [(1000, "session not opened")]
+
+
+async def test_the_first_event_is_still_the_callers_to_read() -> None:
+    async def hello(ws: ServerConnection) -> None:
+        await ws.send('{"type":"session.created","n":1}')
+        await ws.send('{"type":"conversation.created","n":2}')
+        await ws.wait_closed()
+
+    async with websockets.serve(hello, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        sock = await connect_realtime(realtime_url(f"http://127.0.0.1:{port}/v1", "m"), KEY)
+        assert [(await recv_json(sock))["n"] for _ in range(2)] == [1, 2]
+        await sock.close()
 
 
 async def test_a_refused_connection_is_a_service_error() -> None:

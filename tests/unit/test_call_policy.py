@@ -58,6 +58,7 @@ from switchboard.call_policy import (
     CallPolicy,
     PolicyConfig,
     PolicyEvent,
+    refusal_cause,
 )
 from switchboard.codec import FRAME_BYTES, MULAW_SILENCE
 from switchboard.errors import RealtimeProtocolError, TwilioProtocolError
@@ -927,6 +928,51 @@ def test_fatal_realtime_error_ends_the_call(code: str) -> None:
     assert actions[0] == ProblemNoted("realtime", code, "no way on", fatal=True)
     assert HangUp(f"realtime_{code}") in actions
     assert policy.phase is CallPhase.ENDED
+
+
+@pytest.mark.parametrize(
+    ("close", "code"),
+    [
+        (RealtimeClosed(3000, "invalid_request_error.invalid_api_key"), "invalid_api_key"),
+        (
+            RealtimeClosed(4000, "invalid_request_error.beta_api_shape_disabled"),
+            "beta_api_shape_disabled",
+        ),
+        (RealtimeClosed(3000, "insufficient_quota.insufficient_quota"), "insufficient_quota"),
+    ],
+)
+def test_a_close_that_refuses_the_session_ends_the_call_with_no_reconnect(
+    close: RealtimeClosed, code: str
+) -> None:
+    # A lost socket is replaced; one the service closed refusing the session is not: a
+    # new session would be refused the same way.
+    policy = idle()
+    actions = policy.handle(close, 2.0)
+    assert kinds(actions) == [ProblemNoted, HangUp, FinishCall]
+    problem = actions[0]
+    assert isinstance(problem, ProblemNoted)
+    assert (problem.source, problem.reason, problem.fatal) == ("realtime", code, True)
+    assert refusal_cause(code) in problem.message
+    assert HangUp(f"realtime_{code}") in actions
+    assert policy.next_deadline is None  # no reconnect is due
+
+
+def test_a_renewed_session_refused_for_its_key_is_not_tried_again() -> None:
+    policy = idle()
+    assert RenewSession in kinds(policy.handle(RealtimeClosed(1006, "reset"), 2.0))
+    refused = RealtimeClosed(3000, "invalid_request_error.invalid_api_key")
+    actions = policy.handle(refused, 2.1)  # the new session's connect was refused
+    assert kinds(actions) == [ProblemNoted, HangUp, FinishCall]
+    assert "the OpenAI API key is invalid" in actions[0].message  # type: ignore[attr-defined]
+    assert policy.tick(60.0) == []
+
+
+@pytest.mark.parametrize(
+    "close",
+    [RealtimeClosed(1006, "invalid_request_error.invalid_api_key_x"), RealtimeClosed(1011, "a.b")],
+)
+def test_other_closes_still_reconnect(close: RealtimeClosed) -> None:
+    assert RenewSession in kinds(idle().handle(close, 2.0))
 
 
 def test_a_refused_session_configuration_ends_the_call() -> None:

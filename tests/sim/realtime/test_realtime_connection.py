@@ -39,27 +39,46 @@ def url(emu: RunningRealtimeEmulator, query: str = "?model=gpt-realtime") -> str
 AUTH = {"Authorization": "Bearer sk-test"}
 
 
-async def test_a_wrong_key_is_refused_with_401_and_an_error_body(
+async def test_a_wrong_key_is_accepted_then_refused_in_band_as_the_service_does(
     emu: RunningRealtimeEmulator,
 ) -> None:
+    # The upgrade succeeds; the one event is an error, then close 3000 (sim/realtime/auth.py).
     client = AsyncOpenAI(api_key="sk-not-the-key-9876", websocket_base_url=emu.websocket_base_url)
-    with pytest.raises(InvalidStatus) as refused:
-        async with client.realtime.connect(model="gpt-realtime"):
-            pass
-    assert refused.value.response.status_code == 401
-    error = json.loads(bytes(refused.value.response.body))["error"]
-    assert error["code"] == "invalid_api_key"
-    assert "9876" in error["message"]
-    assert "sk-not-the-key-9876" not in error["message"]
-    assert emu.sessions == []
+    received = []
+    with pytest.raises(ConnectionClosedError) as closed:
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            async for event in conn:
+                received.append(event)
+    assert [event.type for event in received] == ["error"]
+    error = received[0].error  # type: ignore[union-attr]
+    assert (error.type, error.code) == ("invalid_request_error", "invalid_api_key")
+    assert error.message.startswith("Incorrect API key provided: sk-")
+    assert "9876" in error.message
+    assert "sk-not-the-key-9876" not in error.message
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+        3000,
+        "invalid_request_error.invalid_api_key",
+    )
+    record = await emu.wait_for_session(0)
+    await emu.wait_closed(record)
+    assert record.close_code == 3000
+    assert [e["type"] for e in record.server_events()] == ["error"]
+    assert "authorization" not in record.headers
 
 
-async def test_a_missing_key_is_refused_with_401(emu: RunningRealtimeEmulator) -> None:
-    with pytest.raises(InvalidStatus) as refused:
-        async with websockets.connect(url(emu)):
-            pass
-    assert refused.value.response.status_code == 401
-    assert json.loads(bytes(refused.value.response.body))["error"]["code"] is None
+async def test_a_missing_key_is_accepted_then_refused_in_band(
+    emu: RunningRealtimeEmulator,
+) -> None:
+    async with websockets.connect(url(emu, "")) as ws:  # no model either: the key comes first
+        event = await recv_json(ws)
+        with pytest.raises(ConnectionClosedError) as closed:
+            await recv_json(ws)
+    assert event["type"] == "error"
+    assert event["error"]["code"] is None
+    assert event["error"]["message"] == "Missing bearer or basic authentication in header"
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (3000, "invalid_request_error")
 
 
 @pytest.mark.parametrize(
