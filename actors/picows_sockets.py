@@ -151,8 +151,12 @@ class PicowsSocket(WSListener):
                 self._reader = None
         return self._inbox.popleft()
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Send a close frame (unless one was sent), wait for the answer and the disconnect."""
+    async def close(
+        self, code: int = 1000, reason: str = "", *, timeout_s: float | None = None
+    ) -> None:
+        """Send a close frame (unless one was sent), wait up to ``timeout_s`` (default
+        ``CLOSE_TIMEOUT_S``) for the answer and the disconnect, then drop the connection
+        (0: at once, for a peer given up on)."""
         if not _sendable(code):
             raise ValueError(f"{code} cannot be sent in a close frame")
         transport = self.transport
@@ -161,7 +165,7 @@ class PicowsSocket(WSListener):
         if not transport.is_close_frame_sent:
             transport.send_close(WSCloseCode(code), _reason_bytes(reason))
         try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S if timeout_s is None else timeout_s):
                 await self.wait_closed()
         except TimeoutError:  # the peer never answered: drop the connection
             transport.disconnect(graceful=False)

@@ -58,7 +58,7 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SDK_VERSION = "3.57.0"  # the openai-python release whose handshake this reproduces
 OPEN_TIMEOUT_S = 10.0
-CLOSE_WAIT_S = 2.0  # after a refusal's error event, for the close that follows it
+CLOSE_WAIT_S = 0.5  # after a refusal's error event, for the close that follows it at once
 # The SDK sets no limit; session and response events carry instructions and transcripts.
 REALTIME_MAX_MESSAGE = 16 * 2**20
 _WS_SCHEME = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
@@ -198,8 +198,10 @@ async def connect_realtime(
         raise RealtimeServiceError(f"{opening}: {reason}") from exc
     finally:
         if socket is not None and not opened_session:  # opened, then refused or given up
+            # Not waiting for the answer: a service that stalled (or refused) will not
+            # give one, and the caller's open timeout has run out already.
             with contextlib.suppress(Exception):
-                await socket.close(1000, "session not opened")
+                await socket.close(1000, "session not opened", timeout_s=0)
     # Anything but an error first (not session.created?) is the bridge's to judge.
     assert socket is not None
     return SessionSocket(socket, first)

@@ -16,8 +16,9 @@ of accepting, however slowly it trickles in), parses it with
 - a media upgrade that finds ``max_lookups`` lookups already in flight is answered
   503 with ``Retry-After: 1``, without one: a flood of upgrades for made-up call
   ids costs at most that many concurrent calls to the resolver (in production, Ray
-  calls to the one pool actor). A lookup holds its place until it answers, fails or
-  times out; a spliced call holds none.
+  calls to the one pool actor). A lookup holds its place until the resolver's call
+  has ended, also one the edge stopped waiting for (timed out, its client gone): a
+  Ray call runs on at the pool whether or not anyone waits; a spliced call holds none.
 
 After the head the edge is a byte pipe (``serve.splice``): no per-frame work, no
 Ray call, no WebSocket parsing. One connection only ever goes to one upstream, so a
@@ -70,6 +71,9 @@ def settle_edge_process() -> None:
     the loop 0.2 s, a gap at the phone), and the GIL changes hands every millisecond."""
     gc.freeze()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
+Address = tuple[str, int]
 
 
 class CallResolver(Protocol):
@@ -144,7 +148,7 @@ class MediaEdge:
         self._lookups = 0
         self._server: asyncio.Server | None = None
         self._open: set[_Front] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()  # routing and lookups
         self._counts: Counter[str] = Counter()
         self._refusals: Counter[str] = Counter()
         self._on_refused = on_refused  # each refusal's reason, as it happens (a metric)
@@ -219,6 +223,22 @@ class MediaEdge:
 
     def _release_lookup(self) -> None:
         self._lookups -= 1
+
+    def _lookup(self, call_id: str) -> asyncio.Task[Address | None]:
+        """Ask the resolver in a task of its own, which holds its lookup place (taken by
+        ``_take_lookup``) until it ends. A Ray call the edge stopped waiting for still
+        runs at the pool: its place is freed when it has, so ``max_lookups`` bounds those
+        calls, not just the ones waited for."""
+        task = asyncio.get_running_loop().create_task(self.resolver.resolve(call_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._lookup_done)
+        return task
+
+    def _lookup_done(self, task: asyncio.Task[Address | None]) -> None:
+        self._tasks.discard(task)
+        self._release_lookup()
+        if not task.cancelled():
+            task.exception()  # retrieved here: its front logged it, or had given up on it
 
     def _opened(self, front: _Front) -> None:
         self._open.add(front)
@@ -366,13 +386,13 @@ class _Front(Leg):
 
     async def _to_media(self, call_id: str, head: bytes) -> None:
         edge = self._edge
+        lookup = edge._lookup(call_id)
+        # The place is the lookup's from here: freed as it ends (before this front can
+        # answer: a client told 404 may ask again at once), or later if given up on.
+        self._looking_up = False
         try:
-            try:
-                address = await asyncio.wait_for(
-                    edge.resolver.resolve(call_id), edge.resolve_timeout_s
-                )
-            finally:  # before any answer: a client told 404 may ask again at once
-                self._end_lookup()
+            # Shielded: a timeout or a client gone stops the waiting, not the lookup.
+            address = await asyncio.wait_for(asyncio.shield(lookup), edge.resolve_timeout_s)
         except TimeoutError:
             self._refuse(Refuse(502, "resolver_timeout"), call_id)
             return

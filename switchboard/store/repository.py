@@ -62,12 +62,27 @@ _USAGE_FIELDS = tuple(f.name for f in fields(Usage))
 MAX_PAGE = 500
 
 
-def _seen_status(session: Session, call_id: str, status: str, at: datetime) -> bool:
-    """Whether the call's timeline has a ``status`` event for ``status`` at ``at``."""
+def _seen_status(
+    session: Session, call_id: str, status: str, at: datetime, data: dict[str, object] | None
+) -> bool:
+    """Whether the call's timeline has this report already: Twilio's by its
+    ``SequenceNumber`` (``sequence`` in its detail: one sent again is stamped when it
+    arrives, so its time may differ), any other by ``status`` at ``at``."""
+    sequence = None if data is None else data.get("sequence")
     query = select(CallEventRow.data).where(
-        CallEventRow.call_id == call_id, CallEventRow.kind == "status", CallEventRow.at == at
+        CallEventRow.call_id == call_id, CallEventRow.kind == "status"
     )
-    return any(data.get("status") == status for data in session.scalars(query))
+    if sequence is None:
+        query = query.where(CallEventRow.at == at)
+    return any(
+        seen.get("status") == status and (sequence is None or _sequence(seen) == sequence)
+        for seen in session.scalars(query)
+    )
+
+
+def _sequence(event: dict[str, object]) -> object:
+    detail = event.get("detail")
+    return detail.get("sequence") if isinstance(detail, dict) else None
 
 
 def _utc_now() -> datetime:
@@ -207,7 +222,7 @@ class CallStore:
             row = require_call(session, call_id, lock=True)
             state = StatusState(row.status, row.answered_at, row.ended_at)
             new, applied = apply_status(state, status, at)
-            if not applied and _seen_status(session, call_id, status, at):
+            if not applied and _seen_status(session, call_id, status, at, data):
                 return False  # the same report again (a retry, a resent batch): noted once
             row.status, row.answered_at, row.ended_at = new.status, new.answered_at, new.ended_at
             row.updated_at = now

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
+import hashlib
 import ipaddress
 import json
 import socket
@@ -19,7 +21,7 @@ import websockets
 from openai import AsyncOpenAI
 from websockets.asyncio.server import ServerConnection
 
-from actors import realtime_connect
+from actors import picows_sockets, realtime_connect
 from actors.realtime_connect import connect_realtime, realtime_headers, realtime_url
 from sim.testing_realtime import PCMU_SESSION, RunningRealtimeEmulator, run_realtime_emulator
 from switchboard.errors import ConfigError, RealtimeServiceError, SocketClosed
@@ -29,6 +31,7 @@ pytestmark = pytest.mark.integration
 TIMEOUT = 10.0  # guards against a hang
 KEY = "sk-test"
 ROOT = Path(__file__).resolve().parents[2]
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 
 
 @pytest_asyncio.fixture
@@ -159,6 +162,43 @@ async def test_a_server_that_never_answers_is_a_service_error() -> None:
         with pytest.raises(RealtimeServiceError) as refused:
             await connect_realtime(f"ws://127.0.0.1:{port}/v1/realtime", KEY, open_timeout=0.2)
         assert "no answer within 0.2 s" in str(refused.value)
+    finally:
+        server.close()
+
+
+async def test_a_service_stalled_after_the_upgrade_is_dropped_not_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Upgraded, then silent: no session.created, and no answer to our close either. The
+    # open fails at its timeout and the socket is dropped at once; waiting for a close
+    # from a service that stalled would hold an inbound call's webhook past Twilio's.
+    monkeypatch.setattr(picows_sockets, "CLOSE_TIMEOUT_S", 3600.0)  # the old wait: for ever
+    dropped = asyncio.Event()
+
+    async def stalled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        await reader.read()  # whatever the client sends, until it drops the connection
+        dropped.set()
+        writer.close()
+
+    server = await asyncio.start_server(stalled, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        url = f"ws://127.0.0.1:{port}/v1/realtime?model=m"
+        with pytest.raises(RealtimeServiceError) as stalled_out:
+            await asyncio.wait_for(connect_realtime(url, KEY, open_timeout=0.2), TIMEOUT)
+        assert "no answer within 0.2 s" in str(stalled_out.value)
+        await asyncio.wait_for(dropped.wait(), TIMEOUT)
     finally:
         server.close()
 

@@ -775,16 +775,23 @@ async def test_a_lookup_that_fails_frees_its_place(make_edge: EdgeFactory) -> No
     assert edge.stats().refusals.get("busy") is None
 
 
-async def test_a_lookup_that_times_out_frees_its_place(make_edge: EdgeFactory) -> None:
+async def test_a_lookup_given_up_on_keeps_its_place_until_it_ends(
+    make_edge: EdgeFactory,
+) -> None:
+    # A Ray call the edge stopped waiting for still runs at the pool: until it ends, it
+    # counts against the bound (a stuck pool is sent at most max_lookups calls).
     resolver = HeldResolver()
     edge = await make_edge(resolver, max_lookups=1, resolve_timeout_s=0.05)
     assert (await refused(edge, UPGRADE))[0] == 502  # never answered: the edge gave up
-    assert edge.stats().lookups_in_flight == 0
     assert edge.stats().refusals == {"resolver_timeout": 1}
-    assert (await resolver.next()).cancelled()  # the edge stopped waiting for it
+    given_up = await resolver.next()
+    assert not given_up.cancelled()  # the lookup itself runs on
+    assert edge.stats().lookups_in_flight == 1
+    assert (await refused(edge, UPGRADE))[0] == 503
+    assert resolver.asked == [CALL]  # not asked again meanwhile
+    given_up.set_result(None)  # the pool answers, late
     edge.resolve_timeout_s = 5.0
     await wait_for_lookup_place(edge, resolver)
-    assert edge.stats().refusals.get("busy") is None
 
 
 async def test_stop_while_looking_up_frees_the_places(make_edge: EdgeFactory) -> None:

@@ -118,6 +118,27 @@ async def test_the_same_status_report_again_is_noted_once(store: CallStore) -> N
     ]
 
 
+async def test_twilios_report_sent_again_is_known_by_its_sequence_number(
+    store: CallStore,
+) -> None:
+    # Stamped when it arrives (within its Timestamp's second), a resent callback's time
+    # differs from the first's: its SequenceNumber is what says it is the same report.
+    call = await store.create_call(outbound())
+    assert await store.update_status(call.id, "completed", t(65), {"sequence": 3}) is True
+    assert await store.update_status(call.id, "completed", t(65.6), {"sequence": 3}) is False
+    # Another report of the same status (another number) is kept, as is one with none.
+    assert await store.update_status(call.id, "completed", t(66), {"sequence": 4}) is False
+    assert await store.update_status(call.id, "completed", t(67)) is False
+    detail = await store.get_call(call.id)
+    assert detail is not None
+    seen = [(e.data["status"], e.at, e.data.get("detail")) for e in detail.timeline]
+    assert seen == [
+        ("completed", t(65), {"sequence": 3}),
+        ("completed", t(66), {"sequence": 4}),
+        ("completed", t(67), None),
+    ]
+
+
 async def test_out_of_order_callbacks(store: CallStore) -> None:
     call = await store.create_call(outbound())
     await store.update_status(call.id, "completed", t(65))
