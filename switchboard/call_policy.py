@@ -642,8 +642,10 @@ class CallPolicy:
                 *self._renew("session_expired", now),
             ]
         if code in FATAL_REALTIME_CODES:
+            # A wrong key's message quotes the key's ends ("sk-...9876"): our words instead.
+            said = refusal_cause(code) if code == "invalid_api_key" else event.message
             return [
-                ProblemNoted("realtime", code, event.message, fatal=True),
+                ProblemNoted("realtime", code, said, fatal=True),
                 *self._hang_up(f"realtime_{code}"),
             ]
         if event.refused_update and not self._configured and not self._ended:

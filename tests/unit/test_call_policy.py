@@ -918,14 +918,21 @@ def test_awaiting_answer_has_no_call_deadline() -> None:
 
 
 @pytest.mark.parametrize(
-    "code", ["invalid_api_key", "beta_api_shape_disabled", "insufficient_quota"]
+    ("code", "noted"),
+    [
+        # The service's words for a wrong key quote its ends: not kept.
+        ("invalid_api_key", "the OpenAI API key is invalid (check OPENAI_API_KEY)"),
+        ("beta_api_shape_disabled", "Incorrect API key provided: sk-ab**9876."),
+        ("insufficient_quota", "Incorrect API key provided: sk-ab**9876."),
+    ],
 )
-def test_fatal_realtime_error_ends_the_call(code: str) -> None:
+def test_fatal_realtime_error_ends_the_call(code: str, noted: str) -> None:
     policy = idle()
-    error = RealtimeErrorReported("invalid_request_error", code, "no way on")
+    said = "Incorrect API key provided: sk-ab**9876."
+    error = RealtimeErrorReported("invalid_request_error", code, said)
     actions = policy.handle(error, 2.0)
     assert kinds(actions) == [ProblemNoted, HangUp, FinishCall]
-    assert actions[0] == ProblemNoted("realtime", code, "no way on", fatal=True)
+    assert actions[0] == ProblemNoted("realtime", code, noted, fatal=True)
     assert HangUp(f"realtime_{code}") in actions
     assert policy.phase is CallPhase.ENDED
 
