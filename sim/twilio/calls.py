@@ -186,6 +186,14 @@ class CallMachine:
         self._pending = None
         return self._move(CallEvent.ANSWERED, now, "")
 
+    def abandon(self, now: float) -> Transition:
+        """An inbound caller hangs up while the call rings (its TwiML not yet answered):
+        Twilio reports ``no-answer``, not ``canceled``, which only the REST API causes
+        (observed: stackoverflow.com/questions/78683402, a ringing voice-URL fetch then
+        a ``no-answer`` status callback)."""
+        self._pending = None
+        return self._move(CallEvent.NOT_ANSWERED, now, "caller")
+
     def reject(self, now: float, busy: bool) -> Transition:
         """An inbound call's TwiML starts with ``<Reject>``: never answered."""
         self._pending = None

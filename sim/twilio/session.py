@@ -84,8 +84,11 @@ class CallSession:
             self._apply(self.machine.cancel(now))
 
     def hang_up(self, now: float, reason: str) -> None:
-        if self.machine.status is CallStatus.IN_PROGRESS:
-            self._apply(self.machine.hang_up(now, reason))
+        machine = self.machine
+        if machine.status is CallStatus.IN_PROGRESS:
+            self._apply(machine.hang_up(now, reason))
+        elif reason == "caller" and machine.plan.inbound and machine.status is CallStatus.RINGING:
+            self._apply(machine.abandon(now))
         else:
             self.cancel(now)
 

@@ -300,6 +300,32 @@ async def test_the_api_hangs_up_an_inbound_call(app: ProbeApp, emu: TwilioEmulat
     assert [c.sid for c in listed] == [sid]
 
 
+async def test_a_caller_who_hangs_up_while_it_rings_leaves_a_no_answer(
+    emu: TwilioEmulator,
+) -> None:
+    # The app is slow to answer the voice URL; the caller gives up first.
+    asked = asyncio.Event()
+
+    async def slow_app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        asked.set()
+        await reader.read()  # never answers: the emulator drops the request
+        writer.close()
+
+    server = await asyncio.start_server(slow_app, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await provision(emu, voice_url=f"http://127.0.0.1:{port}/voice")
+        sid = emu.ring_in(NUMBER, CALLER)
+        await asyncio.wait_for(asked.wait(), 10)
+        emu.hang_up(sid)
+        call = await emu.wait_for_call_status(sid, "no-answer")
+    finally:
+        server.close()
+    assert (call.answered_time, call.end_reason) == (None, "caller")
+    assert call.streams == [] and call.notifications == []
+
+
 async def test_a_call_to_a_number_not_configured_is_refused(emu: TwilioEmulator) -> None:
     with pytest.raises(InboundCallRefused, match=r"\+15551230004 is not one of account AC1+"):
         emu.ring_in(NUMBER, CALLER)
