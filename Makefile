@@ -60,10 +60,10 @@ $(APT_STAMP): | $(PY)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check switchboard
+	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy switchboard
+	$(VENV)/bin/mypy switchboard actors serve agent sim bench
 
 bench: $(STAMP) $(APT_STAMP)
 	PATH="$(PG_BIN):$$PATH" $(PY) -m bench

@@ -1,8 +1,8 @@
 """Switchboard's ingress: the call API, Twilio's webhooks and the live event streams.
 
-``build_app(deps)`` returns a plain FastAPI app with no Ray in it; the lead
-mounts it with ``@serve.ingress(app)`` and passes Ray-backed ports in
-``AppDeps``. Routes:
+``build_app(deps)`` returns a plain FastAPI app with no Ray in it;
+``serve.deployment.SwitchboardIngress`` serves it under ``@serve.ingress`` with
+Ray-backed ports in ``AppDeps``. Routes:
 
 - ``POST /calls`` (and the original UI's ``POST /create-call``), ``GET /calls``,
   ``GET /calls/{id}``, ``POST /calls/{id}/hangup``: bearer token required.

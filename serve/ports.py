@@ -1,8 +1,8 @@
 """The ports the ingress application talks through, and what ``build_app`` needs.
 
 The ingress (``serve.api``) never touches Ray: everything live about a call
-goes through :class:`CallControl` (the lead implements it with Ray call
-actors) and every live event through :class:`EventFeed` (in one process,
+goes through :class:`CallControl` (``serve.control.RayCallControl`` implements
+it with Ray call actors) and every live event through :class:`EventFeed` (in one process,
 ``serve.events.EventHub``). Tests pass fakes of both.
 
 Event messages are plain JSON objects ``{"call_id", "type", "at", ...}``. A
