@@ -19,7 +19,8 @@ again in ``start``. It ends by closing that socket rather than through
 Twilio's REST API. No Twilio status callback reports a web call, nor an inbound
 one (Twilio sends those to the number's own callback URL), so for both the
 actor records the status itself: ``in-progress`` on connect, then
-``completed``, ``no-answer`` (a browser that never connected) or ``failed``.
+``completed``, ``no-answer`` (a browser that never connected), ``canceled``
+(hung up through the API before it connected) or ``failed``.
 
 Every call ends even when a word about it is lost: a call whose stream has not
 come ``STREAM_WAIT_S`` after the last word from Twilio is hung up as failed (a
@@ -196,6 +197,7 @@ class CallActor:
         self._hang_up_when_dialed = False  # ended before Twilio's create answered
         self._rest_hangup: asyncio.Task[None] | None = None
         self._stream_lost = False  # the watchdog ended it: no stream, no word from Twilio
+        self._hung_up_unanswered = False  # hung up (API, console) before its stream joined
         self._given_up = False  # never prepared in time: a late prepare is refused
         self._canceled_by: str | None = None  # hung up while preparing: not to be dialed
         # Hung up once handed out for a call, before its ``prepare`` came: call -> by whom.
@@ -396,6 +398,7 @@ class CallActor:
             return True
         if self.shell.finished.is_set():
             return False
+        self._hung_up_unanswered = not self._attached
         self.shell.feed(HangupRequested(reason))
         return True
 
@@ -454,7 +457,11 @@ class CallActor:
         if self.plan.web:
             if refused:
                 return "failed"
-            return "completed" if self._attached and not self._stream_lost else "no-answer"
+            if self._attached and not self._stream_lost:
+                return "completed"
+            # Ended by whoever placed it before the page came: the browser did not fail
+            # to answer, the call was called off (as Twilio says of a call hung up ringing).
+            return "canceled" if self._hung_up_unanswered else "no-answer"
         if self._stream_lost or (self.plan.inbound and refused):
             return "failed"
         if self.plan.inbound:

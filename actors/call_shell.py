@@ -13,10 +13,11 @@ phone still rings), ``attach_twilio`` when the media stream connects; the
 call is over when ``finished`` is set (the stream stopped, or the policy
 ended the call), after which ``close`` releases everything. On
 ``RenewSession`` the shell drops the Realtime socket for a new one from
-``CallHooks.open_realtime``; what the bridge sends meanwhile waits in the new
-socket's queue (at most the connect timeout's worth of caller audio). One that
-fails to open is reported to the bridge as ``RealtimeClosed``: the policy says
-when to try again (a ``RenewSession`` at its deadline) or ends the call.
+``CallHooks.open_realtime`` (the old one closes meanwhile, not first); what the
+bridge sends meanwhile waits in the new socket's queue (at most the connect
+timeout's worth of caller audio). One that fails to open is reported to the
+bridge as ``RealtimeClosed``: the policy says when to try again (a
+``RenewSession`` at its deadline) or ends the call.
 """
 
 from __future__ import annotations
@@ -199,14 +200,19 @@ class CallShell:
         timeout = (
             REOPEN_TIMEOUT_S if open_within_s is None else min(REOPEN_TIMEOUT_S, open_within_s)
         )
-        self._spawn(self._reopen_realtime(old, self._to_realtime, max(timeout, 0.0)))
-
-    async def _reopen_realtime(
-        self, old: TextSocket | None, queue: asyncio.Queue[str], timeout: float
-    ) -> None:
         if old is not None:
-            with contextlib.suppress(SocketClosed, OSError):
-                await old.close(1000, "session renewed")
+            # Closed beside the new session's open, not before it: a session renewed
+            # because it was lost or stuck may never answer its close, and the caller
+            # would hear that wait as silence; a planned renewal gains nothing by it
+            # either. A task of the shell's: its close cancels it, which drops the socket.
+            self._spawn(self._retire_realtime(old))
+        self._spawn(self._reopen_realtime(self._to_realtime, max(timeout, 0.0)))
+
+    async def _retire_realtime(self, old: TextSocket) -> None:
+        with contextlib.suppress(SocketClosed, OSError):
+            await old.close(1000, "session renewed")
+
+    async def _reopen_realtime(self, queue: asyncio.Queue[str], timeout: float) -> None:
         try:
             socket = await asyncio.wait_for(self.hooks.open_realtime(), timeout)
         except Exception as exc:  # the policy tries again after a back-off, or gives up

@@ -156,7 +156,7 @@ class PicowsSocket(WSListener):
     ) -> None:
         """Send a close frame (unless one was sent), wait up to ``timeout_s`` (default
         ``CLOSE_TIMEOUT_S``) for the answer and the disconnect, then drop the connection
-        (0: at once, for a peer given up on)."""
+        (0: at once, for a peer given up on). Cancelled while waiting, it drops it too."""
         if not _sendable(code):
             raise ValueError(f"{code} cannot be sent in a close frame")
         transport = self.transport
@@ -170,6 +170,9 @@ class PicowsSocket(WSListener):
         except TimeoutError:  # the peer never answered: drop the connection
             transport.disconnect(graceful=False)
             await self.wait_closed()
+        except asyncio.CancelledError:  # whoever waited gave up: nor is it left open
+            transport.disconnect(graceful=False)
+            raise
 
     # -- more than a TextSocket ------------------------------------------
 

@@ -19,6 +19,13 @@ looks again every ``recheck_s`` (slots are released a little after an actor
 is killed, and nodes may join); when a creation fails it waits ``backoff``
 seconds, doubling up to ``backoff_max``, before trying again.
 
+A ready actor can die while it waits (its node lost, killed, out of memory): with a
+``lost`` check (one round trip to the actor) the pool asks each before handing it out,
+retires the dead ones and takes the next, else starts one. A dead one handed out would
+fail its call's placing, though live ones were ready, and be recorded as a call's
+actor dying. (Between the check and the call's first use the actor can still die:
+that is a call's actor dying.)
+
 A call whose actor dies is handed to ``on_failed`` (the Ray wiring records it: the
 actor can no longer say how its call ended) once its slot is retired.
 
@@ -85,6 +92,7 @@ class CallPool(Generic[H]):
         backoff_max: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_failed: Callable[[str, Exception], Awaitable[None]] | None = None,
+        lost: Callable[[Slot[H]], Awaitable[bool]] | None = None,
     ) -> None:
         self.factory = factory
         self.size = size
@@ -94,8 +102,10 @@ class CallPool(Generic[H]):
         self.backoff_max = backoff_max
         self._sleep = sleep
         self._on_failed = on_failed
+        self._lost = lost  # whether a ready actor is gone for good; None: none are checked
         self._ready: deque[Slot[H]] = deque()
         self._live: dict[str, Slot[H]] = {}
+        self._checking: dict[str, Slot[H]] = {}  # ready ones taken out to be checked
         # Calls waiting for an actor started for them: one creation per call, however
         # often it is asked for (a retried webhook), registered by the creation itself.
         self._acquiring: dict[str, asyncio.Task[Slot[H]]] = {}
@@ -144,14 +154,59 @@ class CallPool(Generic[H]):
             if call_id in self._canceled:  # hung up before it asked (or asked a crashed pool)
                 self._canceled.discard(call_id)
                 raise _canceled(call_id)
-            if self._ready:
+            if self._ready and self._lost is None:
                 return self._hand_out(call_id, self._ready.popleft())
-            creating = asyncio.ensure_future(self._start_for(call_id))
+            creating = asyncio.ensure_future(self._serve(call_id))
             creating.add_done_callback(_retrieved)
             self._acquiring[call_id] = creating
         # Shielded: a caller that gives up does not stop the creation, which hands the
         # actor to the call itself (else a started actor would be owned by nobody).
         return await asyncio.shield(creating)
+
+    async def _serve(self, call_id: str) -> Slot[H]:
+        """A ready actor found alive for ``call_id``, else one started for it."""
+        try:
+            slot = await self._take_ready()
+        except BaseException:  # the pool closes
+            self._acquiring.pop(call_id, None)
+            raise
+        if slot is None:  # (hung up meanwhile: refused once its actor is up, as ever)
+            return await self._start_for(call_id)
+        self._acquiring.pop(call_id, None)
+        if call_id in self._canceled:
+            self._canceled.discard(call_id)
+            self._ready.appendleft(slot)  # unused: the next call's
+            raise _canceled(call_id)
+        return self._hand_out(call_id, slot)
+
+    async def _take_ready(self) -> Slot[H] | None:
+        """The first ready actor still alive, None if none is; the dead are retired."""
+        while self._ready:
+            slot = self._ready.popleft()
+            if self._lost is None:
+                return slot
+            self._checking[slot.name] = slot
+            try:
+                gone = await self._lost(slot)
+            except Exception as exc:  # cannot tell: the placing will
+                log.warning("checking ready call actor %s failed: %s", slot.name, exc)
+                gone = False
+            except BaseException:  # the pool closes: it retires the ready ones
+                self._ready.appendleft(slot)
+                raise
+            finally:
+                self._checking.pop(slot.name, None)
+            if not gone:
+                return slot
+            # Never handed out: no call to record its death against.
+            log.warning("ready call actor %s is gone: retired", slot.name)
+            self._spawn(self._retire_lost(slot))
+        return None
+
+    async def _retire_lost(self, slot: Slot[H]) -> None:
+        with contextlib.suppress(Exception):  # dead already: its slot is (or will be) free
+            await self.factory.retire(slot)
+        await self._refill()
 
     async def _start_for(self, call_id: str) -> Slot[H]:
         self._on_demand += 1
@@ -199,8 +254,9 @@ class CallPool(Generic[H]):
         return slot
 
     def known_names(self) -> set[str]:
-        """Every actor this pool holds, ready or live."""
-        return {s.name for s in self._ready} | {s.name for s in self._live.values()}
+        """Every actor this pool holds, ready (or being checked) or live."""
+        held = [*self._ready, *self._checking.values(), *self._live.values()]
+        return {s.name for s in held}
 
     def adopt(self, ready: Iterable[Slot[H]], live: Mapping[str, Slot[H]]) -> None:
         """Take over actors a pool before this one started: ``ready`` ones, and ``live``

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import ray
 from ray.actor import ActorHandle
-from ray.exceptions import ActorUnavailableError
+from ray.exceptions import ActorDiedError, ActorUnavailableError
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -65,6 +65,7 @@ POOL_NAME = "switchboard-pool"
 RECORDER_PREFIX = "switchboard-recorder"
 CALL_SLOT = "call_slot"
 CALL_ACTOR_PREFIX = "call-"  # every call actor's name: how a restarted pool finds them
+LOST_CHECK_S = 2.0  # a ready call actor's liveness check waits no longer than this
 DESCRIBE_S = 10.0  # a call actor that does not say what it does by then is asked again
 LATE_ADOPT_S = 300.0  # ... until this long after the pool started, then killed
 ADOPT_RETRY_S = 10.0  # listing the running call actors failed: tried again after this
@@ -307,6 +308,18 @@ class RaySlotFactory:
             return name, None, None
         return name, handle, answer
 
+    async def lost(self, slot: Slot[Handle]) -> bool:
+        """Whether a ready actor died while it waited (one round trip, as the pool hands it
+        out). One that is slow to answer or unreachable for a moment is not lost: on a
+        busy machine that is load, and retiring it would start a cold actor for the call."""
+        try:
+            await asyncio.wait_for(slot.handle.describe.remote(), LOST_CHECK_S)
+        except ActorDiedError:
+            return True
+        except (ActorUnavailableError, TimeoutError):
+            pass
+        return False
+
     async def finished(self, slot: Slot[Handle]) -> str:
         # Asked again while the actor is unreachable for a moment (its node's link, not
         # its death): the pool kills an actor whose wait fails, and with it a live call.
@@ -339,7 +352,9 @@ class RayCallPool:
         settings = load_settings(None)
         configure_logging(settings.log_level)
         self.factory = RaySlotFactory(options)
-        self.pool: CallPool[Handle] = CallPool(self.factory, size, on_failed=self._record_death)
+        self.pool: CallPool[Handle] = CallPool(
+            self.factory, size, on_failed=self._record_death, lost=self.factory.lost
+        )
         self._cancels = KvCancels(NAMESPACE)  # outlive this pool (``actors/ray_cancels.py``)
         self._cancels_read = False  # those a pool before this one kept: read once
         self._reading_cancels = asyncio.Lock()

@@ -12,7 +12,10 @@ SDK does (``openai/resources/realtime/realtime.py``, shared/protocols.md §4.1-4
   ``X-Stainless-*`` platform headers (``realtime_headers``); no subprotocol,
   no compression;
 - redirects only to the same origin: here none are followed, so the key
-  never goes to another host.
+  never goes to another host;
+- the proxy: ``websockets``' ``connect`` (the SDK's transport) goes through the
+  one the environment names for the URL (``environment_proxy``), and so does
+  this one, through picows' own proxy support.
 
 The session is open once the service says so: a wrong key is no HTTP 401,
 the upgrade goes through and the service refuses the session in-band, with an
@@ -33,9 +36,12 @@ import contextlib
 import json
 import platform
 import ssl
+import urllib.request
+from typing import Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from picows import WSError, WSHandshakeError, WSInvalidStatusError, WSInvalidURL, ws_connect
+from python_socks import ProxyError  # picows' SOCKS and CONNECT failures
 
 from actors.picows_sockets import KEEPALIVE_S, PicowsSocket, keepalive
 from switchboard.call_policy import FATAL_REALTIME_CODES, refusal_cause
@@ -51,6 +57,7 @@ __all__ = [
     "SDK_VERSION",
     "SessionSocket",
     "connect_realtime",
+    "environment_proxy",
     "realtime_headers",
     "realtime_url",
 ]
@@ -64,6 +71,23 @@ REALTIME_MAX_MESSAGE = 16 * 2**20
 _WS_SCHEME = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 _OS = {"linux": "Linux", "darwin": "MacOS", "windows": "Windows", "freebsd": "FreeBSD"}
 _ARCH = {"x86_64": "x64", "amd64": "x64", "arm64": "arm64", "aarch64": "arm64", "arm": "arm"}
+# Which of ``urllib.request.getproxies()`` a URL goes through, in websockets 15's order
+# (``websockets.uri.get_proxy``); then ALL_PROXY, which websockets skips but curl and
+# requests (Twilio's REST client) read: one variable should not leave the calls direct.
+_PROXY_KEYS = {
+    "wss": ("wss", "socks", "https", "all"),
+    "ws": ("ws", "socks", "https", "http", "all"),
+}
+# websockets' proxy schemes in picows' (python-socks') names. Its SOCKS5 has the proxy
+# resolve the host (socks5h); its SOCKS4 resolves it here (socks4a's remote lookup is lost).
+_PROXY_SCHEMES = {
+    "http": "http",
+    "https": "https",
+    "socks5h": "socks5",
+    "socks5": "socks5",
+    "socks4a": "socks4",
+    "socks4": "socks4",
+}
 
 
 def realtime_url(base_url: str | None, model: str) -> str:
@@ -108,6 +132,53 @@ def realtime_headers(
     return headers
 
 
+def environment_proxy(url: str) -> str | None:
+    """The proxy the SDK would open ``url`` through, as picows takes it; None: direct.
+
+    As ``websockets``' ``get_proxy``: ``NO_PROXY`` first, then ``WSS_PROXY`` (``WS_PROXY``
+    for ``ws``), ``SOCKS_PROXY`` (an ``http://`` one meaning ``socks5h://``),
+    ``HTTPS_PROXY``, and ``HTTP_PROXY`` for ``ws`` only; then ``ALL_PROXY``. A value
+    that is no proxy URL is a ``ConfigError`` naming its variable, not its value
+    (it may hold a password).
+    """
+    parts = urlsplit(url)
+    keys = _PROXY_KEYS.get(parts.scheme)
+    try:
+        port = parts.port or (443 if parts.scheme == "wss" else 80)
+    except ValueError:
+        return None  # not a URL to connect to: ws_connect says so
+    if keys is None or not parts.hostname:
+        return None
+    if urllib.request.proxy_bypass(f"{parts.hostname}:{port}"):
+        return None
+    proxies = urllib.request.getproxies()
+    for key in keys:
+        proxy = proxies.get(key)
+        if proxy is not None:
+            if key == "socks" and proxy.startswith("http://"):
+                proxy = "socks5h://" + proxy[len("http://") :]
+            return _picows_proxy(proxy, f"{key.upper()}_PROXY")
+    return None
+
+
+def _picows_proxy(proxy: str, variable: str) -> str:
+    parts = urlsplit(proxy)
+    scheme = _PROXY_SCHEMES.get(parts.scheme.lower())
+    try:
+        port = parts.port
+    except ValueError:
+        scheme = None  # a port that is not a number
+    if scheme is None or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ConfigError(
+            f"the proxy in {variable} is not a proxy URL "
+            "(http://, https://, socks5:// or socks4://host:port)"
+        )
+    netloc = parts.netloc
+    if port is None:  # websockets' default; python-socks wants one said
+        netloc += ":443" if scheme == "https" else ":80"
+    return urlunsplit((scheme, netloc, "", "", ""))
+
+
 class SessionSocket:
     """An open session's socket (a ``TextSocket``): its first ``recv`` is the event
     ``connect_realtime`` read to know the session open (``session.created``)."""
@@ -144,7 +215,7 @@ async def connect_realtime(
     project: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     open_timeout: float = OPEN_TIMEOUT_S,
-    proxy: str | None = None,
+    proxy: str | Literal[True] | None = True,
     max_message: int = REALTIME_MAX_MESSAGE,
     keepalive_s: float | None = KEEPALIVE_S,
     use_aiofastnet: bool = False,
@@ -154,14 +225,19 @@ async def connect_realtime(
     ``wss`` URLs use ``ssl_context``, else a default one (system CAs, host
     name checked), as the SDK's ``websockets`` does. Keepalive pings and the
     transports are as in ``serve_media``. The upgrade and the service's first
-    event both come within ``open_timeout``.
+    event both come within ``open_timeout``. ``proxy``: True (websockets' default)
+    for the environment's (``environment_proxy``), None for none, or a proxy URL.
     """
     if not api_key:
         raise ConfigError("an OpenAI API key is needed to open a Realtime session")
     if ssl_context is None and url.startswith("wss:"):
         ssl_context = ssl.create_default_context()
+    if proxy is True:
+        proxy = environment_proxy(url)
     headers = realtime_headers(api_key, organization=organization, project=project)
     opening = "cannot open the Realtime session at " + redact_url(url)
+    if proxy is not None:
+        opening += " through the proxy " + redact_url(proxy)
     socket: PicowsSocket | None = None
     opened_session = False
     try:
@@ -193,7 +269,7 @@ async def connect_realtime(
         reason = _scrub(closed.reason, api_key)
         message = f"{opening}: it closed before the session opened ({closed.code}: {reason})"
         raise RealtimeServiceError(message, closed.code, closed.reason) from None
-    except (WSError, OSError, TimeoutError) as exc:
+    except (WSError, ProxyError, OSError, TimeoutError) as exc:
         reason = _scrub(_describe(exc, open_timeout), api_key)
         raise RealtimeServiceError(f"{opening}: {reason}") from exc
     finally:

@@ -218,7 +218,8 @@ class CallRecorder:
     async def actor_died(self, call_id: str, cause: str, at: float) -> None:
         """The pool's word that the call's actor died (``cause``, at unix time ``at``): the
         call ended with it, unless it had ended before, the actor dying in its wrap-up
-        (then its last reports may be lost, but the end it reported stands)."""
+        (then its last reports may be lost, but the end it reported stands). A reply it
+        was speaking is cut there, nothing known heard (``record_batch`` closes it)."""
         received = time.time()
         await self.open()
         assert self.store is not None

@@ -5,7 +5,8 @@
 Ray-backed ports in ``AppDeps``. Routes:
 
 - ``POST /calls`` (and the original UI's ``POST /create-call``), ``GET /calls``,
-  ``GET /calls/{id}``, ``POST /calls/{id}/hangup``: bearer token required.
+  ``GET /calls/{id}``, ``POST /calls/{id}/hangup``: bearer token required, and
+  checked before the body is read (``serve.auth.BearerGate``).
 - ``WS /calls/{id}/events``, ``WS /events``: bearer token in the header or the
   ``bearer.<token>`` subprotocol (``serve.event_stream``).
 - ``POST /twilio/voice|status/{id}|amd/{id}``: Twilio signature required
@@ -16,16 +17,19 @@ Ray-backed ports in ``AppDeps``. Routes:
 
 Placing a call writes the record first and then asks ``CallControl.place``;
 a call that cannot be placed stays in the store as ``failed`` with the cause
-in its timeline, and the client gets 502 naming the cause.
+in its timeline, and the client gets 502 naming the cause. Once placed, the
+call is answered 201 even if reading it back fails: a 503 would invite a
+retry, and a second real call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable
 from datetime import UTC
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, WebSocket, status
 from fastapi.responses import JSONResponse
@@ -33,7 +37,7 @@ from pydantic import AwareDatetime
 
 from serve.api_docs import mount_api_docs
 from serve.api_errors import BodyLimit, install_error_handlers, validation_error
-from serve.auth import TokenChecker, bearer_dependency
+from serve.auth import BearerGate, TokenChecker, bearer_dependency
 from serve.call_journal import (
     error_code,
     publish_created,
@@ -45,10 +49,12 @@ from serve.console import mount_console
 from serve.event_stream import stream_events
 from serve.ports import AppDeps
 from serve.schemas import (
+    MAX_DURATION_S,
     CallCreate,
     CallDetailOut,
     CallOut,
     CallPageOut,
+    CallStatus,
     CreateCallAlias,
     ErrorOut,
     HangupOut,
@@ -73,19 +79,21 @@ READY_TIMEOUT_S = 2.0
 MAX_PAGE = 200
 T = TypeVar("T")
 WEB_PHONE = "browser"  # a web call's to/from: the console user's browser
-CallStatus = Literal[
-    "queued",
-    "initiated",
-    "ringing",
-    "in-progress",
-    "completed",
-    "busy",
-    "no-answer",
-    "failed",
-    "canceled",
-]
-_AUTH_ERRORS: dict[int | str, dict[str, object]] = {401: {"model": ErrorOut}}
-_NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut}}
+_Responses = dict[int | str, dict[str, Any]]
+_CALL_API_ERRORS: _Responses = {
+    401: {"model": ErrorOut, "description": "No bearer token, or not an accepted one"},
+    503: {"model": ErrorOut, "description": "The call store is unavailable"},
+}
+_NOT_FOUND: _Responses = {404: {"model": ErrorOut, "description": "No call has this id"}}
+_BODY_ERRORS: _Responses = {
+    400: {"model": ErrorOut, "description": "The body is not JSON"},
+    413: {"model": ErrorOut, "description": f"The body is over {MAX_BODY_BYTES} bytes"},
+    415: {"model": ErrorOut, "description": "The body is not sent as application/json"},
+}
+_PLACING: _Responses = _BODY_ERRORS | {
+    409: {"model": PlaceFailedOut, "description": "Hung up before it was placed"},
+    502: {"model": PlaceFailedOut, "description": "Could not be placed; recorded as failed"},
+}
 
 
 def build_app(deps: AppDeps) -> FastAPI:
@@ -98,15 +106,18 @@ def build_app(deps: AppDeps) -> FastAPI:
         docs_url=None,  # mount_api_docs: Swagger UI from this origin, not a CDN
         redoc_url=None,
     )
+    calls = _calls_router(deps)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BearerGate, checker=checker, routes=calls.routes)  # runs first
     install_error_handlers(app)
     app.include_router(_health_router(deps))
     app.include_router(
-        _calls_router(deps),
+        calls,
         dependencies=[Depends(bearer_dependency(checker))],
-        responses=_AUTH_ERRORS,
+        responses=_CALL_API_ERRORS,
     )
     app.include_router(twilio_router(deps))
+    _publish_duration_limit(app, deps.settings.max_call_duration_s)
 
     @app.websocket("/calls/{call_id}/events")
     async def call_events(websocket: WebSocket, call_id: str) -> None:
@@ -119,6 +130,30 @@ def build_app(deps: AppDeps) -> FastAPI:
     mount_api_docs(app, "Switchboard")
     mount_console(app)  # last: `/` and `/console/*` shadow no API route
     return app
+
+
+def _publish_duration_limit(app: FastAPI, limit_s: float) -> None:
+    """Publish the deployment's MAX_CALL_DURATION_S as ``max_duration_s``'s maximum.
+
+    The models carry only the absolute cap (``MAX_DURATION_S``); the handlers refuse
+    anything over the setting, and the OpenAPI description says so."""
+    maximum = min(MAX_DURATION_S, math.floor(limit_s))
+    describe = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = describe()
+        schemas = spec["components"]["schemas"]
+        for model in (CallCreate, WebCallCreate):
+            field = schemas[model.__name__]["properties"]["max_duration_s"]
+            for option in field.get("anyOf", [field]):
+                if "maximum" in option:
+                    option["maximum"] = maximum
+            field["description"] += f" ({limit_s:g} s here)"
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _health_router(deps: AppDeps) -> APIRouter:
@@ -168,7 +203,7 @@ def _calls_router(deps: AppDeps) -> APIRouter:
         "/calls",
         status_code=status.HTTP_201_CREATED,
         response_model=CallOut,
-        responses={409: {"model": PlaceFailedOut}, 502: {"model": PlaceFailedOut}},
+        responses=_PLACING,
         summary="Place an outbound call",
     )
     async def place_call(body: CallCreate) -> JSONResponse:
@@ -178,7 +213,7 @@ def _calls_router(deps: AppDeps) -> APIRouter:
         "/create-call",
         status_code=status.HTTP_201_CREATED,
         response_model=CallOut,
-        responses={409: {"model": PlaceFailedOut}, 502: {"model": PlaceFailedOut}},
+        responses=_PLACING,
         summary="Place an outbound call (the original UI's contract; prefer POST /calls)",
     )
     async def create_call_alias(body: CreateCallAlias) -> JSONResponse:
@@ -188,7 +223,7 @@ def _calls_router(deps: AppDeps) -> APIRouter:
         "/calls/web",
         status_code=status.HTTP_201_CREATED,
         response_model=WebCallOut,
-        responses={409: {"model": PlaceFailedOut}, 502: {"model": PlaceFailedOut}},
+        responses=_PLACING,
         summary="Start a web call: the browser is the phone (Media Streams over WebSocket)",
     )
     async def start_web_call(body: WebCallCreate) -> JSONResponse:
@@ -248,7 +283,11 @@ def _calls_router(deps: AppDeps) -> APIRouter:
         "/calls/{call_id}/hangup",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=HangupOut,
-        responses=_NOT_FOUND | {409: {"model": ErrorOut}, 502: {"model": ErrorOut}},
+        responses=_NOT_FOUND
+        | {
+            409: {"model": ErrorOut, "description": "The call is no longer live"},
+            502: {"model": ErrorOut, "description": "Twilio refused to end it"},
+        },
         summary="Hang up a live call",
     )
     async def hang_up(call_id: str) -> HangupOut | JSONResponse:
@@ -315,7 +354,12 @@ async def _place(deps: AppDeps, body: CallCreate) -> JSONResponse:
     if isinstance(placed, JSONResponse):
         return placed
     log.info("call %s placed to %s", call.id, call.to)
-    return await _call_response(deps, call.id, status.HTTP_201_CREATED)
+    placed_call = CallOut.from_record(await _read_back(deps, call))
+    return JSONResponse(
+        status_code=status.HTTP_201_CREATED,
+        content=placed_call.model_dump(mode="json", by_alias=True),
+        headers={"Location": f"/calls/{call.id}"},
+    )
 
 
 async def _start_web(deps: AppDeps, body: WebCallCreate) -> JSONResponse:
@@ -336,9 +380,8 @@ async def _start_web(deps: AppDeps, body: WebCallCreate) -> JSONResponse:
     if isinstance(ticket, JSONResponse):
         return ticket
     log.info("web call %s started", call.id)
-    detail = await deps.store.get_call(call.id)
     body_out = WebCallOut(
-        call=CallOut.from_record(detail.call if detail is not None else call),
+        call=CallOut.from_record(await _read_back(deps, call)),
         media_url=ticket.media_url,
         call_sid=ticket.call_sid,
         stream_token=ticket.stream_token,
@@ -418,12 +461,13 @@ async def _place_failed(
     )
 
 
-async def _call_response(deps: AppDeps, call_id: str, status_code: int) -> JSONResponse:
-    # Read back: ``place`` may already have moved the status or set the Twilio sid.
-    detail = await deps.store.get_call(call_id)
-    if detail is None:  # pragma: no cover - the record was written above
-        raise StoreError(f"call {call_id} vanished after it was placed")
-    body = CallOut.from_record(detail.call).model_dump(mode="json", by_alias=True)
-    return JSONResponse(
-        status_code=status_code, content=body, headers={"Location": f"/calls/{call_id}"}
-    )
+async def _read_back(deps: AppDeps, call: CallRecord) -> CallRecord:
+    """The placed call as stored now (placing may have moved its status or set its
+    Twilio sid), else as it was written: the call is under way, and a 503 here would
+    have a client that retries place a second one (or lose a web call's ticket)."""
+    try:
+        detail = await deps.store.get_call(call.id)
+    except StoreError as exc:
+        log.warning("call %s: placed, but reading it back failed: %s", call.id, exc)
+        return call
+    return call if detail is None else detail.call

@@ -6,6 +6,10 @@ because browsers cannot set headers on a WebSocket, the subprotocol
 ``bearer.<token>``, which the server must echo when it accepts. Tokens are
 never read from a query string: URLs end up in proxy logs and browser history.
 
+Over HTTP the token is checked before anything reads the request's body
+(:class:`BearerGate`): a client without one cannot make the server parse
+JSON, and learns nothing from a malformed or oversized body but 401.
+
 Tokens are compared with :func:`hmac.compare_digest` against every configured
 token (no early exit), so timing says nothing about which one nearly matched.
 Twilio webhooks are not bearer-authenticated; ``serve.twilio_webhooks`` checks
@@ -18,14 +22,18 @@ import hmac
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from switchboard.errors import ConfigError
 from switchboard.settings import Settings
 
 __all__ = [
     "SUBPROTOCOL_PREFIX",
+    "BearerGate",
     "TokenChecker",
     "WebSocketAuth",
     "bearer_dependency",
@@ -86,26 +94,56 @@ _scheme = HTTPBearer(
 )
 
 
+def _require(checker: TokenChecker, credentials: HTTPAuthorizationCredentials | None) -> None:
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing bearer token: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": _REALM},
+        )
+    if not checker.accepts(credentials.credentials):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="invalid bearer token",
+            headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+        )
+
+
 def bearer_dependency(checker: TokenChecker) -> Callable[..., Awaitable[None]]:
-    """A FastAPI dependency that admits a request carrying an accepted bearer token."""
+    """A FastAPI dependency that admits a request carrying an accepted bearer token.
+
+    It declares the scheme in the OpenAPI description too. FastAPI reads and parses
+    the body before it runs dependencies: :class:`BearerGate` checks first."""
 
     async def require_token(
         credentials: HTTPAuthorizationCredentials | None = Depends(_scheme),  # noqa: B008
     ) -> None:
-        if credentials is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                detail="missing bearer token: send 'Authorization: Bearer <token>'",
-                headers={"WWW-Authenticate": _REALM},
-            )
-        if not checker.accepts(credentials.credentials):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                detail="invalid bearer token",
-                headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
-            )
+        _require(checker, credentials)
 
     return require_token
+
+
+class BearerGate:
+    """ASGI middleware: the dependency's 401 for a request to one of ``routes`` that
+    has no accepted token, answered before anything reads the body (the body limit
+    included: add this middleware after ``BodyLimit``, to run first)."""
+
+    def __init__(self, app: ASGIApp, checker: TokenChecker, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.checker = checker
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # FULL: a method no route takes stays 405, an unknown path 404.
+        if scope["type"] == "http" and any(r.matches(scope)[0] is Match.FULL for r in self.routes):
+            request = Request(scope)
+            try:
+                _require(self.checker, await _scheme(request))
+            except HTTPException as exc:
+                response = await http_exception_handler(request, exc)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 @dataclass(frozen=True, slots=True)

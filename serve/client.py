@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from types import TracebackType
 from typing import TypeVar, cast
@@ -105,6 +105,8 @@ class SwitchboardClient:
             raise ApiError(None, f"{base_url!r} is not a URL: {exc}") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ApiError(None, f"{base_url!r} is not an http:// or https:// URL")
+        if url.port is not None and not 1 <= url.port <= 65535:  # httpx takes any number
+            raise ApiError(None, f"{base_url!r}: {url.port} is not a port number (1-65535)")
         if not token.isascii() or not token.isprintable():
             raise ApiError(None, "the API token must be printable ASCII")
         self._http = httpx.AsyncClient(
@@ -223,7 +225,7 @@ class SwitchboardClient:
         scheme, rest = self._base.split("://", 1)
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}"
 
-    async def stream_events(self, call_id: str | None = None) -> AsyncIterator[JSONObject]:
+    async def stream_events(self, call_id: str | None = None) -> AsyncGenerator[JSONObject, None]:
         """Live events of one call (recent ones first), or of every call for ``None``."""
         url = self._ws_url("/events" if call_id is None else f"/calls/{_id(call_id)}/events")
         headers = {"Authorization": f"Bearer {self._token}"}

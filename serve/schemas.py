@@ -39,6 +39,7 @@ __all__ = [
     "CallDetailOut",
     "CallOut",
     "CallPageOut",
+    "CallStatus",
     "CreateCallAlias",
     "ErrorOut",
     "HangupOut",
@@ -58,6 +59,20 @@ MAX_GREETING_CHARS = 2_000
 MAX_METADATA_BYTES = 16_384
 MAX_DURATION_S = 4 * 3600  # Twilio's own default TimeLimit
 _EXAMPLE_NUMBER = "+15551234567"
+# The store's statuses (switchboard.store.status.STATUSES), as a type: what the API answers.
+CallStatus = Literal[
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "no-answer",
+    "failed",
+    "canceled",
+]
+# The deployment's MAX_CALL_DURATION_S caps it too; ``serve.api`` publishes that as the maximum.
+_DURATION_HELP = "Seconds before the call is ended; at most the deployment's MAX_CALL_DURATION_S"
 
 
 def e164(value: str, field: str = "number") -> str:
@@ -188,7 +203,9 @@ class CallCreate(BaseModel):
         default_factory=dict, description=f"Any JSON object, at most {MAX_METADATA_BYTES} bytes"
     )
     # Strict: JSON's true is not 1 s, nor "600" a number.
-    max_duration_s: int | None = Field(default=None, ge=1, le=MAX_DURATION_S, strict=True)
+    max_duration_s: int | None = Field(
+        default=None, ge=1, le=MAX_DURATION_S, strict=True, description=_DURATION_HELP
+    )
 
     _text = field_validator("to", "from_", "instruction", "voice", "greeting", mode="before")(
         _valid_text
@@ -226,7 +243,9 @@ class WebCallCreate(BaseModel):
         default_factory=dict, description=f"Any JSON object, at most {MAX_METADATA_BYTES} bytes"
     )
     # Strict: JSON's true is not 1 s, nor "600" a number.
-    max_duration_s: int | None = Field(default=None, ge=1, le=MAX_DURATION_S, strict=True)
+    max_duration_s: int | None = Field(
+        default=None, ge=1, le=MAX_DURATION_S, strict=True, description=_DURATION_HELP
+    )
 
     _text = field_validator("instruction", "voice", "greeting", mode="before")(_valid_text)
     _instruction = field_validator("instruction")(_not_blank)
@@ -245,7 +264,7 @@ class CallOut(BaseModel):
     greeting: str | None
     metadata: dict[str, JsonValue]
     max_duration_s: int | None
-    status: str
+    status: CallStatus
     twilio_sid: str | None
     created_at: datetime
     updated_at: datetime
@@ -298,7 +317,10 @@ class TurnOut(BaseModel):
     )
     text: str | None
     interrupted: bool
-    heard_text: str | None
+    heard_text: str | None = Field(
+        description="an interrupted reply: the part the caller heard; empty with heard_ms"
+        " null when the call ended while it played (nothing is known to have been heard)"
+    )
     heard_ms: int | None
     generated_ms: int | None
     started_at: datetime

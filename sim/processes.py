@@ -177,6 +177,28 @@ async def realtime_records(
     return realtime.sessions, realtime.stats()
 
 
+async def twilio_problems(twilio: TwilioEmulator) -> dict[str, list[str]]:
+    """What each call's phone refused or ignored of the app's stream messages, by call sid."""
+    problems: dict[str, list[str]] = {}
+    for call in twilio.calls.values():
+        for stream in call.streams:
+            for _, reason, text in stream.rejected:
+                problems.setdefault(call.sid, []).append(f"{reason}: {text}")
+    return problems
+
+
+async def realtime_problems(realtime: RunningRealtimeEmulator) -> dict[str, list[str]]:
+    """Each session's protocol trouble, by session id: the errors the model answered the
+    app's events with, and events of the emulator's own that broke the SDK's models."""
+    problems: dict[str, list[str]] = {}
+    for session in realtime.sessions:
+        found = [f"error {e.get('code')}: {e.get('message')}" for e in session.errors()]
+        found += [f"emulator sent an invalid event: {v}" for v in session.violations]
+        if found:
+            problems[session.session_id] = found
+    return problems
+
+
 async def wait_for_call_status(
     twilio: TwilioEmulator, sid: str, status: str, timeout: float
 ) -> CallRecord:
@@ -210,9 +232,11 @@ REQUESTS: dict[Kind, dict[str, Callable[..., Awaitable[object]]]] = {
         "wait_for_call_status": wait_for_call_status,
         "ring_in": ring_in,
         "records": twilio_records,
+        "problems": twilio_problems,
     },
     "realtime": {
         "records": realtime_records,
+        "problems": realtime_problems,
         "sessions": sessions,
         "hold_handshakes": hold_handshakes,
         "release_handshakes": release_handshakes,
@@ -504,6 +528,13 @@ class EmulatorProcesses:
     async def wait_held(self, count: int, timeout: float) -> None:
         """Until ``count`` Realtime handshakes wait at the hold; raises on time-out."""
         await self.realtime.request("wait_held", count, timeout)
+
+    async def problems(self) -> dict[str, list[str]]:
+        """Every protocol problem either emulator saw so far, by call sid or session id."""
+        twilio, realtime = await asyncio.gather(
+            self.twilio.request("problems"), self.realtime.request("problems")
+        )
+        return {**twilio, **realtime}
 
     async def records(self) -> Records:
         (calls, twilio_stats), (sessions, realtime_stats) = await asyncio.gather(

@@ -166,10 +166,13 @@ def _call(ns: argparse.Namespace) -> int:
 
 
 def _hangup(ns: argparse.Namespace) -> int:
-    from serve.call_command import hang_up_call
+    try:
+        from serve.call_command import hang_up_call
 
-    url, token = _api(ns)
-    return asyncio.run(hang_up_call(url, token, ns.call_id))
+        url, token = _api(ns)
+        return asyncio.run(hang_up_call(url, token, ns.call_id))
+    except KeyboardInterrupt:  # Ctrl-C: hang_up_call has said what may have happened
+        return 130
 
 
 def _show_settings(ns: argparse.Namespace) -> int:

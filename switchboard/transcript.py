@@ -22,7 +22,6 @@ snapped back to the last whole word.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -78,26 +77,44 @@ def heard_prefix(text: str, heard_ms: int, generated_ms: int) -> str:
 
     The estimate assumes speech runs at an even rate over the reply: the prefix
     of ``len(text) * heard_ms / generated_ms`` characters, snapped back to the
-    end of the last whole word (never into the middle of a word; text in a script
-    written without spaces is cut at the estimate itself), with trailing
-    whitespace dropped. ``heard_ms >= generated_ms`` means everything was heard;
-    ``heard_ms <= 0`` or ``generated_ms <= 0`` means nothing was.
+    end of the last whole word (never into the middle of a word), with trailing
+    whitespace dropped. In a script written without spaces (Chinese, Japanese)
+    every character is a word of its own: the cut stands at the estimate there,
+    and a run such as ``A12345`` in it snaps back only to its own start.
+    ``heard_ms >= generated_ms`` means everything was heard; ``heard_ms <= 0`` or
+    ``generated_ms <= 0`` means nothing was.
     """
     if heard_ms <= 0 or generated_ms <= 0:
         return ""
     if heard_ms >= generated_ms:
         return text
     cut = len(text) * heard_ms // generated_ms
-    if cut < len(text) and not text[cut].isspace() and not _unspaced(text):
-        # The cut falls inside a word: back up to the whitespace before it.
-        while cut > 0 and not text[cut - 1].isspace():
+    if cut < len(text) and not _breaks(text[cut]):
+        # The cut falls inside a word: back up to where it began. Never across an
+        # unspaced character: one space elsewhere in a Chinese reply must not throw
+        # away everything heard since it.
+        while cut > 0 and not _breaks(text[cut - 1]):
             cut -= 1
     return text[:cut].rstrip()
 
 
-def _unspaced(text: str) -> bool:
-    """Written without spaces between words (Chinese, Japanese): nothing to snap back to,
-    so the estimate stands rather than the whole reply counting as unheard."""
-    return not any(c.isspace() for c in text) and any(
-        unicodedata.east_asian_width(c) in ("W", "F") for c in text
-    )
+# Scripts written without spaces between words, where every character is a word of its
+# own: CJK punctuation, kana, Bopomofo, the ideographs and full-width forms. Korean is
+# written with spaces. The console's heardPrefix (live_call.js) keeps the same ranges.
+UNSPACED_RANGES = (
+    (0x3000, 0x30FF),  # CJK symbols and punctuation, Hiragana, Katakana
+    (0x3100, 0x312F),  # Bopomofo
+    (0x31F0, 0x31FF),  # Katakana phonetic extensions
+    (0x3400, 0x4DBF),  # CJK unified ideographs extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0xFF00, 0xFFEF),  # half-width and full-width forms
+    (0x20000, 0x3FFFF),  # CJK extensions B and later
+)
+
+
+def _breaks(char: str) -> bool:
+    """A word ends on either side of ``char``: whitespace, or a character of a script
+    written without spaces between words."""
+    point = ord(char)
+    return char.isspace() or any(low <= point <= high for low, high in UNSPACED_RANGES)

@@ -9,6 +9,8 @@ sid, ``sequenceNumber`` ``"1"`` on ``start`` and +1 on every later message.
 message: ``AudioReceived``, ``MarkReceived``, ``ClearReceived`` or
 ``Rejected`` (bad JSON, unknown event, bad base64, ...). Media without a
 payload and marks without a name are ``Ignored``, as Twilio ignores them.
+``stream_sid_problem(message, expected)`` names what is wrong with a played
+message's ``streamSid``: absent, or not the one ``start`` gave (1.3, 1.4).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "ServerMessage",
     "StreamWriter",
     "parse_server_message",
+    "stream_sid_problem",
 ]
 
 
@@ -175,3 +178,19 @@ def parse_server_message(text: str | bytes) -> tuple[ServerMessage, dict[str, ob
             return Rejected("missing_event", "message has no 'event'"), data
         case other:
             return Rejected("unknown_event", f"unknown event {other!r}"), data
+
+
+def stream_sid_problem(message: ServerMessage, expected: str) -> tuple[str, str] | None:
+    """``(reason, detail)`` if a media/mark/clear does not carry ``expected``, else None.
+
+    Every server -> Twilio message carries the ``streamSid`` from ``start`` (protocols.md
+    1.3, 6.3). What Twilio does otherwise is unknown (1.4), so the phone records the
+    problem and still acts on the message: a missing sid is treated like a wrong one.
+    """
+    if not isinstance(message, AudioReceived | MarkReceived | ClearReceived):
+        return None
+    if message.stream_sid is None:
+        return "missing_stream_sid", "message has no string 'streamSid'"
+    if message.stream_sid != expected:
+        return "stream_sid_mismatch", message.stream_sid
+    return None

@@ -34,6 +34,7 @@ from .media import (
     Rejected,
     StreamWriter,
     parse_server_message,
+    stream_sid_problem,
 )
 from .playout import Cleared, MarkEchoed, Playout, PlayoutEvent
 from .recording import ClearRecord, HeardTrack, MarkRecord, StreamRecord, WsMessage
@@ -230,9 +231,8 @@ class Phone:
         if not is_media or self.record_frames:
             text = message if isinstance(message, str) else f'{{"binary":{len(message)}}}'
             self.record.messages.append(WsMessage(call_ms, "received", text))
-        stream_sid = getattr(parsed, "stream_sid", None)
-        if stream_sid is not None and stream_sid != self.writer.stream_sid:
-            self.record.rejected.append((call_ms, "stream_sid_mismatch", stream_sid))
+        if problem := stream_sid_problem(parsed, self.writer.stream_sid):
+            self.record.rejected.append((call_ms, *problem))
         # After a stall of this process (the clock a slot or more behind), what is read now
         # arrived while it was not running, when is unknown: it joins the buffer where the
         # clock stopped and the clock's catch-up plays it (clock.py). This errs early (a gap

@@ -2,11 +2,11 @@
 
 ``run()`` sleeps until the machine's next deadline (or a poke from the REST
 API or the phone), applies each transition (record, status callbacks,
-waiters), and once answered: does AMD, plays ``SendDigits``, then hands the
-TwiML to a ``TwimlExecutor``. The TwiML runs in its own task so that the
-call can end under it at any moment (hang-up by either side, ``TimeLimit``,
-``update(twiml=/url=)``): cancelling that task makes the phone send ``stop``
-and close the socket.
+waiters), and once answered: does AMD (not when ``SendDigits`` is set),
+plays ``SendDigits``, then hands the TwiML to a ``TwimlExecutor``. The TwiML
+runs in its own task so that the call can end under it at any moment (hang-up
+by either side, ``TimeLimit``, ``update(twiml=/url=)``): cancelling that task
+makes the phone send ``stop`` and close the socket.
 
 An inbound call (``Exchange.ring_in``) is ringing when its number's voice URL
 is fetched (``CallStatus=ringing``, ``Direction=inbound``); that document
@@ -268,8 +268,10 @@ class CallSession:
         self.answered_at = self.machine.answered_at
         assert self.answered_at is not None
         rec = self.record
-        mode = rec.param("MachineDetection")
-        if mode in ("Enable", "DetectMessageEnd"):
+        mode, digits = rec.param("MachineDetection"), rec.param("SendDigits")
+        # "If send_digits is provided, machine_detection is ignored" (create()'s docstring,
+        # protocols.md 2.2): no AMD at all, so no AnsweredBy, no AMD callback, no delay.
+        if mode in ("Enable", "DetectMessageEnd") and not digits:
             self.amd = amd_result(
                 mode,
                 self.outcome,
@@ -286,7 +288,6 @@ class CallSession:
                     return
                 rec.answered_by = self.amd.answered_by
                 self.exchange.changed()
-        digits = rec.param("SendDigits")
         if digits:
             tones = dtmf_utterance(digits).audio
             rec.heard.add_item(self.call_ms(), tones, "digits", "SendDigits")

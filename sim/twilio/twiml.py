@@ -5,6 +5,8 @@ dataclasses) or raises ``TwimlError`` with Twilio's error code: 12100 when
 the text is not XML or its root is not ``<Response>``. Verbs the emulator
 does not act on become ``Unsupported`` and are skipped with a warning
 (Twilio's 12200 "schema validation warning"), as Twilio skips unknown nouns.
+``StreamSpec.oversized_parameters()`` names the ``<Parameter>``s at or over
+the size limit (name + value under 500 characters, protocols.md 1.1).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 __all__ = [
+    "MAX_PARAMETER_CHARS",
     "Connect",
     "Dial",
     "Document",
@@ -31,6 +34,7 @@ __all__ = [
 
 DOCUMENT_PARSE_FAILURE = 12100
 SCHEMA_WARNING = 12200
+MAX_PARAMETER_CHARS = 500  # "combined name + value length must be under 500 characters"
 
 
 class TwimlError(Exception):
@@ -66,6 +70,10 @@ class StreamSpec:
     status_callback: str = ""
     status_callback_method: str = "POST"
     parameters: tuple[tuple[str, str], ...] = ()
+
+    def oversized_parameters(self) -> list[str]:
+        """Names of the ``<Parameter>``s whose name + value is not under the limit."""
+        return [n for n, v in self.parameters if len(n) + len(v) >= MAX_PARAMETER_CHARS]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,26 @@ write that raises is rolled back alone and its caller gets its error, the others
 commit together, and each caller is answered only after the commit. A write
 found alone has a transaction to itself, as before; under load (the recorder, one
 writer for every live call) the commit, the lock and the thread hop are paid once
-per group (``python -m bench --only recorder``).
+per group (``python -m bench --only recorder``). Two cases break "fails alone":
+
+- Some errors end the whole transaction, not the savepoint: SQLite's "database or
+  disk is full" (and I/O errors, out of memory), a PostgreSQL connection lost. The
+  writes already run in the group are then gone, so their callers get an error
+  (never "done"); the failed write gets its own error, and the writes not yet run
+  go on in a new transaction. Without this check SQLite ran those in a fresh
+  implicit transaction and the earlier writes were reported committed but lost.
+- A group holds the row locks of all its writes until its commit, so two processes
+  group-committing writes that lock the same ``calls`` rows in different orders (two
+  ingress replicas updating statuses) deadlocked on PostgreSQL: after a stall of
+  ``deadlock_timeout`` (1 s) one side's write failed, a status callback Twilio never
+  sends again. A write that takes such a lock says so (``write(..., locking=True)``)
+  and on PostgreSQL runs in a transaction of its own: holding one row lock, it cannot
+  be in a cycle. Only the ingress's writes (a few per call) lock a ``calls`` row; the
+  recorder's timeline, transcript and usage writes, nearly all of the load, take only
+  KEY SHARE on it (their foreign key), which no other write conflicts with, and stay
+  grouped. SQLite has no row locks (one writer at a time): it groups them all.
+  Whatever still deadlocks or fails to serialize (SQLSTATE 40P01, 40001: no fault of
+  the write) is run again alone once its group is done, :data:`RETRIES` times at most.
 
 Why a synchronous engine on worker threads rather than SQLAlchemy's asyncio
 extension: measured on this project's 2-core machine (1500 small write
@@ -52,6 +71,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import URL, Connection, make_url
@@ -64,6 +84,7 @@ from switchboard.store.write_lock import WriteLock, write_lock_path
 
 __all__ = [
     "MAX_GROUP",
+    "RETRIES",
     "WRITE",
     "Database",
     "EngineOptions",
@@ -78,6 +99,10 @@ __all__ = [
 WRITE = "switchboard_write"
 # Writes committed together at most: bounds how long one transaction holds the lock.
 MAX_GROUP = 256
+# Runs of a write that failed as a deadlock victim or on a serialization failure
+# (PostgreSQL's SQLSTATE 40P01, 40001): no fault of its own, it succeeds when run again.
+RETRIES = 3
+_RETRYABLE = frozenset({"40P01", "40001"})
 
 T = TypeVar("T")
 
@@ -223,6 +248,8 @@ class _Write:
     loop: asyncio.AbstractEventLoop
     ok: bool = False
     outcome: Any = None  # the work's result, or the exception its caller gets
+    alone: bool = False  # in a transaction of its own, not in a group
+    retry: bool = False  # failed in a group in a way that running it alone can cure
 
 
 class Database:
@@ -248,6 +275,7 @@ class Database:
         self._draining = False
         self._lock: WriteLock | None = None
         self._write_executor = self._executor
+        self._row_locks = engine.dialect.name == "postgresql"
         if engine.dialect.name == "sqlite" and engine.url.database:
             self._lock = WriteLock(write_lock_path(engine.url.database))
             # One writer thread: writes take turns in order, and reads never wait behind them.
@@ -256,9 +284,11 @@ class Database:
     async def read(self, doing: str, work: Callable[[Session], T]) -> T:
         return await self._run(partial(self._transaction, self._reader, nullcontext(), doing, work))
 
-    async def write(self, doing: str, work: Callable[[Session], T]) -> T:
+    async def write(self, doing: str, work: Callable[[Session], T], *, locking: bool = False) -> T:
+        """``locking``: ``work`` locks a row FOR (NO KEY) UPDATE, and on PostgreSQL
+        runs in a transaction of its own (see the module)."""
         loop = asyncio.get_running_loop()
-        write = _Write(doing, work, loop.create_future(), loop)
+        write = _Write(doing, work, loop.create_future(), loop, alone=locking and self._row_locks)
         with self._queue_lock:
             self._queue.append(write)
             start, self._draining = not self._draining, True
@@ -315,47 +345,83 @@ class Database:
             self._commit(group)
             _answer(group)
 
-    def _commit(self, group: list[_Write]) -> None:
-        if len(group) == 1:  # alone: its own transaction, no savepoint
-            write = group[0]
-            try:
-                write.ok, write.outcome = (
-                    True,
-                    self._transaction(self._writer, self._writing(), write.doing, write.work),
-                )
-            except Exception as exc:
-                write.ok, write.outcome = False, exc
-            return
+    def _commit(self, writes: list[_Write]) -> None:
+        group = [write for write in writes if not write.alone]
+        while len(group) > 1:
+            group = self._commit_group(group)
+        for write in group + [write for write in writes if write.alone]:
+            self._alone(write)  # its own transaction, no savepoint
+
+    def _commit_group(self, group: list[_Write]) -> list[_Write]:
+        """Run ``group`` in one transaction; return the writes it did not run (those after
+        one whose failure ended the transaction), for the next."""
+        left: list[_Write] = []
+        again: list[_Write] = []
         try:
             with (
                 self._writing(),
                 self._write_engine.connect() as connection,
-                connection.begin(),
+                connection.begin() as transaction,
             ):
-                for write in group:
-                    self._attempt(connection, write)
+                for ran, write in enumerate(group, 1):
+                    alive = self._attempt(connection, write)
+                    if write.retry:
+                        again.append(write)
+                    if not alive:
+                        _lost_with(group[: ran - 1], write)
+                        left = group[ran:]
+                        transaction.rollback()
+                        break
         except Exception as exc:  # BEGIN, COMMIT or the lock failed: nothing was kept
-            for write in group:
+            for write in group[: len(group) - len(left)]:
                 if write.ok or write.outcome is None:
                     write.ok, write.outcome = False, store_error(write.doing, exc)
+        # Once the group's locks are released: alone, the write holds none another waits for.
+        for write in again:
+            self._alone(write)
+        return left
+
+    def _alone(self, write: _Write) -> None:
+        """``write`` in a transaction of its own, run again while it fails retryably."""
+        for attempt in range(1, RETRIES + 1):
+            try:
+                outcome = self._transaction(self._writer, self._writing(), write.doing, write.work)
+            except Exception as exc:
+                write.ok, write.outcome = False, exc
+                if attempt == RETRIES or not _retryable(exc):
+                    return
+            else:
+                write.ok, write.outcome = True, outcome
+                return
 
     @staticmethod
-    def _attempt(connection: Connection, write: _Write) -> None:
-        """``write`` in a savepoint and a session of its own: it fails alone."""
-        try:
-            with (
-                Session(
-                    bind=connection,
-                    join_transaction_mode="create_savepoint",
-                    expire_on_commit=False,
-                ) as session,
-                session.begin(),
-            ):
+    def _attempt(connection: Connection, write: _Write) -> bool:
+        """``write`` in a savepoint and a session of its own: it fails alone. Whether the
+        group's transaction is still there, with nothing of ``write`` in it if it failed."""
+        with Session(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        ) as session:
+            savepoint = session.begin()
+            try:
                 write.ok, write.outcome = True, write.work(session)
-        except (SQLAlchemyError, OSError) as exc:
-            write.ok, write.outcome = False, store_error(write.doing, exc)
-        except Exception as exc:
-            write.ok, write.outcome = False, exc
+                savepoint.commit()
+            except Exception as exc:
+                write.ok, write.outcome = False, _error(write.doing, exc)
+                try:
+                    savepoint.rollback()
+                except Exception:
+                    alive = False  # not back at the savepoint: the transaction cannot go on
+                else:
+                    alive = _in_transaction(connection)
+                    write.retry = alive and _retryable(exc)
+                if not alive:  # the error that ended it, not "no such savepoint" after it
+                    write.outcome = _error(write.doing, _origin(exc))
+                return alive
+        if _in_transaction(connection):
+            return True
+        # It returned, but an error it handled itself ended the transaction, and its work.
+        write.ok, write.outcome = False, StoreError(f"{write.doing} failed: transaction lost")
+        return False
 
     def _fail_queued(self, exc: RuntimeError) -> None:
         with self._queue_lock:
@@ -373,6 +439,59 @@ class Database:
     ) -> T:
         with translate_errors(doing), lock, factory() as session, session.begin():
             return work(session)
+
+
+def _error(doing: str, exc: Exception) -> Exception:
+    """What a write's caller gets for ``exc``: database errors translated, others as they are."""
+    return store_error(doing, exc) if isinstance(exc, SQLAlchemyError | OSError) else exc
+
+
+def _origin(exc: Exception) -> Exception:
+    """The first database error in ``exc``'s context: a rollback that fails (SQLAlchemy
+    rolls back a failed flush itself) raises its own error while handling the cause."""
+    origin, seen = exc, exc.__context__
+    while seen is not None:
+        if isinstance(seen, SQLAlchemyError):
+            origin = seen
+        seen = seen.__context__
+    return origin
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A deadlock victim or a serialization failure, through SQLAlchemy's and our wrapping."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) in _RETRYABLE:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
+def _in_transaction(connection: Connection) -> bool:
+    """Whether ``connection``'s transaction is still open and usable. SQLite rolls the
+    whole transaction back on its own for some errors (full, I/O, out of memory); a
+    statement after that would begin a new one, so this is asked after every write."""
+    if connection.invalidated:
+        return False
+    raw: Any = connection.connection.driver_connection
+    if connection.dialect.name == "sqlite":
+        return bool(raw.in_transaction)
+    if connection.dialect.name == "postgresql":
+        return bool(raw.info.transaction_status == TransactionStatus.INTRANS)
+    return True
+
+
+def _lost_with(writes: list[_Write], failed: _Write) -> None:
+    """``writes`` ran before ``failed`` ended their transaction: none of them is kept."""
+    cause = failed.outcome
+    for write in writes:
+        if write.ok or write.outcome is None:
+            error = StoreError(
+                f"{write.doing} failed: rolled back with its group of writes when "
+                f"{failed.doing} failed ({cause})"
+            )
+            error.__cause__ = cause if isinstance(cause, BaseException) else None
+            write.ok, write.outcome = False, error
 
 
 def _answer(writes: list[_Write]) -> None:

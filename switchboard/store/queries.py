@@ -38,7 +38,9 @@ __all__ = [
 
 
 def require_call(session: Session, call_id: str, *, lock: bool = False) -> CallRow:
-    """The call's row, locked for update if asked; :class:`StoreError` if there is none."""
+    """The call's row, locked for update if asked; :class:`StoreError` if there is none.
+    A write that locks it passes ``locking=True`` to ``Database.write``: on PostgreSQL a
+    group holding such locks for many calls deadlocks with another process's group."""
     query = select(CallRow).where(CallRow.id == call_id)
     if lock:
         # FOR NO KEY UPDATE: the key never changes, and a plain FOR UPDATE would conflict

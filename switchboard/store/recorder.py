@@ -6,6 +6,9 @@ are not part of a call's record and are ignored. Each notice maps to a store
 write:
 
 - transcript notices -> turns (``CallerTurnStarted`` reserves the caller's place);
+  the call's end (``FinishCall``, a terminal ``CallStatusChanged``) closes the turns
+  left open: no transcript will fill a caller's, and a reply still speaking then (its
+  actor died) is cut with nothing known heard (``switchboard.store.turns``);
 - ``AgentTurnInterrupted`` -> the cut, plus an ``interruption`` timeline event;
 - ``UsageReported`` -> usage; ``CallStatusChanged`` -> the call's status;
 - ``PhaseChanged`` / ``ProblemNoted`` / ``RunTool`` / ``ToolReturned`` /
@@ -52,6 +55,7 @@ from switchboard.call_actions import (
 from switchboard.errors import StoreInputError
 from switchboard.store import validation as check
 from switchboard.store.repository import CallStore
+from switchboard.store.status import is_terminal
 
 __all__ = ["Recordable", "record", "record_batch"]
 
@@ -77,6 +81,7 @@ async def record_batch(
     ends = any(type(message) is FinishCall for message, _ in batch)
     if ends and await store.finish_reason(call_id) is not None:
         batch = [(message, at) for message, at in batch if type(message) is not FinishCall]
+    closes = ends or any(_terminal(message) for message, _ in batch)
     timeline: list[TimelineEntry] = []
     for message, at in batch:
         try:
@@ -93,9 +98,11 @@ async def record_batch(
     # On disk before the batch is acknowledged: a recorder that died after taking it
     # would lose what it held back (the call actor never sends a taken batch again).
     # Before the timeline too, which may note the batch as recorded.
-    if ends:
+    if closes:
         await store.flush_turns(call_id)  # every turn of this call, not every call's
-        await store.close_caller_turns(call_id)
+        # Caller turns and replies left open, and their buffer (a recorder outlives calls).
+        ends_at = [at for message, at in batch if type(message) is FinishCall or _terminal(message)]
+        await store.close_caller_turns(call_id, min(ends_at, default=None))
     elif grown := [m.item_id for m, _ in batch if type(m) is AgentTranscriptGrew]:
         await store.flush_turns(call_id, grown)
     if timeline:
@@ -129,6 +136,10 @@ async def _write_apart(
         case _:
             return _timeline_event(message)
     return None
+
+
+def _terminal(message: Recordable) -> bool:
+    return type(message) is CallStatusChanged and is_terminal(message.status)
 
 
 def _timeline_event(message: Recordable) -> tuple[str, dict[str, object]] | None:

@@ -86,7 +86,9 @@ class Turn:
     ``transcribed`` or ``untranscribed`` (the call ended without one) for the caller,
     ``speaking`` / ``finished`` / ``interrupted`` for the agent. For an interrupted
     agent turn ``text`` is everything generated and ``heard_text`` the estimated part
-    the caller heard (:func:`~switchboard.transcript.heard_prefix`).
+    the caller heard (:func:`~switchboard.transcript.heard_prefix`); a reply still
+    speaking when the call ended (its actor died, say) is interrupted with
+    ``heard_text`` ``""`` and ``heard_ms`` None: nothing is known to have been heard.
     """
 
     item_id: str

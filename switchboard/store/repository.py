@@ -199,7 +199,7 @@ class CallStore:
             row = require_call(session, call_id, lock=True)
             row.twilio_sid, row.updated_at = call_sid, now
 
-        await self._db.write("setting a call's Twilio sid", work)
+        await self._db.write("setting a call's Twilio sid", work, locking=True)
 
     async def find_by_twilio_sid(self, call_sid: str) -> CallRecord | None:
         def work(session: Session) -> CallRecord | None:
@@ -232,7 +232,7 @@ class CallStore:
             session.add(CallEventRow(call_id=call_id, kind="status", at=at, data=event))
             return applied
 
-        return await self._db.write("updating a call's status", work)
+        return await self._db.write("updating a call's status", work, locking=True)
 
     async def append_event(
         self, call_id: str, kind: str, at: datetime, data: dict[str, object]
@@ -357,10 +357,11 @@ class CallStore:
         check.count("generated_ms", generated_ms)
         await self._turns.cut_agent(call_id, item_id, heard_ms, generated_ms, check.aware("at", at))
 
-    async def close_caller_turns(self, call_id: str) -> None:
-        """The call's media ended: reserved caller turns with no transcript become
-        ``untranscribed`` (a terminal status does this too)."""
-        await self._turns.close_caller(call_id)
+    async def close_caller_turns(self, call_id: str, at: datetime | None = None) -> None:
+        """The call's media ended (at ``at``; None: when its status says, else now):
+        reserved caller turns with no transcript become ``untranscribed`` and replies
+        still speaking are cut (a terminal status does this too)."""
+        await self._turns.close_caller(call_id, None if at is None else check.aware("at", at))
 
     async def flush(self) -> None:
         """Write buffered agent transcript text now."""

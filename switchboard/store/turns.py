@@ -14,6 +14,15 @@ estimate of what the caller heard in ``heard_text``
 (:func:`~switchboard.transcript.heard_prefix`); deltas that trickle in
 after the cut are dropped (their audio was never played), and a final
 transcript reported after the cut replaces ``text`` but not ``heard_text``.
+
+A call that ends (its end recorded, or a terminal status) with a reply still
+``speaking`` (its actor died mid-reply: no cut will come) closes it as
+``interrupted`` with ``heard_text`` empty and ``heard_ms`` / ``generated_ms``
+unknown (NULL): how much of it was played is not known here, and counting
+the whole as heard would claim what the caller may never have heard. Such a
+cut is provisional: a measured cut reported after it (the call's own end,
+delivered after a status callback) replaces it, and text still buffered for it
+is written.
 """
 
 from __future__ import annotations
@@ -23,13 +32,13 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from switchboard.errors import StoreError, StoreInputError
 from switchboard.store.buffer import TranscriptBuffer, TurnKey
 from switchboard.store.database import Database
-from switchboard.store.models import TurnRow
+from switchboard.store.models import CallRow, TurnRow
 from switchboard.store.queries import check_call
 from switchboard.transcript import heard_prefix
 
@@ -91,12 +100,28 @@ class TurnWriter:
 
         await self._db.write("recording a caller turn", work)
 
-    async def close_caller(self, call_id: str) -> None:
-        """The call ended: its reserved caller turns will get no transcript."""
-        await self._db.write(
-            "closing untranscribed caller turns",
-            lambda session: close_untranscribed(session, call_id),
-        )
+    async def close_caller(self, call_id: str, at: datetime | None = None) -> None:
+        """The call ended (at ``at``; None: the end its status gave, else now): its reserved
+        caller turns will get no transcript, and its replies still speaking are cut
+        (module docstring). They are no longer buffered here either."""
+        keys = [(call_id, item_id) for item_id in self._buffer.texts_of(call_id)]
+        so_far = {key[1]: text for key in keys if (text := await self._untrack(key)) is not None}
+
+        def work(session: Session) -> None:
+            close_untranscribed(session, call_id, at or _ended_at(session, call_id) or self._now())
+            for item_id, text in so_far.items():  # newer than what was written
+                session.execute(
+                    update(TurnRow)
+                    .where(TurnRow.call_id == call_id, TurnRow.item_id == item_id, _cut_unmeasured)
+                    .values(text=text)
+                )
+
+        try:
+            await self._db.write("closing an ended call's turns", work)
+        except BaseException:
+            for item_id, text in so_far.items():  # closed again when tried again
+                self._track((call_id, item_id), text)
+            raise
 
     # -- agent turns -----------------------------------------------------------
 
@@ -158,8 +183,8 @@ class TurnWriter:
 
         def work(session: Session) -> None:
             row = self._agent_row(session, key, so_far, at)
-            if row.state == "interrupted":
-                return  # the first cut stands
+            if row.state == "interrupted" and row.heard_ms is not None:
+                return  # the first measured cut stands (the call's end measures none)
             text = so_far if so_far is not None else (row.text or "")
             row.text, row.state, row.ended_at = text, "interrupted", at
             row.heard_ms, row.generated_ms = heard_ms, generated_ms
@@ -274,13 +299,14 @@ class TurnWriter:
                 return  # closed meanwhile, or nothing new
 
             def work(session: Session) -> None:
-                # Only while speaking: never overwrite a turn another store finished or cut.
+                # Only while speaking (or cut unmeasured, by a status callback, say): never
+                # overwrite a turn another store finished or cut.
                 session.execute(
                     update(TurnRow)
                     .where(
                         TurnRow.call_id == call_id,
                         TurnRow.item_id == item_id,
-                        TurnRow.state == "speaking",
+                        or_(TurnRow.state == "speaking", _cut_unmeasured),
                     )
                     .values(text=text)
                 )
@@ -319,12 +345,31 @@ def _turn(session: Session, call_id: str, item_id: str, role: str) -> TurnRow | 
     return row
 
 
-def close_untranscribed(session: Session, call_id: str) -> None:
-    """``pending`` caller turns of an ended call become ``untranscribed``: no transcript
-    comes once the model's socket is closed. One that still arrives (a report sent late)
-    fills the turn as ever."""
+def close_untranscribed(session: Session, call_id: str, at: datetime | None = None) -> None:
+    """Close the turns of a call that ended at ``at`` (None: the end its row gives).
+
+    ``pending`` caller turns become ``untranscribed``: no transcript comes once the
+    model's socket is closed. One that still arrives (a report sent late) fills the turn
+    as ever. Agent turns still ``speaking`` are cut, nothing known heard (module
+    docstring)."""
     session.execute(
         update(TurnRow)
         .where(TurnRow.call_id == call_id, TurnRow.role == "caller", TurnRow.state == "pending")
         .values(state="untranscribed")
     )
+    ended = at or _ended_at(session, call_id)
+    session.execute(
+        update(TurnRow)
+        .where(TurnRow.call_id == call_id, TurnRow.role == "agent", TurnRow.state == "speaking")
+        .values(state="interrupted", ended_at=ended, heard_text="")
+    )
+
+
+# An agent turn closed by its call's end, not by a cut: nothing is known of what was heard.
+_cut_unmeasured: ColumnElement[bool] = and_(
+    TurnRow.state == "interrupted", TurnRow.heard_ms.is_(None)
+)
+
+
+def _ended_at(session: Session, call_id: str) -> datetime | None:
+    return session.scalar(select(CallRow.ended_at).where(CallRow.id == call_id))

@@ -593,6 +593,32 @@ def statuses(world: World) -> list[str]:
     return [a.status for a in world.recorder.actions if isinstance(a, CallStatusChanged)]
 
 
+async def test_the_realtime_session_goes_through_the_environments_proxy(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As the SDK's connect: where the egress is a proxy, OpenAI is reached through it.
+    heads: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 403 Forbidden\r\n\r\n")  # no tunnel: enough to see it asked
+        writer.close()
+
+    for name in ("http", "https", "ws", "wss", "socks", "all", "no"):
+        for variable in (f"{name}_proxy", f"{name.upper()}_PROXY"):
+            monkeypatch.delenv(variable, raising=False)
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    try:
+        with pytest.raises(RealtimeServiceError) as refused:
+            await make_actor(world).open_realtime()
+    finally:
+        server.close()
+    assert "403" in str(refused.value)
+    [head] = heads
+    assert head.startswith(b"CONNECT 127.0.0.1:")
+
+
 async def test_a_call_whose_session_failed_to_open_lets_its_actor_go(world: World) -> None:
     actor = make_actor(world)
     await actor.start()
@@ -862,6 +888,15 @@ async def test_a_web_call_whose_page_joins_but_never_starts_ends_unanswered(
     async with websockets.connect(url, subprotocols=[Subprotocol("token.tok")]):
         assert await asyncio.wait_for(actor.wait_finished(), 10) == "no-answer"
     assert statuses(world) == ["in-progress", "no-answer"]
+
+
+async def test_a_web_call_hung_up_before_its_page_connects_ends_canceled(world: World) -> None:
+    actor = make_actor(world)
+    await actor.start()
+    await actor.prepare(CallPlan("call-c", "Test.", stream_token="tok", web=True))
+    assert await actor.hang_up("call-c", "api") is True
+    assert await asyncio.wait_for(actor.wait_finished(), 10) == "api"
+    assert statuses(world) == ["canceled"]  # called off, not unanswered
 
 
 async def test_a_call_twilio_queues_past_the_stream_wait_is_waited_for(

@@ -502,6 +502,36 @@ async def test_an_expired_session_is_replaced_and_audio_meanwhile_waits_for_it()
     assert new.closed_with is not None
 
 
+async def test_a_renewal_does_not_wait_for_an_old_session_that_never_answers_its_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A session renewed because it was lost or stuck may never answer the close: the new
+    # one opens meanwhile (the caller would hear the wait as silence), and the shell's
+    # close gives the old close up.
+    hooks = Hooks()
+    shell, old, _ = await live_call(hooks)
+    closing, given_up = asyncio.Event(), asyncio.Event()
+
+    async def never_answered(code: int = 1000, reason: str = "") -> None:
+        old.closed_with = (code, reason)
+        closing.set()
+        try:
+            await asyncio.get_running_loop().create_future()  # no answer, ever
+        except asyncio.CancelledError:
+            given_up.set()
+            raise
+
+    monkeypatch.setattr(old, "close", never_answered)
+    old.inbox.put_nowait(EXPIRED)
+    await hooks.until(lambda: len(hooks.opened) == 1)
+    assert closing.is_set() and not given_up.is_set()  # opened with the old close pending
+    assert old.closed_with == (1000, "session renewed")
+    new = hooks.opened[0]
+    await new.wait_for("type", "session.update")
+    await shell.close()
+    assert given_up.is_set() and new.closed_with is not None
+
+
 async def test_a_renewed_session_that_cannot_connect_ends_the_call() -> None:
     hooks = Hooks()
     hooks.open_error = OSError("connection refused")
@@ -543,7 +573,9 @@ async def test_a_renewal_that_fails_after_a_newer_one_replaced_it_changes_nothin
     running = set(shell._tasks)
     old.inbox.put_nowait(EXPIRED)
     await hooks.until(lambda: hooks.tries == 1)
-    [first_try] = shell._tasks - running  # the task opening the first renewed session
+    [first_try] = [  # the task opening the first renewed session
+        t for t in shell._tasks - running if t.get_coro().__name__ == "_reopen_realtime"
+    ]
     for n in range(1, 6):  # more than may wait for a session that has not connected
         twilio.inbox.put_nowait(media(n, bytes([n]) * 160))
     await hooks.until(lambda: len(hooks.opened) == 1)  # the second try, after a back-off

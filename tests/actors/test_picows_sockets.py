@@ -397,6 +397,27 @@ async def test_a_close_the_client_never_answers_ends_in_an_abort(
     assert socket.transport is not None and socket.transport.is_disconnected
 
 
+async def test_a_close_given_up_while_it_waits_drops_the_connection(
+    media: Media, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A call shell closing gives up the close of a renewed session's old socket: that
+    # socket must not stay open behind it, waiting on a peer that never answers.
+    monkeypatch.setattr(picows_sockets, "CLOSE_TIMEOUT_S", 3600.0)
+    client, socket = await media.connect()
+    client.transport.pause_reading()  # the client will not see our close frame
+    try:
+        closing = asyncio.ensure_future(socket.close(1000))
+        await asyncio.sleep(0)  # one turn: the close frame is sent, its answer awaited
+        assert not closing.done()
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        await asyncio.wait_for(socket.wait_closed(), TIMEOUT)
+    finally:
+        client.transport.abort()
+    assert socket.transport is not None and socket.transport.is_disconnected
+
+
 async def test_recv_in_two_tasks_at_once_is_refused(media: Media) -> None:
     client, socket = await media.connect()
     first = asyncio.ensure_future(socket.recv())

@@ -38,6 +38,10 @@ class FakeFactory:
         self.asking = 0
         self.recyclable: bool | Exception = False
         self.recycled: list[str] = []
+        self.dead: set[str] = set()  # ready actors that died while they waited
+        self.checked: list[str] = []  # ready actors asked whether they are ``lost``
+        self.checks: asyncio.Event | None = None  # when set, a check waits for it
+        self.check_error: Exception | None = None
 
     async def create(self) -> Slot[str]:
         if self.failing is not None:
@@ -59,6 +63,14 @@ class FakeFactory:
         if self.asked is not None:
             await self.asked.wait()
         return free
+
+    async def lost(self, slot: Slot[str]) -> bool:
+        self.checked.append(slot.name)
+        if self.checks is not None:
+            await self.checks.wait()
+        if self.check_error is not None:
+            raise self.check_error
+        return slot.name in self.dead
 
     def finished(self, slot: Slot[str]) -> asyncio.Future[str]:
         return self.endings[slot.name]
@@ -522,3 +534,99 @@ async def test_a_call_hung_up_before_it_asks_for_an_actor_is_refused_one() -> No
     assert not pool.cancel("b", placing=True)  # served: hung up at its actor
     assert pool.slot("b") == live
     await pool.close()
+
+
+# -- ready actors that died while they waited ---------------------------------------
+
+
+async def test_a_ready_actor_that_died_is_retired_and_the_call_gets_the_next() -> None:
+    # Its node was lost while it waited: handed out, it would fail the call's placing.
+    factory = FakeFactory()
+    failed: list[str] = []
+
+    async def on_failed(call_id: str, exc: Exception) -> None:
+        failed.append(call_id)
+
+    pool = CallPool(factory, size=2, on_failed=on_failed, lost=factory.lost)
+    await pool.fill()
+    factory.dead.add("slot-1")
+    slot = await pool.acquire("call-a")
+    assert slot.name == "slot-2" and pool.slot("call-a") == slot
+    await settle(pool)
+    assert "slot-1" in factory.retired and "slot-1" not in pool.ready_names()
+    assert "slot-1" not in pool.known_names()
+    assert pool.ready == 2  # refilled: the dead one is counted nowhere
+    factory.endings["slot-1"].set_exception(RuntimeError("actor died"))  # as Ray would
+    factory.endings["slot-2"].set_result("completed")
+    await until(lambda: pool.live == 0)
+    await settle(pool)
+    assert failed == []  # no call ever ran on the dead one: no death to record
+    await pool.close()
+
+
+async def test_a_call_finding_every_ready_actor_dead_gets_one_started_for_it() -> None:
+    factory = FakeFactory()
+    pool = CallPool(factory, size=2, lost=factory.lost)
+    await pool.fill()
+    factory.dead |= {"slot-1", "slot-2"}
+    slot = await pool.acquire("call-a")
+    assert slot.name not in factory.dead and factory.checked == ["slot-1", "slot-2"]
+    await settle(pool)
+    assert {"slot-1", "slot-2"} <= set(factory.retired)
+    assert pool.ready == 2 and not set(pool.ready_names()) & factory.dead
+    await pool.close()
+
+
+async def test_a_ready_actor_whose_check_fails_is_handed_out_not_retired() -> None:
+    # Only an actor known to be gone is passed over; the placing finds out about the rest.
+    factory = FakeFactory()
+    factory.check_error = RuntimeError("the GCS is briefly unreachable")
+    pool = CallPool(factory, size=1, lost=factory.lost)
+    await pool.fill()
+    assert (await pool.acquire("call-a")).name == "slot-1"
+    await settle(pool)
+    assert factory.retired == [] and factory.created == 2
+    await pool.close()
+
+
+async def test_a_call_asked_for_again_while_its_ready_actor_is_checked_gets_one_actor() -> None:
+    factory = FakeFactory()
+    factory.checks = asyncio.Event()
+    pool = CallPool(factory, size=1, lost=factory.lost)
+    await pool.fill()
+    first = asyncio.ensure_future(pool.acquire("a"))
+    await until(lambda: factory.checked == ["slot-1"])
+    assert pool.serves("a") and "slot-1" in pool.known_names()  # a takeover leaves it be
+    second = asyncio.ensure_future(pool.acquire("a"))
+    factory.checks.set()
+    assert await first == await second == pool.slot("a")
+    assert factory.checked == ["slot-1"] and pool.live == 1
+    await pool.close()
+
+
+async def test_a_call_hung_up_while_its_ready_actor_is_checked_leaves_it_ready() -> None:
+    factory = FakeFactory()
+    factory.checks = asyncio.Event()
+    pool = CallPool(factory, size=1, lost=factory.lost)
+    await pool.fill()
+    acquiring = asyncio.ensure_future(pool.acquire("a"))
+    await until(lambda: factory.checked == ["slot-1"])
+    assert pool.cancel("a")
+    factory.checks.set()
+    with pytest.raises(CallCanceled, match="call a was hung up"):
+        await acquiring
+    assert pool.ready_names()[0] == "slot-1" and pool.live == 0  # the next call's
+    await pool.close()
+
+
+async def test_a_pool_closing_while_a_ready_actor_is_checked_retires_it() -> None:
+    factory = FakeFactory()
+    factory.checks = asyncio.Event()
+    pool = CallPool(factory, size=1, lost=factory.lost)
+    await pool.fill()
+    acquiring = asyncio.ensure_future(pool.acquire("a"))
+    await until(lambda: factory.checked == ["slot-1"])
+    await pool.close()
+    assert "slot-1" in factory.retired  # not left running, owned by nobody
+    with pytest.raises(asyncio.CancelledError):
+        await acquiring

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
@@ -366,3 +367,163 @@ async def test_wss_checks_the_certificate(tmp_path: Path) -> None:
         sock = await connect_realtime(url, KEY, ssl_context=ssl.create_default_context(cafile=cert))
         assert (await recv_json(sock))["type"] == "session.created"
         await sock.close()
+
+
+# -- proxies -----------------------------------------------------------------
+
+PROXY_VARIABLES = ("http", "https", "ws", "wss", "socks", "all", "no")
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No proxy variable from the environment the tests run in, either case."""
+    for name in PROXY_VARIABLES:
+        for variable in (f"{name}_proxy", f"{name.upper()}_PROXY"):
+            monkeypatch.delenv(variable, raising=False)
+    return monkeypatch
+
+
+class TunnelProxy:
+    """An HTTP CONNECT proxy on loopback that tunnels to loopback only."""
+
+    def __init__(self, answer: bytes | None = None) -> None:
+        self.requests: list[bytes] = []  # each CONNECT's head
+        self.answer = answer  # a refusal to give instead of tunnelling
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> TunnelProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.requests.append(head)
+        method, target, _ = head.split(b"\r\n", 1)[0].split(b" ", 2)
+        host, _, port = target.rpartition(b":")
+        if self.answer is not None or method != b"CONNECT" or host != b"127.0.0.1":
+            writer.write(self.answer or b"HTTP/1.1 403 Forbidden\r\n\r\n")
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_the_environments_proxy_carries_the_session(
+    emu: RunningRealtimeEmulator, no_proxy_env: pytest.MonkeyPatch
+) -> None:
+    # As websockets' connect (the SDK's transport): HTTPS_PROXY, through a CONNECT tunnel.
+    url = realtime_url(emu.base_url, "gpt-realtime")
+    port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+    async with TunnelProxy() as proxy:
+        no_proxy_env.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        sock = await connect_realtime(url, KEY)
+        assert (await recv_json(sock))["type"] == "session.created"
+        await sock.close()
+    [head] = proxy.requests
+    assert head.startswith(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n".encode())
+    assert b"Authorization" not in head  # the key goes in the tunnel, not to the proxy
+
+
+async def test_no_proxy_and_proxy_none_go_direct(
+    emu: RunningRealtimeEmulator, no_proxy_env: pytest.MonkeyPatch
+) -> None:
+    url = realtime_url(emu.base_url, "gpt-realtime")
+    async with TunnelProxy() as proxy:
+        no_proxy_env.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        no_proxy_env.setenv("NO_PROXY", "localhost,127.0.0.1")
+        sock = await connect_realtime(url, KEY)
+        await sock.close()
+        no_proxy_env.delenv("NO_PROXY")
+        sock = await connect_realtime(url, KEY, proxy=None)
+        await sock.close()
+    assert proxy.requests == []
+
+
+async def test_a_proxy_that_refuses_is_a_service_error_without_its_password(
+    no_proxy_env: pytest.MonkeyPatch,
+) -> None:
+    async with TunnelProxy(answer=b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n") as proxy:
+        no_proxy_env.setenv("ALL_PROXY", f"http://ops:hunter2@127.0.0.1:{proxy.port}")
+        with pytest.raises(RealtimeServiceError) as refused:
+            await connect_realtime("ws://127.0.0.1:9/v1/realtime?model=m", KEY)
+    message = str(refused.value)
+    assert "407" in message and "through the proxy http://ops:***@127.0.0.1" in message
+    assert "hunter2" not in message
+    [head] = proxy.requests  # its credentials went to the proxy, as Basic
+    assert f"Proxy-Authorization: Basic {base64.b64encode(b'ops:hunter2').decode()}" in (
+        head.decode()
+    )
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"HTTPS_PROXY": "http://proxy.example:3128"},
+        {"HTTP_PROXY": "http://proxy.example:3128"},  # ws only
+        {"https_proxy": "https://user:pw@proxy.example"},
+        {"HTTPS_PROXY": "http://a.example:1", "WSS_PROXY": "http://b.example:2"},
+        {"HTTPS_PROXY": "http://a.example:1", "WS_PROXY": "http://b.example:2"},
+        {"SOCKS_PROXY": "socks5h://s.example:1080", "HTTPS_PROXY": "http://a.example:1"},
+        {"SOCKS_PROXY": "socks4://s.example:1080"},
+        {"HTTPS_PROXY": "http://a.example:1", "NO_PROXY": "api.openai.com"},
+        {"HTTPS_PROXY": "http://a.example:1", "NO_PROXY": ".openai.com"},
+        {"HTTPS_PROXY": "http://a.example:1", "NO_PROXY": "*"},
+        {"HTTPS_PROXY": "http://a.example:1", "NO_PROXY": "gateway.example"},
+    ],
+)
+@pytest.mark.parametrize(
+    "url", ["wss://api.openai.com/v1/realtime?model=m", "ws://gateway.example:8080/v1/realtime"]
+)
+def test_the_proxy_is_websockets_choice(
+    env: dict[str, str], url: str, no_proxy_env: pytest.MonkeyPatch
+) -> None:
+    from websockets.uri import get_proxy, parse_uri
+
+    for name, value in env.items():
+        no_proxy_env.setenv(name, value)
+    theirs = get_proxy(parse_uri(url))
+    ours = realtime_connect.environment_proxy(url)
+    if theirs is None:
+        assert ours is None
+    else:  # the same proxy, in picows' names (socks5h is its socks5) and with its port
+        assert ours is not None
+        scheme, rest = theirs.split("://", 1)
+        wanted = {"socks5h": "socks5"}.get(scheme, scheme) + "://" + rest.rstrip("/")
+        if ":" not in rest.rsplit("@", 1)[-1]:
+            wanted += ":443" if scheme == "https" else ":80"
+        assert ours == wanted
+
+
+def test_all_proxy_is_read_last(no_proxy_env: pytest.MonkeyPatch) -> None:
+    url = "wss://api.openai.com/v1/realtime?model=m"
+    no_proxy_env.setenv("ALL_PROXY", "socks5://s.example:1080")
+    assert realtime_connect.environment_proxy(url) == "socks5://s.example:1080"
+    no_proxy_env.setenv("HTTPS_PROXY", "http://a.example:3128")
+    assert realtime_connect.environment_proxy(url) == "http://a.example:3128"
+
+
+@pytest.mark.parametrize("value", ["ftp://ops:hunter2@proxy.example:21", "proxy.example:3128"])
+async def test_a_proxy_variable_that_is_no_proxy_url_is_a_config_error(
+    value: str, no_proxy_env: pytest.MonkeyPatch
+) -> None:
+    no_proxy_env.setenv("HTTPS_PROXY", value)
+    with pytest.raises(ConfigError) as bad:
+        await connect_realtime("wss://api.openai.com/v1/realtime?model=m", KEY)
+    assert "HTTPS_PROXY" in str(bad.value)
+    assert "hunter2" not in str(bad.value) and "proxy.example" not in str(bad.value)

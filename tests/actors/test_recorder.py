@@ -313,6 +313,25 @@ async def test_an_actor_that_died_in_its_call_ends_the_call(tmp_path: Path) -> N
     await recorder.close()
 
 
+async def test_an_actor_that_died_mid_reply_leaves_it_cut_with_nothing_known_heard(
+    tmp_path: Path,
+) -> None:
+    # The reply it was speaking gets no cut from it: not "speaking" on a finished call, not
+    # all heard, and not held in the recorder's transcript buffer, which outlives calls.
+    recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
+    call_id = await new_call(recorder)
+    started = [(AgentTurnStarted("a1"), time.time())]
+    grew = [(AgentTranscriptGrew("a1", "Your order ships tomorrow and", 0), time.time())]
+    await recorder.report(call_id, started + grew, 0, "a-1")
+    await recorder.actor_died(call_id, "ActorDiedError", time.time())
+    assert recorder.store is not None
+    detail = await recorder.store.get_call(call_id)
+    assert detail is not None
+    assert [(t.state, t.heard_text) for t in detail.transcript] == [("interrupted", "")]
+    assert recorder.store._turns.live_text(call_id) == {}
+    await recorder.close()
+
+
 async def test_an_actor_that_died_after_its_call_ended_adds_no_second_end(tmp_path: Path) -> None:
     recorder = CallRecorder(f"sqlite:///{tmp_path / 'calls.db'}")
     call_id = await new_call(recorder)

@@ -553,6 +553,9 @@ async def test_the_heard_cut_matches_the_store_s(console: Console) -> None:
         "  spaced   out  words ",
         "Ünïcödé wörds — and emoji 🎉 too, naïve café",
         "nowhitespaceatall",
+        "好的，我帮您查一下。您的订单号是 A12345，明天就会发货，请注意查收。",  # noqa: RUF001
+        "はい、かしこまりました。カタカナ ㄅㄆㄇ 㐀豈 ＡＢＣ１２３ 𠀀𠀁 and English words",  # noqa: RUF001
+        "안녕하세요 예약을 도와드릴게요",
         "",
     ]
     cases = []

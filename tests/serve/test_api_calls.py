@@ -7,6 +7,7 @@ import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import get_args
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from serve.auth import tokens_from_settings
 from serve.call_journal import record_failure
 from serve.events import EventHub
 from serve.ports import AppDeps
-from serve.schemas import MAX_INSTRUCTION_CHARS, MAX_METADATA_BYTES
+from serve.schemas import MAX_INSTRUCTION_CHARS, MAX_METADATA_BYTES, CallStatus
 from serve.testing import FakeCallControl
 from switchboard.errors import (
     CallCanceled,
@@ -30,6 +31,7 @@ from switchboard.errors import (
 )
 from switchboard.settings import Settings
 from switchboard.store import CallRecord, CallStore, NewCall
+from switchboard.store.status import STATUSES
 
 # Fixtures and tests share one loop per test.
 pytestmark = pytest.mark.asyncio(loop_scope="function")
@@ -697,6 +699,38 @@ async def test_placement_failure_is_still_502_when_recording_it_fails(
     assert r.status_code == 502 and r.json()["error"] == "TwilioServiceError"
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/calls", {"to": TO, "instruction": "hi"}),
+        ("/create-call", {"userPhone": TO, "instruction": "hi"}),
+        ("/calls/web", {"instruction": "hi"}),
+    ],
+)
+async def test_a_placed_call_is_201_though_reading_it_back_fails(
+    client: httpx.AsyncClient,
+    store: CallStore,
+    control: FakeCallControl,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    body: dict[str, object],
+) -> None:
+    # Twilio is ringing by now: a 503 would have a client that retries place a second call.
+    async def blip(*args: object, **kwargs: object) -> None:
+        raise StoreError("reading a call failed: OperationalError: server closed the connection")
+
+    monkeypatch.setattr(store, "get_call", blip)
+    r = await client.post(path, json=body, headers=AUTH)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    [handed] = control.placed + control.web
+    call = out["call"] if path == "/calls/web" else out
+    assert (call["id"], call["status"]) == (handed.id, "queued")
+    assert r.headers["location"] == f"/calls/{handed.id}"
+    if path == "/calls/web":  # the browser's one-time ticket is not lost
+        assert out["stream_token"] == "web-token"
+
+
 async def test_a_client_gone_mid_dial_does_not_fail_the_call(
     settings: Settings, store: CallStore, hub: EventHub
 ) -> None:
@@ -813,6 +847,27 @@ async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
     assert (await client.get("/docs")).status_code == 200
 
 
+async def test_openapi_states_what_the_server_does(
+    store: CallStore, control: FakeCallControl, hub: EventHub
+) -> None:
+    settings = make_settings(max_call_duration_s=900.0)
+    spec = build_app(AppDeps(settings, store, control, hub, (TOKEN,))).openapi()
+    schemas = spec["components"]["schemas"]
+    for model in ("CallCreate", "WebCallCreate"):
+        duration = schemas[model]["properties"]["max_duration_s"]
+        assert [o["maximum"] for o in duration["anyOf"] if "maximum" in o] == [900], model
+        assert "MAX_CALL_DURATION_S (900 s here)" in duration["description"]
+    paths = spec["paths"]
+    for path in ("/calls", "/create-call", "/calls/web"):
+        assert {"400", "401", "413", "415", "422", "503"} <= set(paths[path]["post"]["responses"])
+    for path, method in (("/calls", "get"), ("/calls/{call_id}", "get")):
+        assert {"401", "503"} <= set(paths[path][method]["responses"])
+    assert "503" in paths["/calls/{call_id}/hangup"]["post"]["responses"]
+    # Every status the store can hold, and no other, is published and answered.
+    assert set(schemas["CallOut"]["properties"]["status"]["enum"]) == STATUSES
+    assert set(get_args(CallStatus)) == STATUSES
+
+
 # -- auth -------------------------------------------------------------------------
 
 
@@ -852,6 +907,46 @@ async def test_call_api_needs_a_bearer_token(
     assert (f'error="{error}"' in challenge) if error else ("error=" not in challenge)
     assert "token" in r.json()["detail"]
     assert control.placed == [] and control.hung_up == [] and control.web == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "content"),
+    [
+        ({"Content-Type": "application/json"}, b'{"to": '),
+        ({"Content-Type": "text/plain"}, b"{}"),
+        ({"Content-Type": "application/json"}, b"[1, 2]"),
+        ({"Content-Type": "application/json"}, b"[" * 50_000 + b"]" * 50_000),
+        ({"Content-Type": "application/json"}, b" " * (MAX_BODY_BYTES + 1)),
+        ({"Content-Type": "application/json", "Authorization": "Bearer wrong"}, b'{"to": '),
+    ],
+)
+@pytest.mark.parametrize("path", ["/calls", "/create-call", "/calls/web"])
+async def test_without_a_token_the_body_is_not_read(
+    client: httpx.AsyncClient, headers: dict[str, str], content: bytes, path: str
+) -> None:
+    r = await client.post(path, content=content, headers=headers)
+    assert r.status_code == 401, r.text
+    assert r.headers["www-authenticate"].startswith('Bearer realm="switchboard"')
+    assert "token" in r.json()["detail"]
+
+
+async def test_a_chunked_oversized_body_without_a_token_is_401(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b" " * (MAX_BODY_BYTES // 4)
+
+    r = await client.post("/calls", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 401 and r.json() == {
+        "detail": "missing bearer token: send 'Authorization: Bearer <token>'"
+    }
+
+
+async def test_without_a_token_routing_answers_as_before(client: httpx.AsyncClient) -> None:
+    # The gate takes only what a protected route would serve.
+    assert (await client.delete("/calls")).status_code == 405
+    assert (await client.get("/calls/01X/nope")).status_code == 404
+    big = {"Content-Length": str(MAX_BODY_BYTES + 1)}
+    assert (await client.post("/healthz", headers=big)).status_code == 413
 
 
 async def test_tokens_from_settings() -> None:

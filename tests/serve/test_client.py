@@ -6,7 +6,8 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from io import StringIO
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -16,6 +17,7 @@ import pytest_asyncio
 
 from serve import event_stream
 from serve.api import build_app
+from serve.call_command import follow_call
 from serve.client import ApiError, SwitchboardClient
 from serve.events import EventHub, Subscription
 from serve.ports import SUBSCRIPTION_DROPPED, AppDeps
@@ -174,7 +176,7 @@ async def test_all_calls_stream_sees_a_signed_webhook(server: Server) -> None:
             call.id,
             "ringing",
         )
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
     assert (await server.store.get_call(call.id)).call.status == "ringing"  # type: ignore[union-attr]
 
 
@@ -188,7 +190,7 @@ async def test_a_client_hang_up_frees_its_subscription_while_no_events_flow(
         events = client.stream_events(call.id)
         assert (await anext(events))["type"] == "call.created"
         assert server.hub.subscriber_count(call.id) == 1
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
         await asyncio.wait_for(server.hub.left.wait(), timeout=10)
     assert server.hub.subscriber_count(call.id) == 0
 
@@ -241,6 +243,9 @@ def answering(response: httpx.Response, seen: list[httpx.Request]) -> Switchboar
         ("ftp://example.com", TOKEN, "not an http:// or https:// URL"),
         ("127.0.0.1:8000", TOKEN, "not an http:// or https:// URL"),
         ("http://127.0.0.1:8000", "tökén", "printable ASCII"),
+        # httpx takes any number as a port; connecting with it raised OverflowError.
+        ("http://127.0.0.1:99999", TOKEN, r"99999 is not a port number \(1-65535\)"),
+        ("https://example.com:0", TOKEN, r"0 is not a port number \(1-65535\)"),
     ],
 )
 async def test_a_bad_url_or_token_is_an_api_error(url: str, token: str, says: str) -> None:
@@ -293,4 +298,69 @@ async def test_the_client_acknowledges_so_a_long_stream_is_not_let_go(
         for n in range(400):  # one at a time: the hub's queue here holds 4
             server.hub.publish(call.id, {"type": "tick", "n": n})
             assert (await anext(events))["n"] == n
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
+
+
+# -- switchboard call, on the real app ------------------------------------------------
+
+
+class Lines(StringIO):
+    """Output a test can wait on: ``shows(text)`` returns once ``text`` was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiting: list[tuple[str, asyncio.Event]] = []
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        for wanted, shown in self._waiting:
+            if wanted in self.getvalue():
+                shown.set()
+        return written
+
+    async def shows(self, wanted: str) -> None:
+        shown = asyncio.Event()
+        self._waiting.append((wanted, shown))
+        if wanted in self.getvalue():
+            shown.set()
+        await asyncio.wait_for(shown.wait(), 30)
+
+
+async def test_the_call_command_follows_a_call_again_when_its_replicas_feed_closes(
+    server: Server,
+) -> None:
+    # The replica's feed closes (1001: shut down, redeployed) while the call goes on in
+    # its actor. The command follows it again; the replay brings no line twice.
+    out, err = Lines(), Lines()
+    following = asyncio.create_task(
+        follow_call(server.base_url, TOKEN, TO, "hi", out=out, err=err, backoff_s=(0,))
+    )
+    await out.shows(": queued")
+    call_id = server.control.placed[0].id
+    await server.store.update_status(call_id, "in-progress", datetime.now(UTC), {})
+    server.hub.publish(call_id, {"type": "call.status", "status": "in-progress"})
+    server.hub.publish(call_id, {"type": "transcript.caller", "text": "Hello?"})
+    await out.shows("caller: Hello?")  # its viewer is subscribed
+    server.hub.close()
+    await err.shows("following call")
+    # One at a time, each once shown: the hub here queues 4 for a viewer, 3 of them replay.
+    server.hub.publish(call_id, {"type": "transcript.agent_done", "text": "Hi, this is Ava."})
+    await out.shows("agent:  Hi, this is Ava.")
+    await server.store.update_status(call_id, "completed", datetime.now(UTC), {})
+    server.hub.publish(call_id, {"type": "call.status", "status": "completed"})
+    await out.shows("status: completed")
+    server.hub.publish(call_id, {"type": "call.ended", "reason": "caller hung up"})
+    assert await asyncio.wait_for(following, 30) == 0
+    assert out.getvalue().splitlines() == [
+        f"call {call_id} to {TO}: queued",
+        "status: in-progress",
+        "caller: Hello?",
+        "agent:  Hi, this is Ava.",
+        "status: completed",
+        "ended:  caller hung up",
+        "final status: completed, cost ~$0.00",
+    ]
+    assert err.getvalue() == (
+        "switchboard: the event stream ended while the call is in-progress; "
+        f"following call {call_id} again in 0 s\n"
+    )

@@ -7,11 +7,12 @@ import os
 import signal
 
 import pytest
+from openai import AsyncOpenAI
 from twilio.rest import Client
 
 from sim.processes import EmulatorProcesses
 from sim.scenario import parse_scenario
-from sim.twilio.probe_app import ProbeApp
+from sim.twilio.probe_app import ProbeApp, stream_twiml
 
 ACCOUNT = "AC" + "5" * 32
 
@@ -70,3 +71,44 @@ async def test_a_caller_rings_a_number_of_the_twilio_child() -> None:
     (hit,) = app.hits_for("/twiml/say")
     assert hit.valid and hit.params["Direction"] == "inbound"
     assert (call.direction, call.to, call.from_) == ("inbound", "+15551230004", "+15005550006")
+
+
+async def test_problems_name_what_each_emulator_refused_of_the_app() -> None:
+    """What the live tests check after each test: a stream message with another call's
+    streamSid, and an event the model answers with an error, are both reported."""
+    async with (
+        ProbeApp("t" * 32).running() as app,
+        EmulatorProcesses(
+            parse_scenario({}), account_sid=ACCOUNT, auth_token="t" * 32, api_key="sk-x"
+        ) as emus,
+    ):
+        assert await emus.problems() == {}
+        client = Client(ACCOUNT, "t" * 32, environment={})
+        client.api.base_url = emus.twilio_url
+        call = await asyncio.to_thread(
+            client.calls.create,
+            to="+15551230005",
+            from_="+15005550006",
+            twiml=stream_twiml(app.ws_url),
+        )
+        media = await app.next_session()
+        await media.next("start")
+        wrong = "MZ" + "0" * 32
+        await media.send({"event": "mark", "streamSid": wrong, "mark": {"name": "m1"}})
+        await media.next("mark")  # echoed: the phone has read it
+
+        realtime = AsyncOpenAI(
+            api_key="sk-x", websocket_base_url=emus.realtime_url.replace("http://", "ws://")
+        )
+        async with realtime.realtime.connect(model="gpt-realtime") as conn:
+            session = (await conn.recv()).session
+            await conn.response.cancel()  # no response is active
+            async for event in conn:
+                if event.type == "error":
+                    break
+        problems = await emus.problems()
+        media.close()
+    assert problems == {
+        call.sid: [f"stream_sid_mismatch: {wrong}"],
+        session.id: ["error response_cancel_not_active: " + event.error.message],
+    }

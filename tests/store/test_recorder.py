@@ -372,3 +372,48 @@ async def test_a_finished_call_closes_its_caller_turn_left_without_a_transcript(
     assert [(t.item_id, t.state, t.text) for t in detail.transcript] == [
         ("c1", "untranscribed", None)
     ]
+
+
+async def test_a_reply_cut_short_by_its_actors_death_is_not_counted_as_heard(
+    store: CallStore,
+) -> None:
+    # The pool's word that the actor died ends the call (CallRecorder.actor_died): no cut
+    # of the reply it was speaking will come. It is cut, nothing known heard, and the
+    # recorder (one for many calls) holds nothing more of it.
+    call = (await store.create_call(NewCall("outbound", "+15550001", "+15550002"))).id
+    said = "Your order ships tomorrow and"
+    started = [(AgentTurnStarted("it1"), T0), (AgentTranscriptGrew("it1", said, 0), T0)]
+    await record_batch(store, call, started, ("x", 2))
+    died = ProblemNoted("switchboard", "actor_failed", "died", fatal=True)
+    end = T0 + timedelta(seconds=5)
+    await record_batch(store, call, [(died, end), (FinishCall("actor_failed"), end)])
+    await store.update_status(call, "completed", end)
+    detail = await store.get_call(call)
+    assert detail is not None
+    [reply] = detail.transcript
+    assert (reply.state, reply.text, reply.heard_text, reply.heard_ms) == (
+        "interrupted",
+        said,
+        "",
+        None,
+    )
+    assert reply.ended_at == end  # when the call ended, not when the recorder wrote it
+    assert store._turns.live_text(call) == {}
+
+
+async def test_a_terminal_status_recorded_closes_the_calls_buffered_replies(
+    store: CallStore,
+) -> None:
+    # A web call's end is its status (the recorder forgets the call then): its buffered
+    # text is written, and not kept.
+    call = (await store.create_call(NewCall("outbound", "+15550001", "+15550002"))).id
+    await record_batch(store, call, [(AgentTurnStarted("a1"), T0)])
+    await record_batch(store, call, [(AgentTranscriptGrew("a1", "Written", 0), T0)])
+    await store.grow_agent_turn(call, "a1", " and buffered", 7)
+    await record_batch(store, call, [(CallStatusChanged("completed"), T0)])
+    assert store._turns.live_text(call) == {}
+    detail = await store.get_call(call)
+    assert detail is not None
+    assert [(t.state, t.text, t.heard_text, t.ended_at) for t in detail.transcript] == [
+        ("interrupted", "Written and buffered", "", T0)
+    ]

@@ -108,3 +108,56 @@ def test_text_written_without_spaces_is_cut_at_the_estimate() -> None:
     text = "好的\uff0c您的预约是星期二下午三点\u3002"  # with a full-width comma, stop
     assert heard_prefix(text, 1000, 2000) == text[: len(text) // 2]
     assert heard_prefix("Hello there friend", 1000, 2000) == "Hello"  # words still snap
+
+
+def test_one_space_in_a_chinese_reply_does_not_throw_away_what_was_heard_after_it() -> None:
+    # One space, before the order number, 21 characters in: 90% heard is the 41 of the
+    # 46 characters the estimate gives, as without the space, not the 21 before it.
+    text = (
+        "好的\uff0c我来帮您查一下订单状态。您的订单号是 A12345\uff0c"
+        "预计明天送达\uff0c请注意查收短信通知。"
+    )
+    assert heard_prefix(text, 900, 1000) == text[:41]
+    wide = text.replace(" ", "\u3000")  # an ideographic space
+    assert heard_prefix(wide, 900, 1000) == wide[:41]
+    unspaced = text.replace(" ", "")
+    assert heard_prefix(unspaced, 900, 1000) == unspaced[: len(unspaced) * 9 // 10]
+
+
+@pytest.mark.parametrize(
+    ("heard_ms", "expected"),
+    [
+        (270, "您的订单号是"),  # cut at 9, inside "A12345": back to its start, not further
+        (360, "您的订单号是A12345"),  # cut at 12, just before the wide comma
+        (660, "您的订单号是A12345\uff0c请 check"),  # cut at 23, inside "your"
+        (880, "您的订单号是A12345\uff0c请 check your"),  # cut at 30, inside "email"
+        (960, "您的订单号是A12345\uff0c请 check your email 邮"),  # cut at 33: at the estimate
+    ],
+)
+def test_mixed_chinese_and_english_snaps_back_only_within_a_word(
+    heard_ms: int, expected: str
+) -> None:
+    text = "您的订单号是A12345\uff0c请 check your email 邮件。"  # 35 characters
+    assert heard_prefix(text, heard_ms, 1000) == expected
+
+
+def test_korean_is_written_with_spaces_and_snaps_to_words() -> None:
+    text = "주문하신 상품은 내일 도착합니다"
+    assert heard_prefix(text, 500, 1000) == "주문하신 상품은"  # cut at 8: on the space
+    assert heard_prefix(text, 600, 1000) == "주문하신 상품은"  # cut at 10: inside "내일"
+
+
+@given(
+    st.lists(st.text(alphabet="ab好的\uff0c。 \u3000", min_size=1, max_size=6), max_size=10),
+    st.integers(0, 3000),
+    st.integers(0, 3000),
+    st.integers(1, 3000),
+)
+def test_hearing_more_of_mixed_text_never_yields_less(
+    parts: list[str], a: int, b: int, generated_ms: int
+) -> None:
+    text = "".join(parts)
+    low, high = sorted((a, b))
+    heard = heard_prefix(text, low, generated_ms)
+    assert text.startswith(heard)
+    assert len(heard) <= len(heard_prefix(text, high, generated_ms))

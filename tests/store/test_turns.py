@@ -328,3 +328,78 @@ async def test_a_delta_that_came_during_a_background_write_is_written_by_the_nex
     clock.advance(0.3)
     await store.settle()
     assert (await turn(reader, call, "item_a")).text == "One two three"
+
+
+@pytest.mark.parametrize("ended_by", ["terminal_status", "call_media_closed"])
+async def test_a_reply_still_speaking_when_the_call_ends_is_cut_nothing_known_heard(
+    store: CallStore, clock: Clock, ended_by: str
+) -> None:
+    # Its actor died mid-reply: no cut will come. Left speaking it would count all it
+    # generated as heard, and stay buffered for ever in a recorder that outlives calls.
+    call, other = await new_call(store), await new_call(store)
+    for each in (call, other):
+        await store.start_agent_turn(each, "item_a", t(1))
+        await store.grow_agent_turn(each, "item_a", "Your order ships")
+        await store.grow_agent_turn(each, "item_a", " tomorrow and")  # buffered
+    if ended_by == "terminal_status":
+        await store.update_status(call, "completed", t(3))
+        ended = t(3)
+    else:
+        await store.close_caller_turns(call)  # the call's media ended, no status yet
+        ended = clock.wall  # the store's time: it is told no other
+    cut = await turn(store, call, "item_a")
+    assert (cut.state, cut.text, cut.heard_text) == (
+        "interrupted",
+        "Your order ships tomorrow and",
+        "",
+    )
+    assert (cut.ended_at, cut.heard_ms, cut.generated_ms) == (ended, None, None)
+    assert (await turn(store, other, "item_a")).state == "speaking"  # its own only
+    if ended_by == "call_media_closed":
+        assert list(store._turns.live_text(call)) == []
+        assert [key for key in store._turns._locks if key[0] == call] == []
+        await store.grow_agent_turn(call, "item_a", " late")  # its audio never played
+        assert (await turn(store, call, "item_a")).text == "Your order ships tomorrow and"
+
+
+async def test_a_cut_measured_after_the_calls_end_replaces_the_unmeasured_one(
+    store: CallStore, reader: CallStore, clock: Clock
+) -> None:
+    # The status callback (the ingress's store) closes the call before the recorder (this
+    # store, still buffering the reply) has the call's own end, with the cut it measured.
+    call = await new_call(store)
+    await store.start_agent_turn(call, "item_a", t(1))
+    await store.grow_agent_turn(call, "item_a", "One two")
+    await reader.update_status(call, "completed", t(3))
+    assert (await turn(reader, call, "item_a")).heard_text == ""
+    await store.grow_agent_turn(call, "item_a", " three four")  # buffered
+    assert (await turn(reader, call, "item_a")).text == "One two"
+    clock.advance(0.25)
+    await store.settle()  # still written: a cut at the end keeps all generated
+    assert (await turn(reader, call, "item_a")).text == "One two three four"
+    await store.cut_agent_turn(call, "item_a", heard_ms=500, generated_ms=1000, at=t(2))
+    cut = await turn(reader, call, "item_a")
+    assert (cut.state, cut.heard_text, cut.heard_ms, cut.ended_at) == (
+        "interrupted",
+        "One two",
+        500,
+        t(2),
+    )
+    await store.cut_agent_turn(call, "item_a", heard_ms=900, generated_ms=1000, at=t(4))
+    assert (await turn(reader, call, "item_a")).heard_ms == 500  # a measured cut stands
+
+
+async def test_a_finish_after_the_calls_end_keeps_nothing_known_heard(
+    store: CallStore, reader: CallStore
+) -> None:
+    call = await new_call(store)
+    await store.start_agent_turn(call, "item_a", t(1))
+    await reader.update_status(call, "completed", t(3))
+    await store.finish_agent_turn(call, "item_a", "Your order ships tomorrow.", t(4))
+    done = await turn(reader, call, "item_a")
+    assert (done.state, done.text, done.heard_text, done.ended_at) == (
+        "interrupted",
+        "Your order ships tomorrow.",
+        "",
+        t(3),
+    )

@@ -9,7 +9,7 @@ import asyncio
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosedError
 
 import serve.call_command
 import serve.runner
-from serve.call_command import follow_call
+from serve.call_command import STILL_LIVE, follow_call
 from serve.client import ApiError, SwitchboardClient, _message
 from serve.local import bind_public, free_port
 from serve.runner import banner, run_server, token_source
@@ -282,7 +282,7 @@ def fake_api(
 
         async def stream_events(
             self, call_id: str | None = None
-        ) -> AsyncIterator[dict[str, object]]:
+        ) -> AsyncGenerator[dict[str, object], None]:
             assert events is not None
             async for event in events():
                 yield event
@@ -324,7 +324,11 @@ async def test_a_server_that_is_not_running_is_named_with_how_to_start_it() -> N
 async def test_a_stream_broken_mid_call_says_the_server_went_away(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    opened = 0
+
     async def events() -> AsyncIterator[dict[str, object]]:
+        nonlocal opened
+        opened += 1
         yield {"type": "call.status", "status": "ringing"}
         try:
             raise ConnectionClosedError(None, None)
@@ -332,50 +336,272 @@ async def test_a_stream_broken_mid_call_says_the_server_went_away(
             raise ApiError(None, f"event stream broke: {exc}") from exc
 
     fake_api(monkeypatch, placed, events)
+    err = StringIO()
     with pytest.raises(ApiError) as info:
-        await follow_call(PUBLIC, "tok", "+15551234567", "hi", out=StringIO())
+        await follow_call(
+            PUBLIC, "tok", "+15551234567", "hi", out=StringIO(), err=err, backoff_s=(0, 0)
+        )
     message = str(info.value)
     assert message.startswith(f"the server went away during call {CALL_ID} (event stream broke: ")
     assert "the call's state is unknown" in message
+    assert opened == 3  # followed again twice first: a replica may have gone, not the server
+    assert err.getvalue().count(f"following call {CALL_ID} again in 0 s") == 2
 
 
-@pytest.mark.parametrize("handler", ["python", "other"])
-def test_ctrl_c_during_a_call_says_it_is_still_live_and_how_to_hang_it_up(
+# The events of one call as the server sends them: each stamped, as the hub does.
+LIVE: dict[str, object] = {
+    "type": "call.status",
+    "status": "in-progress",
+    "at": "2025-01-01T00:00:01+00:00",
+}
+HELLO: dict[str, object] = {
+    "type": "transcript.caller",
+    "text": "Hello?",
+    "at": "2025-01-01T00:00:02+00:00",
+}
+REPLY: dict[str, object] = {
+    "type": "transcript.agent_done",
+    "item_id": "a1",
+    "text": "Hi, this is Ava.",
+    "at": "2025-01-01T00:00:03+00:00",
+}
+DONE: dict[str, object] = {
+    "type": "call.status",
+    "status": "completed",
+    "at": "2025-01-01T00:00:04+00:00",
+}
+ENDED: dict[str, object] = {
+    "type": "call.ended",
+    "reason": "caller hung up",
+    "at": "2025-01-01T00:00:05+00:00",
+}
+DROPPED: dict[str, object] = {
+    "type": "subscription.dropped",
+    "reason": "subscriber too slow: 256 events were waiting",
+}
+
+
+def detail_json(status: str) -> dict[str, object]:
+    usage = dict.fromkeys(
+        (
+            "total_tokens",
+            "input_tokens",
+            "output_tokens",
+            "input_audio_tokens",
+            "input_text_tokens",
+            "input_cached_tokens",
+            "output_audio_tokens",
+            "output_text_tokens",
+        ),
+        0,
+    )
+    detail = {"timeline": [], "transcript": [], "usage": usage, "cost_usd": "0.01"}
+    return call_json() | {"status": status} | detail
+
+
+def answering(*statuses: str) -> Callable[[httpx.Request], httpx.Response]:
+    """The API: ``POST /calls`` places the call; each ``GET`` of it has the next status."""
+    left = list(statuses)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return placed(request)
+        assert (request.method, request.url.path) == ("GET", f"/calls/{CALL_ID}")
+        return httpx.Response(200, json=detail_json(left.pop(0)))
+
+    return answer
+
+
+def streams(*each: list[dict[str, object]]) -> Events:
+    """The call's event streams, one list of events per connection, each then ending."""
+    left = list(each)
+
+    async def events() -> AsyncIterator[dict[str, object]]:
+        for event in left.pop(0):
+            yield event
+
+    return events
+
+
+@pytest.mark.parametrize("ending", ["closed", "dropped"])
+async def test_a_stream_that_ends_mid_call_is_followed_again_without_repeating_a_line(
+    monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    # A replica shut down (its feed closed, 1001), or the hub dropped a slow viewer: the
+    # call goes on in its actor. The next stream replays the call's recent events first.
+    first = [LIVE, HELLO] + ([DROPPED] if ending == "dropped" else [])
+    fake_api(
+        monkeypatch,
+        answering("in-progress", "completed"),
+        streams(first, [LIVE, HELLO, REPLY, DONE, ENDED]),
+    )
+    out, err = StringIO(), StringIO()
+    code = await follow_call(PUBLIC, "tok", "+15551234567", "hi", out=out, err=err, backoff_s=(0,))
+    assert code == 0
+    assert out.getvalue().splitlines() == [
+        f"call {CALL_ID} to +15551234567: queued",
+        "status: in-progress",
+        "caller: Hello?",
+        "agent:  Hi, this is Ava.",
+        "status: completed",
+        "ended:  caller hung up",
+        "final status: completed, cost ~$0.01",
+    ]
+    dropped = [
+        "switchboard: the server dropped this viewer: subscriber too slow: 256 events were waiting"
+    ]
+    assert err.getvalue().splitlines() == (dropped if ending == "dropped" else []) + [
+        "switchboard: the event stream ended while the call is in-progress; "
+        f"following call {CALL_ID} again in 0 s"
+    ]
+
+
+async def test_a_live_call_that_cannot_be_followed_again_says_how_to_hang_it_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every stream ends at once with nothing new (replicas going away one after another).
+    api = answering("in-progress", "in-progress", "in-progress")
+    fake_api(monkeypatch, api, streams([LIVE], [LIVE], [LIVE]))
+    out, err = StringIO(), StringIO()
+    code = await follow_call(
+        PUBLIC, "tok", "+15551234567", "hi", out=out, err=err, backoff_s=(0, 0)
+    )
+    assert code == STILL_LIVE
+    assert out.getvalue().splitlines() == [
+        f"call {CALL_ID} to +15551234567: queued",
+        "status: in-progress",
+    ]  # no "final status": it has none yet
+    assert err.getvalue().splitlines()[-1] == (
+        f"switchboard: stopped following: its event stream keeps ending; call {CALL_ID} is "
+        f"still live: hang it up with `switchboard hangup {CALL_ID}` "
+        f"(or POST /calls/{CALL_ID}/hangup with the API token)"
+    )
+
+
+async def test_new_events_after_following_again_give_the_next_ending_its_own_tries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One try each time, yet three endings: each stream after the first brought news.
+    api = answering("in-progress", "in-progress", "in-progress", "completed")
+    events = streams([LIVE], [LIVE, HELLO], [HELLO, REPLY], [REPLY, DONE, ENDED])
+    fake_api(monkeypatch, api, events)
+    err = StringIO()
+    code = await follow_call(
+        PUBLIC, "tok", "+15551234567", "hi", out=StringIO(), err=err, backoff_s=(0,)
+    )
+    assert code == 0
+    assert err.getvalue().count("following call") == 3
+
+
+async def hang_forever() -> None:
+    await asyncio.Event().wait()
+
+
+async def test_a_final_status_with_no_call_ended_ends_the_call_after_a_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The reconciler settles a call no actor serves: a call.status, no call.ended follows.
+    settled: dict[str, object] = {
+        "type": "call.status",
+        "status": "failed",
+        "applied": True,
+        "source": "settling",
+        "reason": "abandoned",
+        "message": "no call actor serves it",
+        "fatal": True,
+    }
+
+    async def events() -> AsyncIterator[dict[str, object]]:
+        yield LIVE
+        yield settled
+        await hang_forever()  # the stream stays open: nothing more comes
+        yield {}  # pragma: no cover
+
+    fake_api(monkeypatch, answering("failed"), events)
+    out = StringIO()
+    code = await follow_call(PUBLIC, "tok", "+15551234567", "hi", out=out, grace_s=0)
+    assert code == 1
+    assert out.getvalue().splitlines()[1:] == [
+        "status: in-progress",
+        "status: failed (no call actor serves it)",
+        "final status: failed, cost ~$0.01",
+    ]
+
+
+async def test_call_ended_within_the_grace_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def events() -> AsyncIterator[dict[str, object]]:
+        yield DONE
+        yield ENDED
+        await hang_forever()  # not read: the call is over
+        yield {}  # pragma: no cover
+
+    fake_api(monkeypatch, answering("completed"), events)
+    out = StringIO()
+    assert await follow_call(PUBLIC, "tok", "+15551234567", "hi", out=out, grace_s=3600) == 0
+    assert out.getvalue().splitlines()[1:] == [
+        "status: completed",
+        "ended:  caller hung up",
+        "final status: completed, cost ~$0.01",
+    ]
+
+
+def raising(signum: int, frame: object) -> None:
+    """A SIGINT handler that raises KeyboardInterrupt where it lands: Ray's, once an
+    earlier test in this process started a cluster. Python's own handler, as in a
+    terminal, makes asyncio.run cancel the main task instead."""
+    raise KeyboardInterrupt
+
+
+@pytest.fixture
+def sigint_restored() -> Iterator[None]:
+    """SIGINT's handler as it was before the test, whichever one the test installed."""
+    previous = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize(
+    ("handler", "last", "said"),
+    [
+        ("python", "in-progress", "is still live"),
+        ("other", "in-progress", "is still live"),
+        ("python", "failed", "has ended"),  # a final status: its call.ended may never come
+        ("other", "failed", "has ended"),
+    ],
+)
+def test_ctrl_c_during_a_call_says_whether_it_is_still_live_and_how_to_hang_it_up(
     cli_env: None,
+    sigint_restored: None,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     handler: str,
+    last: str,
+    said: str,
 ) -> None:
-    # Python's own SIGINT handler (asyncio.run then cancels the call's task), as in a
-    # terminal, or another one that raises KeyboardInterrupt where it lands (Ray's, once
-    # an earlier test in this process started a cluster).
-    def raising(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
     async def events() -> AsyncIterator[dict[str, object]]:
-        yield {"type": "call.status", "status": "in-progress"}
+        yield {"type": "call.status", "status": last}
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the terminal sends it
         await asyncio.sleep(30)
         raise AssertionError("Ctrl-C did not stop following the call")
         yield {}  # pragma: no cover
 
     fake_api(monkeypatch, placed, events)
-    previous = signal.signal(
-        signal.SIGINT, signal.default_int_handler if handler == "python" else raising
-    )
-    try:
-        assert main(["call", "+15551234567", "hi"]) == 130
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    monkeypatch.setattr(serve.call_command, "ENDED_GRACE_S", 3600.0)  # Ctrl-C comes first
+    signal.signal(signal.SIGINT, signal.default_int_handler if handler == "python" else raising)
+    assert main(["call", "+15551234567", "hi"]) == 130
     printed = capsys.readouterr()
     assert printed.out.splitlines() == [
         f"call {CALL_ID} to +15551234567: queued",
-        "status: in-progress",
+        f"status: {last}",
     ]
-    assert printed.err == (
-        f"switchboard: interrupted; call {CALL_ID} is still live: hang it up with "
-        f"`switchboard hangup {CALL_ID}` (or POST /calls/{CALL_ID}/hangup with the API token)\n"
-    )
+    if said == "has ended":
+        assert printed.err == f"switchboard: interrupted; call {CALL_ID} has ended\n"
+    else:
+        assert printed.err == (
+            f"switchboard: interrupted; call {CALL_ID} is still live: hang it up with "
+            f"`switchboard hangup {CALL_ID}` (or POST /calls/{CALL_ID}/hangup with the API "
+            "token)\n"
+        )
 
 
 def test_hangup_asks_the_api_to_hang_up(
@@ -391,3 +617,38 @@ def test_hangup_asks_the_api_to_hang_up(
     assert main(["hangup", CALL_ID]) == 0
     assert asked == [("POST", f"/calls/{CALL_ID}/hangup", "Bearer tok")]
     assert capsys.readouterr().out == f"hang-up requested for call {CALL_ID}\n"
+
+
+@pytest.mark.parametrize("handler", ["python", "other"])
+def test_ctrl_c_during_a_hangup_says_it_may_have_been_requested(
+    cli_env: None,
+    sigint_restored: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    handler: str,
+) -> None:
+    async def answer(request: httpx.Request) -> httpx.Response:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the API is asked
+        await asyncio.sleep(30)
+        raise AssertionError("Ctrl-C did not stop the hang-up")
+
+    fake_api(monkeypatch, answer)  # type: ignore[arg-type]  # MockTransport awaits it
+    signal.signal(signal.SIGINT, signal.default_int_handler if handler == "python" else raising)
+    assert main(["hangup", CALL_ID]) == 130
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err == (
+        f"switchboard: interrupted; the hang-up of call {CALL_ID} may have been requested "
+        f"(GET /calls/{CALL_ID} tells whether it has ended)\n"
+    )
+
+
+@pytest.mark.parametrize("command", [["call", "+15551234567", "hi"], ["hangup", CALL_ID]])
+def test_a_url_with_a_port_past_65535_is_one_line_not_a_traceback(
+    cli_env: None, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    url = "http://127.0.0.1:99999"
+    assert main([*command, "--url", url]) == 2
+    assert capsys.readouterr().err == (
+        f"switchboard: {url!r}: 99999 is not a port number (1-65535)\n"
+    )

@@ -215,6 +215,43 @@ async def test_async_amd_true_is_recorded_raw(app: ProbeApp) -> None:
     assert (hit.params["AnsweredBy"], hit.params["MachineDetectionDuration"]) == ("unknown", "1000")
 
 
+async def test_send_digits_turns_sync_amd_off(app: ProbeApp) -> None:
+    # "If send_digits is provided, machine_detection is ignored" (protocols.md 2.2)
+    app.twiml["main"] = "<Response><Hangup/></Response>"
+    async with run_twilio_emulator(
+        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, scenario=scenario()
+    ) as emu:
+        sid = await create(
+            emu, url=f"{app.base_url}/twiml/main", machine_detection="Enable", send_digits="1"
+        )
+        await emu.wait_for_call_status(sid, "completed")
+        fetched = await asyncio.to_thread(sdk(emu).calls(sid).fetch)
+    (fetch,) = app.hits_for("/twiml/main")
+    assert fetch.valid and "AnsweredBy" not in fetch.params
+    assert "MachineDetectionDuration" not in fetch.params
+    assert fetched.answered_by is None and emu.call(sid).answered_by is None
+    assert [item.source for item in emu.call(sid).heard.items] == ["digits"]
+
+
+async def test_send_digits_turns_async_amd_off(app: ProbeApp) -> None:
+    async with run_twilio_emulator(
+        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, scenario=scenario()
+    ) as emu:
+        sid = await create(
+            emu,
+            twiml='<Response><Pause length="1"/></Response>',  # outlasts the 1 s AMD timeout
+            machine_detection="Enable",
+            machine_detection_timeout=1,
+            async_amd="true",
+            async_amd_status_callback=f"{app.base_url}/hook/amd",
+            send_digits="1",
+        )
+        await emu.wait_for_call_status(sid, "completed")
+    # the emulator has shut down: every callback it was going to make has been made
+    assert app.hits_for("/hook/amd") == [] and emu.call(sid).callbacks_of("amd") == []
+    assert emu.call(sid).answered_by is None
+
+
 async def test_sync_amd_adds_answered_by_to_the_twiml_fetch(app: ProbeApp) -> None:
     app.twiml["main"] = stream_twiml(app.ws_url, params={"from": "url"})
     async with run_twilio_emulator(

@@ -20,6 +20,7 @@ from sim.twilio.media import (
     Rejected,
     StreamWriter,
     parse_server_message,
+    stream_sid_problem,
 )
 from sim.twilio.playout import AudioPlayed, Cleared, MarkEchoed, Playout, RunEnded, RunStarted
 from sim.twilio.twiml import (
@@ -29,6 +30,7 @@ from sim.twilio.twiml import (
     Pause,
     Redirect,
     Say,
+    StreamSpec,
     TwimlError,
     Unsupported,
     parse_twiml,
@@ -308,6 +310,14 @@ def test_twiml_parses_the_verbs_we_act_on() -> None:
     )
 
 
+def test_stream_parameters_at_or_over_the_size_limit_are_named() -> None:
+    # protocols.md 1.1: name + value must be under 500 characters
+    spec = StreamSpec(
+        "wss://b/media", parameters=(("ok", "v" * 497), ("big", "v" * 497), ("n" * 500, ""))
+    )
+    assert spec.oversized_parameters() == ["big", "n" * 500]
+
+
 @pytest.mark.parametrize("text", ["<Response><Say>unclosed</Response>", "<Foo/>", "", "not xml"])
 def test_malformed_twiml_is_error_12100(text: str) -> None:
     with pytest.raises(TwimlError) as info:
@@ -361,6 +371,23 @@ def test_stream_writer_field_types_and_sequence() -> None:
 )
 def test_parse_server_message(text: str | bytes, kind: type) -> None:
     assert isinstance(parse_server_message(text)[0], kind)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"event":"media","streamSid":"MZ1","media":{"payload":"AAA="}}', None),
+        ('{"event":"media","media":{"payload":"AAA="}}', "missing_stream_sid"),
+        ('{"event":"mark","streamSid":7,"mark":{"name":"n"}}', "missing_stream_sid"),
+        ('{"event":"clear"}', "missing_stream_sid"),
+        ('{"event":"clear","streamSid":"MZ2"}', "stream_sid_mismatch"),
+        ('{"event":"mark","mark":{}}', None),  # ignored anyway: no sid check
+        ('{"event":"bogus"}', None),
+    ],
+)
+def test_stream_sid_problem(text: str, problem: str | None) -> None:
+    found = stream_sid_problem(parse_server_message(text)[0], "MZ1")
+    assert (found[0] if found else None) == problem
 
 
 def test_error_body_and_dates() -> None:

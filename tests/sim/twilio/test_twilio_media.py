@@ -245,6 +245,26 @@ async def test_callee_hang_up_and_bad_frames(app: ProbeApp, emu: TwilioEmulator)
     assert reasons == ["invalid_json", "unknown_event", "ignored", "stream_sid_mismatch"]
 
 
+async def test_messages_without_a_stream_sid_are_played_and_flagged(
+    app: ProbeApp, emu: TwilioEmulator
+) -> None:
+    # protocols.md 1.3/6.3: every server -> Twilio message carries the start's streamSid.
+    sid, session, ms = await connect(emu, app)
+    unsigned = media(ms, b"\x11" * 800)
+    del unsigned["streamSid"]
+    await session.send(unsigned)
+    await session.send({"event": "mark", "streamSid": 7, "mark": {"name": "after"}})
+    assert (await session.next("mark"))["mark"] == {"name": "after"}
+    stream = emu.call(sid).streams[0]
+    # played like a message with a wrong sid, and flagged like one
+    assert bytes(stream.received_audio) == b"\x11" * 800 and stream.marks[0].played
+    assert [(r, d) for _, r, d in stream.rejected] == [
+        ("missing_stream_sid", "message has no string 'streamSid'")
+    ] * 2
+    session.close()
+    await emu.wait_for_call_status(sid, "completed")
+
+
 async def test_scenario_turns_follow_the_agents_playout(app: ProbeApp, tmp_path: Path) -> None:
     (tmp_path / "a.ulaw").write_bytes(b"\x10" * 800)  # 100 ms
     (tmp_path / "b.ulaw").write_bytes(b"\x20" * 800)
@@ -353,6 +373,21 @@ async def test_journal_and_wavs_in_the_log_dir(app: ProbeApp, tmp_path: Path) ->
     assert all("base64" in m["media"]["payload"] for m in sent if m["event"] == "media")
     assert (tmp_path / f"{sid}.heard.wav").is_file()
     assert (tmp_path / f"{emu.call(sid).streams[0].stream_sid}.said.wav").is_file()
+
+
+async def test_an_oversized_parameter_is_warned_about_and_still_passed(
+    app: ProbeApp, emu: TwilioEmulator
+) -> None:
+    # protocols.md 1.1: name + value under 500 characters; what Twilio does past it is not
+    # documented, so the emulator warns (12200) and passes the parameter on.
+    params = {"ok": "v" * 497, "big": "v" * 497}  # 499 and 500 characters
+    sid, session, _ = await connect(emu, app, params=params)
+    call = emu.call(sid)
+    assert call.streams[0].custom_parameters == params
+    assert [(n.code, n.level) for n in call.notifications] == [(12200, "warning")]
+    assert "'big'" in call.notifications[0].message
+    session.close()
+    await emu.wait_for_call_status(sid, "completed")
 
 
 async def test_injected_clip_and_audio_reach_the_app(app: ProbeApp, emu: TwilioEmulator) -> None:

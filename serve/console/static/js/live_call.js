@@ -35,6 +35,13 @@ function unitIndex(text, points) {
   return index;
 }
 
+// Scripts written without spaces between words: every character is a word of its own
+// (the store's UNSPACED_RANGES in switchboard/transcript.py).
+const UNSPACED = /[\u3000-\u30ff\u3100-\u312f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\u{20000}-\u{3ffff}]/u;
+
+/** A word ends on either side of `char` (the store's _breaks). */
+const breaks = (char) => /\s/u.test(char) || UNSPACED.test(char);
+
 /**
  * What the caller heard of a reply cut after `heardMs` of `generatedMs`: the
  * proportional prefix snapped back to a whole word (the store's heard_prefix).
@@ -44,9 +51,8 @@ export function heardPrefix(text, heardMs, generatedMs) {
   if (heardMs >= generatedMs) return text;
   const chars = Array.from(text); // code points, as Python counts them
   let cut = Math.floor((chars.length * heardMs) / generatedMs);
-  const space = (c) => /\s/u.test(c);
-  if (cut < chars.length && !space(chars[cut])) {
-    while (cut > 0 && !space(chars[cut - 1])) cut -= 1;
+  if (cut < chars.length && !breaks(chars[cut])) {
+    while (cut > 0 && !breaks(chars[cut - 1])) cut -= 1;
   }
   return chars.slice(0, cut).join("").trimEnd();
 }
