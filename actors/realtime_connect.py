@@ -72,11 +72,11 @@ _WS_SCHEME = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 _OS = {"linux": "Linux", "darwin": "MacOS", "windows": "Windows", "freebsd": "FreeBSD"}
 _ARCH = {"x86_64": "x64", "amd64": "x64", "arm64": "arm64", "aarch64": "arm64", "arm": "arm"}
 # Which of ``urllib.request.getproxies()`` a URL goes through, in websockets 15's order
-# (``websockets.uri.get_proxy``); then ALL_PROXY, which websockets skips but curl and
-# requests (Twilio's REST client) read: one variable should not leave the calls direct.
+# (``websockets.uri.get_proxy``). Not ALL_PROXY, which websockets skips too: a value
+# there the SDK never read (``socks://``, say) must not start failing every call.
 _PROXY_KEYS = {
-    "wss": ("wss", "socks", "https", "all"),
-    "ws": ("ws", "socks", "https", "http", "all"),
+    "wss": ("wss", "socks", "https"),
+    "ws": ("ws", "socks", "https", "http"),
 }
 # websockets' proxy schemes in picows' (python-socks') names. Its SOCKS5 has the proxy
 # resolve the host (socks5h); its SOCKS4 resolves it here (socks4a's remote lookup is lost).
@@ -137,7 +137,7 @@ def environment_proxy(url: str) -> str | None:
 
     As ``websockets``' ``get_proxy``: ``NO_PROXY`` first, then ``WSS_PROXY`` (``WS_PROXY``
     for ``ws``), ``SOCKS_PROXY`` (an ``http://`` one meaning ``socks5h://``),
-    ``HTTPS_PROXY``, and ``HTTP_PROXY`` for ``ws`` only; then ``ALL_PROXY``. A value
+    ``HTTPS_PROXY``, and ``HTTP_PROXY`` for ``ws`` only (not ``ALL_PROXY``). A value
     that is no proxy URL is a ``ConfigError`` naming its variable, not its value
     (it may hold a password).
     """

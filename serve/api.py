@@ -150,7 +150,7 @@ def _publish_duration_limit(app: FastAPI, limit_s: float) -> None:
             for option in field.get("anyOf", [field]):
                 if "maximum" in option:
                     option["maximum"] = maximum
-            field["description"] += f" ({limit_s:g} s here)"
+            field["description"] += f" ({maximum} s here)"
         return spec
 
     app.openapi = openapi  # type: ignore[method-assign]

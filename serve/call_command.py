@@ -134,6 +134,7 @@ class _Shown:
         self.ended = False  # call.ended came
         self.final = False  # a final call.status came
         self.done = False  # both, or a final status and call.ended's grace ran out
+        self.grace_ends: float | None = None  # loop time: call.ended's grace, once final
         self.new = 0  # events shown
         self._order: deque[bytes] = deque()
         self._seen: set[bytes] = set()
@@ -161,11 +162,15 @@ async def _read(
 ) -> bool:
     """Show one stream's events (and why the server dropped this viewer, if it did);
     True once the call is over (``shown.done``), False if the stream ended first."""
+    loop = asyncio.get_running_loop()
     async with contextlib.aclosing(events):
         while not shown.done:
+            if shown.final and shown.grace_ends is None:
+                shown.grace_ends = loop.time() + grace_s
             try:
-                # A final status with no call.ended yet: the grace is a deadline, not a wait.
-                async with asyncio.timeout(grace_s if shown.final else None) as grace:
+                # A final status with no call.ended yet: the grace is a deadline from the
+                # status, not a wait that each later event (levels, say) starts again.
+                async with asyncio.timeout_at(shown.grace_ends) as grace:
                     event = await anext(events)
             except StopAsyncIteration:
                 return False

@@ -24,7 +24,14 @@ After the head the edge is a byte pipe (``serve.splice``): no per-frame work, no
 Ray call, no WebSocket parsing. One connection only ever goes to one upstream, so a
 request to Serve ends its connection (``Connection: close``): a tunnel that keeps its
 connections to the edge open could otherwise send a media upgrade on one that Serve
-holds.
+holds. An upstream's EOF ends a connection: Serve answered and closed, or an actor
+ended its call, and neither reads on after its own EOF. So the edge closes the client's
+side too (lingering: EOF, then up to ``linger_s`` once the answer is out), and a client
+that stays silent holds no socket; the client's own EOF is passed on as a half-close
+(the upstream may still answer). Both sockets of a splice have TCP keepalive on, so a
+peer that vanishes without a FIN (a phone dropping off the network) is found by the
+kernel within ``KEEPALIVE_IDLE_S + KEEPALIVE_INTERVAL_S * KEEPALIVE_COUNT`` (90 s), at
+no cost per frame.
 
 Run it in any asyncio loop (a Ray actor's, a test's): no threads. The call
 lookup is the ``CallResolver`` port; Ray's is plugged in at the composition root.
@@ -55,7 +62,7 @@ from serve.media_route import (
     refusal_response,
 )
 from serve.media_route import route_request as _route_request
-from serve.splice import Leg, link
+from serve.splice import Leg, keep_alive, link
 
 __all__ = ["CallResolver", "EdgeStats", "MediaEdge", "settle_edge_process"]
 
@@ -63,6 +70,13 @@ logger = logging.getLogger(__name__)
 # The edge shares its process's GIL with the Ray driver's threads: hand it over every
 # millisecond (Python's default is 5 ms), so a frame does not wait that long behind them.
 SWITCH_INTERVAL_S = 0.001
+# TCP keepalive on every spliced socket: probe after 30 s of silence, every 10 s, drop
+# after 6 unanswered (and data unacknowledged as long): a vanished peer goes in 90 s.
+# A probe is sent only on a socket idle that long (never the caller's: Twilio sends
+# audio every 20 ms). Linux allows up to 32767 s idle/interval and 127 probes.
+KEEPALIVE_IDLE_S = 30
+KEEPALIVE_INTERVAL_S = 10
+KEEPALIVE_COUNT = 6
 
 
 def settle_edge_process() -> None:
@@ -102,7 +116,7 @@ class _Phase(enum.Enum):
     HEAD = "head"  # reading the request head
     ROUTING = "routing"  # head read, reading paused, resolving/connecting
     SPLICING = "splicing"  # linked to an upstream: a byte pipe
-    REFUSING = "refusing"  # answer written, discarding input until the client goes
+    LINGERING = "lingering"  # refused, or the upstream ended: discarding input, closing
 
 
 class MediaEdge:
@@ -290,7 +304,7 @@ class _Front(Leg):
             super().data_received(data)
             return
         self.bytes_read += len(data)
-        if self._phase is _Phase.REFUSING:
+        if self._phase is _Phase.LINGERING:
             return
         self._buffer += data  # in ROUTING: bytes read before the pause took hold
         if self._phase is _Phase.HEAD:
@@ -302,6 +316,18 @@ class _Front(Leg):
         self.eof = True
         # Routing: remember the half-close and pass it on once spliced.
         return self._phase is _Phase.ROUTING
+
+    def peer_ended(self) -> bool:
+        if self.eof or self._phase is not _Phase.SPLICING:
+            return super().peer_ended()
+        # The upstream is done: Serve answered and closed (as asked, or refusing an
+        # upgrade), an actor ended its call. None of them half-closes to go on reading,
+        # so the connection is over whatever the client still sends, or keeps back:
+        # this socket lingers on its own, the upstream's closes now.
+        assert self.peer is not None
+        self.peer.peer = None
+        self._linger()
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -428,6 +454,11 @@ class _Front(Leg):
         link(self, upstream)
         self._phase = _Phase.SPLICING
         self._task = None
+        for transport in (self.transport, upstream.transport):
+            try:
+                keep_alive(transport, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+            except OSError as exc:  # the splice works without; only a vanished peer lingers
+                logger.warning("edge: cannot set TCP keepalive (%s)", exc)
         upstream.transport.write(head + bytes(self._buffer))
         self._buffer.clear()
         if call_id is not None:
@@ -448,22 +479,37 @@ class _Front(Leg):
         self._edge._refused(refusal.reason)
         if call_id is not None:
             logger.info("edge: call %s refused %d (%s)", call_id, refusal.status, refusal.reason)
-        self._phase = _Phase.REFUSING
         self._task = None
         self._buffer.clear()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(refusal_response(refusal.status))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after an answer. Lingering: a client still sending would get a RST that
+        destroys the answer if we closed now, so signal EOF and drain until it goes, or
+        ``linger_s`` after the answer has left (however slowly the client reads it)."""
+        self._phase = _Phase.LINGERING
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        transport.write(refusal_response(refusal.status))
         if self.eof or not transport.can_write_eof():
-            transport.close()
+            transport.close()  # flushes first
             return
-        # Lingering close: a client still sending would get a RST that destroys
-        # the answer if we closed now, so signal EOF and drain until it goes.
-        transport.write_eof()
+        transport.write_eof()  # sent once what is buffered has been
         transport.resume_reading()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._edge.linger_s, self.abort)
+        self._linger_on()
+
+    def _linger_on(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self._edge.linger_s, self._lingered)
+
+    def _lingered(self) -> None:
+        self._timer = None
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size() > 0:
+            self._linger_on()  # the answer is still going out: wait for it
+            return
+        self.abort()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

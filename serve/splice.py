@@ -12,16 +12,23 @@ undoes it. So each direction holds at most about one high-water mark in memory.
 
 Half-close: an EOF on one side becomes ``write_eof`` on the other and the leg
 stays open to carry the other direction; once both directions have ended both
-sockets close. Losing either socket closes the other (flushing what is already
-buffered) or aborts it if the loss was an error.
+sockets close. A leg that knows its direction cannot go on after the other's EOF
+overrides ``peer_ended`` (the media edge's front: no upstream of its reads on).
+Losing either socket closes the other (flushing what is already buffered) or aborts
+it if the loss was an error.
+
+Nothing here times anything: a peer that vanishes without a FIN or RST is found by
+TCP keepalive (``keep_alive``), set on both sockets, in the kernel, at no cost per
+chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import cast
 
-__all__ = ["Leg", "link"]
+__all__ = ["Leg", "keep_alive", "link"]
 
 
 class Leg(asyncio.Protocol):
@@ -50,16 +57,21 @@ class Leg(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
-        peer = self.peer
-        out = peer.transport if peer is not None else None
-        if peer is None or out is None or out.is_closing():
+        # True keeps this socket open to write the peer's remaining bytes.
+        return self.peer is not None and self.peer.peer_ended()
+
+    def peer_ended(self) -> bool:
+        """The peer's socket sent EOF: pass it on to this one. True while this socket
+        may still send, so the peer's must stay open to carry it."""
+        out = self.transport
+        if out is None or out.is_closing():
             return False
-        if peer.eof or not out.can_write_eof():
+        if self.eof or not out.can_write_eof():
             # Both directions are done: closing flushes what is buffered first.
             out.close()
             return False
         out.write_eof()
-        return True  # keep this socket open to write the peer's remaining bytes
+        return True
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -99,3 +111,25 @@ def _set_reading(leg: Leg | None, reading: bool) -> None:
         transport.resume_reading()
     else:
         transport.pause_reading()
+
+
+def keep_alive(transport: asyncio.BaseTransport, idle_s: int, interval_s: int, count: int) -> None:
+    """Have the kernel probe an idle connection after ``idle_s`` and drop it after
+    ``count`` unanswered probes ``interval_s`` apart, or once data it sent has gone
+    unacknowledged that long (``TCP_USER_TIMEOUT``: keepalive probes only an idle
+    socket, and a peer gone mid-send would otherwise be retried ~15 minutes). Options
+    a platform lacks are skipped (macOS has no ``TCP_USER_TIMEOUT``)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    options = {
+        "TCP_KEEPIDLE": idle_s,
+        "TCP_KEEPINTVL": interval_s,
+        "TCP_KEEPCNT": count,
+        "TCP_USER_TIMEOUT": (idle_s + interval_s * count) * 1000,  # milliseconds
+    }
+    for name, value in options.items():
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)

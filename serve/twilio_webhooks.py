@@ -7,8 +7,11 @@ call by its CallSid.
 Every webhook is checked with twilio-python's ``RequestValidator`` before
 anything else happens (protocols.md 1.6, 2.5): the signature covers the URL
 Twilio requested (query string included) plus the sorted form parameters.
-Only POST is served, Twilio's default method. Behind a proxy the app sees its
-own URL, not Twilio's, so the signed URL is rebuilt: from ``PUBLIC_URL``
+The key is ``TWILIO_AUTH_TOKEN``, or, for a webhook whose
+``X-Twilio-Webhooks-Signature-Settings`` header names a SharedKey (a Webhook
+Rule's), that key's secret from ``TWILIO_WEBHOOK_SHARED_KEYS`` (a key it does
+not have is 403). Only POST is served, Twilio's default method. Behind a proxy
+the app sees its own URL, not Twilio's, so the signed URL is rebuilt: from ``PUBLIC_URL``
 (the public address of this app's root) when it is set, else from
 ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` / ``Host``. The validator itself
 accepts the URL with or without the default port. A missing or wrong
@@ -16,6 +19,12 @@ signature is 403 and nothing is created or changed, and so is a host or port
 in those headers that makes no URL (``:abc``, ``99999``, ``[::1``): no
 signature can match it. Only then do unknown call ids get 404 and malformed
 fields 400.
+
+An inbound call's voice webhook is answered within ``ANSWER_DEADLINE_S``, before
+Twilio gives up on it: a call no actor could take in time is rejected busy. A
+retried webhook (same CallSid) gets the answer the first got, but only while the
+call rings: once its stream joined or it ended, the request is a replay and is
+rejected without touching the call.
 
 Forms are parsed with the standard library (the bodies are small and always
 ``application/x-www-form-urlencoded``), which keeps repeated keys for the
@@ -25,7 +34,9 @@ signature. Build the callback URLs handed to Twilio with
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import logging
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlparse
 
@@ -52,7 +63,17 @@ __all__ = [
     "voice_url",
 ]
 
+log = logging.getLogger("switchboard.serve")
+
 Params = ImmutableMultiDict[str, str]
+# Twilio waits 15 s for a webhook's answer, then plays the caller an application error
+# (and drops whatever comes later): what remains is for letting the call's actor go and
+# recording the call. (A free slot can take 60 s, a Realtime session 10 s to open.)
+ANSWER_DEADLINE_S = 11.0
+RELEASE_WAIT_S = 2.0  # for that letting go: its Ray calls are quick when Ray is well
+# An inbound call's statuses before its stream joined: a voice webhook for a call past
+# them is a replay (Twilio asks once per call, retrying only an answer it did not get).
+_ANSWERABLE = frozenset({"queued", "initiated", "ringing"})
 MAX_FORM_FIELDS = 200
 # Fields of a status callback worth keeping in the timeline (not the geo fields).
 _STATUS_DETAIL = {
@@ -122,6 +143,16 @@ def public_request_url(request: Request, public_url: str | None) -> str:
     return f"{base}{path}?{query}" if query else f"{base}{path}"
 
 
+def _shared_key_id(header: str | None) -> str | None:
+    """The SharedKey id in ``X-Twilio-Webhooks-Signature-Settings`` ("key=KS...,
+    algorithm=HMAC_SHA256"); None when the auth token signed (no header, or no key)."""
+    for part in (header or "").split(","):
+        name, equals, value = part.partition("=")
+        if equals and name.strip() == "key" and value.strip():
+            return value.strip()
+    return None
+
+
 def _malformed(url: str) -> str | None:
     """Why the validator could not read ``url`` (it parses it and reads its port), if so."""
     try:
@@ -160,14 +191,16 @@ class _Webhooks:
         self.public_url = None if settings.public_url is None else str(settings.public_url)
         token = settings.twilio_auth_token
         self.validator = None if token is None else RequestValidator(token.get_secret_value())
+        self.shared = {
+            key_id: RequestValidator(secret.get_secret_value())
+            for key_id, secret in settings.webhook_shared_keys.items()
+        }
+        self.answer_deadline_s = ANSWER_DEADLINE_S
 
     async def signed(self, request: Request) -> Params:
         params = await _read_params(request)
-        if self.validator is None:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                "TWILIO_AUTH_TOKEN is not set, so Twilio's signatures cannot be checked",
-            )
+        settings_header = request.headers.get(SIGNATURE_SETTINGS_HEADER)
+        validator = self._validator(_shared_key_id(settings_header))
         signature = request.headers.get("x-twilio-signature")
         if not signature:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "missing X-Twilio-Signature header")
@@ -181,13 +214,37 @@ class _Webhooks:
                 "X-Twilio-Signature cannot match: Host / X-Forwarded-Host / X-Forwarded-Port "
                 f"make no valid URL ({problem}): {url[:200]!r}",
             )
-        algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
-        if not self.validator.validate(url, params, signature, algorithm=algorithm):
+        algorithm = get_signature_algorithm(settings_header)
+        if not validator.validate(url, params, signature, algorithm=algorithm):
             # The URL helps fix a PUBLIC_URL or proxy header mismatch; it is not secret.
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, f"X-Twilio-Signature does not match for {url}"
             )
         return params
+
+    def _validator(self, key_id: str | None) -> RequestValidator:
+        """The auth token's, or the SharedKey's the signature settings header names."""
+        if key_id is None:
+            if self.validator is None:
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE,
+                    "TWILIO_AUTH_TOKEN is not set, so Twilio's signatures cannot be checked",
+                )
+            return self.validator
+        validator = self.shared.get(key_id)
+        if validator is None:
+            # Ids are no secret: the operator sees which one to add.
+            log.warning(
+                "a webhook signed with SharedKey %r was refused: TWILIO_WEBHOOK_SHARED_KEYS has %s",
+                key_id[:64],
+                ", ".join(map(repr, sorted(self.shared))) or "no keys",
+            )
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"X-Twilio-Signature is signed with SharedKey {key_id[:64]!r}, which "
+                "TWILIO_WEBHOOK_SHARED_KEYS does not have",
+            )
+        return validator
 
     async def call(self, call_id: str) -> CallRecord:
         detail = await self.deps.store.get_call(call_id)
@@ -224,16 +281,52 @@ class _Webhooks:
                 reported = params.get("CallStatus")
                 if reported in STATUSES:
                     await store.update_status(call.id, reported, utc_now(), {"call_sid": call_sid})
+        elif call.direction != "inbound" or call.status not in _ANSWERABLE:
+            # A replay (a captured request sent again): answered again, it would fail a
+            # live call's record, or take an actor and a Realtime session for one over.
+            log.warning(
+                "call %s: voice webhook for CallSid %s refused: the call is %s %s, past its "
+                "answer (a replayed request?)",
+                call.id,
+                call_sid,
+                call.direction,
+                call.status,
+            )
+            return _twiml(_reject())
         try:
-            twiml = await self.deps.control.answer_inbound(call, call_sid)
+            twiml = await asyncio.wait_for(
+                self.deps.control.answer_inbound(call, call_sid), self.answer_deadline_s
+            )
+        except TimeoutError:
+            await self._release(call.id)
+            late = ServiceError(
+                f"no call actor was ready within {self.answer_deadline_s:g} s, before Twilio "
+                "gives up on the webhook: the caller was rejected busy"
+            )
+            await record_failure(self.deps, call.id, "answering", late)
+            twiml = _reject("busy")
         except (ServiceError, CallCanceled) as exc:
             if isinstance(exc, CallCanceled):  # hung up through the API while preparing
                 await record_canceled(self.deps, call.id, exc)
             else:
                 await record_failure(self.deps, call.id, "answering", exc)
             # Reject before answering: the caller hears busy and is not billed.
-            twiml = str(VoiceResponse().reject(reason="busy"))
-        return Response(twiml, media_type="text/xml")
+            twiml = _reject("busy")
+        return _twiml(twiml)
+
+    async def _release(self, call_id: str) -> None:
+        """Let go of what an answer given up on was taking: the hang-up of a call being
+        placed, so an actor still starting goes to the next call and one handed out
+        closes its Realtime session (nobody will stream to it)."""
+        try:
+            await asyncio.wait_for(self.deps.control.hang_up(call_id, placing=True), RELEASE_WAIT_S)
+        except (SwitchboardError, TimeoutError) as exc:
+            log.warning(
+                "call %s: letting go of its actor after the answer's deadline failed (its "
+                "stream never comes: the actor gives the call up): %s",
+                call_id,
+                str(exc) or type(exc).__name__,
+            )
 
     async def status_callback(self, call_id: str, request: Request) -> Response:
         """The per-call callback: ours, set on every call we place."""
@@ -295,6 +388,18 @@ class _Webhooks:
         self.deps.events.publish(call_id, {"type": "call.amd", "at": at} | data)
         await self.deps.control.on_amd_result(call_id, answered_by, dict(params))
         return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _reject(reason: str | None = None) -> str:
+    """``<Response><Reject/></Response>``. (twilio-python's ``reject()`` returns the
+    ``<Reject>`` it nests, not the response: alone it is no TwiML Twilio accepts.)"""
+    response = VoiceResponse()
+    response.reject(reason=reason)
+    return str(response)
+
+
+def _twiml(twiml: str) -> Response:
+    return Response(twiml, media_type="text/xml")
 
 
 def _required(params: Params, name: str) -> str:

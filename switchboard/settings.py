@@ -44,6 +44,10 @@ class Settings(BaseSettings):
 
     twilio_account_sid: str | None = Field(default=None, pattern=r"^AC[0-9a-fA-F]{32}$")
     twilio_auth_token: SecretStr | None = None
+    # Webhooks a Webhook Rule covers are signed with a SharedKey, not the auth token
+    # (protocols.md 1.6): "KEYID:secret" pairs, comma separated, the id as the
+    # X-Twilio-Webhooks-Signature-Settings header names it.
+    twilio_webhook_shared_keys: SecretStr | None = None
     twilio_from_number: str | None = None
     twilio_api_base_url: AnyHttpUrl | None = None
 
@@ -105,6 +109,13 @@ class Settings(BaseSettings):
                 raise ValueError("must be tokens of visible ASCII, separated by commas")
         return value
 
+    @field_validator("twilio_webhook_shared_keys")
+    @classmethod
+    def _usable_shared_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _shared_keys(value)  # raises, naming no secret
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _base_url(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
@@ -145,6 +156,27 @@ class Settings(BaseSettings):
     @property
     def has_openai_credentials(self) -> bool:
         return self.openai_api_key is not None
+
+    @property
+    def webhook_shared_keys(self) -> dict[str, SecretStr]:
+        """``TWILIO_WEBHOOK_SHARED_KEYS`` by key id (none when unset)."""
+        value = self.twilio_webhook_shared_keys
+        return {} if value is None else _shared_keys(value)
+
+
+def _shared_keys(value: SecretStr) -> dict[str, SecretStr]:
+    keys: dict[str, SecretStr] = {}
+    for pair in value.get_secret_value().split(","):
+        key_id, colon, secret = pair.strip().partition(":")
+        # The id is a header's, up to "," or "="; the secret an HMAC key, as the token.
+        if not colon or not _visible_ascii(key_id) or "=" in key_id:
+            raise ValueError('must be "KEYID:secret" pairs separated by commas')
+        if not _visible_ascii(secret):
+            raise ValueError(f"the secret of key {key_id} must be non-empty visible ASCII")
+        if key_id in keys:
+            raise ValueError(f"names key {key_id} twice")
+        keys[key_id] = SecretStr(secret)
+    return keys
 
 
 def _visible_ascii(text: str) -> bool:

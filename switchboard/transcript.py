@@ -108,7 +108,12 @@ UNSPACED_RANGES = (
     (0x3400, 0x4DBF),  # CJK unified ideographs extension A
     (0x4E00, 0x9FFF),  # CJK unified ideographs
     (0xF900, 0xFAFF),  # CJK compatibility ideographs
-    (0xFF00, 0xFFEF),  # half-width and full-width forms
+    # Half-width and full-width forms, but not full-width Latin letters and digits
+    # (a full-width OK is a word, as OK is).
+    (0xFF00, 0xFF0F),
+    (0xFF1A, 0xFF20),
+    (0xFF3B, 0xFF40),
+    (0xFF5B, 0xFFEF),
     (0x20000, 0x3FFFF),  # CJK extensions B and later
 )
 

@@ -15,14 +15,18 @@ estimate of what the caller heard in ``heard_text``
 after the cut are dropped (their audio was never played), and a final
 transcript reported after the cut replaces ``text`` but not ``heard_text``.
 
-A call that ends (its end recorded, or a terminal status) with a reply still
-``speaking`` (its actor died mid-reply: no cut will come) closes it as
-``interrupted`` with ``heard_text`` empty and ``heard_ms`` / ``generated_ms``
-unknown (NULL): how much of it was played is not known here, and counting
-the whole as heard would claim what the caller may never have heard. Such a
-cut is provisional: a measured cut reported after it (the call's own end,
-delivered after a status callback) replaces it, and text still buffered for it
-is written.
+A call whose end the recorder writes (the actor's last report, or the pool's
+word that the actor died) with a reply still ``speaking`` (its actor died
+mid-reply: no cut will come) closes it as ``interrupted`` with ``heard_text``
+empty and ``heard_ms`` / ``generated_ms`` unknown (NULL): how much of it was
+played is not known here, and counting the whole as heard would claim what the
+caller may never have heard. Such a cut is provisional: a measured cut reported
+after it replaces it, as does a finish that happened before it (a report that
+lost the race to the pool's), and text still buffered for it is written. A
+terminal status alone (Twilio's callback, written by the ingress) closes only
+caller turns: the call's actor, alive, still reports how its reply ended, and
+the status write takes no lock on agent turns, which the recorder's writes take
+(in another order: a deadlock on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -108,7 +112,8 @@ class TurnWriter:
         so_far = {key[1]: text for key in keys if (text := await self._untrack(key)) is not None}
 
         def work(session: Session) -> None:
-            close_untranscribed(session, call_id, at or _ended_at(session, call_id) or self._now())
+            close_untranscribed(session, call_id)
+            _close_replies(session, call_id, at or _ended_at(session, call_id) or self._now())
             for item_id, text in so_far.items():  # newer than what was written
                 session.execute(
                     update(TurnRow)
@@ -169,9 +174,11 @@ class TurnWriter:
             row = self._agent_row(session, key, so_far, at)
             row.text = transcript or so_far or row.text or ""
             # Once only: a finish sent again keeps the first end, and what was heard of
-            # a cut reply stays as cut.
-            if row.state == "speaking":
-                row.state, row.ended_at = "finished", at
+            # a cut reply stays as cut; but one that happened before the call's end
+            # replaces the end's unmeasured cut (its report lost the race to the end's).
+            before_end = row.ended_at is not None and at <= row.ended_at
+            if row.state == "speaking" or (_unmeasured(row) and before_end):
+                row.state, row.ended_at, row.heard_text = "finished", at, None
 
         await self._db.write("finishing an agent turn", work)
 
@@ -345,19 +352,19 @@ def _turn(session: Session, call_id: str, item_id: str, role: str) -> TurnRow | 
     return row
 
 
-def close_untranscribed(session: Session, call_id: str, at: datetime | None = None) -> None:
-    """Close the turns of a call that ended at ``at`` (None: the end its row gives).
-
-    ``pending`` caller turns become ``untranscribed``: no transcript comes once the
-    model's socket is closed. One that still arrives (a report sent late) fills the turn
-    as ever. Agent turns still ``speaking`` are cut, nothing known heard (module
-    docstring)."""
+def close_untranscribed(session: Session, call_id: str) -> None:
+    """``pending`` caller turns of an ended call become ``untranscribed``: no transcript
+    comes once the model's socket is closed. One that still arrives (a report sent
+    late) fills the turn as ever."""
     session.execute(
         update(TurnRow)
         .where(TurnRow.call_id == call_id, TurnRow.role == "caller", TurnRow.state == "pending")
         .values(state="untranscribed")
     )
-    ended = at or _ended_at(session, call_id)
+
+
+def _close_replies(session: Session, call_id: str, ended: datetime | None) -> None:
+    """Agent turns still ``speaking`` when the call ended are cut, nothing known heard."""
     session.execute(
         update(TurnRow)
         .where(TurnRow.call_id == call_id, TurnRow.role == "agent", TurnRow.state == "speaking")
@@ -369,6 +376,10 @@ def close_untranscribed(session: Session, call_id: str, at: datetime | None = No
 _cut_unmeasured: ColumnElement[bool] = and_(
     TurnRow.state == "interrupted", TurnRow.heard_ms.is_(None)
 )
+
+
+def _unmeasured(row: TurnRow) -> bool:
+    return row.state == "interrupted" and row.heard_ms is None
 
 
 def _ended_at(session: Session, call_id: str) -> datetime | None:

@@ -100,6 +100,26 @@ async def test_search_filters_and_pages(console: Console) -> None:
     await page.locator(".summary", has_text="50+ calls").wait_for()
 
 
+async def test_a_reply_cut_by_its_actors_death_says_what_was_heard_is_not_known(
+    console: Console,
+) -> None:
+    # The recorder closed it at the call's end: nothing measured, nothing struck through.
+    call = await console.new_call("+15551230010", instruction="Book a cleaning.")
+    await console.status(call.id, "in-progress")
+    said = "Your cleaning is booked for Monday"
+    await console.act(
+        call.id,
+        AgentTurnStarted("a1"),
+        AgentTranscriptGrew("a1", said),
+        FinishCall("actor_failed"),
+    )
+    page = await console.open(f"/#/calls/{call.id}")
+    cut = page.locator(".turn.interrupted")
+    await cut.locator(".cut-note", has_text="how much the caller heard is not known").wait_for()
+    assert await cut.locator(".text").text_content() == said
+    assert await cut.locator("del.unheard").count() == 0
+
+
 async def test_a_past_call_has_its_record_and_downloads(console: Console, tmp_path: Path) -> None:
     call = await console.new_call("+15551230009", instruction="Book a cleaning.", voice="sage")
     await console.status(call.id, "in-progress")

@@ -21,9 +21,10 @@ from serve.events import EventHub
 from serve.ports import AppDeps
 from serve.testing import FakeCallControl, twilio_headers
 from serve.twilio_webhooks import amd_callback_url, status_callback_url, voice_url
-from switchboard.errors import CallCanceled, StoreError, TwilioServiceError
+from sim.twilio.twiml import Connect, Document, Hangup, parse_twiml
+from switchboard.errors import CallCanceled, ServiceError, StoreError, TwilioServiceError
 from switchboard.settings import Settings
-from switchboard.store import CallStore, NewCall
+from switchboard.store import CallRecord, CallStore, NewCall
 
 # Fixtures and tests share one loop per test.
 pytestmark = pytest.mark.asyncio(loop_scope="function")
@@ -497,17 +498,46 @@ async def test_public_url_with_a_path_prefix(h: Harness) -> None:
     assert r.status_code == 204
 
 
-async def test_sha256_shared_key_signatures_follow_the_settings_header(
-    client: httpx.AsyncClient, h: Harness
+SHARED_SECRET = "shared-key-secret"
+
+
+@pytest.mark.parametrize("token", [TWILIO_TOKEN, None], ids=["with token", "no token"])
+async def test_shared_key_signatures_use_the_key_the_settings_header_names(
+    h: Harness, caplog: pytest.LogCaptureFixture, token: str | None
 ) -> None:
+    # A Webhook Rule's webhooks are signed with its SharedKey and HMAC-SHA256; the
+    # header names the key ("key=test" here), not the auth token.
     call_id = await h.outbound()
     path = f"/twilio/amd/{call_id}"
     form = {"CallSid": SID, "AnsweredBy": "human"}
-    headers = twilio_headers(TWILIO_TOKEN, PUBLIC + path, form, algorithm=HMAC_SHA256)
-    assert (await client.post(path, content=urlencode(form), headers=headers)).status_code == 204
-    # The same SHA-256 signature claimed as the default SHA-1 fails.
-    del headers["X-Twilio-Webhooks-Signature-Settings"]
-    assert (await client.post(path, content=urlencode(form), headers=headers)).status_code == 403
+    settings = make_settings(
+        twilio_auth_token=token, twilio_webhook_shared_keys=f"KSold:x, test:{SHARED_SECRET}"
+    )
+
+    async with h.client(settings) as shared_client:
+
+        async def post(headers: dict[str, str]) -> httpx.Response:
+            return await shared_client.post(path, content=urlencode(form), headers=headers)
+
+        headers = twilio_headers(SHARED_SECRET, PUBLIC + path, form, algorithm=HMAC_SHA256)
+        assert (await post(headers)).status_code == 204
+        # The same SHA-256 signature claimed as the default SHA-1 fails.
+        del headers["X-Twilio-Webhooks-Signature-Settings"]
+        assert (await post(headers)).status_code == (403 if token else 503)
+        # Signed with the auth token under a SharedKey's name: refused.
+        forged = twilio_headers(TWILIO_TOKEN, PUBLIC + path, form, algorithm=HMAC_SHA256)
+        r = await post(forged)
+        assert r.status_code == 403 and "does not match" in r.json()["detail"]
+        # A key this deployment does not have: refused, saying which.
+        unknown = forged | {
+            "X-Twilio-Webhooks-Signature-Settings": "key=KSnew,algorithm=HMAC_SHA256"
+        }
+        r = await post(unknown)
+        assert r.status_code == 403 and "'KSnew'" in r.json()["detail"]
+    assert len(h.control.amd_results) == 1
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "SharedKey 'KSnew' was refused" in logged and "'KSold', 'test'" in logged
+    assert SHARED_SECRET not in logged and TWILIO_TOKEN not in logged
 
 
 async def test_without_a_twilio_token_webhooks_are_503(h: Harness) -> None:
@@ -606,6 +636,23 @@ async def test_amd_needs_answered_by(client: httpx.AsyncClient, h: Harness) -> N
 
 # -- inbound calls ----------------------------------------------------------------------
 
+BUSY = (Hangup(reject="busy"),)
+REFUSED = (Hangup(reject="rejected"),)
+
+
+def answer_of(r: httpx.Response) -> Document:
+    """The voice webhook's TwiML, read as Twilio would (a root other than <Response>
+    is its error 12100): the verbs."""
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/xml")
+    return parse_twiml(r.text)
+
+
+def streams_to(document: Document) -> str:
+    [connect] = document
+    assert isinstance(connect, Connect) and connect.stream is not None
+    return connect.stream.url
+
 
 def voice_form(sid: str = SID) -> dict[str, str]:
     return {
@@ -624,8 +671,7 @@ async def test_inbound_call_is_recorded_and_answered_with_twiml(
     events = h.hub.subscribe(None)
     assert voice_url(PUBLIC) == PUBLIC + "/twilio/voice"
     r = await post_signed(client, "/twilio/voice", voice_form())
-    assert r.status_code == 200
-    assert r.headers["content-type"].startswith("text/xml")
+    assert streams_to(answer_of(r)) == "wss://example.com/media"
     assert r.text == h.control.twiml
     [(call, sid)] = h.control.answered
     assert sid == SID and call.twilio_sid == SID
@@ -674,10 +720,12 @@ async def test_a_numbers_status_callback_finds_the_inbound_call_by_its_sid(
 async def test_a_retried_inbound_webhook_does_not_create_a_second_call(
     client: httpx.AsyncClient, h: Harness
 ) -> None:
-    for _ in range(2):
-        assert (await post_signed(client, "/twilio/voice", voice_form())).status_code == 200
+    # Twilio retries an answer it did not get: while the call rings, the same answer.
+    answers = [await post_signed(client, "/twilio/voice", voice_form()) for _ in range(2)]
+    assert [streams_to(answer_of(r)) for r in answers] == ["wss://example.com/media"] * 2
+    assert answers[0].text == answers[1].text
     page = await h.store.list_calls()
-    assert len(page.calls) == 1
+    assert len(page.calls) == 1 and page.calls[0].status == "ringing"
     assert [c.id for c, _ in h.control.answered] == [page.calls[0].id] * 2
 
 
@@ -689,7 +737,7 @@ async def test_inbound_webhooks_delivered_at_once_create_one_call(
         *(post_signed(client, "/twilio/voice", voice_form()) for _ in range(3))
     )
     assert [r.status_code for r in answers] == [200] * 3
-    assert all("<Connect>" in r.text for r in answers)
+    assert [streams_to(answer_of(r)) for r in answers] == ["wss://example.com/media"] * 3
     page = await h.store.list_calls()
     assert [(c.direction, c.twilio_sid) for c in page.calls] == [("inbound", SID)]
     assert {c.id for c, _ in h.control.answered} == {page.calls[0].id}
@@ -700,7 +748,7 @@ async def test_inbound_answer_failure_rejects_and_records_the_call_failed(
 ) -> None:
     h.control.answer_error = TwilioServiceError("no call actor free")
     r = await post_signed(client, "/twilio/voice", voice_form())
-    assert r.status_code == 200 and '<Reject reason="busy" />' in r.text
+    assert answer_of(r) == BUSY
     stored = await h.store.find_by_twilio_sid(SID)
     assert stored is not None and stored.status == "failed"
 
@@ -710,7 +758,7 @@ async def test_inbound_hung_up_while_answering_rejects_and_records_the_call_canc
 ) -> None:
     h.control.answer_error = CallCanceled("call x was hung up (api) before it was dialed")
     r = await post_signed(client, "/twilio/voice", voice_form())
-    assert r.status_code == 200 and '<Reject reason="busy" />' in r.text
+    assert answer_of(r) == BUSY
     stored = await h.store.find_by_twilio_sid(SID)
     assert stored is not None and stored.status == "canceled"
 
@@ -724,3 +772,96 @@ async def test_inbound_needs_sid_from_and_to(
     r = await post_signed(client, "/twilio/voice", form)
     assert r.status_code == 400 and missing in r.json()["detail"]
     assert (await h.store.list_calls()).calls == ()
+
+
+class StuckControl(FakeCallControl):
+    """No actor comes for the call (the pool empty, every slot taken): the answer waits
+    on until it is given up. ``hang_up_stuck``: the hang-up waits on as well."""
+
+    def __init__(self, hang_up_stuck: bool = False) -> None:
+        super().__init__()
+        self.hang_up_stuck = hang_up_stuck
+        self.given_up: list[str] = []
+
+    async def answer_inbound(self, call: CallRecord, call_sid: str) -> str:
+        self.answered.append((call, call_sid))
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.given_up.append(call.id)
+            raise
+        raise AssertionError("unreachable")
+
+    async def hang_up(self, call_id: str, placing: bool = False) -> bool:
+        result = await super().hang_up(call_id, placing)
+        if self.hang_up_stuck:
+            await asyncio.Event().wait()
+        return result
+
+
+@pytest.mark.parametrize("release", ["answered", "refused", "stuck"], ids=lambda r: f"hang-up {r}")
+async def test_an_answer_no_actor_gives_in_time_rejects_busy_and_lets_the_actor_go(
+    store: CallStore, hub: EventHub, monkeypatch: pytest.MonkeyPatch, release: str
+) -> None:
+    # Twilio gives up on the webhook at 15 s: the answer is bounded below that (set tiny
+    # here), and what was being taken for the call is let go, by the placing's hang-up.
+    monkeypatch.setattr("serve.twilio_webhooks.ANSWER_DEADLINE_S", 0.01)
+    monkeypatch.setattr("serve.twilio_webhooks.RELEASE_WAIT_S", 0.01)
+    control = StuckControl(hang_up_stuck=release == "stuck")
+    if release == "refused":
+        control.hang_up_error = ServiceError("the call pool could not take the hang-up")
+    h = Harness(store, control, hub)
+    async with h.client(make_settings()) as client:
+        r = await post_signed(client, "/twilio/voice", voice_form())
+    assert answer_of(r) == BUSY
+    stored = await h.store.find_by_twilio_sid(SID)
+    assert stored is not None and stored.status == "failed"
+    assert control.given_up == [stored.id]  # the answer itself stopped
+    assert (control.hung_up, control.hung_up_placing) == ([stored.id], [True])
+    detail = await h.store.get_call(stored.id)
+    assert detail is not None
+    [problem] = [e.data for e in detail.timeline if e.kind == "problem"]
+    assert problem["source"] == "answering" and "0.01 s" in str(problem["message"])
+
+
+async def test_a_replay_after_the_stream_joined_leaves_the_live_call_alone(
+    client: httpx.AsyncClient, h: Harness
+) -> None:
+    assert streams_to(answer_of(await post_signed(client, "/twilio/voice", voice_form())))
+    call = await h.store.find_by_twilio_sid(SID)
+    assert call is not None
+    await h.store.update_status(call.id, "in-progress", datetime.now(UTC), {})  # joined
+    # What the actor would answer a second prepare with, were it asked.
+    h.control.answer_error = ServiceError("LocalProtocolError: call x already has its stream")
+    r = await post_signed(client, "/twilio/voice", voice_form())  # the same signed request
+    assert answer_of(r) == REFUSED
+    stored = await h.store.find_by_twilio_sid(SID)
+    assert stored is not None and stored.status == "in-progress"
+    assert len(h.control.answered) == 1 and h.control.hung_up == []
+
+
+@pytest.mark.parametrize("ended", ["completed", "failed", "no-answer"])
+async def test_a_replay_after_the_call_ended_takes_no_actor(
+    client: httpx.AsyncClient, h: Harness, ended: str
+) -> None:
+    assert streams_to(answer_of(await post_signed(client, "/twilio/voice", voice_form())))
+    call = await h.store.find_by_twilio_sid(SID)
+    assert call is not None
+    await h.store.update_status(call.id, ended, datetime.now(UTC), {})
+    before = await h.snapshot()
+    r = await post_signed(client, "/twilio/voice", voice_form())
+    assert answer_of(r) == REFUSED
+    assert await h.snapshot() == before  # no call, no status, no event
+    assert len(h.control.answered) == 1
+
+
+async def test_a_voice_webhook_naming_a_placed_calls_sid_answers_nothing(
+    client: httpx.AsyncClient, h: Harness
+) -> None:
+    # Twilio asks the voice URL about calls to our number only: ours it dials with TwiML.
+    call_id = await h.outbound()
+    await h.store.set_twilio_sid(call_id, SID)
+    before = await h.snapshot()
+    r = await post_signed(client, "/twilio/voice", voice_form())
+    assert answer_of(r) == REFUSED
+    assert await h.snapshot() == before and h.control.answered == []

@@ -4,11 +4,13 @@ methods have a ``.remote``, and Ray's wrapped errors are made the way Ray makes 
 
 from __future__ import annotations
 
+import asyncio
 import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -22,6 +24,8 @@ from serve.api import build_app
 from serve.control import SLOT_WAIT_S, TIME_LIMIT_GRACE_S, RayCallControl
 from serve.events import EventHub
 from serve.ports import AppDeps
+from serve.testing import twilio_headers
+from sim.twilio.twiml import Hangup, parse_twiml
 from switchboard.errors import (
     CallCanceled,
     RealtimeServiceError,
@@ -491,3 +495,43 @@ async def test_a_pool_that_cannot_take_a_hang_up_is_a_service_error(world: World
     world.pool.cancel = Remote(unreadable)
     with pytest.raises(ServiceError, match="could not take the hang-up: RuntimeError: the GCS"):
         await world.control.hang_up(call.id, placing=True)
+
+
+@pytest.mark.parametrize("stuck", ["acquire", "prepare"])
+async def test_an_inbound_answer_given_up_lets_its_actor_go(
+    world: World, monkeypatch: pytest.MonkeyPatch, stuck: str
+) -> None:
+    # No slot frees (or the Realtime session does not open) before Twilio gives up on the
+    # webhook: the caller is rejected busy, and the call is hung up as one being placed,
+    # so the actor started for it goes to the next call, or closes its session.
+    monkeypatch.setattr("serve.twilio_webhooks.ANSWER_DEADLINE_S", 0.01)
+    never = asyncio.Event()
+
+    async def acquire(call_id: str) -> tuple[str, tuple[str, int]]:
+        world.pool.acquiring.add(call_id)
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    async def prepare(plan: Any) -> str:
+        world.actor.said.append("prepare")
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    if stuck == "acquire":
+        world.pool.acquire = Remote(acquire)
+    else:
+        world.actor.prepare = Remote(prepare)
+    form = {"CallSid": SID, "From": "+15551234567", "To": "+15005550006", "CallStatus": "ringing"}
+    headers = twilio_headers("t", "https://sb.example.com/twilio/voice", form)
+    app = build_app(AppDeps(world.settings, world.store, world.control, EventHub(), ("tok",)))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        r = await client.post("/twilio/voice", content=urlencode(form), headers=headers)
+    assert r.status_code == 200 and parse_twiml(r.text) == (Hangup(reject="busy"),)
+    call = await world.store.find_by_twilio_sid(SID)
+    assert call is not None and call.status == "failed"
+    if stuck == "acquire":
+        assert world.pool.canceled == [call.id] and world.actor.said == []
+    else:
+        assert world.pool.canceled == [] and world.actor.said == ["prepare", "hang_up"]

@@ -20,7 +20,14 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Subprotocol
 
-from serve.media_edge import CallResolver, MediaEdge, _Front
+from serve.media_edge import (
+    KEEPALIVE_COUNT,
+    KEEPALIVE_IDLE_S,
+    KEEPALIVE_INTERVAL_S,
+    CallResolver,
+    MediaEdge,
+    _Front,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -474,6 +481,93 @@ async def test_a_media_upgrade_after_an_api_request_reaches_the_actor(
     async with connect(f"ws://127.0.0.1:{edge.port}/media/{CALL}", additional_headers=SIGNED) as ws:
         assert await ws.recv() == "hello from actor"
     assert (edge.stats().default_total, edge.stats().media_total) == (1, 1)
+
+
+async def test_a_client_silent_after_serves_answer_is_closed(
+    make_edge: EdgeFactory, serve_proxy: Address
+) -> None:
+    # Serve answers and closes (the edge asked it to): the client's socket must not stay
+    # open until the client closes it, or silent clients pile up sockets in the process
+    # that relays every call's audio.
+    edge = await make_edge(Resolver(), serve_proxy, linger_s=0.05)
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(b"GET /calls HTTP/1.1\r\nHost: h\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 10)  # to EOF
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"}")
+    # The client neither sends nor closes: the edge closes both its sockets by itself.
+    await asyncio.wait_for(edge._idle.wait(), 10)
+    stats = edge.stats()
+    assert (stats.connections_open, stats.connections_total, stats.default_total) == (0, 1, 1)
+    assert stats.bytes_to_clients == len(answer)
+    writer.close()
+
+
+async def test_a_client_still_sending_after_serves_answer_gets_all_of_it(
+    make_edge: EdgeFactory, serve_proxy: Address
+) -> None:
+    edge = await make_edge(Resolver(), serve_proxy, linger_s=0.05)
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(b"GET /calls HTTP/1.1\r\nHost: h\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.write(b"GET /more HTTP/1.1\r\nHost: h\r\n\r\n" * 100)  # Serve reads none of it
+    length = int(head.partition(b"Content-Length: ")[2].partition(b"\r\n")[0])
+    body = await asyncio.wait_for(reader.readexactly(length), 10)
+    assert json.loads(body)["target"] == "/calls"
+    await asyncio.wait_for(edge._idle.wait(), 10)
+    assert edge.stats().refusals == {}
+    writer.close()
+
+
+CONSOLE_UPGRADE = (
+    b"GET /console/ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("to_media", [False, True], ids=["upgrade_to_serve", "media"])
+async def test_an_upgrade_the_upstream_ends_is_closed_though_the_client_is_silent(
+    make_edge: EdgeFactory, recorder: Recorder, to_media: bool
+) -> None:
+    # An upgrade keeps its connection (no Connection: close), but an upstream that has
+    # sent its EOF (Serve refusing the upgrade, an actor ending its call: websockets
+    # half-closes once the closing handshake is done) reads nothing more: the edge ends
+    # the connection rather than wait for the client's FIN.
+    resolver = Resolver({CALL: recorder.address})
+    edge = await make_edge(resolver, recorder.address, linger_s=0.05)
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(UPGRADE if to_media else CONSOLE_UPGRADE)
+    up_reader, up_writer = await recorder.next()
+    await up_reader.readuntil(b"\r\n\r\n")
+    up_writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    up_writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), 10) == b"HTTP/1.1 403 Forbidden\r\n" + (
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert await asyncio.wait_for(up_reader.read(), 10) == b""  # the upstream's side closed
+    await asyncio.wait_for(edge._idle.wait(), 10)  # and the silent client's
+    assert edge.stats().connections_open == 0
+    writer.close()
+
+
+async def test_both_sockets_of_a_splice_have_tcp_keepalive(
+    make_edge: EdgeFactory, recorder: Recorder
+) -> None:
+    # A caller whose network drops sends no FIN: only the kernel's probes find it gone.
+    edge = await make_edge(Resolver({CALL: recorder.address}))
+    _reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(UPGRADE)
+    up_reader, _ = await recorder.next()
+    await up_reader.readuntil(b"\r\n\r\n")
+    [front] = edge._open
+    assert front.peer is not None
+    for leg in (front, front.peer):
+        assert leg.transport is not None
+        sock = leg.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == KEEPALIVE_INTERVAL_S
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == KEEPALIVE_COUNT
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 90_000
+    writer.close()
 
 
 async def test_other_websockets_reach_the_default(make_edge: EdgeFactory, actor: Actor) -> None:

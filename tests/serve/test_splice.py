@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
-from serve.splice import Leg, link
+import pytest
+
+from serve.splice import Leg, keep_alive, link
 
 
 class FakeTransport(asyncio.Transport):
     """Records what a leg does to its socket."""
 
-    def __init__(self, *, can_eof: bool = True) -> None:
-        super().__init__()
+    def __init__(self, *, can_eof: bool = True, sock: socket.socket | None = None) -> None:
+        super().__init__({"socket": sock})
         self.written: list[bytes] = []
         self.reading = True
         self.eof_written = False
@@ -131,3 +134,41 @@ def test_a_leg_connecting_after_its_peer_left_aborts_itself() -> None:
     transport = FakeTransport()
     upstream.connection_made(transport)
     assert transport.aborted
+
+
+class EndsAtPeerEof(Leg):
+    """A leg whose own direction cannot go on once the peer's has ended."""
+
+    def peer_ended(self) -> bool:
+        assert self.transport is not None
+        self.transport.close()
+        return False
+
+
+def test_a_leg_may_end_the_splice_at_its_peers_eof() -> None:
+    a, b = Leg(), EndsAtPeerEof()
+    ta, tb = FakeTransport(), FakeTransport()
+    a.connection_made(ta)
+    b.connection_made(tb)
+    link(a, b)
+    assert a.eof_received() is False  # a's socket closes too: nothing more to carry
+    assert tb.closed and not tb.eof_written
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="Linux's keepalive options")
+def test_keep_alive_sets_the_probes_and_the_matching_user_timeout() -> None:
+    with socket.socket() as sock:
+        keep_alive(FakeTransport(sock=sock), idle_s=30, interval_s=10, count=6)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        tcp = socket.IPPROTO_TCP
+        assert sock.getsockopt(tcp, socket.TCP_KEEPIDLE) == 30
+        assert sock.getsockopt(tcp, socket.TCP_KEEPINTVL) == 10
+        assert sock.getsockopt(tcp, socket.TCP_KEEPCNT) == 6
+        assert sock.getsockopt(tcp, socket.TCP_USER_TIMEOUT) == 90_000
+
+
+def test_keep_alive_leaves_a_transport_without_a_tcp_socket_alone() -> None:
+    keep_alive(FakeTransport(), idle_s=30, interval_s=10, count=6)
+    with socket.socket(socket.AF_UNIX) as sock:
+        keep_alive(FakeTransport(sock=sock), idle_s=30, interval_s=10, count=6)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0

@@ -147,6 +147,13 @@ def test_korean_is_written_with_spaces_and_snaps_to_words() -> None:
     assert heard_prefix(text, 600, 1000) == "주문하신 상품은"  # cut at 10: inside "내일"
 
 
+def test_full_width_latin_is_a_word_as_latin_is() -> None:
+    # Common in Japanese text: a run of full-width Latin is one word, cut whole or not at all.
+    text = "\u306f\u3044\u3001\uff2f\uff2b\uff25\uff38\uff21\uff2d\uff30\uff2c\uff25\u3067\u3059"
+    assert heard_prefix(text, 500, 1000) == "\u306f\u3044\u3001"  # cut at 7: in the word
+    assert heard_prefix(text, 900, 1000) == text[:12]  # cut at 12: after it
+
+
 @given(
     st.lists(st.text(alphabet="ab好的\uff0c。 \u3000", min_size=1, max_size=6), max_size=10),
     st.integers(0, 3000),

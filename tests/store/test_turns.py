@@ -330,22 +330,23 @@ async def test_a_delta_that_came_during_a_background_write_is_written_by_the_nex
     assert (await turn(reader, call, "item_a")).text == "One two three"
 
 
-@pytest.mark.parametrize("ended_by", ["terminal_status", "call_media_closed"])
+@pytest.mark.parametrize("told_when", [True, False])
 async def test_a_reply_still_speaking_when_the_call_ends_is_cut_nothing_known_heard(
-    store: CallStore, clock: Clock, ended_by: str
+    store: CallStore, clock: Clock, told_when: bool
 ) -> None:
-    # Its actor died mid-reply: no cut will come. Left speaking it would count all it
-    # generated as heard, and stay buffered for ever in a recorder that outlives calls.
+    # Its actor died mid-reply (the recorder writes the pool's word): no cut will come.
+    # Left speaking it would count all it generated as heard, and stay buffered for ever
+    # in a recorder that outlives calls.
     call, other = await new_call(store), await new_call(store)
     for each in (call, other):
         await store.start_agent_turn(each, "item_a", t(1))
         await store.grow_agent_turn(each, "item_a", "Your order ships")
         await store.grow_agent_turn(each, "item_a", " tomorrow and")  # buffered
-    if ended_by == "terminal_status":
-        await store.update_status(call, "completed", t(3))
+    if told_when:
+        await store.close_caller_turns(call, t(3))
         ended = t(3)
     else:
-        await store.close_caller_turns(call)  # the call's media ended, no status yet
+        await store.close_caller_turns(call)  # no status yet, and no time given
         ended = clock.wall  # the store's time: it is told no other
     cut = await turn(store, call, "item_a")
     assert (cut.state, cut.text, cut.heard_text) == (
@@ -355,28 +356,39 @@ async def test_a_reply_still_speaking_when_the_call_ends_is_cut_nothing_known_he
     )
     assert (cut.ended_at, cut.heard_ms, cut.generated_ms) == (ended, None, None)
     assert (await turn(store, other, "item_a")).state == "speaking"  # its own only
-    if ended_by == "call_media_closed":
-        assert list(store._turns.live_text(call)) == []
-        assert [key for key in store._turns._locks if key[0] == call] == []
-        await store.grow_agent_turn(call, "item_a", " late")  # its audio never played
-        assert (await turn(store, call, "item_a")).text == "Your order ships tomorrow and"
+    assert list(store._turns.live_text(call)) == []
+    assert [key for key in store._turns._locks if key[0] == call] == []
+    await store.grow_agent_turn(call, "item_a", " late")  # its audio never played
+    assert (await turn(store, call, "item_a")).text == "Your order ships tomorrow and"
+
+
+async def test_a_terminal_status_alone_leaves_the_reply_to_its_actor(
+    store: CallStore, reader: CallStore
+) -> None:
+    # Twilio's final word (the ingress's store) can come before the actor's last report,
+    # which says how its reply ended: the status closes caller turns only, and takes no
+    # lock on the agent's (the recorder locks them in another order).
+    call = await new_call(store)
+    await store.reserve_caller_turn(call, "item_c", t(1))
+    await store.start_agent_turn(call, "item_a", t(2))
+    await reader.update_status(call, "completed", t(3))
+    assert (await turn(reader, call, "item_c")).state == "untranscribed"
+    assert (await turn(reader, call, "item_a")).state == "speaking"
+    await store.finish_agent_turn(call, "item_a", "Goodbye!", t(2.5))
+    done = await turn(reader, call, "item_a")
+    assert (done.state, done.heard_text, done.ended_at) == ("finished", None, t(2.5))
 
 
 async def test_a_cut_measured_after_the_calls_end_replaces_the_unmeasured_one(
-    store: CallStore, reader: CallStore, clock: Clock
+    store: CallStore, reader: CallStore
 ) -> None:
-    # The status callback (the ingress's store) closes the call before the recorder (this
-    # store, still buffering the reply) has the call's own end, with the cut it measured.
+    # The pool's word that the actor died is written before the actor's last report,
+    # which has the cut it measured.
     call = await new_call(store)
     await store.start_agent_turn(call, "item_a", t(1))
-    await store.grow_agent_turn(call, "item_a", "One two")
-    await reader.update_status(call, "completed", t(3))
+    await store.grow_agent_turn(call, "item_a", "One two three four")
+    await store.close_caller_turns(call, t(3))
     assert (await turn(reader, call, "item_a")).heard_text == ""
-    await store.grow_agent_turn(call, "item_a", " three four")  # buffered
-    assert (await turn(reader, call, "item_a")).text == "One two"
-    clock.advance(0.25)
-    await store.settle()  # still written: a cut at the end keeps all generated
-    assert (await turn(reader, call, "item_a")).text == "One two three four"
     await store.cut_agent_turn(call, "item_a", heard_ms=500, generated_ms=1000, at=t(2))
     cut = await turn(reader, call, "item_a")
     assert (cut.state, cut.heard_text, cut.heard_ms, cut.ended_at) == (
@@ -389,17 +401,20 @@ async def test_a_cut_measured_after_the_calls_end_replaces_the_unmeasured_one(
     assert (await turn(reader, call, "item_a")).heard_ms == 500  # a measured cut stands
 
 
-async def test_a_finish_after_the_calls_end_keeps_nothing_known_heard(
-    store: CallStore, reader: CallStore
+@pytest.mark.parametrize(("finished_at", "state"), [(2, "finished"), (4, "interrupted")])
+async def test_a_finish_replaces_the_ends_cut_only_if_it_came_first(
+    store: CallStore, reader: CallStore, finished_at: float, state: str
 ) -> None:
+    # A finish before the end (its report lost the race to the pool's) played in full; one
+    # after it cannot have (a live actor cuts a reply still playing at its end).
     call = await new_call(store)
     await store.start_agent_turn(call, "item_a", t(1))
-    await reader.update_status(call, "completed", t(3))
-    await store.finish_agent_turn(call, "item_a", "Your order ships tomorrow.", t(4))
+    await store.close_caller_turns(call, t(3))
+    await store.finish_agent_turn(call, "item_a", "Your order ships tomorrow.", t(finished_at))
     done = await turn(reader, call, "item_a")
-    assert (done.state, done.text, done.heard_text, done.ended_at) == (
-        "interrupted",
+    assert (done.state, done.text, done.heard_text) == (
+        state,
         "Your order ships tomorrow.",
-        "",
-        t(3),
+        None if state == "finished" else "",
     )
+    assert done.ended_at == t(min(finished_at, 3))

@@ -6,6 +6,7 @@ transport (or by nothing listening at all)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import socket
@@ -495,6 +496,24 @@ async def test_new_events_after_following_again_give_the_next_ending_its_own_tri
 
 async def hang_forever() -> None:
     await asyncio.Event().wait()
+
+
+async def test_the_grace_after_a_final_status_is_not_started_again_by_later_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Level meters keep coming after Twilio's final word: the grace runs from that word.
+    async def events() -> AsyncIterator[dict[str, object]]:
+        yield LIVE
+        yield {"type": "call.status", "status": "completed", "applied": True}
+        for n in itertools.count():  # each well within the grace of the one before
+            await asyncio.sleep(0.01)
+            yield {"type": "levels", "at": f"t{n}", "caller": 0.1, "agent": 0.0}
+
+    fake_api(monkeypatch, answering("completed"), events)
+    code = await asyncio.wait_for(
+        follow_call(PUBLIC, "tok", "+15551234567", "hi", out=StringIO(), grace_s=0.1), 10
+    )
+    assert code == 0
 
 
 async def test_a_final_status_with_no_call_ended_ends_the_call_after_a_grace(

@@ -26,6 +26,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "PUBLIC_URL",
         "OPENAI_BASE_URL",
         "TWILIO_API_BASE_URL",
+        "TWILIO_WEBHOOK_SHARED_KEYS",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -227,3 +228,29 @@ def test_a_dotenv_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     env.write_bytes(b"LOG_LEVEL=\xff\xfe\n")
     with pytest.raises(ConfigError, match=r"\.env is not UTF-8"):
         load_settings(env)
+
+
+def test_webhook_shared_keys_are_read_by_id_and_never_shown(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert load_settings(None).webhook_shared_keys == {}
+    monkeypatch.setenv("TWILIO_WEBHOOK_SHARED_KEYS", f"KS1:{SECRET}, KS2:a:b")
+    settings = load_settings(None)
+    keys = {k: v.get_secret_value() for k, v in settings.webhook_shared_keys.items()}
+    assert keys == {"KS1": SECRET, "KS2": "a:b"}
+    assert SECRET not in repr(settings)
+    assert main(["settings"]) == 0
+    out = capsys.readouterr().out
+    assert SECRET not in out and "TWILIO_WEBHOOK_SHARED_KEYS=(set)" in out
+
+
+@pytest.mark.parametrize(
+    "value", [SECRET, f"KS1:{SECRET},", f":{SECRET}", "KS1:", f"KS1:{SECRET},KS1:x", "KS1:a b"]
+)
+def test_unusable_webhook_shared_keys_are_refused_without_the_secret(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("TWILIO_WEBHOOK_SHARED_KEYS", value)
+    with pytest.raises(ConfigError, match="TWILIO_WEBHOOK_SHARED_KEYS") as raised:
+        load_settings(None)
+    assert SECRET not in str(raised.value)

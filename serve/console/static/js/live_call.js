@@ -37,7 +37,7 @@ function unitIndex(text, points) {
 
 // Scripts written without spaces between words: every character is a word of its own
 // (the store's UNSPACED_RANGES in switchboard/transcript.py).
-const UNSPACED = /[\u3000-\u30ff\u3100-\u312f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\u{20000}-\u{3ffff}]/u;
+const UNSPACED = /[\u3000-\u30ff\u3100-\u312f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uffef\u{20000}-\u{3ffff}]/u;
 
 /** A word ends on either side of `char` (the store's _breaks). */
 const breaks = (char) => /\s/u.test(char) || UNSPACED.test(char);

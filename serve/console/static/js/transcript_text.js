@@ -17,7 +17,9 @@ export function transcriptText(detail) {
   for (const turn of detail.transcript) {
     const who = turn.role === "caller" ? "Caller" : "Agent";
     const at = offset(detail.created_at, turn.started_at);
-    if (turn.interrupted) {
+    if (turn.interrupted && turn.heard_ms === null) {
+      lines.push(`[${at}] ${who}: ${turn.text ?? ""} [cut off when the call ended; how much was heard is not known]`);
+    } else if (turn.interrupted) {
       const heard = turn.heard_text ?? "";
       const text = turn.text ?? "";
       const unheard = text.startsWith(heard) ? text.slice(heard.length).trim() : text;

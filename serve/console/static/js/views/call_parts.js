@@ -42,7 +42,16 @@ export function updateTurn(node, entry, live = true) {
   const paragraph = node.querySelector(".text");
   const text = entry.text ?? "";
   let className;
-  if (entry.state === "interrupted") {
+  if (entry.state === "interrupted" && entry.heardMs == null) {
+    // Cut by the call's end (its actor died mid-reply): how much was played is unknown.
+    className = "turn agent interrupted";
+    if (paragraph.children.length) paragraph.replaceChildren();
+    setText(paragraph, text || "…");
+    let note = node.querySelector(".cut-note");
+    if (!note) node.append((note = h("p", { class: "cut-note" })));
+    const said = "Cut off when the call ended: how much the caller heard is not known";
+    replace(note, h("span", { "aria-hidden": "true" }, "✂ "), said);
+  } else if (entry.state === "interrupted") {
     className = "turn agent interrupted";
     const heard = entry.heardText ?? "";
     const rest = text.startsWith(heard) ? text.slice(heard.length) : text;
