@@ -67,9 +67,10 @@ log = logging.getLogger("switchboard.serve")
 
 Params = ImmutableMultiDict[str, str]
 # Twilio waits 15 s for a webhook's answer, then plays the caller an application error
-# (and drops whatever comes later): what remains is for letting the call's actor go and
+# (and drops whatever comes later). Counted from the request's arrival (the signature
+# check and the store come first); what remains is for letting the call's actor go and
 # recording the call. (A free slot can take 60 s, a Realtime session 10 s to open.)
-ANSWER_DEADLINE_S = 11.0
+ANSWER_DEADLINE_S = 10.0
 RELEASE_WAIT_S = 2.0  # for that letting go: its Ray calls are quick when Ray is well
 # An inbound call's statuses before its stream joined: a voice webhook for a call past
 # them is a replay (Twilio asks once per call, retrying only an answer it did not get).
@@ -260,6 +261,7 @@ class _Webhooks:
                 await self.deps.store.set_twilio_sid(call.id, call_sid)
 
     async def voice(self, request: Request) -> Response:
+        deadline = asyncio.get_running_loop().time() + self.answer_deadline_s
         params = await self.signed(request)
         call_sid, caller, called = (_required(params, k) for k in ("CallSid", "From", "To"))
         for name, value in (("CallSid", call_sid), ("From", caller), ("To", called)):
@@ -294,9 +296,8 @@ class _Webhooks:
             )
             return _twiml(_reject())
         try:
-            twiml = await asyncio.wait_for(
-                self.deps.control.answer_inbound(call, call_sid), self.answer_deadline_s
-            )
+            async with asyncio.timeout_at(deadline):
+                twiml = await self.deps.control.answer_inbound(call, call_sid)
         except TimeoutError:
             await self._release(call.id)
             late = ServiceError(

@@ -18,6 +18,7 @@ value the database rejects), is the subclass
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import fields
@@ -27,7 +28,7 @@ from typing import get_args
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from switchboard.errors import StoreInputError
+from switchboard.errors import StoreError, StoreInputError
 from switchboard.realtime_events import Usage
 from switchboard.store import validation as check
 from switchboard.store.database import Database, EngineOptions, create_engine
@@ -54,9 +55,11 @@ from switchboard.store.records import (
     TimelineEvent,
 )
 from switchboard.store.status import STATUSES, StatusState, apply_status, is_terminal
-from switchboard.store.turns import TurnWriter, close_untranscribed
+from switchboard.store.turns import TurnWriter, close_replies, close_untranscribed
 
 __all__ = ["CallStore"]
+
+log = logging.getLogger("switchboard.store")
 
 _USAGE_FIELDS = tuple(f.name for f in fields(Usage))
 MAX_PAGE = 500
@@ -232,7 +235,18 @@ class CallStore:
             session.add(CallEventRow(call_id=call_id, kind="status", at=at, data=event))
             return applied
 
-        return await self._db.write("updating a call's status", work, locking=True)
+        applied = await self._db.write("updating a call's status", work, locking=True)
+        if applied and is_terminal(status):
+            # Apart, not under the call's row lock (turns.py): replies still playing are cut
+            # provisionally, for no actor may be left to say how they ended.
+            try:
+                await self._db.write(
+                    "cutting the replies a call's end left playing",
+                    lambda session: close_replies(session, call_id),
+                )
+            except StoreError as exc:  # the status stands; the actor's report may still come
+                log.warning("call %s: %s", call_id, exc)
+        return applied
 
     async def append_event(
         self, call_id: str, kind: str, at: datetime, data: dict[str, object]

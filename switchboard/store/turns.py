@@ -15,18 +15,18 @@ estimate of what the caller heard in ``heard_text``
 after the cut are dropped (their audio was never played), and a final
 transcript reported after the cut replaces ``text`` but not ``heard_text``.
 
-A call whose end the recorder writes (the actor's last report, or the pool's
-word that the actor died) with a reply still ``speaking`` (its actor died
-mid-reply: no cut will come) closes it as ``interrupted`` with ``heard_text``
-empty and ``heard_ms`` / ``generated_ms`` unknown (NULL): how much of it was
-played is not known here, and counting the whole as heard would claim what the
-caller may never have heard. Such a cut is provisional: a measured cut reported
-after it replaces it, as does a finish that happened before it (a report that
-lost the race to the pool's), and text still buffered for it is written. A
-terminal status alone (Twilio's callback, written by the ingress) closes only
-caller turns: the call's actor, alive, still reports how its reply ended, and
-the status write takes no lock on agent turns, which the recorder's writes take
-(in another order: a deadlock on PostgreSQL).
+A call that ends (the recorder writes its end, or a terminal status is
+written) with a reply still ``speaking`` (its actor died mid-reply, or its
+last reports were lost: no cut may come) closes it as ``interrupted`` with
+``heard_text`` empty and ``heard_ms`` / ``generated_ms`` unknown (NULL): how
+much of it was played is not known here, and counting the whole as heard would
+claim what the caller may never have heard. Such a cut is provisional: a
+measured cut reported after it replaces it, as does a finish that happened
+before it (Twilio's final status recorded before the actor's last report),
+and text still buffered for it is written. A terminal status cuts in a
+transaction of its own, after the status's: under the call's row lock it
+would also hold agent-turn locks, which the recorder's group takes in another
+order (a deadlock on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from switchboard.store.models import CallRow, TurnRow
 from switchboard.store.queries import check_call
 from switchboard.transcript import heard_prefix
 
-__all__ = ["TurnWriter", "close_untranscribed"]
+__all__ = ["TurnWriter", "close_replies", "close_untranscribed"]
 
 log = logging.getLogger("switchboard.store")
 
@@ -113,7 +113,7 @@ class TurnWriter:
 
         def work(session: Session) -> None:
             close_untranscribed(session, call_id)
-            _close_replies(session, call_id, at or _ended_at(session, call_id) or self._now())
+            close_replies(session, call_id, at or _ended_at(session, call_id) or self._now())
             for item_id, text in so_far.items():  # newer than what was written
                 session.execute(
                     update(TurnRow)
@@ -363,8 +363,10 @@ def close_untranscribed(session: Session, call_id: str) -> None:
     )
 
 
-def _close_replies(session: Session, call_id: str, ended: datetime | None) -> None:
-    """Agent turns still ``speaking`` when the call ended are cut, nothing known heard."""
+def close_replies(session: Session, call_id: str, ended: datetime | None = None) -> None:
+    """Agent turns still ``speaking`` when the call ended (at ``ended``; None: the end its
+    row gives) are cut, nothing known heard: provisionally (module docstring)."""
+    ended = ended or _ended_at(session, call_id)
     session.execute(
         update(TurnRow)
         .where(TurnRow.call_id == call_id, TurnRow.role == "agent", TurnRow.state == "speaking")

@@ -343,3 +343,20 @@ async def test_a_hang_up_twilio_keeps_refusing_is_tried_hang_up_tries_times(
         await world.reconciler.once()  # one more a round, until it gives up
     assert tries == [up] * HANG_UP_TRIES
     assert "may still be up at Twilio" in caplog.text
+
+
+async def test_a_reply_playing_when_its_actor_was_lost_is_cut_as_the_call_is_settled(
+    world: World,
+) -> None:
+    # No actor is left to say how its reply ended: counted whole it would be heard.
+    call_id = await world.call("in-progress", "CA" + "1" * 32)
+    await world.store.start_agent_turn(call_id, "item_a", world.clock.now())
+    await world.store.grow_agent_turn(call_id, "item_a", "Your order ships")
+    await world.store.flush_turns(call_id)
+    world.control.at_carrier["CA" + "1" * 32] = "completed"
+    world.clock.wall += timedelta(seconds=600)
+    assert await world.reconciler.once() == 1
+    detail = await world.store.get_call(call_id)
+    assert detail is not None
+    [reply] = detail.transcript
+    assert (reply.state, reply.text, reply.heard_text) == ("interrupted", "Your order ships", "")

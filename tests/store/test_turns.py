@@ -362,18 +362,24 @@ async def test_a_reply_still_speaking_when_the_call_ends_is_cut_nothing_known_he
     assert (await turn(store, call, "item_a")).text == "Your order ships tomorrow and"
 
 
-async def test_a_terminal_status_alone_leaves_the_reply_to_its_actor(
+async def test_a_terminal_status_cuts_a_reply_until_its_actor_says_how_it_ended(
     store: CallStore, reader: CallStore
 ) -> None:
     # Twilio's final word (the ingress's store) can come before the actor's last report,
-    # which says how its reply ended: the status closes caller turns only, and takes no
-    # lock on the agent's (the recorder locks them in another order).
+    # or with no report ever to follow (the actor lost, the reconciler settling the call):
+    # the reply is cut, nothing known heard, until a finish from before the end replaces it.
     call = await new_call(store)
     await store.reserve_caller_turn(call, "item_c", t(1))
     await store.start_agent_turn(call, "item_a", t(2))
     await reader.update_status(call, "completed", t(3))
     assert (await turn(reader, call, "item_c")).state == "untranscribed"
-    assert (await turn(reader, call, "item_a")).state == "speaking"
+    cut = await turn(reader, call, "item_a")
+    assert (cut.state, cut.heard_text, cut.heard_ms, cut.ended_at) == (
+        "interrupted",
+        "",
+        None,
+        t(3),
+    )
     await store.finish_agent_turn(call, "item_a", "Goodbye!", t(2.5))
     done = await turn(reader, call, "item_a")
     assert (done.state, done.heard_text, done.ended_at) == ("finished", None, t(2.5))
