@@ -1,6 +1,8 @@
 """When a call's audio levels are worth telling its viewers.
 
-The console's board and call view show who is speaking as two level meters.
+The console's board shows who is speaking on each live call's card as two
+level meters (the call view has none; a web call's bar measures its own audio
+in the browser).
 ``CallLevels`` turns the call's two ``LevelMeter`` readings into
 ``LevelsMeasured`` notices, sparingly: at most one per ``interval_s``, and
 only when a level moved by ``step_db`` or more since the last one, with

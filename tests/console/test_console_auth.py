@@ -35,6 +35,23 @@ async def test_nothing_loads_before_sign_in_and_a_wrong_token_is_refused(console
     await page.locator("#board-title").wait_for()
 
 
+async def test_a_token_with_characters_no_token_has_says_so(console: Console) -> None:
+    """A zero-width space pasted with the token cannot go in a header (fetch refuses the
+    request as it would a network failure): the form says what is wrong with the token."""
+    requested: list[str] = []
+    console.page.on("request", lambda r: requested.append(r.url))
+    page = await console.open(signed_in=False)
+    await page.fill("#token", f"{console.token}\u200b")
+    await page.click("button[type=submit]")
+    error = page.locator("#token-error", has_text="characters an API token cannot have")
+    await error.wait_for()
+    assert "reach" not in (await error.text_content() or "")
+    assert await page.get_attribute("#token", "aria-invalid") == "true"
+    assert not [u for u in requested if "/calls" in u]
+    await console.sign_in()  # the token as it should be
+    await page.locator("#board-title").wait_for()
+
+
 async def test_the_token_is_remembered_and_is_the_only_thing_stored(console: Console) -> None:
     page = await console.open()
     stored = await page.evaluate("Object.assign({}, localStorage)")

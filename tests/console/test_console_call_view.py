@@ -24,6 +24,7 @@ from switchboard.call_actions import (
     FinishCall,
     LatencyMeasured,
     PhaseChanged,
+    ProblemNoted,
     RenewSession,
     RunTool,
     ToolReturned,
@@ -162,6 +163,57 @@ async def test_hang_up_asks_for_confirmation_then_ends_the_call(console: Console
     await page.locator(".call-stats .badge", has_text="Completed").wait_for()
     await page.locator(".phase", has_text="Ended: hung up by api").wait_for()
     assert await page.locator(".call-actions .button.danger").is_hidden()
+
+
+async def test_a_hang_up_twilio_refused_can_be_asked_again(console: Console) -> None:
+    """The request was taken, but the call actor could not end the call (it notes a
+    hangup_failed problem): the call goes on, and so does the button."""
+    call = await live_call(console)
+    page = await console.open(f"/#/calls/{call.id}")
+    await page.get_by_role("button", name="Hang up").click()
+    await page.get_by_role("button", name="Confirm hang-up").click()
+    await page.locator(".toast", has_text="Hang-up requested").wait_for()
+    waiting = page.get_by_role("button", name="Hanging up…")
+    assert await waiting.is_disabled()
+
+    refused = "Twilio refused the hang-up: 503 Service Unavailable"
+    await console.act(call.id, ProblemNoted("twilio", "hangup_failed", refused))
+    await page.locator(".toast.error", has_text=refused).wait_for()
+    again = page.get_by_role("button", name="Hang up")
+    assert await again.is_enabled()
+    await again.click()
+    async with page.expect_response(re.compile(r"/hangup$")) as answer:
+        await page.get_by_role("button", name="Confirm hang-up").click()
+    assert (await answer.value).status == 202
+    assert console.control.hung_up == [call.id, call.id]
+    await waiting.wait_for()
+
+
+async def test_distinct_events_in_one_millisecond_are_each_on_the_timeline_once(
+    console: Console,
+) -> None:
+    """Problems (and other events named by nothing but their content) a fraction of a
+    millisecond apart are two entries; each one's live event and stored record, which
+    the page reads both of, are one."""
+    call = await live_call(console)
+    at = int(time.time() * 1000) / 1000 + 0.0001
+    await console.act(call.id, ProblemNoted("policy", "tool_failed", "lookup failed"), at=at)
+    await console.act(
+        call.id, ProblemNoted("realtime", "rate_limited", "429 from model"), at=at + 0.0003
+    )
+    # The record of a renewal has its attempt; the live event does not.
+    await console.act(call.id, RenewSession("session_cap", attempt=2), at=at + 0.0005)
+    await console.act(call.id, RenewSession("realtime_lost", attempt=3), at=at + 0.0006)
+    page = await console.open(f"/#/calls/{call.id}")
+    await page.locator("#details dd", has_text=call.id).wait_for()  # the record is in
+    # After the replay on the stream, in order: then every copy of each has come.
+    await console.act(call.id, LatencyMeasured("answer", 1234))
+    await page.locator(".call-stats .latency", has_text="First words").wait_for()
+    problems = await page.locator("#timeline li.problem span").all_text_contents()
+    assert len(problems) == 2, problems
+    assert any("lookup failed" in p for p in problems)
+    assert any("429 from model" in p for p in problems)
+    assert await page.locator("#timeline li.session_renewed").count() == 2
 
 
 async def test_opening_a_call_mid_reply_shows_each_word_once(console: Console) -> None:

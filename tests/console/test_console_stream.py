@@ -7,14 +7,17 @@ from typing import Any
 Console = Any  # the `console` fixture of conftest.py
 ConsoleWith = Any  # the `console_with` fixture of conftest.py
 
-# Drives api.js's stream against a fake WebSocket, with the timers in hand: each socket
-# does what `script` says, and the delay of each reconnect is noted. "refuse": accepted,
-# then closed 1011 at once (the server's answer when its call store fails); "event": an
-# event, then closed 1013; "stable": open until the stream counts it as working, then
-# closed 1001.
+# Drives api.js's stream against a fake WebSocket, with the timers in hand and
+# Math.random() answering `random`: each socket does what `script` says, and the delay of
+# each reconnect is noted. "refuse": accepted, then closed 1011 at once (the server's
+# answer when its call store fails); "event": an event (its replay), then closed 1013;
+# "replay": three events, then closed 1001; "stable": open until the stream counts it as
+# working, then closed 1001.
 BACKOFF = """
-async (script) => {
+async ([script, random]) => {
   const { Api } = await import('/console/js/api.js');
+  const realRandom = Math.random;
+  Math.random = () => random;
   const timers = new Map();
   let nextTimer = 1;
   const realSetTimeout = window.setTimeout;
@@ -55,6 +58,13 @@ async (script) => {
         socket.dispatchEvent(new MessageEvent('message', { data: '{"type": "noise"}' }));
         shut(socket, 1013, 'subscriber dropped');
       }
+      if (step === 'replay') {
+        for (const n of [1, 2, 3]) {
+          const data = `{"type": "noise", "n": ${n}}`;
+          socket.dispatchEvent(new MessageEvent('message', { data }));
+        }
+        shut(socket, 1001, 'event feed closed');
+      }
       if (step === 'stable') {
         fire();  // the socket has been open long enough
         shut(socket, 1001, 'event feed closed');
@@ -63,6 +73,7 @@ async (script) => {
     }
   } finally {
     stream.stop();
+    Math.random = realRandom;
     window.setTimeout = realSetTimeout;
     window.clearTimeout = realClearTimeout;
   }
@@ -76,15 +87,42 @@ async def test_a_server_that_accepts_and_closes_at_once_is_retried_backing_off(
 ) -> None:
     """Opening is not enough to count a connection as working (the wait before the next
     one would start over, and a failing server be asked twice a second, each time read in
-    full): an event, or staying open a while, is."""
+    full), nor is its replay: staying open a while is."""
     page = await console.open(signed_in=False)
-    script = ["refuse"] * 7 + ["event", "refuse", "refuse", "stable", "refuse"]
-    got = await page.evaluate(BACKOFF, script)
-    assert got["delays"] == [500, 1000, 2000, 4000, 8000, 10000, 10000, 500, 1000, 2000, 500, 1000]
+    script = ["refuse"] * 7 + ["event", "replay", "refuse", "stable", "refuse"]
+    got = await page.evaluate(BACKOFF, [script, 0])
+    assert got["delays"] == [
+        *[500, 1000, 2000, 4000, 8000, 10000, 10000],
+        *[10000, 10000, 10000, 500, 1000],
+    ]
     assert got["sockets"] == len(script) + 1
     # While it is down, the top bar can say why.
     assert ["reconnecting", "call store error: database is locked"] in got["states"]
     assert got["states"][-1] == ["reconnecting", "call store error: database is locked"]
+
+
+async def test_a_server_that_replays_then_closes_is_retried_backing_off(
+    console: Console,
+) -> None:
+    """Every socket is sent its replay at once: a server that then closes it (1013, 1001)
+    is asked again later and later, not every half second with the page re-read each
+    time; after a 1013 ("try again later") not within 2 s."""
+    page = await console.open(signed_in=False)
+    got = await page.evaluate(BACKOFF, [["event"] * 6, 0])
+    assert got["delays"] == [2000, 2000, 2000, 4000, 8000, 10000]
+    got = await page.evaluate(BACKOFF, [["replay"] * 6, 0])
+    assert got["delays"] == [500, 1000, 2000, 4000, 8000, 10000]
+    assert got["sockets"] == 7
+
+
+async def test_reconnects_are_spread_out(console: Console) -> None:
+    """Each wait is drawn from the last quarter below its backoff: pages that one restart
+    cut off do not all come back at the same moment."""
+    page = await console.open(signed_in=False)
+    got = await page.evaluate(BACKOFF, [["replay"] * 6, 0.6])
+    assert got["delays"] == [425, 850, 1700, 3400, 6800, 8500]  # 0.85 of 500, 1000...
+    got = await page.evaluate(BACKOFF, [["event"] * 4, 0.6])
+    assert got["delays"] == [2000, 2000, 2000, 3400]
 
 
 async def test_a_token_a_stream_cannot_carry_says_so_where_live_would_be(

@@ -255,6 +255,26 @@ async def test_a_web_call_hung_up_at_the_microphone_prompt_is_hung_up_on_the_ser
     assert console.control.hung_up == [call.id]
 
 
+async def test_the_mute_button_keeps_its_name_and_says_whether_it_is_pressed(
+    console: Console,
+) -> None:
+    """A toggle button that also changed its name would be read as "Unmute, pressed"."""
+    await console.context.add_init_script(UNANSWERED_PROMPT)
+    page = await console.open()
+    talk = page.get_by_role("button", name="Talk from this browser")
+    await talk.wait_for()
+    await page.fill("#call-instruction", "You are Ava from Bright Smiles Dental.")
+    await talk.click()
+    await page.wait_for_function("() => window.asked === 1")
+    mute = page.locator("#webcall").get_by_role("button", name="Mute", exact=True)
+    assert await mute.get_attribute("aria-pressed") == "false"
+    await mute.click()
+    assert await mute.get_attribute("aria-pressed") == "true"
+    assert (await mute.text_content()) == "Mute"
+    await mute.click()
+    assert await mute.get_attribute("aria-pressed") == "false"
+
+
 async def test_mu_law_tables_match_the_codec(console: Console) -> None:
     page = await console.open()
     encode, decode = await page.evaluate(

@@ -109,15 +109,18 @@ async def test_reference_bridge_carries_a_conversation_with_barge_in() -> None:
             await tw.wait_for_call_status(call.sid, "completed", timeout=60)
 
         stream = tw.call(call.sid).streams[0]
-        # Like Twilio's sample, the bridge clears on every speech start; only the
-        # barge-in into the long reply had audio to drop.
+        # Like Twilio's sample, the bridge clears on every speech start. The barge-in into
+        # the long reply drops its unplayed audio; a pause in the caller's words that the
+        # short default silence window took for a turn's end can also cut a reply that had
+        # just begun (how often depends on timing, so only "at least once" is asserted).
         cutting = [clear for clear in stream.clears if clear.dropped_bytes > 0]
-        assert len(cutting) == 1
+        assert cutting, stream.clears
         session = rt.sessions[0]
         cut = [t for t in session.truncations if t.accepted]
-        assert len(cut) == 1
-        assert cut[0].audio_ms_generated is not None
-        assert 0 < cut[0].audio_end_ms <= cut[0].audio_ms_generated
+        assert cut, session.truncations
+        for truncation in cut:
+            assert truncation.audio_ms_generated is not None
+            assert 0 < truncation.audio_end_ms <= truncation.audio_ms_generated
         assert len(session.server_events("response.done")) >= 3
         transcripts = [
             e["transcript"]

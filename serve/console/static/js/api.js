@@ -22,6 +22,16 @@ export function tokenWorksForStreams(token) {
   return SUBPROTOCOL.test(`bearer.${token}`);
 }
 
+// What an HTTP header can carry of a token: visible ASCII. Anything else (a zero-width
+// space pasted with it, a letter with an accent) makes fetch refuse the request itself.
+const HEADER_TOKEN = /^[\x21-\x7e]+$/;
+const NOT_A_TOKEN = "This token has characters an API token cannot have (only visible ASCII: letters, digits, punctuation). Check what was pasted.";
+
+/** Why `token` cannot be sent at all, or "" if it can. */
+export function tokenProblem(token) {
+  return HEADER_TOKEN.test(token) ? "" : NOT_A_TOKEN;
+}
+
 // Error text from a server is shown to the user: kept to a readable length.
 const MESSAGE_MAX = 300;
 // Reason phrases for when the response has none (HTTP/2 sends no status text).
@@ -83,6 +93,8 @@ export class Api {
    * reason, and an answer it was too late to stop signs no one out.
    */
   async request(method, path, body, { signal } = {}) {
+    // fetch would throw as it does for a network failure: say what is wrong instead.
+    if (tokenProblem(this.token)) throw new ApiError(0, tokenProblem(this.token));
     const headers = { Authorization: `Bearer ${this.token}`, Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     let response;
@@ -164,13 +176,20 @@ export class Api {
 }
 
 const CLOSE_POLICY = 1008;
+const CLOSE_TRY_LATER = 1013;
 const CLOSE_UNKNOWN_CALL = 4404;
 const FIRST_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 10_000;
+// Waits are drawn from [1 - JITTER, 1] of the backoff: pages a restart cut off together
+// do not all come back in the same instant.
+const JITTER = 0.25;
+// The server said "try again later" (it let this page go for falling behind): not sooner.
+const TRY_LATER_MS = 2000;
 // A socket counts as a working connection (the wait before the next one starts over)
-// once it brought an event or stayed open this long: a server that accepts and closes
-// at once (1011 when its call store fails) is retried backing off, not twice a second.
-const STABLE_MS = 5000;
+// once it stayed open this long. Events are no sign: every socket the server accepts
+// is sent its replay at once, also by a server that then closes it (1011 when its call
+// store fails, 1013, 1001), and each reconnect re-reads the board or the call.
+const STABLE_MS = 10_000;
 // Events received before telling the server so (serve/event_stream.py: ACK_EVERY).
 const ACK_EVERY = 100;
 
@@ -221,7 +240,6 @@ class LiveStream {
     socket.addEventListener("message", (message) => {
       if (this.stopped) return;
       received += 1;
-      if (received === 1) working();
       if (received % ACK_EVERY === 0 && socket.readyState === WebSocket.OPEN) {
         socket.send(JSON.stringify({ ack: received }));
       }
@@ -263,16 +281,17 @@ class LiveStream {
         );
         return;
       }
-      this.#retry(closed.reason);
+      this.#retry(closed.reason, closed.code === CLOSE_TRY_LATER ? TRY_LATER_MS : 0);
     });
   }
 
-  /** `reason`: why the server closed the last socket, if it said. */
-  #retry(reason = "") {
+  /** `reason`: why the server closed the last socket, if it said; `atLeast`: its wait. */
+  #retry(reason = "", atLeast = 0) {
     if (this.stopped) return;
     if (reason) this.reason = reason;
     this.onState("reconnecting", this.reason ? { reason: this.reason } : {});
-    this.timer = setTimeout(() => this.connect(), this.backoff);
+    const wait = Math.max(atLeast, Math.round(this.backoff * (1 - JITTER * Math.random())));
+    this.timer = setTimeout(() => this.connect(), wait);
     this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
   }
 

@@ -87,9 +87,29 @@ function subject(kind, data) {
       return data.tool_call_id ?? "";
     case "latency":
       return data.kind ?? "";
+    // Kinds with nothing to name them by: their content tells two in one millisecond apart.
+    // Only fields the live event and the stored record both carry (a renewal's record also
+    // has its attempt), so each still meets its other copy.
+    case "problem":
+      return `${data.source ?? ""}|${data.reason ?? ""}|${data.message ?? ""}`;
+    case "hangup":
+    case "finished":
+    case "session_renewed":
+      return data.reason ?? "";
+    case "hangup_requested":
+      return data.by ?? "";
     default:
-      return "";
+      return stableJson(data);
   }
+}
+
+/** `value` as JSON with every object's keys sorted: the same content, the same text. */
+function stableJson(value) {
+  return JSON.stringify(value, (key, inner) =>
+    inner && typeof inner === "object" && !Array.isArray(inner)
+      ? Object.fromEntries(Object.keys(inner).sort().map((name) => [name, inner[name]]))
+      : inner,
+  );
 }
 
 export class CallModel {

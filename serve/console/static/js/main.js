@@ -3,7 +3,7 @@
 // Routes live in the URL's fragment, so views can be bookmarked and the back
 // button works without server routes: #/ (live calls), #/history?…, #/calls/<id>.
 
-import { Api, ApiError, tokenWorksForStreams } from "./api.js";
+import { Api, ApiError, tokenProblem, tokenWorksForStreams } from "./api.js";
 import { focusHeading, h, replace } from "./dom.js";
 import { clearToken, loadToken, saveToken } from "./store.js";
 import { mountBoard } from "./views/board.js";
@@ -171,6 +171,12 @@ function showSignIn(message = "") {
     const token = input.value.trim();
     if (!token) {
       error.textContent = "Enter the API token.";
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+      return;
+    }
+    if (tokenProblem(token)) {
+      error.textContent = tokenProblem(token);
       input.setAttribute("aria-invalid", "true");
       input.focus();
       return;

@@ -321,6 +321,13 @@ export function mountCall(container, { api, toast, setConnection }, id) {
       clearTimeout(usageTimer);
       usageTimer = setTimeout(() => reload().catch(() => {}), USAGE_REFRESH_MS);
     }
+    // Twilio refused the hang-up (the call actor notes it): the call goes on, so it can
+    // be asked again.
+    if (event.type === "problem" && event.reason === "hangup_failed" && hangup.disabled && model.live) {
+      hangup.disabled = false;
+      setText(hangup, "Hang up");
+      toast(`The call could not be hung up: ${event.message ?? "Twilio refused"}`, "error");
+    }
     if (event.type === "call.ended" || (event.type === "call.status" && model.ended)) {
       reload().catch(() => {});
     }

@@ -73,8 +73,8 @@ export function webCallBar(bar, { api, toast }) {
     const ticker = setInterval(() => started && setText(timer, clock((Date.now() - started) / 1000)), 1000);
     mute.addEventListener("click", () => {
       session.setMuted(!session.muted);
+      // A toggle button keeps its name: its pressed state says whether it is on.
       mute.setAttribute("aria-pressed", String(session.muted));
-      setText(mute, session.muted ? "Unmute" : "Mute");
     });
     end.addEventListener("click", () => session.hangUp());
     replace(
